@@ -1,0 +1,37 @@
+"""Shared fixtures.
+
+``shared_data`` points at ``../shared/data`` (the evaluation corpus that sits
+beside a checkout).  CI always has it, so there a missing corpus is an error;
+on a user's fresh clone those tests are skipped with a clear reason.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_DATA = REPO / "tests" / "data"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _require_shared() -> Path:
+    if SHARED_DATA.is_dir():
+        return SHARED_DATA
+    if os.environ.get("CI"):
+        raise RuntimeError(f"CI must have the shared corpus at {SHARED_DATA}")
+    pytest.skip(f"shared corpus not found at {SHARED_DATA} (only CI and dev machines have it)")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ../shared/data; fails in CI if absent, skips elsewhere."""
+    return _require_shared()
+
+
+@pytest.fixture(scope="session")
+def test_data() -> Path:
+    """Path to the small in-repo fixtures (tests/data)."""
+    return TEST_DATA
