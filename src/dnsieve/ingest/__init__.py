@@ -108,11 +108,12 @@ class SafeStream:
         self._raw.close()
 
 
-def open_decoded(path: Path, stats: IngestStats) -> tuple[SafeStream, bytes]:
+def open_decoded(path: Path, stats: IngestStats) -> tuple[SafeStream, bytes, BinaryIO]:
     """Open ``path``, transparently decompressing; return the stream and its head.
 
     The head (first 64 KiB of decoded bytes) is consumed from the stream; the
-    caller gets a stream that replays it (see :class:`_Replay`).
+    caller gets a stream that replays it (see :class:`_Replay`), and the raw
+    file handle (its ``tell()`` measures progress through compressed input).
     """
     raw = open(path, "rb")  # noqa: SIM115 - closed by the caller through SafeStream
     magic = raw.read(6)
@@ -128,7 +129,7 @@ def open_decoded(path: Path, stats: IngestStats) -> tuple[SafeStream, bytes]:
         inner = raw
     safe = SafeStream(inner, stats)
     head = safe.read(SNIFF_BYTES)
-    return SafeStream(_Replay(head, safe), stats), head  # type: ignore[arg-type]
+    return SafeStream(_Replay(head, safe), stats), head, raw  # type: ignore[arg-type]
 
 
 class _Replay:
@@ -184,10 +185,11 @@ def read_file(
         ctx = ReadContext(sensor=str(p), stats=IngestStats(source=str(p)))
     ctx.stats.source = ctx.stats.source or str(p)
     try:
-        stream, head = open_decoded(p, ctx.stats)
+        stream, head, raw = open_decoded(p, ctx.stats)
     except OSError as exc:
         ctx.stats.error = f"cannot open: {exc.strerror or exc}"
         return
+    ctx.raw_tell = raw.tell
     try:
         if fmt == "auto":
             detected = sniff(head, p.name)
@@ -207,6 +209,7 @@ def read_file(
         yield from read_stream(stream, fmt, ctx)  # type: ignore[arg-type]
     finally:
         stream.close()
+        raw.close()
 
 
 def iter_input_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:

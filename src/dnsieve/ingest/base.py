@@ -11,7 +11,7 @@ file early, and that too is recorded as a reject, not raised.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
@@ -90,6 +90,17 @@ class ReadContext:
     skip_bytes: int = 0
     splitter: DomainSplitter = field(default_factory=DomainSplitter)
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: set by :func:`dnsieve.ingest.read_file`: position in the raw (compressed) file.
+    raw_tell: Callable[[], int] | None = None
+
+    def raw_pos(self) -> int:
+        """Bytes of the raw input consumed so far (0 when unknown), for progress bars."""
+        if self.raw_tell is None:
+            return 0
+        try:
+            return self.raw_tell()
+        except (OSError, ValueError):
+            return 0
 
 
 class Adapter(Protocol):

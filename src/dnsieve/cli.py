@@ -1,0 +1,231 @@
+"""The ``dnsieve`` command line.  Commands are thin: load settings, call one
+library function, print its result."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from dnsieve.config import ConfigError, Settings, load_settings, settings_as_toml
+from dnsieve.ingest.sniff import FORMATS
+from dnsieve.lake import FileReport, Lake
+
+app = typer.Typer(
+    name="dnsieve",
+    help="Sift DNS telemetry for the anomalies that are threats to you.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML settings file (default: $DNSIEVE_CONFIG or ./dnsieve.toml)"),
+]
+
+
+def _settings(config: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
+    try:
+        return load_settings(config, overrides=overrides)
+    except ConfigError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+
+
+def _ingest_with_progress(lake: Lake, paths: list[Path], fmt: str, options: dict[str, Any], show: bool) -> list[FileReport]:
+    from dnsieve.ingest import iter_input_files
+
+    files = list(iter_input_files(paths))
+    total = sum(f.stat().st_size for f in files if f.is_file())
+    if not show or total < 8 * 1024 * 1024:
+        return lake.ingest_files(files, fmt, options)
+    with Progress(
+        TextColumn("[bold]ingest[/bold] {task.fields[name]}"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[rows]:,} rows"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("ingest", total=total, name="", rows=0)
+        done_before = 0
+        current = {"path": "", "size": 0}
+
+        def on_progress(path: str, raw_done: int, rows: int) -> None:
+            nonlocal done_before
+            if path != current["path"]:
+                done_before += int(current["size"])
+                current["path"] = path
+                current["size"] = Path(path).stat().st_size
+            progress.update(task, completed=done_before + raw_done, name=escape(Path(path).name), rows=rows)
+
+        return lake.ingest_files(files, fmt, options, on_progress=on_progress)
+
+
+def render_ingest_summary(reports: list[FileReport], lake: Lake, out: Console) -> None:
+    """Human summary of an ingest: one row per file and a total line."""
+    table = Table(title=f"ingest into {escape(str(lake.path))}", title_justify="left")
+    table.add_column("file", overflow="fold")
+    table.add_column("format")
+    table.add_column("status")
+    table.add_column("read", justify="right")
+    table.add_column("written", justify="right")
+    table.add_column("rejected", justify="right")
+    table.add_column("top reject reasons / error", overflow="fold")
+    for r in reports:
+        reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(r.rejects.items(), key=lambda kv: -kv[1])[:3])
+        note = "; ".join(x for x in (r.error or "", reasons) if x)
+        style = {"error": "red", "unchanged": "dim", "grown": "cyan"}.get(r.status, "")
+        table.add_row(
+            escape(r.path),
+            escape(r.format),
+            f"[{style}]{r.status}[/{style}]" if style else r.status,
+            f"{r.records_read:,}",
+            f"{r.rows_written:,}",
+            f"{r.rejected:,}",
+            escape(note),
+        )
+    out.print(table)
+    rows = sum(r.rows_written for r in reports)
+    rej = sum(r.rejected for r in reports)
+    unchanged = sum(r.status == "unchanged" for r in reports)
+    errors = sum(r.status == "error" for r in reports)
+    out.print(
+        f"{len(reports)} file(s): {rows:,} rows written, {rej:,} rejected"
+        + (f", {unchanged} already ingested" if unchanged else "")
+        + (f", [red]{errors} failed[/red]" if errors else "")
+    )
+    span = lake.time_range()
+    if span:
+        hours = (span[1] - span[0]).total_seconds() / 3600
+        out.print(f"lake spans {span[0]:%Y-%m-%d %H:%M:%S} to {span[1]:%Y-%m-%d %H:%M:%S} UTC ({hours:.1f} h)")
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files or directories (recursed)")],
+    lake_dir: Annotated[Path | None, typer.Option("--lake", help="lake directory (default: settings lake.path)")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help=f"auto or one of: {', '.join(FORMATS)}")] = "",
+    mapping: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="CSV/Parquet column mapping CANONICAL=SOURCE (repeatable)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a machine-readable summary")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Ingest DNS logs, EVE JSON, pcaps or query logs into the Parquet lake.
+
+    Re-ingesting content already ingested is a no-op; a log that has grown is
+    read from where the last ingest stopped.
+    """
+    settings = _settings(config)
+    fmt = fmt or settings.ingest.format
+    if fmt != "auto" and fmt not in FORMATS:
+        err_console.print(f"[red]error:[/red] unknown format {escape(fmt)!r}; choose auto or one of {', '.join(FORMATS)}")
+        raise typer.Exit(2)
+    options: dict[str, Any] = {"mapping": dict(settings.ingest.column_mapping)}
+    if settings.ingest.year:
+        options["year"] = settings.ingest.year
+    for m in mapping or []:
+        if "=" not in m:
+            err_console.print(f"[red]error:[/red] --map expects CANONICAL=SOURCE, got {escape(m)!r}")
+            raise typer.Exit(2)
+        k, v = m.split("=", 1)
+        options["mapping"][k.strip()] = v.strip()
+    lake = Lake.from_settings(settings, lake_dir)
+    missing = [p for p in paths if not p.exists()]
+    reports = _ingest_with_progress(lake, paths, fmt, options, show=not as_json and sys.stderr.isatty())
+    if as_json:
+        payload = {"lake": str(lake.path), "files": [r.to_dict() for r in reports]}
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        render_ingest_summary(reports, lake, console)
+    if missing or (reports and all(r.status == "error" for r in reports)):
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    lake_dir: Annotated[Path | None, typer.Option("--lake", help="lake directory (default: a temporary one)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Ingest the bundled real samples into a lake and print the summary."""
+    settings = _settings(config)
+    samples = resources.files("dnsieve") / "data" / "samples"
+    with resources.as_file(samples) as sample_dir, tempfile.TemporaryDirectory(prefix="dnsieve-demo-") as tmp:
+        target = lake_dir or Path(tmp) / "lake"
+        lake = Lake.from_settings(settings, target)
+        inputs = sorted(p for p in Path(sample_dir).iterdir() if p.suffix != ".md")
+        reports = lake.ingest_files(inputs)
+        render_ingest_summary(reports, lake, console)
+        top = (
+            lake.scan()
+            .group_by("registered_domain")
+            .agg(queries=pl.len(), clients=pl.col("src_ip").n_unique())
+            .sort("queries", descending=True)
+            .head(10)
+            .collect()
+        )
+        t = Table(title="top registered domains", title_justify="left")
+        t.add_column("registered domain")
+        t.add_column("queries", justify="right")
+        t.add_column("clients", justify="right")
+        for row in top.iter_rows(named=True):
+            t.add_row(escape(str(row["registered_domain"])), f"{row['queries']:,}", f"{row['clients']:,}")
+        console.print(t)
+
+
+@config_app.command("show")
+def config_show(
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of TOML")] = False,
+) -> None:
+    """Print the effective settings (defaults, file and DNSIEVE_* variables merged)."""
+    settings = _settings(config)
+    if as_json:
+        typer.echo(settings.model_dump_json(indent=2))
+    else:
+        typer.echo(settings_as_toml(settings))
+
+
+def _register_command_modules() -> None:
+    import importlib
+
+    from dnsieve.commands import MODULES
+
+    for mod in MODULES:
+        try:
+            module = importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+            continue
+        module.register(app)
+
+
+_register_command_modules()
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,15 @@
+"""CLI command groups contributed by subsystems.
+
+Each module here defines ``register(app: typer.Typer) -> None`` and keeps its
+commands thin: parse options, load settings, call one library function, print.
+:mod:`dnsieve.cli` calls every ``register`` listed in :data:`MODULES`.
+"""
+
+from __future__ import annotations
+
+MODULES: tuple[str, ...] = (
+    "dnsieve.commands.simulate",
+    "dnsieve.commands.detect",
+    "dnsieve.commands.domains",
+    "dnsieve.commands.run",
+)

@@ -1,0 +1,187 @@
+"""One typed, validated settings tree.
+
+Sources, lowest precedence first:
+
+1. the defaults below (they work with no file at all);
+2. a TOML file: ``--config PATH``, else ``$DNSIEVE_CONFIG``, else ``./dnsieve.toml`` if present;
+3. environment variables ``DNSIEVE_<SECTION>__<KEY>`` (``DNSIEVE_LAKE__PATH=/data/lake``);
+4. explicit overrides passed by the caller (CLI flags).
+
+Secrets are only read from the environment, never from the TOML file.
+
+>>> s = load_settings(env={})
+>>> s.ingest.batch_size
+65536
+>>> load_settings(env={"DNSIEVE_INGEST__BATCH_SIZE": "4096"}).ingest.batch_size
+4096
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "ConfigError",
+    "DomainSettings",
+    "IngestSettings",
+    "LakeSettings",
+    "Settings",
+    "default_data_dir",
+    "load_settings",
+]
+
+ENV_PREFIX = "DNSIEVE_"
+
+
+class ConfigError(ValueError):
+    """A settings file or variable is invalid; the message says which and why."""
+
+
+def default_data_dir() -> Path:
+    """Per-user data directory (``~/.local/share/dnsieve`` on Linux)."""
+    return Path(platformdirs.user_data_dir("dnsieve", appauthor=False))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class IngestSettings(_Section):
+    """How inputs are read."""
+
+    format: Literal[
+        "auto", "zeek", "zeek-json", "suricata", "pcap", "dnsmasq", "bind", "unbound", "csv", "parquet"
+    ] = "auto"
+    batch_size: int = Field(65_536, ge=256, le=4_000_000, description="rows per Arrow batch")
+    year: int | None = Field(
+        None, ge=1970, le=2100, description="year for syslog-style timestamps that carry none"
+    )
+    column_mapping: dict[str, str] = Field(
+        default_factory=dict, description="canonical column -> source column, for CSV/Parquet"
+    )
+
+
+class LakeSettings(_Section):
+    """The Parquet lake."""
+
+    path: Path = Field(default_factory=lambda: default_data_dir() / "lake")
+    rows_per_file: int = Field(
+        500_000, ge=1_000, le=50_000_000, description="max rows per Parquet part file"
+    )
+    max_buffered_rows: int = Field(
+        1_000_000, ge=1_000, le=100_000_000, description="rows held in memory before a flush"
+    )
+    compression: Literal["zstd", "snappy", "lz4", "gzip", "none"] = "zstd"
+
+
+class DomainSettings(_Section):
+    """Registered-domain split."""
+
+    private_suffixes: bool = Field(
+        True, description="use the PSL private section (foo.github.io is its own site)"
+    )
+
+
+class Settings(_Section):
+    """The whole settings tree.  Later subsystems add their sections here."""
+
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    lake: LakeSettings = Field(default_factory=LakeSettings)
+    domains: DomainSettings = Field(default_factory=DomainSettings)
+
+
+def _env_tree(env: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        parts = key[len(ENV_PREFIX) :].lower().split("__")
+        if len(parts) < 2:
+            continue  # top-level variables (DNSIEVE_DB, ...) are read by their own subsystem
+        node = tree
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _find_file(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    if path is not None:
+        return Path(path)
+    if env.get(ENV_PREFIX + "CONFIG"):
+        return Path(env[ENV_PREFIX + "CONFIG"])
+    local = Path("dnsieve.toml")
+    return local if local.is_file() else None
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Load and validate settings; raises :class:`ConfigError` with a readable message."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    file = _find_file(path, env)
+    if file is not None:
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {file}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: invalid TOML: {exc}") from None
+    data = _merge(data, _env_tree(env))
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            lines.append(f"  {loc}: {err['msg']}")
+        src = f" (from {file} and DNSIEVE_* variables)" if file else " (from DNSIEVE_* variables)"
+        raise ConfigError("invalid settings" + src + ":\n" + "\n".join(lines)) from None
+
+
+def settings_as_toml(settings: Settings) -> str:
+    """Render effective settings as TOML (for ``dnsieve config show``)."""
+    out: list[str] = []
+    dumped = settings.model_dump(mode="json")
+    for section, values in dumped.items():
+        out.append(f"[{section}]")
+        for k, v in values.items():
+            out.append(f"# {k} is unset" if v is None else f"{k} = {_toml_value(v)}")
+        out.append("")
+    return "\n".join(out)
+
+
+def _toml_value(v: Any) -> str:
+    import json
+
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))
