@@ -1,0 +1,57 @@
+"""Registered-domain split and name normalisation."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dnsieve.domains import DomainSplitter, escape_name, normalize_qnames
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("www.example.com", ("example.com", "www", "com")),
+        ("a.b.example.co.uk", ("example.co.uk", "a.b", "co.uk")),
+        ("foo.github.io", ("foo.github.io", "", "github.io")),
+        ("x.y.foo.github.io", ("foo.github.io", "x.y", "github.io")),
+        ("bucket.s3.amazonaws.com", ("bucket.s3.amazonaws.com", "", "s3.amazonaws.com")),
+        ("1.0.168.192.in-addr.arpa", ("192.in-addr.arpa", "1.0.168", "in-addr.arpa")),
+        ("wpad", ("wpad", "", "wpad")),
+        ("co.uk", ("co.uk", "", "co.uk")),
+        ("host.corp.local", ("corp.local", "host", "local")),
+        ("", ("", "", "")),
+    ],
+)
+def test_split_table(name: str, expected: tuple[str, str, str]) -> None:
+    assert DomainSplitter().split(name) == expected
+
+
+def test_icann_only_option() -> None:
+    assert DomainSplitter(private_suffixes=False).split("foo.github.io") == ("github.io", "foo", "io")
+
+
+def test_normalize_lowercases_strips_dot_escapes() -> None:
+    s = pl.Series("q", ["WWW.Example.COM.", "a b.com", "caf\u00e9.fr", "<script>.x.com", None, "."])
+    out = normalize_qnames(s).to_list()
+    assert out == ["www.example.com", "a\\x20b.com", "caf\\xc3\\xa9.fr", "<script>.x.com", None, "."]
+
+
+def test_escape_name_bytes() -> None:
+    assert escape_name(b"A\x00b\xff.Com.") == "a\\x00b\\xff.com"
+
+
+@given(st.binary(max_size=300))
+def test_escape_is_printable_ascii_and_injective_enough(raw: bytes) -> None:
+    s = escape_name(raw)
+    assert all(0x21 <= ord(c) <= 0x7E for c in s)
+
+
+@given(st.lists(st.text(max_size=80), max_size=30))
+def test_split_series_never_raises(names: list[str]) -> None:
+    ser = normalize_qnames(pl.Series("q", names, dtype=pl.String))
+    out = DomainSplitter().split_series(ser)
+    assert out.height == len(names)
+    assert out.columns == ["registered_domain", "subdomain", "tld"]
