@@ -41,7 +41,8 @@ _loaded = False
 
 def register(cls: type[Detector]) -> type[Detector]:
     """Class decorator: add a detector to the registry under ``cls.name``."""
-    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+    prev = REGISTRY.get(cls.name)
+    if prev is not None and prev is not cls and prev.__qualname__ != cls.__qualname__:
         raise ValueError(f"detector name {cls.name!r} registered twice")
     REGISTRY[cls.name] = cls
     return cls
@@ -72,4 +73,6 @@ def get(name: str) -> type[Detector]:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown detector {name!r}; available: {', '.join(sorted(REGISTRY))}") from None
+        raise KeyError(
+            f"unknown detector {name!r}; available: {', '.join(sorted(REGISTRY))}"
+        ) from None

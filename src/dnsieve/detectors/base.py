@@ -124,7 +124,11 @@ def anomaly_frame(
     elif isinstance(evidence, pl.Series):
         ev = evidence.cast(pl.String).alias("evidence")
     else:
-        ev = pl.Series("evidence", [json.dumps(e, sort_keys=True, default=str) for e in evidence], dtype=pl.String)
+        ev = pl.Series(
+            "evidence",
+            [json.dumps(e, sort_keys=True, default=str) for e in evidence],
+            dtype=pl.String,
+        )
     df = pl.DataFrame(
         {
             "detector": pl.Series([detector] * n, dtype=pl.String),

@@ -1,0 +1,209 @@
+"""``dnsieve run``: the one-shot main job — ingest, detect, calibrate, write alerts.
+
+``dnsieve run capture.pcapng`` ingests into a temporary lake (or ``--lake``),
+runs every registered detector through :func:`dnsieve.pipeline.detect` (which
+adapts the window to the span: a minute for a short capture, an hour for
+months) and calibrates, then writes the alerts as JSON lines and prints a
+ranked summary.
+
+**Score floors.**  Population calibration ranks a score among its detector's
+other scores; a single capture may hold two domains, too few to fit a tail.
+Detectors may declare ``score_floor``: a score below it is never an alert,
+and a score above it is an alert when the detector's population was too
+small for a tail fit (calibration reported ``model == "empirical"``) or in
+the top 5 % of its population: on a capture of a few hundred entity-windows no
+tail can reach a false-alarm rate of 1e-4 per entity-day, so the floor — set
+per detector above the benign maxima measured on real traffic (docs/detectors.md)
+— is the absolute evidence bar and the population rank guards against floods.
+The daily alert budget still applies.  See :func:`apply_score_floors`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import polars as pl
+import typer
+from rich.markup import escape
+
+from dnsieve.detectors import get
+
+__all__ = ["apply_score_floors", "register", "run_job"]
+
+
+def apply_score_floors(
+    anomalies: pl.DataFrame,
+    diagnostics: dict[str, Any],
+    top_share: float = 0.05,
+    budget_per_day: int = 20,
+) -> pl.DataFrame:
+    """Final alert decision from calibrated ``anomalies`` (with ``alert``/``tail_p``).
+
+    For a detector with a ``score_floor``: alert ⇔ score ≥ floor and (the
+    calibrated alert, or no tail could be fitted, or the score is in the top
+    ``top_share`` of its detector's population).  Other detectors keep the
+    calibrated decision.  At most ``budget_per_day`` alerts per UTC day.
+    Returns the alerts, most significant first.
+    """
+    if anomalies.height == 0:
+        return anomalies
+    floors: dict[str, float] = {}
+    empirical: dict[str, bool] = {}
+    for det in anomalies.get_column("detector").unique().to_list():
+        try:
+            f = getattr(get(det), "score_floor", None)
+        except KeyError:
+            f = None
+        if f is not None:
+            floors[det] = float(f)
+        tail = diagnostics.get("detectors", {}).get(det, {}).get("tail", {})
+        empirical[det] = tail.get("model") == "empirical"
+    floor = pl.col("detector").replace_strict(floors, default=None, return_dtype=pl.Float64)
+    emp = pl.col("detector").replace_strict(empirical, default=False, return_dtype=pl.Boolean)
+    top = pl.col("tail_p").fill_null(1.0) <= top_share
+    decided = (
+        pl.when(floor.is_null())
+        .then(pl.col("alert"))
+        .otherwise((pl.col("score") >= floor) & (pl.col("alert") | emp | top))
+    )
+    out = anomalies.with_columns(alert=decided.fill_null(False)).filter(pl.col("alert"))
+    out = out.sort(
+        ["global_p", "score", "detector", "entity"],
+        descending=[False, True, False, False],
+        nulls_last=True,
+    )
+    day = pl.col("window_start").dt.date()
+    return out.filter(pl.int_range(pl.len()).over(day) < budget_per_day)
+
+
+def run_job(
+    paths: list[Path],
+    lake_dir: Path | None = None,
+    fmt: str = "auto",
+    settings: Any = None,
+    detectors: list[str] | None = None,
+) -> tuple[list[Any], Any, pl.DataFrame]:
+    """Ingest ``paths`` into ``lake_dir`` (a temporary lake when None), detect and calibrate.
+
+    Returns ``(ingest reports, DetectResult, alerts)``; ``alerts`` applies
+    :func:`apply_score_floors` to the calibrated candidates.
+    """
+    from dnsieve.config import load_settings
+    from dnsieve.lake import Lake
+    from dnsieve.pipeline import DetectSettings, detect
+
+    settings = settings or load_settings()
+    ds = getattr(settings, "detect", None)
+    dset = ds.model_copy() if isinstance(ds, DetectSettings) else DetectSettings.model_validate({})
+    options: dict[str, Any] = {"mapping": dict(settings.ingest.column_mapping)}
+    if settings.ingest.year:
+        options["year"] = settings.ingest.year
+    with tempfile.TemporaryDirectory(prefix="dnsieve-run-") as tmp:
+        lake = Lake.from_settings(settings, lake_dir or Path(tmp) / "lake")
+        reports = lake.ingest_files(paths, fmt, options)
+        # A one-shot run has all its data: score the final partial window too
+        # (``detect`` otherwise waits for windows to complete, as a lake that
+        # still grows must).
+        span = lake.time_range()
+        until = span[1] + timedelta(seconds=1) if span else None
+        res = detect(lake, engine=dset.engine, settings=dset, detectors=detectors, until=until)
+    alerts = apply_score_floors(
+        res.anomalies, res.summary.get("calibration", {}), budget_per_day=dset.budget_per_day
+    )
+    res.summary["alerts"] = alerts.height
+    counts = alerts.group_by("detector").len() if alerts.height else None
+    for name, info in res.summary.get("detectors", {}).items():
+        n = 0
+        if counts is not None:
+            hit = counts.filter(pl.col("detector") == name)
+            n = int(hit["len"][0]) if hit.height else 0
+        info["alerts"] = n
+    return reports, res, alerts
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``dnsieve run`` to the CLI."""
+
+    @app.command()
+    def run(
+        paths: Annotated[
+            list[Path], typer.Argument(help="captures, logs or directories (recursed)")
+        ],
+        lake_dir: Annotated[
+            Path | None, typer.Option("--lake", help="lake directory (default: a temporary one)")
+        ] = None,
+        out: Annotated[
+            Path | None, typer.Option("--out", help="write alerts as JSON lines here")
+        ] = None,
+        as_json: Annotated[
+            bool, typer.Option("--json", help="print summary and alerts as JSON")
+        ] = False,
+        fmt: Annotated[
+            str, typer.Option("--format", "-f", help="input format (default: auto)")
+        ] = "",
+        detector: Annotated[
+            list[str] | None, typer.Option("--detector", help="run only this detector (repeatable)")
+        ] = None,
+        config: Annotated[
+            Path | None, typer.Option("--config", "-c", help="TOML settings file")
+        ] = None,
+    ) -> None:
+        """Ingest, run every detector, calibrate, write alerts and print a ranked summary."""
+        from dnsieve.cli import _settings, console, err_console, render_ingest_summary
+        from dnsieve.commands.detect import alerts_to_records, render_summary, write_alerts
+        from dnsieve.ingest.sniff import FORMATS
+
+        settings = _settings(config)
+        fmt = fmt or settings.ingest.format
+        if fmt != "auto" and fmt not in FORMATS:
+            err_console.print(
+                f"[red]error:[/red] unknown format {escape(fmt)!r}; choose auto or one of {', '.join(FORMATS)}"
+            )
+            raise typer.Exit(2)
+        missing = [p for p in paths if not p.exists()]
+        for p in missing:
+            err_console.print(f"[red]error:[/red] no such file or directory: {escape(str(p))}")
+        if missing and len(missing) == len(paths):
+            raise typer.Exit(2)
+        try:
+            reports, res, alerts = run_job(
+                [p for p in paths if p.exists()], lake_dir, fmt, settings,
+                list(detector) if detector else None,
+            )  # fmt: skip
+        except KeyError as exc:
+            err_console.print(f"[red]error:[/red] {escape(str(exc.args[0] if exc.args else exc))}")
+            raise typer.Exit(2) from None
+        if out is not None:
+            write_alerts(alerts, out)
+            res.summary["out"] = str(out)
+        if as_json:
+            payload = {
+                "ingest": [r.to_dict() for r in reports],
+                "summary": res.summary,
+                "alerts": alerts_to_records(alerts),
+            }
+            typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        else:
+            from dnsieve.lake import Lake
+
+            render_ingest_summary(
+                reports, Lake(lake_dir) if lake_dir else cast(Any, _NoLake()), console
+            )
+            render_summary(res.summary, alerts, console)
+            if out is not None:
+                console.print(f"wrote {alerts.height:,} alerts to {escape(str(out))}")
+        if reports and all(r.status == "error" for r in reports):
+            raise typer.Exit(1)
+
+
+class _NoLake:
+    """Stands in for a temporary lake that is gone by the time the summary prints."""
+
+    path = Path("(temporary lake)")
+
+    def time_range(self) -> None:
+        return None

@@ -1,0 +1,310 @@
+"""Atypical visitors, masquerading traffic and DNS profile changes (ARCHITECTURE §5).
+
+Both detectors compare the scored windows with the *baseline*: the input rows
+before ``ctx.start``.  Without a baseline (a single short capture) there is
+nothing to compare with and they return no candidates.
+
+``visitors`` (entity: registered domain)
+    Emotet-style campaigns make many hosts suddenly resolve a domain that
+    few or none resolved before.  Per domain and window: its current visitors
+    ``V_C``, its baseline visitors ``V_B``, and the *new* visitors
+    ``N = V_C − V_B`` restricted to hosts already active in the baseline (a
+    newly installed host visits everything for the first time).  With
+    ``rarity = 1 − |V_B| / |baseline clients|``::
+
+        score = log2(1 + |N|) * (|N| / |V_C|) * rarity
+
+    A brand-new domain gaining 12 established hosts scores ~3.7; a popular
+    domain one more host visits scores ~0.
+
+``profile`` (entity: client)
+    A host whose DNS behaviour changes abruptly (new software, an implant, a
+    takeover).  Per client and window: the Jensen–Shannon divergence (base 2,
+    in [0, 1]) between its baseline and current distribution of registered
+    domains, and of query types.  Confidence grows with the number of queries
+    on both sides::
+
+        score = (JSD_domains * share_new + JSD_qtypes) * min(1, n_current / 50) * min(1, n_base / 50)
+
+    where ``share_new`` is the share of the current queries that go to
+    domains the host never asked for in the baseline (so churn among familiar
+    domains counts less than a move to unknown ones).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import numpy as np
+import polars as pl
+
+from dnsieve.detectors import register
+from dnsieve.detectors.base import (
+    DetectContext,
+    Detector,
+    EntityType,
+    InputKind,
+    anomaly_frame,
+    empty_anomalies,
+)
+from dnsieve.detectors.tunnel import (
+    _utc,
+    evidence_json,
+    example_events,
+    scored_period,
+    tidy,
+    window_columns,
+)
+
+__all__ = ["ProfileDetector", "VisitorsDetector", "jensen_shannon"]
+
+_LOCAL = r"(^|\.)(arpa|local|localdomain|lan|home|internal|localhost)$"
+
+
+def _baseline(data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
+    return data.filter(pl.col("ts").is_not_null() & (pl.col("ts") < _utc(ctx.start)))
+
+
+def _usable(df: pl.DataFrame) -> pl.DataFrame:
+    return df.filter(
+        pl.col("src_ip").is_not_null()
+        & pl.col("registered_domain").is_not_null()
+        & pl.col("registered_domain").str.contains(".", literal=True)
+        & ~pl.col("registered_domain").str.contains(_LOCAL)
+    )
+
+
+def jensen_shannon(counts: pl.DataFrame, key: list[str], item: str) -> pl.DataFrame:
+    """Jensen–Shannon divergence (base 2) per ``key`` between two count columns.
+
+    ``counts`` has columns ``key + [item, "nb", "nc"]`` (baseline and current
+    counts, nulls allowed); returns ``key + ["jsd"]``.
+
+    >>> df = pl.DataFrame({"k": [1, 1, 2, 2], "i": ["a", "b", "a", "b"],
+    ...                    "nb": [10, 0, 5, 5], "nc": [0, 10, 5, 5]})
+    >>> jensen_shannon(df, ["k"], "i").sort("k")["jsd"].round(3).to_list()
+    [1.0, 0.0]
+    """
+    c = counts.with_columns(
+        pl.col("nb").fill_null(0).cast(pl.Float64), pl.col("nc").fill_null(0).cast(pl.Float64)
+    )
+    c = c.with_columns(
+        pb=pl.col("nb") / pl.col("nb").sum().over(key),
+        pc=pl.col("nc") / pl.col("nc").sum().over(key),
+    ).with_columns(m=(pl.col("pb") + pl.col("pc")) / 2)
+
+    def kl(p: str) -> pl.Expr:
+        return (
+            pl.when(pl.col(p) > 0).then(pl.col(p) * (pl.col(p) / pl.col("m")).log(2)).otherwise(0.0)
+        )
+
+    return c.group_by(key).agg(jsd=(0.5 * kl("pb") + 0.5 * kl("pc")).sum().clip(0.0, 1.0))
+
+
+def _example(seed: int) -> pl.DataFrame:
+    """Two days: a stable office, then on day two eight hosts start resolving
+    a domain nobody knew, and one host's profile changes."""
+    rng = np.random.default_rng(seed)
+    t0 = datetime(2024, 3, 1, 0, 0, tzinfo=UTC)
+    common = ["example.org", "wikipedia.org", "python.org", "office-suite.com", "news.example"]
+    rows: list[dict[str, Any]] = []
+
+    def add(t: float, client: str, dom: str, qtype: str = "A") -> None:
+        rows.append(
+            {
+                "ts": t0 + timedelta(seconds=t),
+                "src_ip": client,
+                "qname": "www." + dom,
+                "qtype": qtype,
+                "rcode": "NOERROR",
+                "registered_domain": dom,
+                "subdomain": "www",
+                "tld": dom.rsplit(".", 1)[1],
+            }
+        )
+
+    for _ in range(600):
+        add(
+            float(rng.uniform(0, 172800)),
+            f"10.3.0.{int(rng.integers(2, 14))}",
+            common[int(rng.integers(0, 5))],
+        )
+    for i in range(8):
+        for _ in range(3):
+            add(86400 + float(rng.uniform(0, 86400)), f"10.3.0.{2 + i}", "invoice-docs.top")
+    for _ in range(60):
+        add(
+            86400 + float(rng.uniform(0, 86400)),
+            "10.3.0.13",
+            f"cdn{int(rng.integers(0, 30))}.example",
+            "TXT",
+        )
+    return example_events(rows)
+
+
+@register
+class VisitorsDetector(Detector):
+    """A domain suddenly visited by hosts outside its usual visitor set."""
+
+    name: ClassVar[str] = "visitors"
+    entity_type: ClassVar[EntityType] = "domain"
+    requires: ClassVar[InputKind] = "events"
+    description: ClassVar[str] = "new or rare domains suddenly visited by many established hosts"
+    score_floor: ClassVar[float] = 3.0
+
+    def __init__(self, min_new_visitors: int = 3, samples: int = 10) -> None:
+        self.min_new_visitors = min_new_visitors
+        self.samples = samples
+
+    def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
+        base = _usable(_baseline(data, ctx))
+        cur = _usable(scored_period(data, ctx))
+        if base.height == 0 or cur.height == 0:
+            return empty_anomalies()
+        known = base.select("src_ip").unique()
+        n_base_clients = known.height
+        visited = base.select("registered_domain", "src_ip").unique()
+        base_vis = visited.group_by("registered_domain").agg(baseline_visitors=pl.len())
+        cur = cur.with_columns(window_columns(ctx))
+        key = ["registered_domain", "window_start", "window_end"]
+        pairs = cur.select([*key, "src_ip"]).unique()
+        new = pairs.join(known, on="src_ip", how="semi").join(
+            visited, on=["registered_domain", "src_ip"], how="anti"
+        )
+        tot = pairs.group_by(key).agg(visitors=pl.len())
+        agg = new.group_by(key).agg(
+            new_visitors=pl.len(), sample=pl.col("src_ip").sort().head(self.samples)
+        )
+        df = (
+            agg.filter(pl.col("new_visitors") >= self.min_new_visitors)
+            .join(tot, on=key, how="left")
+            .join(base_vis, on="registered_domain", how="left")
+            .with_columns(pl.col("baseline_visitors").fill_null(0))
+        )
+        if df.height == 0:
+            return empty_anomalies()
+        df = df.with_columns(
+            new_share=pl.col("new_visitors") / pl.col("visitors"),
+            rarity=1.0 - pl.col("baseline_visitors") / float(n_base_clients),
+        ).with_columns(
+            score=(1.0 + pl.col("new_visitors").cast(pl.Float64)).log(2)
+            * pl.col("new_share")
+            * pl.col("rarity").clip(0.0, 1.0)
+        )
+        evidence = df.select(
+            evidence_json(
+                pl.col("visitors"),
+                pl.col("new_visitors"),
+                tidy(pl.col("new_share")),
+                pl.col("baseline_visitors"),
+                pl.lit(n_base_clients).alias("baseline_clients"),
+                (pl.col("baseline_visitors") == 0).alias("new_domain"),
+                pl.col("sample").alias("new_visitor_sample"),
+            )
+        ).to_series()
+        return anomaly_frame(
+            self.name,
+            self.entity_type,
+            df["registered_domain"],
+            df["window_start"],
+            df["window_end"],
+            df["score"].fill_nan(0.0).fill_null(0.0).round(9).replace(-0.0, 0.0),
+            evidence=evidence,
+        )
+
+    @classmethod
+    def example(cls, seed: int = 0) -> pl.DataFrame:
+        return _example(seed)
+
+
+@register
+class ProfileDetector(Detector):
+    """A host whose DNS profile (domains, query types) changes abruptly."""
+
+    name: ClassVar[str] = "profile"
+    entity_type: ClassVar[EntityType] = "client"
+    requires: ClassVar[InputKind] = "events"
+    description: ClassVar[str] = (
+        "Jensen-Shannon divergence of a host's domain and qtype mix vs its baseline"
+    )
+    score_floor: ClassVar[float] = 0.9
+
+    def __init__(self, min_queries: int = 50, samples: int = 10) -> None:
+        self.min_queries = min_queries
+        self.samples = samples
+
+    def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
+        base = _usable(_baseline(data, ctx))
+        cur = _usable(scored_period(data, ctx))
+        if base.height == 0 or cur.height == 0:
+            return empty_anomalies()
+        cur = cur.with_columns(window_columns(ctx))
+        wins = cur.select("window_start", "window_end").unique()
+        key = ["src_ip", "window_start", "window_end"]
+        out = []
+        for item in ("registered_domain", "qtype"):
+            b = (
+                base.group_by("src_ip", item)
+                .agg(nb=pl.len())
+                .join(wins, how="cross")
+                .join(cur.select("src_ip").unique(), on="src_ip", how="semi")
+            )
+            c = cur.group_by([*key, item]).agg(nc=pl.len())
+            both = c.join(b, on=[*key, item], how="full", coalesce=True)
+            both = both.join(c.select(key).unique(), on=key, how="semi")
+            out.append(jensen_shannon(both, key, item).rename({"jsd": f"jsd_{item}"}))
+        nb = base.group_by("src_ip").agg(n_base=pl.len())
+        seen = base.select("src_ip", "registered_domain").unique()
+        novel = cur.join(seen, on=["src_ip", "registered_domain"], how="anti")
+        nov = novel.group_by(key).agg(
+            novel_queries=pl.len(),
+            novel_domains=pl.col("registered_domain").n_unique(),
+            sample=pl.col("registered_domain").unique().sort().head(self.samples),
+        )
+        df = (
+            cur.group_by(key)
+            .agg(n_current=pl.len())
+            .join(nb, on="src_ip", how="inner")
+            .join(out[0], on=key, how="left")
+            .join(out[1], on=key, how="left")
+            .join(nov, on=key, how="left")
+            .with_columns(
+                pl.col("novel_queries").fill_null(0), pl.col("novel_domains").fill_null(0)
+            )
+        )
+        if df.height == 0:
+            return empty_anomalies()
+        m = float(self.min_queries)
+        df = df.with_columns(share_new=pl.col("novel_queries") / pl.col("n_current")).with_columns(
+            score=(
+                pl.col("jsd_registered_domain").fill_null(0.0) * pl.col("share_new")
+                + pl.col("jsd_qtype").fill_null(0.0)
+            )
+            * (pl.col("n_current") / m).clip(0.0, 1.0)
+            * (pl.col("n_base") / m).clip(0.0, 1.0)
+        )
+        evidence = df.select(
+            evidence_json(
+                pl.col("n_current").alias("queries"),
+                pl.col("n_base").alias("baseline_queries"),
+                tidy(pl.col("jsd_registered_domain")).alias("jsd_domains"),
+                tidy(pl.col("jsd_qtype")).alias("jsd_qtypes"),
+                tidy(pl.col("share_new")).alias("share_to_new_domains"),
+                pl.col("novel_domains").alias("new_domains"),
+                pl.col("sample").alias("new_domain_sample"),
+            )
+        ).to_series()
+        return anomaly_frame(
+            self.name,
+            self.entity_type,
+            df["src_ip"],
+            df["window_start"],
+            df["window_end"],
+            df["score"].fill_nan(0.0).fill_null(0.0).round(9).replace(-0.0, 0.0),
+            evidence=evidence,
+        )
+
+    @classmethod
+    def example(cls, seed: int = 0) -> pl.DataFrame:
+        return _example(seed)
