@@ -20,7 +20,9 @@ def test_defaults_need_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_file_then_env_then_overrides(tmp_path: Path) -> None:
     f = tmp_path / "dnsieve.toml"
     f.write_text('[lake]\npath = "/data/lake"\nrows_per_file = 2000\n[ingest]\nbatch_size = 1024\n')
-    s = load_settings(f, env={"DNSIEVE_LAKE__ROWS_PER_FILE": "3000"}, overrides={"ingest": {"batch_size": 2048}})
+    s = load_settings(
+        f, env={"DNSIEVE_LAKE__ROWS_PER_FILE": "3000"}, overrides={"ingest": {"batch_size": 2048}}
+    )
     assert s.lake.path == Path("/data/lake")
     assert s.lake.rows_per_file == 3000
     assert s.ingest.batch_size == 2048

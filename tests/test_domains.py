@@ -30,13 +30,24 @@ def test_split_table(name: str, expected: tuple[str, str, str]) -> None:
 
 
 def test_icann_only_option() -> None:
-    assert DomainSplitter(private_suffixes=False).split("foo.github.io") == ("github.io", "foo", "io")
+    assert DomainSplitter(private_suffixes=False).split("foo.github.io") == (
+        "github.io",
+        "foo",
+        "io",
+    )
 
 
 def test_normalize_lowercases_strips_dot_escapes() -> None:
     s = pl.Series("q", ["WWW.Example.COM.", "a b.com", "caf\u00e9.fr", "<script>.x.com", None, "."])
     out = normalize_qnames(s).to_list()
-    assert out == ["www.example.com", "a\\x20b.com", "caf\\xc3\\xa9.fr", "<script>.x.com", None, "."]
+    assert out == [
+        "www.example.com",
+        "a\\x20b.com",
+        "caf\\xc3\\xa9.fr",
+        "<script>.x.com",
+        None,
+        ".",
+    ]
 
 
 def test_escape_name_bytes() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+from datetime import UTC
 from importlib import resources
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def test_same_first_bytes_different_content_is_ingested(tmp_path: Path, sample_l
     other = tmp_path / "other.log"
     data_idx = max(i for i, ln in enumerate(lines) if not ln.startswith(b"#"))
     changed = lines[data_idx].replace(b"\tudp\t", b"\ttcp\t")
-    other.write_bytes(b"".join(lines[:data_idx] + [changed] + lines[data_idx + 1 :]))
+    other.write_bytes(b"".join([*lines[:data_idx], changed, *lines[data_idx + 1 :]]))
     (rep,) = lake.ingest_files([other])
     assert rep.status == "ingested"
     assert rep.rows_written == N_SAMPLE_ROWS
@@ -92,7 +93,9 @@ def test_recover_removes_uncommitted_parts(tmp_path: Path) -> None:
     assert lake.files() == good
 
 
-def test_crash_mid_ingest_leaves_nothing_and_retry_ingests(tmp_path: Path, sample_log: Path) -> None:
+def test_crash_mid_ingest_leaves_nothing_and_retry_ingests(
+    tmp_path: Path, sample_log: Path
+) -> None:
     lake = Lake(tmp_path / "lake", rows_per_file=1000, max_buffered_rows=1000)
 
     class Boom(Exception):
@@ -127,7 +130,7 @@ def test_empty_and_junk_files_are_reported_not_raised(tmp_path: Path) -> None:
 
 
 def test_scan_since_until(tmp_path: Path) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     lake = Lake(tmp_path / "lake")
     lake.ingest_files([SAMPLE])
@@ -136,7 +139,7 @@ def test_scan_since_until(tmp_path: Path) -> None:
     n_before = lake.scan(until=mid).select(pl.len()).collect().item()
     n_after = lake.scan(since=mid).select(pl.len()).collect().item()
     assert n_before + n_after == N_SAMPLE_ROWS
-    assert lake.scan(since=datetime(2030, 1, 1, tzinfo=timezone.utc)).collect().height == 0
+    assert lake.scan(since=datetime(2030, 1, 1, tzinfo=UTC)).collect().height == 0
 
 
 def test_fingerprint_prefixes(tmp_path: Path) -> None:

@@ -36,7 +36,9 @@ err_console = Console(stderr=True, highlight=False)
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="TOML settings file (default: $DNSIEVE_CONFIG or ./dnsieve.toml)"),
+    typer.Option(
+        "--config", "-c", help="TOML settings file (default: $DNSIEVE_CONFIG or ./dnsieve.toml)"
+    ),
 ]
 
 
@@ -48,7 +50,9 @@ def _settings(config: Path | None, overrides: dict[str, Any] | None = None) -> S
         raise typer.Exit(2) from None
 
 
-def _ingest_with_progress(lake: Lake, paths: list[Path], fmt: str, options: dict[str, Any], show: bool) -> list[FileReport]:
+def _ingest_with_progress(
+    lake: Lake, paths: list[Path], fmt: str, options: dict[str, Any], show: bool
+) -> list[FileReport]:
     from dnsieve.ingest import iter_input_files
 
     files = list(iter_input_files(paths))
@@ -74,7 +78,9 @@ def _ingest_with_progress(lake: Lake, paths: list[Path], fmt: str, options: dict
                 done_before += int(current["size"])
                 current["path"] = path
                 current["size"] = Path(path).stat().st_size
-            progress.update(task, completed=done_before + raw_done, name=escape(Path(path).name), rows=rows)
+            progress.update(
+                task, completed=done_before + raw_done, name=escape(Path(path).name), rows=rows
+            )
 
         return lake.ingest_files(files, fmt, options, on_progress=on_progress)
 
@@ -82,19 +88,34 @@ def _ingest_with_progress(lake: Lake, paths: list[Path], fmt: str, options: dict
 def render_ingest_summary(reports: list[FileReport], lake: Lake, out: Console) -> None:
     """Human summary of an ingest: one row per file and a total line."""
     table = Table(title=f"ingest into {escape(str(lake.path))}", title_justify="left")
-    table.add_column("file", overflow="fold")
+    table.add_column("file", overflow="fold", min_width=24)
     table.add_column("format")
     table.add_column("status")
     table.add_column("read", justify="right")
     table.add_column("written", justify="right")
     table.add_column("rejected", justify="right")
     table.add_column("top reject reasons / error", overflow="fold")
-    for r in reports:
-        reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(r.rejects.items(), key=lambda kv: -kv[1])[:3])
+    base = _common_parent([Path(r.path) for r in reports])
+    shown_reports = reports
+    if len(reports) > MAX_FILE_ROWS:
+        # Long inputs (hourly-rotated directories): one row per (format, status)
+        # group, and every file that failed on its own row.
+        shown_reports = _group_reports(reports)
+    for r in shown_reports:
+        shown = _shown_path(Path(r.path), base)
+        reasons = ", ".join(
+            f"{k} {v:,}" for k, v in sorted(r.rejects.items(), key=lambda kv: -kv[1])[:3]
+        )
+        if r.skipped:
+            reasons = ", ".join(
+                x for x in (reasons, f"skipped {sum(r.skipped.values()):,} non-DNS") if x
+            )
         note = "; ".join(x for x in (r.error or "", reasons) if x)
-        style = {"error": "red", "unchanged": "dim", "grown": "cyan"}.get(r.status, "")
+        style = {"error": "red", "unchanged": "dim", "skipped": "dim", "grown": "cyan"}.get(
+            r.status, ""
+        )
         table.add_row(
-            escape(r.path),
+            escape(shown),
             escape(r.format),
             f"[{style}]{r.status}[/{style}]" if style else r.status,
             f"{r.records_read:,}",
@@ -106,28 +127,86 @@ def render_ingest_summary(reports: list[FileReport], lake: Lake, out: Console) -
     rows = sum(r.rows_written for r in reports)
     rej = sum(r.rejected for r in reports)
     unchanged = sum(r.status == "unchanged" for r in reports)
+    skipped = sum(r.status == "skipped" for r in reports)
     errors = sum(r.status == "error" for r in reports)
     out.print(
         f"{len(reports)} file(s): {rows:,} rows written, {rej:,} rejected"
         + (f", {unchanged} already ingested" if unchanged else "")
+        + (f", {skipped} not DNS (skipped)" if skipped else "")
         + (f", [red]{errors} failed[/red]" if errors else "")
     )
     span = lake.time_range()
     if span:
         hours = (span[1] - span[0]).total_seconds() / 3600
-        out.print(f"lake spans {span[0]:%Y-%m-%d %H:%M:%S} to {span[1]:%Y-%m-%d %H:%M:%S} UTC ({hours:.1f} h)")
+        out.print(
+            f"lake spans {span[0]:%Y-%m-%d %H:%M:%S} to {span[1]:%Y-%m-%d %H:%M:%S} UTC ({hours:.1f} h)"
+        )
+
+
+MAX_FILE_ROWS = 25
+
+
+def _group_reports(reports: list[FileReport]) -> list[FileReport]:
+    from collections import Counter
+
+    groups: dict[tuple[str, str], FileReport] = {}
+    counts: Counter[tuple[str, str]] = Counter()
+    out: list[FileReport] = []
+    for r in reports:
+        if r.status == "error":
+            out.append(r)
+            continue
+        key = (r.format, r.status)
+        counts[key] += 1
+        g = groups.setdefault(key, FileReport(path="", status=r.status, format=r.format))
+        g.records_read += r.records_read
+        g.rows_written += r.rows_written
+        for k, v in r.rejects.items():
+            g.rejects[k] = g.rejects.get(k, 0) + v
+        for k, v in r.skipped.items():
+            g.skipped[k] = g.skipped.get(k, 0) + v
+    for key, g in groups.items():
+        g.path = f"({counts[key]} files)"
+        out.insert(0, g)
+    return out
+
+
+def _common_parent(paths: list[Path]) -> Path | None:
+    import os
+
+    if len(paths) < 2:
+        return paths[0].parent if paths else None
+    try:
+        return Path(os.path.commonpath([str(p.parent) for p in paths]))
+    except ValueError:
+        return None
+
+
+def _shown_path(p: Path, base: Path | None) -> str:
+    if base is not None:
+        try:
+            return str(p.relative_to(base))
+        except ValueError:
+            pass
+    return str(p)
 
 
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="files or directories (recursed)")],
-    lake_dir: Annotated[Path | None, typer.Option("--lake", help="lake directory (default: settings lake.path)")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help=f"auto or one of: {', '.join(FORMATS)}")] = "",
+    lake_dir: Annotated[
+        Path | None, typer.Option("--lake", help="lake directory (default: settings lake.path)")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help=f"auto or one of: {', '.join(FORMATS)}")
+    ] = "",
     mapping: Annotated[
         list[str] | None,
         typer.Option("--map", help="CSV/Parquet column mapping CANONICAL=SOURCE (repeatable)"),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print a machine-readable summary")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print a machine-readable summary")
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Ingest DNS logs, EVE JSON, pcaps or query logs into the Parquet lake.
@@ -138,20 +217,26 @@ def ingest(
     settings = _settings(config)
     fmt = fmt or settings.ingest.format
     if fmt != "auto" and fmt not in FORMATS:
-        err_console.print(f"[red]error:[/red] unknown format {escape(fmt)!r}; choose auto or one of {', '.join(FORMATS)}")
+        err_console.print(
+            f"[red]error:[/red] unknown format {escape(fmt)!r}; choose auto or one of {', '.join(FORMATS)}"
+        )
         raise typer.Exit(2)
     options: dict[str, Any] = {"mapping": dict(settings.ingest.column_mapping)}
     if settings.ingest.year:
         options["year"] = settings.ingest.year
     for m in mapping or []:
         if "=" not in m:
-            err_console.print(f"[red]error:[/red] --map expects CANONICAL=SOURCE, got {escape(m)!r}")
+            err_console.print(
+                f"[red]error:[/red] --map expects CANONICAL=SOURCE, got {escape(m)!r}"
+            )
             raise typer.Exit(2)
         k, v = m.split("=", 1)
         options["mapping"][k.strip()] = v.strip()
     lake = Lake.from_settings(settings, lake_dir)
     missing = [p for p in paths if not p.exists()]
-    reports = _ingest_with_progress(lake, paths, fmt, options, show=not as_json and sys.stderr.isatty())
+    reports = _ingest_with_progress(
+        lake, paths, fmt, options, show=not as_json and sys.stderr.isatty()
+    )
     if as_json:
         payload = {"lake": str(lake.path), "files": [r.to_dict() for r in reports]}
         typer.echo(json.dumps(payload, indent=2))
@@ -163,13 +248,18 @@ def ingest(
 
 @app.command()
 def demo(
-    lake_dir: Annotated[Path | None, typer.Option("--lake", help="lake directory (default: a temporary one)")] = None,
+    lake_dir: Annotated[
+        Path | None, typer.Option("--lake", help="lake directory (default: a temporary one)")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Ingest the bundled real samples into a lake and print the summary."""
     settings = _settings(config)
     samples = resources.files("dnsieve") / "data" / "samples"
-    with resources.as_file(samples) as sample_dir, tempfile.TemporaryDirectory(prefix="dnsieve-demo-") as tmp:
+    with (
+        resources.as_file(samples) as sample_dir,
+        tempfile.TemporaryDirectory(prefix="dnsieve-demo-") as tmp,
+    ):
         target = lake_dir or Path(tmp) / "lake"
         lake = Lake.from_settings(settings, target)
         inputs = sorted(p for p in Path(sample_dir).iterdir() if p.suffix != ".md")
@@ -188,7 +278,9 @@ def demo(
         t.add_column("queries", justify="right")
         t.add_column("clients", justify="right")
         for row in top.iter_rows(named=True):
-            t.add_row(escape(str(row["registered_domain"])), f"{row['queries']:,}", f"{row['clients']:,}")
+            t.add_row(
+                escape(str(row["registered_domain"])), f"{row['queries']:,}", f"{row['clients']:,}"
+            )
         console.print(t)
 
 

@@ -57,7 +57,16 @@ class IngestSettings(_Section):
     """How inputs are read."""
 
     format: Literal[
-        "auto", "zeek", "zeek-json", "suricata", "pcap", "dnsmasq", "bind", "unbound", "csv", "parquet"
+        "auto",
+        "zeek",
+        "zeek-json",
+        "suricata",
+        "pcap",
+        "dnsmasq",
+        "bind",
+        "unbound",
+        "csv",
+        "parquet",
     ] = "auto"
     batch_size: int = Field(65_536, ge=256, le=4_000_000, description="rows per Arrow batch")
     year: int | None = Field(

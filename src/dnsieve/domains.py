@@ -61,7 +61,9 @@ def escape_name(raw: bytes) -> str:
 
 
 def _escape_text(s: str) -> str:
-    return _UNSAFE.sub(lambda m: "".join(f"\\x{b:02x}" for b in m.group(0).encode("utf-8", "surrogateescape")), s)
+    return _UNSAFE.sub(
+        lambda m: "".join(f"\\x{b:02x}" for b in m.group(0).encode("utf-8", "surrogateescape")), s
+    )
 
 
 def normalize_qnames(col: pl.Series) -> pl.Series:

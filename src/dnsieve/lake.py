@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +77,12 @@ class FileReport:
     """What happened to one input file."""
 
     path: str
-    status: str  # ingested | grown | unchanged | error | empty
+    status: str  # ingested | grown | unchanged | skipped | error | empty
     format: str = ""
     records_read: int = 0
     rows_written: int = 0
     rejects: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
     reject_examples: dict[str, list[str]] = field(default_factory=dict)
     error: str | None = None
     sha256: str = ""
@@ -100,6 +101,7 @@ class FileReport:
             "rows_written": self.rows_written,
             "rejected": self.rejected,
             "rejects": self.rejects,
+            "skipped": self.skipped,
             "reject_examples": self.reject_examples,
             "error": self.error,
             "sha256": self.sha256,
@@ -145,7 +147,9 @@ def fingerprint(path: Path, prefix_sizes: Iterable[int] = ()) -> tuple[str, int,
 class _PartitionWriter:
     """Buffers batches per (date, hour) and writes bounded Parquet part files."""
 
-    def __init__(self, root: Path, ingest_id: str, rows_per_file: int, max_buffered: int, compression: str) -> None:
+    def __init__(
+        self, root: Path, ingest_id: str, rows_per_file: int, max_buffered: int, compression: str
+    ) -> None:
         self.root = root
         self.ingest_id = ingest_id
         self.rows_per_file = rows_per_file
@@ -333,17 +337,24 @@ class Lake:
             rep.status, rep.error = "error", "no such file"
             return rep
         with contextlib.closing(self._connect()) as con:
-            sizes = [r[0] for r in con.execute("SELECT DISTINCT size FROM sources WHERE size < ?", (path.stat().st_size,))]
+            sizes = [
+                r[0]
+                for r in con.execute(
+                    "SELECT DISTINCT size FROM sources WHERE size < ?", (path.stat().st_size,)
+                )
+            ]
             digest, size, prefixes = fingerprint(path, sizes)
             rep.sha256 = digest
-            if con.execute("SELECT 1 FROM sources WHERE sha256 = ?", (digest,)).fetchone():
-                rep.status = "unchanged"
+            seen = con.execute("SELECT format FROM sources WHERE sha256 = ?", (digest,)).fetchone()
+            if seen:
+                rep.status, rep.format = "unchanged", seen[0]
                 rep.seconds = time.perf_counter() - t0
                 return rep
             skip = 0
             for s in sorted(prefixes, reverse=True):
                 row = con.execute(
-                    "SELECT decoded_size, format FROM sources WHERE sha256 = ? AND size = ?", (prefixes[s], s)
+                    "SELECT decoded_size, format FROM sources WHERE sha256 = ? AND size = ?",
+                    (prefixes[s], s),
                 ).fetchone()
                 if row:
                     skip = int(row[0])
@@ -368,7 +379,9 @@ class Lake:
             splitter=self.splitter,
             options=options,
         )
-        writer = _PartitionWriter(self.events_dir, ingest_id, self.rows_per_file, self.max_buffered_rows, self.compression)
+        writer = _PartitionWriter(
+            self.events_dir, ingest_id, self.rows_per_file, self.max_buffered_rows, self.compression
+        )
         try:
             for batch in read_file(path, fmt, ctx):
                 writer.add(batch)
@@ -384,16 +397,26 @@ class Lake:
         rep.records_read = stats.records_read
         rep.rows_written = writer.rows
         rep.rejects = dict(stats.rejects)
+        rep.skipped = dict(stats.skipped)
         rep.reject_examples = stats.examples
         rep.error = stats.error
         if stats.error and writer.rows == 0:
             rep.status = "error"
+        elif writer.rows == 0 and stats.skipped and not stats.rejects:
+            rep.status = "skipped"
         decoded = max(stats.bytes_consumed, skip)
         self._commit(ingest_id, rep, size, decoded, writer)
         rep.seconds = time.perf_counter() - t0
         return rep
 
-    def _commit(self, ingest_id: str, rep: FileReport, size: int, decoded: int, writer: _PartitionWriter | None) -> None:
+    def _commit(
+        self,
+        ingest_id: str,
+        rep: FileReport,
+        size: int,
+        decoded: int,
+        writer: _PartitionWriter | None,
+    ) -> None:
         if rep.status == "error" and rep.format in ("", "unknown"):
             # Unrecognised content is not remembered: a later --format may read it.
             return
@@ -436,7 +459,11 @@ class Lake:
         files = self.files()
         if not files:
             return pl.LazyFrame(pl.from_arrow(DNS_EVENT.empty_table()))
-        lf = pl.scan_parquet([str(f) for f in files], hive_partitioning=False, schema=pl.Schema(pl.from_arrow(DNS_EVENT.empty_table()).schema))
+        lf = pl.scan_parquet(
+            [str(f) for f in files],
+            hive_partitioning=False,
+            schema=pl.Schema(pl.from_arrow(DNS_EVENT.empty_table()).schema),
+        )
         if since is not None:
             lf = lf.filter(pl.col("ts") >= _utc(since))
         if until is not None:
@@ -447,12 +474,15 @@ class Lake:
         """(first, last) event time in the lake, or None when empty."""
         if not self.files():
             return None
-        row = self.scan().select(pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi")).collect()
+        row = (
+            self.scan()
+            .select(pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi"))
+            .collect()
+        )
         lo, hi = row.item(0, "lo"), row.item(0, "hi")
         return None if lo is None else (lo, hi)
 
 
 def _utc(t: datetime) -> datetime:
-    from datetime import timezone
 
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)

@@ -59,7 +59,9 @@ def get_adapter(fmt: str) -> Adapter:
     try:
         mod_name, cls_name = _REGISTRY[fmt]
     except KeyError:
-        raise ValueError(f"unknown format {fmt!r}; choose one of: auto, {', '.join(FORMATS)}") from None
+        raise ValueError(
+            f"unknown format {fmt!r}; choose one of: auto, {', '.join(FORMATS)}"
+        ) from None
     cls = getattr(importlib.import_module(mod_name), cls_name)
     return cls()  # type: ignore[no-any-return]
 
@@ -124,7 +126,7 @@ def open_decoded(path: Path, stats: IngestStats) -> tuple[SafeStream, bytes, Bin
     elif magic[:3] == b"BZh":
         inner = bz2.BZ2File(raw, mode="rb")  # type: ignore[assignment]
     elif magic[:6] == b"\xfd7zXZ\x00":
-        inner = lzma.LZMAFile(raw, mode="rb")  # type: ignore[assignment]
+        inner = lzma.LZMAFile(raw, mode="rb")  # type: ignore[assignment]  # noqa: SIM115
     else:
         inner = raw
     safe = SafeStream(inner, stats)

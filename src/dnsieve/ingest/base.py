@@ -36,6 +36,11 @@ ADAPTER_COLUMNS = tuple(
 
 _MAX_EXAMPLES = 3
 
+#: Records that are valid but not DNS (a conn.log beside dns.log, Suricata flow
+#: events, dnsmasq DHCP lines).  They are counted as *skipped*, not rejected:
+#: nothing is wrong with them, they are just not ours.
+SKIP_REASONS = frozenset({"not_dns_log", "not_dns_event", "not_dns_line"})
+
 
 @dataclass
 class IngestStats:
@@ -46,12 +51,19 @@ class IngestStats:
     records_read: int = 0
     rows_emitted: int = 0
     rejects: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
     bytes_consumed: int = 0
     error: str | None = None
 
     def reject(self, reason: str, example: str | None = None, n: int = 1) -> None:
-        """Count ``n`` rejected records under ``reason`` (keeps a few examples)."""
+        """Count ``n`` rejected records under ``reason`` (keeps a few examples).
+
+        Reasons in :data:`SKIP_REASONS` are counted as skipped instead.
+        """
+        if reason in SKIP_REASONS:
+            self.skipped[reason] += n
+            return
         self.rejects[reason] += n
         if example is not None:
             ex = self.examples.setdefault(reason, [])
@@ -70,6 +82,7 @@ class IngestStats:
             "rows": self.rows_emitted,
             "rejected": self.rejected,
             "rejects": dict(sorted(self.rejects.items())),
+            "skipped": dict(sorted(self.skipped.items())),
             "reject_examples": self.examples,
             "error": self.error,
         }
@@ -151,7 +164,11 @@ def canonicalize(df: pl.DataFrame, ctx: ReadContext) -> pl.DataFrame:
         ts = (ts.cast(pl.Float64) * 1_000_000).round().cast(pl.Int64).cast(pl.Datetime("us", "UTC"))
     elif isinstance(ts.dtype, pl.Datetime):
         ts = ts.dt.cast_time_unit("us")
-        ts = ts.dt.replace_time_zone("UTC") if ts.dtype.time_zone is None else ts.dt.convert_time_zone("UTC")  # type: ignore[union-attr]
+        ts = (
+            ts.dt.replace_time_zone("UTC")
+            if ts.dtype.time_zone is None
+            else ts.dt.convert_time_zone("UTC")
+        )  # type: ignore[union-attr]
     else:
         raise TypeError(f"ts column has unsupported dtype {ts.dtype}")
     cols: dict[str, pl.Series] = {"ts": ts.alias("ts")}
