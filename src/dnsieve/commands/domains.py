@@ -1,0 +1,96 @@
+"""``dnsieve domains score``: lexical features, DGA probability and look-alike brand per domain."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, BinaryIO
+
+import polars as pl
+import typer
+
+from dnsieve.domains import escape_name
+
+__all__ = ["read_domain_lines", "register", "score_table"]
+
+
+def read_domain_lines(stream: BinaryIO) -> tuple[list[str], int]:
+    """Names from a one-domain-per-line byte stream, and the count of skipped lines.
+
+    Blank lines and ``#`` comments are skipped; the first whitespace-separated
+    field is the name; bytes outside printable ASCII are escaped (``\\xNN``),
+    so junk is scored as the string it is instead of crashing.  Lines with
+    more than 253 bytes in the name are skipped (not a DNS name).
+    """
+    names: list[str] = []
+    skipped = 0
+    for raw in stream:
+        line = raw.strip()
+        if not line or line.startswith(b"#"):
+            continue
+        field = line.split()[0]
+        if len(field) > 253 * 4:
+            skipped += 1
+            continue
+        name = escape_name(field)
+        if not name or name == ".":
+            skipped += 1
+            continue
+        names.append(name)
+    return names, skipped
+
+
+def score_table(names: list[str]) -> pl.DataFrame:
+    """The output table: domain, registered_domain, dga_probability, features, look-alike."""
+    from dnsieve.detectors.dga import score_names
+    from dnsieve.detectors.lookalike import match_names
+    from dnsieve.domains import DomainSplitter
+
+    s = pl.Series("domain", names, dtype=pl.String)
+    split = DomainSplitter().split_series(s)
+    scored = score_names(s)
+    look = match_names(s)
+    table = pl.concat(
+        [
+            s.to_frame(),
+            split.select("registered_domain"),
+            scored.select(
+                pl.col("label").alias("scored_label"), pl.col("dga_probability").round(6)
+            ),
+            scored.drop("icann_domain", "label", "dga_probability"),
+            look.select("lookalike_brand", "lookalike_method", "lookalike_distance"),
+        ],
+        how="horizontal",
+    )
+    return table.with_columns(pl.col(pl.Float64).round(6))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``domains`` command group to the CLI."""
+    domains_app = typer.Typer(help="Score domain names offline.", no_args_is_help=True)
+    app.add_typer(domains_app, name="domains")
+
+    @domains_app.command("score")
+    def score(
+        file: Annotated[str, typer.Argument(help="one domain per line; '-' reads stdin")],
+        out: Annotated[
+            Path | None, typer.Option("--out", "-o", help="write CSV here (default: stdout)")
+        ] = None,
+    ) -> None:
+        """Write CSV: domain, registered_domain, dga_probability, lexical features, look-alike brand."""
+        if file == "-":
+            names, skipped = read_domain_lines(sys.stdin.buffer)
+        else:
+            path = Path(file)
+            if not path.is_file():
+                typer.echo(f"error: no such file: {file}", err=True)
+                raise typer.Exit(2)
+            with path.open("rb") as fh:
+                names, skipped = read_domain_lines(fh)
+        table = score_table(names)
+        if out is None:
+            sys.stdout.write(table.write_csv())
+        else:
+            table.write_csv(out)
+        if skipped:
+            typer.echo(f"skipped {skipped} line(s) that are not domain names", err=True)

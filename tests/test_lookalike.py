@@ -1,0 +1,83 @@
+"""Look-alike domains: edit distance, homoglyphs, punycode, brand + lure."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dnsieve.detectors import get
+from dnsieve.detectors.base import DetectContext
+from dnsieve.detectors.lookalike import damerau_levenshtein, match_names, popular_domains, skeleton
+
+
+@pytest.mark.parametrize(
+    ("name", "brand", "method"),
+    [
+        ("paypa1.com", "paypal.com", "homoglyph"),
+        ("xn--pypal-4ve.com", "paypal.com", "homoglyph"),
+        ("faceb00k.com", "facebook.com", "homoglyph"),
+        ("rnicrosoft.com", "microsoft.com", "homoglyph"),
+        ("micosoft.com", "microsoft.com", "edit_distance"),
+        ("microsoft-login.top", "microsoft.com", "brand_in_label"),
+        ("paypal-secure-login.xyz", "paypal.com", "brand_in_label"),
+        ("login.microsoft-support.top", "microsoft.com", "brand_in_label"),
+    ],
+)
+def test_flagged(name: str, brand: str, method: str) -> None:
+    row = match_names(pl.Series([name])).row(0, named=True)
+    assert (row["lookalike_brand"], row["lookalike_method"]) == (brand, method)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["microsoft.com", "paypal.com", "www.google.com", "wikipedia.org", "example.com", "amazon.de"],
+)
+def test_not_flagged(name: str) -> None:
+    assert match_names(pl.Series([name]))["lookalike_brand"].item() is None
+
+
+def test_popular_domains_never_flag_themselves() -> None:
+    pop = sorted(popular_domains())
+    assert len(pop) > 9000
+    assert match_names(pl.Series(pop))["lookalike_brand"].null_count() == len(pop)
+
+
+def test_distance_and_skeleton() -> None:
+    assert damerau_levenshtein("paypal", "paypal") == 0
+    assert damerau_levenshtein("paypal", "pyapal") == 1
+    assert damerau_levenshtein("abc", "xyzabc", limit=2) == 3
+    assert skeleton("xn--80ak6aa92e") != ""  # Cyrillic IDN decodes
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=40)), max_size=10))
+def test_hostile_names_never_crash(names: list[str | None]) -> None:
+    out = match_names(pl.Series(names, dtype=pl.String))
+    assert out.height == len(names)
+
+
+@pytest.mark.shared
+def test_benign_names_rarely_flagged(shared_data: Path) -> None:
+    legit = pl.read_csv(shared_data / "domains" / "threatfox" / "dev.csv").filter(
+        pl.col("label") == "legit"
+    )
+    sample = legit["input"].head(3000)
+    flagged = match_names(sample)["lookalike_brand"].is_not_null().mean()
+    assert flagged is not None and flagged < 0.01
+
+
+def test_detector_example() -> None:
+    det = get("lookalike")()
+    data = det.example(seed=1)
+    t0 = data["ts"].min()
+    out = det.score(data, DetectContext(start=t0, end=t0 + timedelta(hours=1)))
+    assert set(out["entity"]) <= {"paypa1.com", "xn--pypal-4ve.com", "microsoft-support.top"}
+    assert out.height >= 2
+    ev = json.loads(out["evidence"][0])
+    assert {"brand", "method", "distance"} <= set(ev)
