@@ -12,4 +12,7 @@ MODULES: tuple[str, ...] = (
     "dnsieve.commands.detect",
     "dnsieve.commands.domains",
     "dnsieve.commands.run",
+    "dnsieve.commands.alerts",
+    "dnsieve.commands.allow",
+    "dnsieve.commands.train",
 )

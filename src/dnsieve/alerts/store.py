@@ -1,0 +1,967 @@
+"""The alert store on SQLAlchemy Core: SQLite (default, WAL) or PostgreSQL by URL.
+
+Open it with :meth:`AlertStore.open`; there is no module-level engine, so
+every test and every command can use its own database.  The schema is created
+and upgraded by Alembic migrations (``dnsieve/alerts/migrations``), run in code
+on open: no ``alembic.ini`` needed.
+
+Where the database is (:func:`resolve_db_url`): ``--db URL`` on the command
+line, else ``$DNSIEVE_DB``, else ``sqlite:///<user data dir>/alerts.db``.  A bare
+path is taken as a SQLite file.
+
+SQLite connections use WAL journaling with ``synchronous=FULL``: a committed
+batch survives a kill -9 or a power loss, and readers (the web UI) never block
+the writer.  Write transactions start with ``BEGIN IMMEDIATE``, so two writers
+queue on the busy timeout instead of failing half-way.
+
+Allow-lists: each alert records in ``suppressed_by`` the active matching entry
+that expires last (see :mod:`dnsieve.threat.allowlist`).  It is computed when
+the alert is written and recomputed for the affected alerts when an entry is
+added or removed.  Queries treat an alert as suppressed only while that entry
+is active (a primary-key join), so an entry's expiry takes effect at once,
+with no background job.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection, Engine, RowMapping
+
+from dnsieve.alerts.base import (
+    P_SEVERITY,
+    STATUSES,
+    TP_SEVERITY,
+    VERDICTS,
+    Alert,
+    AlertNotFound,
+    AllowEntry,
+    AmbiguousId,
+    AuditEntry,
+    InvalidTransition,
+    ModelVersion,
+    RunRecord,
+    UpsertReport,
+    VerdictResult,
+    check_transition,
+    normalize_status,
+    prepare_anomalies,
+    status_filter,
+    validate_allow,
+)
+from dnsieve.threat.allowlist import AllowListError, AllowMatcher, Rule, rule_from_mapping
+
+__all__ = [
+    "DB_ENV",
+    "AlertStore",
+    "default_db_url",
+    "metadata",
+    "resolve_db_url",
+    "upgrade",
+]
+
+DB_ENV = "DNSIEVE_DB"
+DEFAULT_DB_NAME = "alerts.db"
+_PG_MIGRATION_LOCK = 0x646E7376  # "dnsv": serialises concurrent migrations on PostgreSQL
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+def default_db_url() -> str:
+    """``sqlite:///<user data dir>/alerts.db`` (``~/.local/share/dnsieve`` on Linux)."""
+    from dnsieve.config import default_data_dir
+
+    return f"sqlite:///{default_data_dir() / DEFAULT_DB_NAME}"
+
+
+def resolve_db_url(
+    db: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> str:
+    """The store URL: ``db`` (``--db``), else ``$DNSIEVE_DB``, else :func:`default_db_url`.
+
+    A value without ``://`` is a SQLite file path.
+
+    >>> resolve_db_url("postgresql+psycopg://u@h/db", env={})
+    'postgresql+psycopg://u@h/db'
+    >>> resolve_db_url(None, env={"DNSIEVE_DB": "/tmp/a.db"})
+    'sqlite:////tmp/a.db'
+    """
+    env = os.environ if env is None else env
+    value = str(db) if db is not None and str(db) else env.get(DB_ENV) or ""
+    if not value:
+        return default_db_url()
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().absolute()}"
+
+
+# --------------------------------------------------------------------------- schema
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both dialects (SQLite stores naive UTC text)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _json() -> sa.types.TypeEngine[Any]:
+    return sa.JSON(none_as_null=True).with_variant(
+        postgresql.JSONB(none_as_null=True), "postgresql"
+    )
+
+
+metadata = sa.MetaData()
+
+allowlist = sa.Table(
+    "allowlist",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("detector", sa.String(64)),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("author", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime),
+    sa.Column("removed_at", UTCDateTime),
+)
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("detector", sa.String(64), nullable=False),
+    sa.Column("entity_type", sa.String(32), nullable=False),
+    sa.Column("entity", sa.Text, nullable=False),
+    sa.Column("domain", sa.Text),
+    sa.Column("client", sa.String(64)),
+    sa.Column("window_start", UTCDateTime, nullable=False),
+    sa.Column("window_end", UTCDateTime, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("p_value", sa.Float),
+    sa.Column("threat_probability", sa.Float),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("evidence", _json(), nullable=False),
+    sa.Column("features", _json()),
+    sa.Column("first_seen", UTCDateTime, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False),
+    sa.Column("times_seen", sa.Integer, nullable=False),
+    sa.Column("suppressed_by", sa.Integer, sa.ForeignKey("allowlist.id")),
+)
+
+verdicts = sa.Table(
+    "verdicts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("alert_id", sa.String(64), sa.ForeignKey("alerts.id"), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("old_status", sa.String(16), nullable=False),
+    sa.Column("new_status", sa.String(16), nullable=False),
+    sa.Column("comment", sa.Text),
+    sa.Column("model_version", sa.Integer),
+)
+
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("params", _json(), nullable=False),
+    sa.Column("blob", sa.LargeBinary),
+    sa.Column("metrics", _json(), nullable=False),
+    sa.Column("parent_id", sa.Integer, sa.ForeignKey("model_versions.id")),
+    sa.Column("active", sa.Boolean, nullable=False),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("started", UTCDateTime, nullable=False),
+    sa.Column("finished", UTCDateTime),
+    sa.Column("inputs", _json(), nullable=False),
+    sa.Column("counts", _json(), nullable=False),
+    sa.Column("rejects", _json(), nullable=False),
+)
+
+
+# --------------------------------------------------------------------------- engine
+
+
+def _make_engine(url: str) -> Engine:
+    u = sa.make_url(url)
+    if u.get_backend_name() == "sqlite":
+        memory = u.database in (None, "", ":memory:")
+        kwargs: dict[str, Any] = {}
+        if memory:
+            kwargs = {"poolclass": sa.pool.StaticPool, "connect_args": {"check_same_thread": False}}
+        else:
+            Path(u.database or "").expanduser().parent.mkdir(parents=True, exist_ok=True)
+            kwargs = {"connect_args": {"timeout": 60}}
+        engine = sa.create_engine(u, **kwargs)
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    return sa.create_engine(u, pool_pre_ping=True)
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN (pysqlite's own implicit
+    # transactions do not cover DDL and cannot be IMMEDIATE).
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get("dnsieve_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _alembic_config(connection: Connection) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    location = resources.files("dnsieve.alerts") / "migrations"
+    cfg.set_main_option("script_location", str(location))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Run the Alembic migrations up to ``revision`` in one transaction."""
+    from alembic import command
+
+    with engine.connect() as conn:
+        conn.execution_options(dnsieve_write=True)
+        with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            command.upgrade(_alembic_config(conn), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The Alembic revision the database is at (None before the first migration)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _now(now: datetime | None) -> datetime:
+    if now is None:
+        return datetime.now(UTC)
+    return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+
+
+def _severity_sql(tp: Any, p: Any) -> sa.ColumnElement[str]:
+    whens: list[tuple[Any, str]] = [
+        (sa.and_(tp.is_not(None), tp >= cut), name) for cut, name in TP_SEVERITY
+    ]
+    whens.append((tp.is_not(None), "low"))
+    whens += [(sa.and_(p.is_not(None), p <= cut), name) for cut, name in P_SEVERITY]
+    return sa.case(*whens, else_="low")
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+_HEX = re.compile(r"[0-9a-f]{1,64}")
+_A = alerts.c
+_S = allowlist.alias("s")
+
+
+def _suppressed_expr(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        _A.suppressed_by.is_not(None),
+        _S.c.removed_at.is_(None),
+        sa.or_(_S.c.expires_at.is_(None), _S.c.expires_at > now),
+    )
+
+
+def _not_suppressed(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(
+        _A.suppressed_by.is_(None),
+        _S.c.removed_at.is_not(None),
+        sa.and_(_S.c.expires_at.is_not(None), _S.c.expires_at <= now),
+    )
+
+
+def _alert(row: RowMapping) -> Alert:
+    return Alert(
+        id=row["id"],
+        detector=row["detector"],
+        entity_type=row["entity_type"],
+        entity=row["entity"],
+        domain=row["domain"],
+        client=row["client"],
+        window_start=row["window_start"],
+        window_end=row["window_end"],
+        score=float(row["score"]),
+        p_value=row["p_value"],
+        threat_probability=row["threat_probability"],
+        status=row["status"],
+        severity=row["severity"],
+        evidence=dict(row["evidence"] or {}),
+        features=dict(row["features"]) if row["features"] is not None else None,
+        first_seen=row["first_seen"],
+        last_seen=row["last_seen"],
+        times_seen=int(row["times_seen"]),
+        suppressed_by=row["suppressed_by"],
+        suppressed=bool(row.get("suppressed", False)),
+    )
+
+
+def _allow(row: RowMapping) -> AllowEntry:
+    return AllowEntry(
+        id=int(row["id"]),
+        kind=row["kind"],
+        value=row["value"],
+        detector=row["detector"],
+        reason=row["reason"],
+        author=row["author"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        removed_at=row["removed_at"],
+    )
+
+
+def _audit(row: RowMapping) -> AuditEntry:
+    return AuditEntry(
+        id=int(row["id"]),
+        alert_id=row["alert_id"],
+        actor=row["actor"],
+        at=row["at"],
+        old_status=row["old_status"],
+        new_status=row["new_status"],
+        comment=row["comment"],
+        model_version=row["model_version"],
+    )
+
+
+def _model(row: RowMapping) -> ModelVersion:
+    return ModelVersion(
+        id=int(row["id"]),
+        created_at=row["created_at"],
+        kind=row["kind"],
+        params=dict(row["params"] or {}),
+        metrics=dict(row["metrics"] or {}),
+        parent_id=row["parent_id"],
+        active=bool(row["active"]),
+        blob=bytes(row["blob"]) if row["blob"] is not None else None,
+    )
+
+
+def _run(row: RowMapping) -> RunRecord:
+    return RunRecord(
+        id=int(row["id"]),
+        started=row["started"],
+        finished=row["finished"],
+        inputs=dict(row["inputs"] or {}),
+        counts=dict(row["counts"] or {}),
+        rejects=dict(row["rejects"] or {}),
+    )
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class AlertStore:
+    """Alerts, verdicts (audit), allow-lists, model versions and runs in one SQL database.
+
+    >>> import tempfile, os
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     with AlertStore.open(os.path.join(d, "a.db")) as store:
+    ...         store.count_by_status()
+    {}
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def open(cls, url: str | os.PathLike[str] | None = None, migrate: bool = True) -> AlertStore:
+        """Open (creating or upgrading the schema) the store at ``url`` (:func:`resolve_db_url`)."""
+        engine = _make_engine(resolve_db_url(url))
+        if migrate:
+            upgrade(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> AlertStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        """The URL with any password hidden."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.execution_options(dnsieve_write=True)
+            with conn.begin():
+                yield conn
+
+    def _insert(self, table: sa.Table) -> Any:
+        if self.dialect == "postgresql":
+            return postgresql.insert(table)
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(table)
+
+    # ------------------------------------------------------------------ alerts
+
+    def _rules(self, conn: Connection, now: datetime) -> list[Rule]:
+        q = sa.select(allowlist).where(
+            allowlist.c.removed_at.is_(None),
+            sa.or_(allowlist.c.expires_at.is_(None), allowlist.c.expires_at > now),
+        )
+        return [rule_from_mapping(dict(r)) for r in conn.execute(q).mappings()]
+
+    def _upsert_stmt(self) -> Any:
+        ins = self._insert(alerts)
+        ex = ins.excluded
+        higher = ex.score > _A.score
+        p_value = sa.case(
+            (_A.p_value.is_(None), ex.p_value),
+            (ex.p_value.is_(None), _A.p_value),
+            (ex.p_value < _A.p_value, ex.p_value),
+            else_=_A.p_value,
+        )
+        tp = sa.func.coalesce(ex.threat_probability, _A.threat_probability)
+        return ins.on_conflict_do_update(
+            index_elements=[_A.id],
+            set_={
+                "score": sa.case((higher, ex.score), else_=_A.score),
+                "evidence": sa.case((higher, ex.evidence), else_=_A.evidence),
+                "p_value": p_value,
+                "threat_probability": tp,
+                "severity": _severity_sql(tp, p_value),
+                "features": sa.func.coalesce(ex.features, _A.features),
+                "last_seen": ex.last_seen,
+                "times_seen": _A.times_seen + ex.times_seen,
+                "suppressed_by": ex.suppressed_by,
+            },
+        )
+
+    def upsert_anomalies(
+        self, frame: pl.DataFrame, now: datetime | None = None, batch_size: int = 5000
+    ) -> UpsertReport:
+        """Insert new alerts and merge repeated ones, one transaction per batch.
+
+        A repeated alert (same id) keeps its status, verdicts and first-seen
+        time; its score becomes the max (with that detection's evidence), its
+        p-value the min, ``times_seen`` grows and ``last_seen`` moves on.
+        Bad rows are counted in the report's ``rejects``, never raised.
+        """
+        now = _now(now)
+        report = UpsertReport()
+        stmt = self._upsert_stmt()
+        for off in range(0, frame.height, max(1, batch_size)):
+            batch = frame.slice(off, batch_size)
+            with self._write() as conn:
+                matcher = AllowMatcher(self._rules(conn, now))
+                prepared = prepare_anomalies(batch, matcher, report)
+                if not prepared:
+                    continue
+                ids = [p.id for p in prepared]
+                existing: set[str] = set()
+                for i in range(0, len(ids), 900):
+                    chunk = ids[i : i + 900]
+                    existing.update(
+                        conn.execute(sa.select(_A.id).where(_A.id.in_(chunk))).scalars()
+                    )
+                conn.execute(stmt, [p.row(now) for p in prepared])
+                report.merged += len(existing)
+                report.inserted += len(prepared) - len(existing)
+        return report
+
+    def _select_alerts(self, now: datetime) -> sa.Select[Any]:
+        supp = sa.case((_suppressed_expr(now), True), else_=False).label("suppressed")
+        return sa.select(alerts, supp).select_from(
+            alerts.outerjoin(_S, _S.c.id == _A.suppressed_by)
+        )
+
+    def resolve_id(self, id_or_prefix: str) -> str:
+        """Full alert id from an id or a unique prefix."""
+        p = id_or_prefix.strip().lower()
+        if not _HEX.fullmatch(p):
+            raise AlertNotFound(f"not an alert id: {id_or_prefix!r} (ids are hexadecimal)")
+        with self.engine.connect() as conn:
+            q = sa.select(_A.id).where(_A.id >= p, _A.id < p + "g").order_by(_A.id).limit(6)
+            found = list(conn.execute(q).scalars())
+        if not found:
+            raise AlertNotFound(f"no alert with id {id_or_prefix!r}")
+        if len(found) > 1 and p not in found:
+            shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+            raise AmbiguousId(f"id prefix {id_or_prefix!r} is ambiguous: {shown}")
+        return p if p in found else found[0]
+
+    def get_alert(self, id_or_prefix: str, now: datetime | None = None) -> Alert:
+        aid = self.resolve_id(id_or_prefix)
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(self._select_alerts(_now(now)).where(_A.id == aid)).mappings().first()
+            )
+        if row is None:  # pragma: no cover - deleted between the two statements
+            raise AlertNotFound(f"no alert with id {id_or_prefix!r}")
+        return _alert(row)
+
+    def _filtered(
+        self,
+        now: datetime,
+        status: str | Sequence[str] | None,
+        detector: str | None,
+        entity: str | None,
+        include_suppressed: bool,
+    ) -> sa.Select[Any]:
+        q = self._select_alerts(now)
+        statuses = status_filter(status)
+        if statuses is not None:
+            q = q.where(_A.status.in_(statuses))
+        if detector:
+            q = q.where(_A.detector == detector)
+        if entity:
+            q = q.where(_A.entity == entity)
+        if not include_suppressed:
+            q = q.where(_not_suppressed(now))
+        return q
+
+    def list_alerts(
+        self,
+        status: str | Sequence[str] | None = None,
+        detector: str | None = None,
+        entity: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        include_suppressed: bool = False,
+        order: Literal["queue", "recent"] = "queue",
+        now: datetime | None = None,
+    ) -> list[Alert]:
+        q = self._filtered(_now(now), status, detector, entity, include_suppressed)
+        if order == "queue":
+            q = q.order_by(
+                _A.threat_probability.desc().nulls_last(),
+                _A.score.desc(),
+                _A.window_start.desc(),
+                _A.id,
+            )
+        else:
+            q = q.order_by(_A.window_start.desc(), _A.score.desc(), _A.id)
+        if limit is not None:
+            q = q.limit(limit)
+        if offset:
+            q = q.offset(offset)
+        with self.engine.connect() as conn:
+            return [_alert(r) for r in conn.execute(q).mappings()]
+
+    def iter_alerts(
+        self,
+        status: str | Sequence[str] | None = None,
+        detector: str | None = None,
+        include_suppressed: bool = False,
+        now: datetime | None = None,
+        batch: int = 1000,
+    ) -> Iterator[Alert]:
+        now = _now(now)
+        base = self._filtered(now, status, detector, None, include_suppressed).order_by(
+            _A.window_start, _A.id
+        )
+        last: tuple[datetime, str] | None = None
+        while True:
+            q = base
+            if last is not None:
+                q = q.where(
+                    sa.or_(
+                        _A.window_start > last[0],
+                        sa.and_(_A.window_start == last[0], _A.id > last[1]),
+                    )
+                )
+            with self.engine.connect() as conn:
+                page = [_alert(r) for r in conn.execute(q.limit(batch)).mappings()]
+            yield from page
+            if len(page) < batch:
+                return
+            last = (page[-1].window_start, page[-1].id)
+
+    def count_by_status(
+        self, include_suppressed: bool = False, now: datetime | None = None
+    ) -> dict[str, int]:
+        now = _now(now)
+        q = (
+            sa.select(_A.status, sa.func.count())
+            .select_from(alerts.outerjoin(_S, _S.c.id == _A.suppressed_by))
+            .group_by(_A.status)
+        )
+        if not include_suppressed:
+            q = q.where(_not_suppressed(now))
+        with self.engine.connect() as conn:
+            got = {s: int(n) for s, n in conn.execute(q)}
+        return {s: got[s] for s in STATUSES if s in got}
+
+    def suppressed_count(self, entry_id: int) -> int:
+        """How many stored alerts this entry suppresses (its own expiry not considered)."""
+        with self.engine.connect() as conn:
+            q = sa.select(sa.func.count()).select_from(alerts).where(_A.suppressed_by == entry_id)
+            return int(conn.execute(q).scalar_one())
+
+    # ------------------------------------------------------------------ status workflow
+
+    def _active_model_id(self, conn: Connection) -> int | None:
+        q = (
+            sa.select(model_versions.c.id)
+            .where(model_versions.c.active.is_(True))
+            .order_by(model_versions.c.id.desc())
+            .limit(1)
+        )
+        return conn.execute(q).scalar()
+
+    def set_status(
+        self,
+        alert_id: str,
+        status: str,
+        actor: str,
+        comment: str | None = None,
+        now: datetime | None = None,
+        model_version: int | None = None,
+    ) -> VerdictResult:
+        new = normalize_status(status)
+        if not actor or not actor.strip():
+            raise InvalidTransition("a status change needs an actor (who made it)")
+        aid = self.resolve_id(alert_id)
+        now = _now(now)
+        with self._write() as conn:
+            old = conn.execute(sa.select(_A.status).where(_A.id == aid).with_for_update()).scalar()
+            if old is None:  # pragma: no cover - deleted meanwhile
+                raise AlertNotFound(f"no alert with id {alert_id!r}")
+            check_transition(old, new)
+            conn.execute(sa.update(alerts).where(_A.id == aid).values(status=new))
+            mv = model_version if model_version is not None else self._active_model_id(conn)
+            vid = conn.execute(
+                sa.insert(verdicts)
+                .values(
+                    alert_id=aid,
+                    actor=actor.strip(),
+                    at=now,
+                    old_status=old,
+                    new_status=new,
+                    comment=comment,
+                    model_version=mv,
+                )
+                .returning(verdicts.c.id)
+            ).scalar_one()
+            row = conn.execute(self._select_alerts(now).where(_A.id == aid)).mappings().one()
+        audit = AuditEntry(int(vid), aid, actor.strip(), now, old, new, comment, mv)
+        return VerdictResult(alert=_alert(row), old_status=old, new_status=new, audit=audit)
+
+    def record_verdict(
+        self,
+        alert_id: str,
+        label: str,
+        actor: str,
+        comment: str | None = None,
+        now: datetime | None = None,
+    ) -> VerdictResult:
+        v = normalize_status(label)
+        if v not in VERDICTS:
+            raise InvalidTransition(
+                f"a verdict is one of threat, benign, not-relevant; got {label!r}"
+            )
+        return self.set_status(alert_id, v, actor, comment, now)
+
+    def audit_trail(
+        self, alert_id: str | None = None, limit: int | None = None
+    ) -> list[AuditEntry]:
+        q = sa.select(verdicts).order_by(verdicts.c.at, verdicts.c.id)
+        if alert_id is not None:
+            q = q.where(verdicts.c.alert_id == self.resolve_id(alert_id))
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return [_audit(r) for r in conn.execute(q).mappings()]
+
+    def set_threat_probabilities(self, probabilities: Mapping[str, float]) -> int:
+        rows = [
+            {"_id": k, "_tp": min(1.0, max(0.0, float(v)))}
+            for k, v in probabilities.items()
+            if v is not None and float(v) == float(v)
+        ]
+        if not rows:
+            return 0
+        tp = sa.bindparam("_tp", type_=sa.Float)
+        stmt = (
+            sa.update(alerts)
+            .where(_A.id == sa.bindparam("_id"))
+            .values(threat_probability=tp, severity=_severity_sql(tp, _A.p_value))
+        )
+        with self._write() as conn:
+            res = conn.execute(stmt, rows)
+        return int(res.rowcount)
+
+    # ------------------------------------------------------------------ allow-lists
+
+    def _reevaluate(self, conn: Connection, where: sa.ColumnElement[bool], now: datetime) -> int:
+        matcher = AllowMatcher(self._rules(conn, now))
+        q = sa.select(_A.id, _A.detector, _A.entity_type, _A.entity, _A.suppressed_by).where(where)
+        changes = []
+        for r in conn.execute(q):
+            rule = matcher.match(r.detector, r.entity_type, r.entity)
+            new = rule.id if rule is not None else None
+            if new != r.suppressed_by:
+                changes.append({"_id": r.id, "_s": new})
+        if changes:
+            stmt = (
+                sa.update(alerts)
+                .where(_A.id == sa.bindparam("_id"))
+                .values(suppressed_by=sa.bindparam("_s"))
+            )
+            for i in range(0, len(changes), 5000):
+                conn.execute(stmt, changes[i : i + 5000])
+        return len(changes)
+
+    @staticmethod
+    def _candidates(rule: Rule) -> sa.ColumnElement[bool]:
+        """A SQL pre-filter for the alerts a new rule may match (the matcher decides)."""
+        cond: sa.ColumnElement[bool]
+        if rule.kind == "domain":
+            cond = _A.domain == rule.value
+        elif rule.kind in ("suffix", "wildcard"):
+            key = rule.value[2:] if rule.kind == "wildcard" else rule.value
+            cond = sa.or_(_A.domain == key, _A.domain.like("%." + _escape_like(key), escape="\\"))
+        elif rule.kind == "client":
+            cond = _A.client == rule.value if "/" not in rule.value else _A.client.is_not(None)
+        else:
+            cond = sa.true()
+        if rule.detector is not None:
+            cond = sa.and_(cond, _A.detector == rule.detector)
+        return cond
+
+    def add_allow(
+        self,
+        kind: str,
+        value: str,
+        reason: str,
+        author: str,
+        detector: str | None = None,
+        expires_at: datetime | None = None,
+        now: datetime | None = None,
+    ) -> AllowEntry:
+        now = _now(now)
+        kind, value, detector, expires_at = validate_allow(
+            kind, value, reason, author, detector, expires_at, now
+        )
+        with self._write() as conn:
+            row = (
+                conn.execute(
+                    sa.insert(allowlist)
+                    .values(
+                        kind=kind,
+                        value=value,
+                        detector=detector,
+                        reason=reason.strip(),
+                        author=author.strip(),
+                        created_at=now,
+                        expires_at=expires_at,
+                    )
+                    .returning(*allowlist.c)
+                )
+                .mappings()
+                .one()
+            )
+            entry = _allow(row)
+            self._reevaluate(conn, self._candidates(rule_from_mapping(dict(row))), now)
+        return entry
+
+    def remove_allow(self, entry_id: int, now: datetime | None = None) -> AllowEntry:
+        now = _now(now)
+        with self._write() as conn:
+            row = (
+                conn.execute(sa.select(allowlist).where(allowlist.c.id == entry_id))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                raise AlertNotFound(f"no allow-list entry {entry_id}")
+            if row["removed_at"] is not None:
+                raise AllowListError(f"allow-list entry {entry_id} was already removed")
+            conn.execute(
+                sa.update(allowlist).where(allowlist.c.id == entry_id).values(removed_at=now)
+            )
+            self._reevaluate(conn, _A.suppressed_by == entry_id, now)
+            row = (
+                conn.execute(sa.select(allowlist).where(allowlist.c.id == entry_id))
+                .mappings()
+                .one()
+            )
+        return _allow(row)
+
+    def list_allow(
+        self, include_inactive: bool = False, now: datetime | None = None
+    ) -> list[AllowEntry]:
+        now = _now(now)
+        q = sa.select(allowlist).order_by(allowlist.c.id)
+        if not include_inactive:
+            q = q.where(
+                allowlist.c.removed_at.is_(None),
+                sa.or_(allowlist.c.expires_at.is_(None), allowlist.c.expires_at > now),
+            )
+        with self.engine.connect() as conn:
+            return [_allow(r) for r in conn.execute(q).mappings()]
+
+    # ------------------------------------------------------------------ model versions
+
+    def save_model_version(
+        self,
+        kind: str,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, Any] | None = None,
+        blob: bytes | None = None,
+        parent_id: int | None = None,
+        activate: bool = True,
+        now: datetime | None = None,
+    ) -> ModelVersion:
+        now = _now(now)
+        with self._write() as conn:
+            if activate:
+                conn.execute(
+                    sa.update(model_versions)
+                    .where(model_versions.c.kind == kind)
+                    .values(active=False)
+                )
+            row = (
+                conn.execute(
+                    sa.insert(model_versions)
+                    .values(
+                        created_at=now,
+                        kind=kind,
+                        params=dict(params),
+                        metrics=dict(metrics or {}),
+                        blob=blob,
+                        parent_id=parent_id,
+                        active=activate,
+                    )
+                    .returning(*model_versions.c)
+                )
+                .mappings()
+                .one()
+            )
+            return _model(row)
+
+    def active_model_version(self, kind: str | None = None) -> ModelVersion | None:
+        q = (
+            sa.select(model_versions)
+            .where(model_versions.c.active.is_(True))
+            .order_by(model_versions.c.id.desc())
+            .limit(1)
+        )
+        if kind is not None:
+            q = q.where(model_versions.c.kind == kind)
+        with self.engine.connect() as conn:
+            row = conn.execute(q).mappings().first()
+        return _model(row) if row is not None else None
+
+    def list_model_versions(self, kind: str | None = None) -> list[ModelVersion]:
+        q = sa.select(model_versions).order_by(model_versions.c.id.desc())
+        if kind is not None:
+            q = q.where(model_versions.c.kind == kind)
+        with self.engine.connect() as conn:
+            return [_model(r) for r in conn.execute(q).mappings()]
+
+    def activate_model_version(self, version_id: int) -> ModelVersion:
+        with self._write() as conn:
+            kind = conn.execute(
+                sa.select(model_versions.c.kind).where(model_versions.c.id == version_id)
+            ).scalar()
+            if kind is None:
+                raise AlertNotFound(f"no model version {version_id}")
+            conn.execute(
+                sa.update(model_versions).where(model_versions.c.kind == kind).values(active=False)
+            )
+            conn.execute(
+                sa.update(model_versions)
+                .where(model_versions.c.id == version_id)
+                .values(active=True)
+            )
+            row = (
+                conn.execute(sa.select(model_versions).where(model_versions.c.id == version_id))
+                .mappings()
+                .one()
+            )
+            return _model(row)
+
+    # ------------------------------------------------------------------ runs
+
+    def start_run(self, inputs: Mapping[str, Any], now: datetime | None = None) -> int:
+        with self._write() as conn:
+            rid = conn.execute(
+                sa.insert(runs)
+                .values(started=_now(now), inputs=dict(inputs), counts={}, rejects={})
+                .returning(runs.c.id)
+            ).scalar_one()
+        return int(rid)
+
+    def finish_run(
+        self,
+        run_id: int,
+        counts: Mapping[str, Any],
+        rejects: Mapping[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> RunRecord:
+        with self._write() as conn:
+            res = conn.execute(
+                sa.update(runs)
+                .where(runs.c.id == run_id)
+                .values(finished=_now(now), counts=dict(counts), rejects=dict(rejects or {}))
+            )
+            if res.rowcount == 0:
+                raise AlertNotFound(f"no run {run_id}")
+            return _run(conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().one())
+
+    def list_runs(self, limit: int | None = None) -> list[RunRecord]:
+        q = sa.select(runs).order_by(runs.c.id.desc())
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return [_run(r) for r in conn.execute(q).mappings()]

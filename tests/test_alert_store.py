@@ -1,0 +1,727 @@
+"""The alert store: the same tests against SQLite, a real PostgreSQL and the in-memory store.
+
+PostgreSQL comes from ``$DNSIEVE_TEST_PG_URL`` (``.ci/postgres.sh`` starts one and
+sets it).  In CI (``$CI`` set) a missing URL fails the PostgreSQL tests instead
+of skipping them; on a user's machine they are skipped with the reason.
+
+Anomalies come from real DNS: the brimdata Zeek sample (CC BY-SA 4.0) and the
+Korving iodine dnsmasq log (MIT) in tests/data, aggregated into per-window
+domain, client and client×domain candidates as the detectors emit them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+from dnsieve.alerts import (
+    AlertNotFound,
+    AlertStore,
+    AlertStoreProtocol,
+    AmbiguousId,
+    InvalidTransition,
+    MemoryAlertStore,
+    alert_id,
+)
+from dnsieve.alerts.store import DB_ENV, current_revision, metadata, resolve_db_url
+from dnsieve.threat.allowlist import AllowListError
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+DATA = Path(__file__).parent / "data"
+
+
+# --------------------------------------------------------------------------- real anomalies
+
+
+def _events(path: Path) -> pl.DataFrame:
+    from dnsieve.ingest import read_file
+
+    return pl.from_arrow(pa.Table.from_batches(list(read_file(path))))  # type: ignore[return-value]
+
+
+def real_anomalies(data: Path = DATA) -> pl.DataFrame:
+    """Per-minute candidates (ANOMALY shape) aggregated from two real captures.
+
+    ``volume`` scores domains by queries, ``nxdomain`` clients by failed
+    lookups, ``beacon`` client×domain pairs by query count; evidence carries
+    the real counts and sample names.
+    """
+    ev = pl.concat(
+        [
+            _events(data / "zeek" / "brim_dns_head.log"),
+            _events(data / "querylog" / "dnsmasq_iodine.log"),
+        ],
+        how="vertical_relaxed",
+    ).with_columns(
+        window_start=pl.col("ts").dt.truncate("1m"),
+        failed=(pl.col("rcode") == "NXDOMAIN").cast(pl.Int64),
+    )
+    ev = ev.with_columns(window_end=pl.col("window_start") + pl.duration(minutes=1))
+    keys = ["window_start", "window_end"]
+    dom = (
+        ev.filter(pl.col("registered_domain").is_not_null())
+        .group_by(["registered_domain", *keys])
+        .agg(
+            queries=pl.len(),
+            clients=pl.col("src_ip").n_unique(),
+            names=pl.col("qname").unique().sort().head(3),
+        )
+        .select(
+            *keys,
+            detector=pl.lit("volume"),
+            entity_type=pl.lit("domain"),
+            entity=pl.col("registered_domain"),
+            score=pl.col("queries").cast(pl.Float64).log1p(),
+            p_value=(1.0 / (1.0 + pl.col("queries").cast(pl.Float64))),
+            evidence=pl.struct("queries", "clients", "names").struct.json_encode(),
+        )
+    )
+    cli = (
+        ev.filter(pl.col("src_ip").is_not_null())
+        .group_by(["src_ip", *keys])
+        .agg(queries=pl.len(), nxdomain=pl.col("failed").sum())
+        .select(
+            *keys,
+            detector=pl.lit("nxdomain"),
+            entity_type=pl.lit("client"),
+            entity=pl.col("src_ip"),
+            score=pl.col("nxdomain").cast(pl.Float64) + 0.5,
+            p_value=pl.lit(None, dtype=pl.Float64),
+            evidence=pl.struct("queries", "nxdomain").struct.json_encode(),
+        )
+    )
+    pair = (
+        ev.filter(pl.col("registered_domain").is_not_null() & pl.col("src_ip").is_not_null())
+        .group_by(["src_ip", "registered_domain", *keys])
+        .agg(queries=pl.len())
+        .select(
+            *keys,
+            detector=pl.lit("beacon"),
+            entity_type=pl.lit("client_domain"),
+            entity=pl.concat_str(["src_ip", "registered_domain"], separator="|"),
+            score=pl.col("queries").cast(pl.Float64).sqrt(),
+            p_value=pl.lit(0.01),
+            evidence=pl.struct("queries").struct.json_encode(),
+        )
+    )
+    columns = ["detector", "entity_type", "entity", *keys, "score", "p_value", "evidence"]
+    return pl.concat([dom.select(columns), cli.select(columns), pair.select(columns)]).sort(
+        ["detector", "entity", "window_start"]
+    )
+
+
+@pytest.fixture(scope="session")
+def anomalies() -> pl.DataFrame:
+    return real_anomalies()
+
+
+# --------------------------------------------------------------------------- stores
+
+
+def pg_url_or_skip() -> str:
+    """The test PostgreSQL URL; fails in CI when missing, skips elsewhere."""
+    url = os.environ.get("DNSIEVE_TEST_PG_URL")
+    if url:
+        return url
+    if os.environ.get("CI"):
+        pytest.fail(
+            "DNSIEVE_TEST_PG_URL is not set in CI: .ci/run must `source .ci/postgres.sh`",
+            pytrace=False,
+        )
+    pytest.skip("no PostgreSQL: set DNSIEVE_TEST_PG_URL (see .ci/postgres.sh) to run these tests")
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[str]:
+    """A URL whose connections live in a fresh, private schema (dropped afterwards)."""
+    base = pg_url_or_skip()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = sa.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def _sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'alerts.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database URL of each SQL dialect."""
+    if request.param == "sqlite":
+        return _sqlite_url(tmp_path)
+    return str(request.getfixturevalue("pg_schema_url"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AlertStoreProtocol]:
+    """A fresh store: SQLite file, PostgreSQL schema, or the in-memory store."""
+    if request.param == "memory":
+        s: AlertStoreProtocol = MemoryAlertStore()
+    elif request.param == "sqlite":
+        s = AlertStore.open(_sqlite_url(tmp_path))
+    else:
+        s = AlertStore.open(request.getfixturevalue("pg_schema_url"))
+    yield s
+    s.close()
+
+
+def one(
+    entity: str,
+    detector: str = "tunnel",
+    entity_type: str = "domain",
+    score: float = 5.0,
+    start: datetime = T0,
+    evidence: dict[str, object] | str | None = None,
+    p_value: float | None = 1e-4,
+    **extra: object,
+) -> pl.DataFrame:
+    """A one-row anomaly frame."""
+    ev = evidence if isinstance(evidence, str) else json.dumps(evidence or {"queries": 10})
+    cols: dict[str, object] = {
+        "detector": [detector],
+        "entity_type": [entity_type],
+        "entity": [entity],
+        "window_start": [start],
+        "window_end": [start + timedelta(hours=1)],
+        "score": [score],
+        "p_value": pl.Series([p_value], dtype=pl.Float64),
+        "evidence": [ev],
+    }
+    cols.update({k: [v] for k, v in extra.items()})
+    return pl.DataFrame(cols)
+
+
+def aid(entity: str, detector: str = "tunnel", start: datetime = T0) -> str:
+    return alert_id(detector, entity, start, start + timedelta(hours=1))
+
+
+# --------------------------------------------------------------------------- ids and upsert
+
+
+def test_protocol_is_implemented(store: AlertStoreProtocol) -> None:
+    assert isinstance(store, AlertStoreProtocol)
+
+
+def test_upsert_real_anomalies_is_idempotent(
+    store: AlertStoreProtocol, anomalies: pl.DataFrame
+) -> None:
+    n = anomalies.height
+    assert n > 50
+    first = store.upsert_anomalies(anomalies, now=T0, batch_size=40)
+    assert (first.received, first.inserted, first.merged, sum(first.rejects.values())) == (
+        n,
+        n,
+        0,
+        0,
+    )
+    again = store.upsert_anomalies(anomalies, now=T0 + timedelta(hours=1), batch_size=1000)
+    assert (again.inserted, again.merged) == (0, n)
+    stored = store.list_alerts(limit=None)
+    assert len(stored) == n
+    assert {a.times_seen for a in stored} == {2}
+    assert all(a.first_seen == T0 and a.last_seen == T0 + timedelta(hours=1) for a in stored)
+    row = anomalies.row(0, named=True)
+    got = store.get_alert(
+        alert_id(row["detector"], row["entity"], row["window_start"], row["window_end"])
+    )
+    assert got.entity == row["entity"] and got.evidence == json.loads(row["evidence"])
+    assert got.status == "new"
+
+
+def test_merge_keeps_max_score_and_its_evidence(store: AlertStoreProtocol) -> None:
+    store.upsert_anomalies(one("dnsc.r-1x.com", score=5.0, evidence={"run": 1}, p_value=1e-3))
+    store.upsert_anomalies(one("dnsc.r-1x.com", score=9.0, evidence={"run": 2}, p_value=None))
+    store.upsert_anomalies(one("dnsc.r-1x.com", score=7.0, evidence={"run": 3}, p_value=1e-5))
+    a = store.get_alert(aid("dnsc.r-1x.com"))
+    assert (a.score, a.evidence, a.p_value, a.times_seen) == (9.0, {"run": 2}, 1e-5, 3)
+    assert a.severity == "medium"  # p = 1e-5, no threat model yet
+
+
+def test_duplicates_within_a_batch_are_merged(store: AlertStoreProtocol) -> None:
+    frame = pl.concat([one("a.example", score=2.0), one("a.example", score=3.0), one("b.example")])
+    rep = store.upsert_anomalies(frame)
+    assert (rep.inserted, rep.merged) == (2, 0)
+    a = store.get_alert(aid("a.example"))
+    assert (a.score, a.times_seen) == (3.0, 2)
+
+
+def test_bad_rows_are_counted_not_raised(store: AlertStoreProtocol) -> None:
+    frame = pl.concat(
+        [
+            one("ok.example"),
+            one("nan.example", score=math.nan),
+            one("inf.example", score=math.inf),
+            one("bad-evidence.example", evidence="{not json"),
+        ]
+    )
+    backwards = one("backwards.example").with_columns(window_end=pl.lit(T0 - timedelta(hours=1)))
+    null_entity = one("x").with_columns(entity=pl.lit(None, dtype=pl.String))
+    rep = store.upsert_anomalies(pl.concat([frame, backwards, null_entity]))
+    assert rep.rejects == {"bad_score": 2, "bad_window": 1, "missing_key": 1}
+    assert rep.repaired == {"evidence_not_json": 1}
+    assert rep.inserted == 2
+    assert store.get_alert(aid("bad-evidence.example")).evidence == {"raw": "{not json"}
+
+
+def test_missing_columns_is_a_clear_error(store: AlertStoreProtocol) -> None:
+    with pytest.raises(ValueError, match="lacks column"):
+        store.upsert_anomalies(pl.DataFrame({"detector": ["x"]}))
+
+
+def test_hostile_strings_round_trip(store: AlertStoreProtocol) -> None:
+    nasty = "x\\x00y'; drop table alerts;--.\u202etxt.\u00e9vil.com"
+    store.upsert_anomalies(
+        one(nasty, evidence={"q": "a\x00b", "k'\"": [1.5, math.nan], "deep": {"x": "\u2028"}})
+    )
+    a = store.get_alert(aid(nasty))
+    assert a.entity == nasty
+    assert a.evidence == {"q": "a\\x00b", "k'\"": [1.5, None], "deep": {"x": "\u2028"}}
+
+
+def test_features_and_threat_probability_columns(store: AlertStoreProtocol) -> None:
+    frame = one(
+        "iodine.example", threat_probability=0.93, features={"det_tunnel": 1.0, "ev_entropy": 4.2}
+    )
+    store.upsert_anomalies(frame)
+    a = store.get_alert(aid("iodine.example"))
+    assert a.threat_probability == pytest.approx(0.93)
+    assert a.severity == "critical"
+    assert a.features == {"det_tunnel": 1.0, "ev_entropy": 4.2}
+    # A later run without a model keeps the probability and the features.
+    store.upsert_anomalies(one("iodine.example"))
+    b = store.get_alert(aid("iodine.example"))
+    assert b.threat_probability == pytest.approx(0.93) and b.features == a.features
+
+
+def test_id_prefixes(store: AlertStoreProtocol, anomalies: pl.DataFrame) -> None:
+    store.upsert_anomalies(anomalies)
+    ids = sorted(a.id for a in store.list_alerts())
+    full = ids[len(ids) // 2]
+    assert store.get_alert(full[:12]).id == full
+    assert store.get_alert(full.upper()).id == full
+    with pytest.raises(AmbiguousId, match="ambiguous"):
+        store.get_alert(_common_prefix(ids))
+    with pytest.raises(AlertNotFound, match="hexadecimal"):
+        store.get_alert("zz; select")
+    with pytest.raises(AlertNotFound, match="no alert"):
+        store.get_alert(aid("never-stored.example"))
+
+
+def _common_prefix(ids: list[str]) -> str:
+    """A one-character prefix that at least two ids share."""
+    first = [i[0] for i in ids]
+    return next(c for c in first if first.count(c) > 1)
+
+
+# --------------------------------------------------------------------------- workflow
+
+
+def test_verdicts_are_audited_and_survive_reruns(
+    store: AlertStoreProtocol, anomalies: pl.DataFrame
+) -> None:
+    store.upsert_anomalies(anomalies, now=T0)
+    mv = store.save_model_version("linear", {"w": [0.1, 0.2]}, now=T0)
+    ids = [a.id for a in store.list_alerts(limit=3)]
+    r = store.record_verdict(
+        ids[0], "threat", "alice", "iodine tunnel", now=T0 + timedelta(minutes=5)
+    )
+    assert (r.old_status, r.new_status, r.alert.status) == ("new", "threat", "threat")
+    assert r.alert.evidence and r.audit.model_version == mv.id
+    store.record_verdict(ids[1], "not-relevant", "bob", now=T0 + timedelta(minutes=6))
+    store.set_status(ids[2], "needs_review", "system:queue", now=T0 + timedelta(minutes=7))
+    store.record_verdict(ids[0], "benign", "carol", "lab traffic", now=T0 + timedelta(minutes=8))
+    store.upsert_anomalies(anomalies, now=T0 + timedelta(hours=1))
+    assert store.get_alert(ids[0]).status == "benign"
+    assert store.get_alert(ids[1]).status == "not_relevant"
+    assert store.get_alert(ids[2]).status == "needs_review"
+    trail = store.audit_trail(ids[0])
+    assert [(e.actor, e.old_status, e.new_status, e.comment) for e in trail] == [
+        ("alice", "new", "threat", "iodine tunnel"),
+        ("carol", "threat", "benign", "lab traffic"),
+    ]
+    assert trail[0].at == T0 + timedelta(minutes=5)
+    assert len(store.audit_trail()) == 4
+    assert store.count_by_status() == {
+        "new": anomalies.height - 3,
+        "needs_review": 1,
+        "benign": 1,
+        "not_relevant": 1,
+    }
+
+
+def test_invalid_transitions_and_values(store: AlertStoreProtocol) -> None:
+    store.upsert_anomalies(one("a.example"))
+    a = aid("a.example")
+    with pytest.raises(InvalidTransition, match="unknown status"):
+        store.record_verdict(a, "evil", "alice")
+    with pytest.raises(InvalidTransition, match="a verdict is one of"):
+        store.record_verdict(a, "needs_review", "alice")
+    with pytest.raises(InvalidTransition, match="needs an actor"):
+        store.record_verdict(a, "threat", " ")
+    store.record_verdict(a, "threat", "alice")
+    with pytest.raises(InvalidTransition, match="already 'threat'"):
+        store.record_verdict(a, "threat", "alice")
+    with pytest.raises(InvalidTransition, match="cannot move"):
+        store.set_status(a, "new", "alice")
+    with pytest.raises(AlertNotFound):
+        store.record_verdict("abcdef", "threat", "alice")
+    assert len(store.audit_trail(a)) == 1
+
+
+def test_queue_order_and_threat_probabilities(store: AlertStoreProtocol) -> None:
+    frame = pl.concat(
+        [
+            one("low.example", score=9.0),
+            one("mid.example", score=1.0),
+            one("top.example", score=2.0),
+        ]
+    )
+    store.upsert_anomalies(frame)
+    assert [a.entity for a in store.list_alerts()] == ["low.example", "top.example", "mid.example"]
+    n = store.set_threat_probabilities(
+        {aid("top.example"): 0.97, aid("mid.example"): 0.5, "nope": 0.1}
+    )
+    assert n == 2
+    assert [a.entity for a in store.list_alerts()] == ["top.example", "mid.example", "low.example"]
+    top = store.get_alert(aid("top.example"))
+    assert (top.threat_probability, top.severity) == (0.97, "critical")
+    assert [a.entity for a in store.list_alerts(order="recent", limit=1)] == ["low.example"]
+
+
+def test_filters_and_iteration(store: AlertStoreProtocol, anomalies: pl.DataFrame) -> None:
+    store.upsert_anomalies(anomalies)
+    by_det = store.list_alerts(detector="nxdomain")
+    assert by_det and {a.detector for a in by_det} == {"nxdomain"}
+    assert {a.entity_type for a in by_det} == {"client"}
+    ent = by_det[0].entity
+    assert {a.entity for a in store.list_alerts(entity=ent)} == {ent}
+    streamed = list(store.iter_alerts(batch=7))
+    assert len(streamed) == anomalies.height == len({a.id for a in streamed})
+    keys = [(a.window_start, a.id) for a in streamed]
+    assert keys == sorted(keys)
+    store.record_verdict(streamed[0].id, "benign", "alice")
+    assert len(list(store.iter_alerts(status="open"))) == anomalies.height - 1
+    assert [a.id for a in store.iter_alerts(status="benign")] == [streamed[0].id]
+
+
+# --------------------------------------------------------------------------- allow-lists
+
+
+def test_allowlist_applies_to_stored_and_future_alerts(store: AlertStoreProtocol) -> None:
+    store.upsert_anomalies(
+        pl.concat([one("a.evil.com"), one("evil.com"), one("notevil.com"), one("x.cdn.net")])
+    )
+    e = store.add_allow("suffix", "Evil.COM.", "red-team exercise", "alice", now=T0)
+    assert (e.kind, e.value) == ("suffix", "evil.com")
+    visible = {a.entity for a in store.list_alerts(now=T0)}
+    assert visible == {"notevil.com", "x.cdn.net"}
+    hidden = store.get_alert(aid("a.evil.com"), now=T0)
+    assert hidden.suppressed and hidden.suppressed_by == e.id
+    assert len(store.list_alerts(include_suppressed=True, now=T0)) == 4
+    # A future alert is suppressed on write.
+    rep = store.upsert_anomalies(one("deep.b.evil.com"), now=T0)
+    assert rep.suppressed == 1
+    assert store.get_alert(aid("deep.b.evil.com"), now=T0).suppressed_by == e.id
+    # Removing the entry brings them back.
+    store.remove_allow(e.id, now=T0)
+    assert len(store.list_alerts(now=T0)) == 5
+    with pytest.raises(AllowListError, match="already removed"):
+        store.remove_allow(e.id, now=T0)
+
+
+def test_wildcard_matches_bare_domain(store: AlertStoreProtocol) -> None:
+    store.upsert_anomalies(pl.concat([one("cdn.net"), one("a.cdn.net"), one("xcdn.net")]))
+    e = store.add_allow("domain", "*.cdn.net", "CDN", "alice")
+    assert e.kind == "wildcard"
+    assert {a.entity for a in store.list_alerts()} == {"xcdn.net"}
+
+
+def test_exact_domain_does_not_cover_subdomains(store: AlertStoreProtocol) -> None:
+    store.upsert_anomalies(pl.concat([one("mozilla.com"), one("aus5.mozilla.com")]))
+    store.add_allow("domain", "mozilla.com", "browser updates", "alice")
+    assert {a.entity for a in store.list_alerts()} == {"aus5.mozilla.com"}
+
+
+def test_client_and_cidr_entries(store: AlertStoreProtocol, anomalies: pl.DataFrame) -> None:
+    store.upsert_anomalies(anomalies)
+    clients = anomalies.filter(pl.col("entity_type") == "client")["entity"].unique().to_list()
+    assert "172.18.0.3" in clients  # the iodine client of the dnsmasq log
+    e = store.add_allow("client", "172.18.0.0/16", "iodine lab", "alice")
+    left = store.list_alerts()
+    assert not any(a.client is not None and a.client.startswith("172.18.") for a in left)
+    assert any(a.entity_type == "client" for a in left)  # the 10.x WRCCDC hosts stay
+    # client×domain alerts of that client are covered too
+    gone = store.list_alerts(include_suppressed=True, detector="beacon")
+    assert any(a.suppressed_by == e.id for a in gone)
+    assert store.suppressed_count(e.id) == len(
+        [a for a in store.list_alerts(include_suppressed=True) if a.suppressed]
+    )
+
+
+def test_detector_entity_entry_is_scoped(store: AlertStoreProtocol) -> None:
+    store.upsert_anomalies(
+        pl.concat([one("x.example", detector="tunnel"), one("x.example", detector="dga")])
+    )
+    store.add_allow("detector_entity", "X.example.", "known TXT user", "alice", detector="tunnel")
+    assert [a.detector for a in store.list_alerts()] == ["dga"]
+    with pytest.raises(AllowListError, match="needs a detector"):
+        store.add_allow("detector_entity", "x.example", "r", "alice")
+
+
+def test_expiry_unsuppresses_without_a_job(store: AlertStoreProtocol) -> None:
+    store.upsert_anomalies(one("a.evil.com"), now=T0)
+    short = store.add_allow(
+        "suffix", "evil.com", "1 day", "alice", expires_at=T0 + timedelta(days=1), now=T0
+    )
+    long = store.add_allow(
+        "wildcard", "*.evil.com", "1 week", "bob", expires_at=T0 + timedelta(days=7), now=T0
+    )
+    a = store.get_alert(aid("a.evil.com"), now=T0)
+    assert a.suppressed and a.suppressed_by == long.id  # the one that lasts longest
+    assert store.list_alerts(now=T0 + timedelta(days=3)) == []  # short expired, long still holds
+    assert [x.id for x in store.list_allow(now=T0 + timedelta(days=3))] == [long.id]
+    assert len(store.list_alerts(now=T0 + timedelta(days=8))) == 1  # both expired: back, no job
+    assert len(store.list_allow(include_inactive=True)) == 2
+    # Removing the long one falls back to the short one while it lasts.
+    store.remove_allow(long.id, now=T0)
+    assert store.get_alert(aid("a.evil.com"), now=T0).suppressed_by == short.id
+    assert store.list_alerts(now=T0 + timedelta(hours=1)) == []
+
+
+def test_permanent_entry_added_later_takes_over(store: AlertStoreProtocol) -> None:
+    store.upsert_anomalies(one("a.evil.com"), now=T0)
+    store.add_allow(
+        "suffix", "evil.com", "temp", "alice", expires_at=T0 + timedelta(hours=1), now=T0
+    )
+    perm = store.add_allow("domain", "a.evil.com", "forever", "alice", now=T0)
+    assert store.get_alert(aid("a.evil.com"), now=T0).suppressed_by == perm.id
+    assert store.list_alerts(now=T0 + timedelta(days=30)) == []
+
+
+def test_allowlist_validation(store: AlertStoreProtocol) -> None:
+    with pytest.raises(AllowListError, match="reason"):
+        store.add_allow("domain", "x.com", "", "alice")
+    with pytest.raises(AllowListError, match="author"):
+        store.add_allow("domain", "x.com", "why", "")
+    with pytest.raises(AllowListError, match="not in the future"):
+        store.add_allow("domain", "x.com", "why", "a", expires_at=T0, now=T0 + timedelta(seconds=1))
+    with pytest.raises(AllowListError, match="not a URL"):
+        store.add_allow("domain", "https://x.com/a", "why", "a")
+    with pytest.raises(AllowListError, match="CIDR"):
+        store.add_allow("client", "10.0.0.300", "why", "a")
+    with pytest.raises(AlertNotFound):
+        store.remove_allow(999)
+    assert store.list_allow(include_inactive=True) == []
+
+
+# --------------------------------------------------------------------------- models and runs
+
+
+def test_model_versions_and_rollback(store: AlertStoreProtocol) -> None:
+    v1 = store.save_model_version("linear", {"w": [1.0]}, {"p@20": 0.6}, blob=b"\x00\x01", now=T0)
+    v2 = store.save_model_version("linear", {"w": [2.0]}, {"p@20": 0.9}, parent_id=v1.id, now=T0)
+    mlp = store.save_model_version("mlp", {"layers": [8]}, now=T0)
+    assert store.active_model_version("linear").id == v2.id  # type: ignore[union-attr]
+    assert store.active_model_version().id == mlp.id  # type: ignore[union-attr]
+    back = store.activate_model_version(v1.id)
+    assert back.active and back.blob == b"\x00\x01"
+    assert store.active_model_version("linear").id == v1.id  # type: ignore[union-attr]
+    assert [m.id for m in store.list_model_versions("linear")] == [v2.id, v1.id]
+    assert store.list_model_versions("linear")[0].parent_id == v1.id
+    with pytest.raises(AlertNotFound):
+        store.activate_model_version(12345)
+
+
+def test_runs(store: AlertStoreProtocol) -> None:
+    rid = store.start_run({"paths": ["dns.log"]}, now=T0)
+    rec = store.finish_run(rid, {"alerts": 3}, {"bad_line": 2}, now=T0 + timedelta(seconds=5))
+    assert (rec.inputs, rec.counts, rec.rejects) == (
+        {"paths": ["dns.log"]},
+        {"alerts": 3},
+        {"bad_line": 2},
+    )
+    assert rec.finished == T0 + timedelta(seconds=5)
+    assert [r.id for r in store.list_runs()] == [rid]
+    with pytest.raises(AlertNotFound):
+        store.finish_run(rid + 100, {})
+
+
+# --------------------------------------------------------------------------- SQL specifics
+
+
+def test_migrations_create_the_schema(db_url: str) -> None:
+    with AlertStore.open(db_url) as s:
+        assert current_revision(s.engine) == "0001"
+        insp = sa.inspect(s.engine)
+        for table in metadata.sorted_tables:
+            cols = {c["name"] for c in insp.get_columns(table.name)}
+            assert cols == {c.name for c in table.columns}, table.name
+        idx = {i["name"] for i in insp.get_indexes("alerts")}
+        assert {
+            "ix_alerts_queue",
+            "ix_alerts_window_start",
+            "ix_alerts_entity",
+            "ix_alerts_detector",
+        } <= idx
+    with AlertStore.open(db_url) as s:  # re-opening is a no-op
+        assert current_revision(s.engine) == "0001"
+
+
+def test_sqlite_pragmas(tmp_path: Path) -> None:
+    with AlertStore.open(tmp_path / "a.db") as s, s.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_db_url_precedence(tmp_path: Path) -> None:
+    env = {DB_ENV: str(tmp_path / "env.db")}
+    assert resolve_db_url("sqlite:///x.db", env) == "sqlite:///x.db"
+    assert resolve_db_url(None, env) == f"sqlite:///{tmp_path / 'env.db'}"
+    default = resolve_db_url(None, {})
+    assert default.startswith("sqlite:///") and default.endswith("dnsieve/alerts.db")
+
+
+def test_store_constraint_rejects_bad_status(db_url: str) -> None:
+    """The database itself refuses an unknown status (defence in depth)."""
+    with AlertStore.open(db_url) as s:
+        s.upsert_anomalies(one("a.example"))
+        with pytest.raises(sa.exc.IntegrityError), s.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE alerts SET status = 'pwned'"))
+
+
+# --------------------------------------------------------------------------- crash safety
+
+_WORKER = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    from pathlib import Path
+    from test_alert_store import _crash_frame
+    from dnsieve.alerts import AlertStore
+
+    url, total, batch, names = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
+    frame = _crash_frame(names, total)
+    store = AlertStore.open(url)
+    for off in range(0, total, batch):
+        store.upsert_anomalies(frame.slice(off, batch), batch_size=batch)
+        print("committed", off + batch, flush=True)
+    """
+)
+
+
+def _crash_frame(names_file: Path, total: int) -> pl.DataFrame:
+    names = [x.strip() for x in names_file.read_text().splitlines() if x.strip()]
+    t0 = datetime(2024, 5, 1, tzinfo=UTC)
+    return pl.DataFrame(
+        {
+            "detector": ["volume"] * total,
+            "entity_type": ["domain"] * total,
+            "entity": [names[i % len(names)] + f".n{i}" for i in range(total)],
+            "window_start": [t0 + timedelta(hours=i % 24) for i in range(total)],
+            "window_end": [t0 + timedelta(hours=i % 24 + 1) for i in range(total)],
+            "score": [float(i % 97) for i in range(total)],
+            "evidence": [f'{{"queries": {i}}}' for i in range(total)],
+        }
+    )
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_kill_9_during_bulk_upsert_loses_nothing(
+    dialect: str, tmp_path: Path, request: pytest.FixtureRequest, anomalies: pl.DataFrame
+) -> None:
+    url = _sqlite_url(tmp_path) if dialect == "sqlite" else request.getfixturevalue("pg_schema_url")
+    names_file = tmp_path / "names.txt"
+    names_file.write_text(
+        "\n".join(anomalies.filter(pl.col("entity_type") == "domain")["entity"].unique().sort())
+    )
+    total, batch = 2000, 500
+    frame = _crash_frame(names_file, total)
+    with AlertStore.open(url) as s:  # seed: first batch stored, with verdicts
+        s.upsert_anomalies(frame.head(batch))
+        seeded = [a.id for a in s.list_alerts(order="recent", limit=4)]
+        for i, (label, who) in enumerate(
+            [("threat", "alice"), ("benign", "bob"), ("not-relevant", "carol")]
+        ):
+            s.record_verdict(seeded[i], label, who, comment=f"verdict {i}")
+        s.set_status(seeded[3], "needs_review", "system:queue")
+        trail_before = [e.to_dict() for e in s.audit_trail()]
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(script),
+            str(Path(__file__).parent),
+            url,
+            str(total),
+            str(batch),
+            str(names_file),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            # Kill while the last batch is in flight: three of four are committed.
+            if line.startswith("committed") and int(line.split()[1]) >= 3 * batch:
+                break
+        else:
+            pytest.fail("worker ended early: " + (proc.stderr.read() if proc.stderr else ""))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    with AlertStore.open(url) as s:
+        if dialect == "sqlite":
+            with s.engine.connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+        stored = {a.id: a for a in s.list_alerts(include_suppressed=True)}
+        # Every committed batch is there and the one in flight is all or nothing.
+        assert len(stored) in (3 * batch, 4 * batch)
+        assert [e.to_dict() for e in s.audit_trail()] == trail_before
+        assert [stored[i].status for i in seeded] == [
+            "threat",
+            "benign",
+            "not_relevant",
+            "needs_review",
+        ]
+        # A re-run creates no duplicates and keeps every verdict.
+        rep = s.upsert_anomalies(frame)
+        assert (rep.inserted, rep.merged) == (total - len(stored), len(stored))
+        after = s.list_alerts(include_suppressed=True)
+        assert len(after) == total
+        assert [s.get_alert(i).status for i in seeded] == [
+            "threat",
+            "benign",
+            "not_relevant",
+            "needs_review",
+        ]
+        assert [e.to_dict() for e in s.audit_trail()] == trail_before
+        with s.engine.connect() as conn:
+            dup = conn.execute(sa.text("SELECT count(*) - count(DISTINCT id) FROM alerts")).scalar()
+        assert dup == 0
