@@ -1,0 +1,345 @@
+"""The Spark engine: the same aggregates and detectors on PySpark (``pip install 'dnsieve[spark]'``).
+
+The lake's Parquet part files are read with ``spark.read.parquet``; the hourly
+aggregates are computed with Spark SQL functions (exact distinct counts, hour
+buckets with the session time zone forced to UTC) and come back to the driver
+as Polars frames through Arrow, with exactly the schema of the
+:mod:`dnsieve.features` functions.  :meth:`SparkEngine.map_detector`
+hash-partitions the detector's input by entity, so no entity is split, and
+runs the detector's pure ``score`` on each partition with ``mapInArrow``.
+
+One :class:`~pyspark.sql.SparkSession` is shared per process
+(:func:`get_session`): JVM memory settings only take effect when the JVM
+starts.  The master is ``local[2]`` unless ``DNSIEVE_SPARK_MASTER`` names
+another (``spark://host:7077``, ``yarn``, ``k8s://...``) or a session is
+already active (``spark-submit``), in which case that one is used.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+import pyarrow as pa
+
+from dnsieve.engines.base import (
+    EVENT_POLARS_SCHEMA,
+    EngineUnavailableError,
+    check_kind,
+    entity_columns,
+    prepare_detector,
+    resolve_files,
+    to_utc,
+)
+from dnsieve.features import KEYS, QTYPE_COLUMNS, RCODE_COLUMNS, SCHEMAS
+from dnsieve.schema import ANOMALY, DNS_EVENT, EVENT_COLUMNS
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, SparkSession
+    from pyspark.sql import DataFrame as SparkDataFrame
+
+    from dnsieve.detectors.base import DetectContext, Detector
+
+__all__ = [
+    "DEFAULT_CONF",
+    "INSTALL_HINT",
+    "EngineUnavailableError",
+    "SparkEngine",
+    "get_session",
+    "require_pyspark",
+    "stop_session",
+]
+
+INSTALL_HINT = "the spark engine needs: pip install 'dnsieve[spark]'"
+
+#: settings applied when this module starts the session (see /work/shared/RECIPES.md).
+DEFAULT_CONF: dict[str, str] = {
+    "spark.driver.memory": "4g",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+    "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+}
+
+_ANOMALY_SORT = ["entity", "window_start", "detector", "entity_type"]
+_lock = threading.Lock()
+_session: SparkSession | None = None
+
+
+def require_pyspark() -> None:
+    """Raise :class:`EngineUnavailableError` with the install hint when pyspark is missing."""
+    try:
+        import pyspark  # noqa: F401
+    except ImportError as exc:
+        raise EngineUnavailableError(INSTALL_HINT) from exc
+    try:
+        import pandas  # noqa: F401
+    except ImportError as exc:
+        raise EngineUnavailableError(INSTALL_HINT) from exc
+
+
+def get_session(master: str | None = None, conf: dict[str, str] | None = None) -> SparkSession:
+    """The process-wide SparkSession, started on first use.
+
+    Sets ``PYSPARK_PYTHON``/``PYSPARK_DRIVER_PYTHON`` to this interpreter and
+    ``SPARK_LOCAL_IP=127.0.0.1`` (unless already set) before the JVM starts.
+    The session time zone is UTC whatever session is used.
+    """
+    global _session
+    require_pyspark()
+    from pyspark.sql import SparkSession
+
+    with _lock:
+        if _session is not None and _session.sparkContext._jsc is not None:
+            return _session
+        active = SparkSession.getActiveSession()
+        if active is not None and master is None:
+            _session = active
+        else:
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            builder = SparkSession.builder.appName("dnsieve").master(
+                master or os.environ.get("DNSIEVE_SPARK_MASTER", "local[2]")
+            )
+            for key, value in {**DEFAULT_CONF, **(conf or {})}.items():
+                builder = builder.config(key, value)
+            _session = builder.getOrCreate()
+            _session.sparkContext.setLogLevel("ERROR")
+        _session.conf.set("spark.sql.session.timeZone", "UTC")
+        _session.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
+        return _session
+
+
+def stop_session() -> None:
+    """Stop the shared session (the next :func:`get_session` starts a new JVM context)."""
+    global _session
+    with _lock:
+        if _session is not None:
+            _session.stop()
+            _session = None
+
+
+def _spark_schema(schema: pa.Schema) -> Any:
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    nullable = pa.schema([f.with_nullable(True) for f in schema])
+    return from_arrow_schema(nullable, prefer_timestamp_ntz=False)
+
+
+def _to_polars(sdf: SparkDataFrame, schema: pl.Schema) -> pl.DataFrame:
+    table = sdf.toArrow()
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    return df.select(list(schema)).cast(schema)
+
+
+def _count_if(cond: Column) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.sum(F.when(cond, F.lit(1)).otherwise(F.lit(0))).cast("long")
+
+
+def _qtype_aggs() -> list[Column]:
+    from pyspark.sql import functions as F
+
+    q = F.col("qtype")
+    named = list(QTYPE_COLUMNS.values())
+    return [
+        *(_count_if(q == name).alias(col) for col, name in QTYPE_COLUMNS.items()),
+        _count_if(~q.isin(named) | q.isNull()).alias("qtype_other"),
+    ]
+
+
+def _spark_aggregate(kind: str, events: SparkDataFrame) -> SparkDataFrame:
+    """The aggregate ``kind`` of a Spark frame of canonical events, as a Spark frame."""
+    from pyspark.sql import functions as F
+
+    ev = events.withColumn("hour", F.date_trunc("hour", F.col("ts")))
+    rd, src, sub, rcode = (F.col(c) for c in ("registered_domain", "src_ip", "subdomain", "rcode"))
+    n = F.count(F.lit(1)).cast("long").alias("queries")
+    nx = _count_if(rcode == "NXDOMAIN").alias("nxdomain")
+    if kind == "domain_hourly":
+        out = (
+            ev.where(rd.isNotNull())
+            .groupBy("hour", "registered_domain")
+            .agg(
+                n,
+                F.countDistinct(src).cast("long").alias("clients"),
+                F.countDistinct(F.when(sub != "", sub)).cast("long").alias("subdomains"),
+                *(_count_if(rcode == v).alias(c) for c, v in RCODE_COLUMNS.items()),
+                *_qtype_aggs(),
+                F.sum(F.coalesce(F.col("query_len").cast("long"), F.lit(0)))
+                .cast("long")
+                .alias("query_bytes"),
+                F.sum(F.coalesce(F.col("response_len").cast("long"), F.lit(0)))
+                .cast("long")
+                .alias("response_bytes"),
+            )
+        )
+    elif kind == "client_hourly":
+        out = (
+            ev.where(src.isNotNull())
+            .groupBy("hour", "src_ip")
+            .agg(n, F.countDistinct(rd).cast("long").alias("domains"), nx, *_qtype_aggs())
+        )
+    else:
+        out = (
+            ev.where(src.isNotNull() & rd.isNotNull())
+            .groupBy("hour", "src_ip", "registered_domain")
+            .agg(n, nx, F.min("ts").alias("first_ts"), F.max("ts").alias("last_ts"))
+        )
+    return out.select(*SCHEMAS[kind])
+
+
+def _partition_scorer(
+    detector: Detector, ctx: DetectContext, in_schema: dict[str, pl.DataType]
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The function ``mapInArrow`` runs on each partition: the detector's ``score``."""
+    out_schema = pa.schema([f.with_nullable(True) for f in ANOMALY])
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        got = list(batches)
+        if not got or sum(b.num_rows for b in got) == 0:
+            return
+        frame = pl.from_arrow(pa.Table.from_batches(got))
+        assert isinstance(frame, pl.DataFrame)
+        frame = frame.select(list(in_schema)).cast(pl.Schema(in_schema))
+        scored = detector.score(frame, ctx)
+        if scored.height == 0:
+            return
+        table = scored.select(ANOMALY.names).to_arrow().cast(out_schema)
+        yield from table.to_batches()
+
+    return run
+
+
+class SparkEngine:
+    """PySpark engine (local mode in tests, any cluster in production)."""
+
+    name = "spark"
+
+    def __init__(self, session: SparkSession | None = None) -> None:
+        require_pyspark()
+        self._spark = session
+
+    @property
+    def spark(self) -> SparkSession:
+        """The SparkSession in use (the shared one unless one was given)."""
+        if self._spark is None:
+            self._spark = get_session()
+        return self._spark
+
+    # ------------------------------------------------------------------ reading
+    def events_frame(
+        self, source: Any, since: datetime | None = None, until: datetime | None = None
+    ) -> SparkDataFrame:
+        """A Spark frame of the source's canonical events in ``[since, until)``."""
+        from pyspark.sql import functions as F
+
+        schema = _spark_schema(DNS_EVENT)
+        files = resolve_files(source, since, until)
+        if not files:
+            return self.spark.createDataFrame([], schema)
+        sdf = self.spark.read.schema(schema).parquet(*(str(f) for f in files))
+        sdf = sdf.select(*EVENT_COLUMNS)
+        lo, hi = to_utc(since), to_utc(until)
+        if lo is not None:
+            sdf = sdf.where(F.col("ts") >= F.lit(lo))
+        if hi is not None:
+            sdf = sdf.where(F.col("ts") < F.lit(hi))
+        return sdf
+
+    def aggregate_frame(
+        self,
+        kind: str,
+        source: Any,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> SparkDataFrame:
+        """The aggregate as a Spark frame, for chaining on the cluster (unsorted)."""
+        return _spark_aggregate(check_kind(kind), self.events_frame(source, since, until))
+
+    # ------------------------------------------------------------------ Engine protocol
+    def aggregate(
+        self,
+        kind: str,
+        source: Any,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> pl.DataFrame:
+        """The hourly aggregate ``kind`` as a Polars frame, sorted by key."""
+        sdf = self.aggregate_frame(kind, source, since, until)
+        return _to_polars(sdf, SCHEMAS[kind]).sort(list(KEYS[kind]))
+
+    def events(
+        self, source: Any, since: datetime | None = None, until: datetime | None = None
+    ) -> pl.DataFrame:
+        """The canonical events in ``[since, until)``, sorted by time."""
+        sdf = self.events_frame(source, since, until)
+        return _to_polars(sdf, EVENT_POLARS_SCHEMA).sort("ts", maintain_order=True)
+
+    def to_spark(self, data: pl.DataFrame) -> SparkDataFrame:
+        """A Polars frame as a Spark frame (through Arrow)."""
+        table = data.to_arrow(compat_level=pl.CompatLevel.oldest())
+        return self.spark.createDataFrame(table, schema=_spark_schema(table.schema))
+
+    def map_detector(
+        self,
+        detector: Detector,
+        data: Any,
+        ctx: DetectContext,
+        partitions: int | None = None,
+    ) -> pl.DataFrame:
+        """Score ``data`` (a Polars or Spark frame) partition by partition on Spark.
+
+        Rows are hash-partitioned by the detector's entity columns, so each
+        entity's rows reach one ``score`` call together; ``partitions``
+        defaults to the session's default parallelism.  A detector with
+        ``fit_population`` is fitted once on the driver over the whole input
+        (collected there when ``data`` is a Spark frame) and the fitted copy
+        is shipped to the workers.
+        """
+        from pyspark.sql import DataFrame as SparkDataFrame
+
+        from dnsieve.detectors.base import ANOMALY_POLARS_SCHEMA
+
+        keys = entity_columns(detector.entity_type)
+        if isinstance(data, pl.LazyFrame):
+            data = data.collect()
+        if isinstance(data, pl.DataFrame):
+            if data.height == 0:
+                return detector.score(data, ctx)
+            in_schema = dict(data.schema)
+            sdf = self.to_spark(data)
+            detector = prepare_detector(detector, data)
+        elif isinstance(data, SparkDataFrame):
+            sdf = data
+            in_schema = dict(pl.from_arrow(sdf.limit(0).toArrow()).schema)  # type: ignore[union-attr]
+            if callable(getattr(detector, "fit_population", None)):
+                whole = _to_polars(sdf, pl.Schema(in_schema))
+                detector = prepare_detector(detector, whole)
+        else:
+            raise TypeError(
+                f"map_detector needs a Polars or Spark frame, not {type(data).__name__}"
+            )
+        missing = [k for k in keys if k not in sdf.columns]
+        if missing:
+            raise ValueError(
+                f"detector {detector.name!r} scores {detector.entity_type} entities but its "
+                f"input lacks {', '.join(missing)}"
+            )
+        n = partitions or self.spark.sparkContext.defaultParallelism
+        scored = sdf.repartition(n, *keys).mapInArrow(
+            _partition_scorer(detector, ctx, in_schema), _spark_schema(ANOMALY)
+        )
+        out = _to_polars(scored, ANOMALY_POLARS_SCHEMA)
+        return out.sort(_ANOMALY_SORT)
