@@ -1,0 +1,198 @@
+"""``dnsieve detect``: score a lake with every detector and write calibrated alerts."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+__all__ = ["alerts_to_records", "parse_time", "register", "render_summary", "write_alerts"]
+
+
+def parse_time(value: str | None, option: str) -> datetime | None:
+    """An ISO-8601 time (naive = UTC) or a BadParameter naming the option."""
+    if value is None or value == "":
+        return None
+    try:
+        t = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO-8601 time (e.g. 2024-04-20 or 2024-04-20T13:00:00Z)",
+            param_hint=option,
+        ) from None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def alerts_to_records(alerts: pl.DataFrame) -> list[dict[str, Any]]:
+    """Alerts as JSON-ready dicts; ``evidence`` becomes a nested object, times ISO-8601."""
+    out = []
+    for row in alerts.iter_rows(named=True):
+        rec: dict[str, Any] = {}
+        for k, v in row.items():
+            if k == "evidence":
+                try:
+                    rec[k] = json.loads(v) if v else {}
+                except (TypeError, ValueError):
+                    rec[k] = {"raw": v}
+            elif isinstance(v, datetime):
+                rec[k] = v.isoformat().replace("+00:00", "Z")
+            else:
+                rec[k] = v
+        out.append(rec)
+    return out
+
+
+def write_alerts(alerts: pl.DataFrame, out: Path) -> Path:
+    """Write alerts as JSON lines to ``out`` and as Parquet beside it; return the Parquet path."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as fh:
+        for rec in alerts_to_records(alerts):
+            fh.write(json.dumps(rec, sort_keys=True, default=str) + "\n")
+    pq = out.with_suffix(".parquet")
+    alerts.write_parquet(pq)
+    return pq
+
+
+def render_summary(
+    summary: dict[str, Any], alerts: pl.DataFrame, console: Console, top: int = 20
+) -> None:
+    """Readable summary: one row per detector, then the top alerts."""
+    span = summary.get("span_hours")
+    head = (
+        f"scored {escape(str(summary.get('start', '?')))} → {escape(str(summary.get('end', '?')))}"
+    )
+    if span is not None:
+        head += f" ({span:g} h, window {summary.get('window_seconds', 0):g} s)"
+    console.print(head if "note" not in summary else escape(summary["note"]))
+    t = Table(title="detectors", title_justify="left")
+    for col, just in (("detector", "left"), ("status", "left"), ("candidates", "right"),
+                      ("population", "right"), ("alerts", "right"), ("note", "left")):  # fmt: skip
+        t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    for name, d in summary.get("detectors", {}).items():
+        status = d.get("status", "?")
+        style = {"error": "red", "skipped": "yellow"}.get(status, "")
+        t.add_row(
+            escape(name),
+            f"[{style}]{status}[/{style}]" if style else status,
+            f"{d.get('candidates', 0):,}",
+            f"{d.get('population', 0):,}",
+            f"{d.get('alerts', 0):,}",
+            escape(str(d.get("reason", ""))),
+        )
+    console.print(t)
+    if alerts.height == 0:
+        console.print("no alerts")
+        return
+    a = Table(title=f"top alerts ({alerts.height:,} in all)", title_justify="left")
+    for col in ("detector", "entity", "window start", "score", "global p", "why"):
+        a.add_column(col, overflow="fold")
+    for row in alerts.head(top).iter_rows(named=True):
+        a.add_row(
+            escape(row["detector"]),
+            escape(str(row["entity"])),
+            f"{row['window_start']:%Y-%m-%d %H:%M}",
+            f"{row['score']:.2f}",
+            f"{row['global_p']:.2e}" if row.get("global_p") is not None else "",
+            escape(_why(row.get("evidence"))),
+        )
+    console.print(a)
+
+
+def _why(evidence: str | None) -> str:
+    """One line from an evidence object (volume: baseline vs current demand)."""
+    try:
+        ev = json.loads(evidence or "{}")
+    except ValueError:
+        return ""
+    if "baseline" in ev and "current" in ev:
+        b, c = ev["baseline"], ev["current"]
+        return (
+            f"{c.get('queries')} queries in {c.get('hours')} h vs "
+            f"{b.get('expected_queries_per_hour')}/h expected (×{ev.get('effect', {}).get('demand_ratio')})"
+        )
+    keys = [k for k in ev if not isinstance(ev[k], dict | list)][:3]
+    return ", ".join(f"{k}={ev[k]}" for k in keys)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``dnsieve detect`` to the CLI."""
+
+    @app.command()
+    def detect(
+        lake_dir: Annotated[
+            Path | None, typer.Option("--lake", help="lake directory (default: settings lake.path)")
+        ] = None,
+        engine: Annotated[
+            str | None, typer.Option("--engine", help="polars (default) or spark")
+        ] = None,
+        since: Annotated[
+            str | None, typer.Option("--since", help="score from this ISO-8601 time")
+        ] = None,
+        until: Annotated[
+            str | None, typer.Option("--until", help="score up to this ISO-8601 time")
+        ] = None,
+        out: Annotated[
+            Path | None,
+            typer.Option("--out", help="write alerts as JSON lines (and .parquet beside it)"),
+        ] = None,
+        as_json: Annotated[
+            bool, typer.Option("--json", help="print summary and alerts as JSON")
+        ] = False,
+        detector: Annotated[
+            list[str] | None, typer.Option("--detector", help="run only this detector (repeatable)")
+        ] = None,
+        config: Annotated[
+            Path | None, typer.Option("--config", "-c", help="TOML settings file")
+        ] = None,
+    ) -> None:
+        """Score every complete window of the lake (or --since/--until) and write calibrated alerts."""
+        from dnsieve.cli import _settings, console, err_console
+        from dnsieve.engines import EngineUnavailableError
+        from dnsieve.lake import Lake
+        from dnsieve.pipeline import DetectSettings
+        from dnsieve.pipeline import detect as run_detect
+
+        settings = _settings(config)
+        t_since, t_until = parse_time(since, "--since"), parse_time(until, "--until")
+        ds = getattr(settings, "detect", None)
+        dset = ds.model_copy() if isinstance(ds, DetectSettings) else DetectSettings()
+        if engine:
+            if engine not in ("polars", "spark"):
+                raise typer.BadParameter(
+                    f"{engine!r}: choose polars or spark", param_hint="--engine"
+                )
+            dset.engine = engine  # type: ignore[assignment]
+        lake = Lake.from_settings(settings, lake_dir)
+        if not lake.events_dir.is_dir():
+            err_console.print(
+                f"[red]error:[/red] no lake at {escape(str(lake.path))} (run dnsieve ingest first)"
+            )
+            raise typer.Exit(2)
+        try:
+            res = run_detect(
+                lake, engine=dset.engine, since=t_since, until=t_until,
+                detectors=list(detector) if detector else None, settings=dset,
+            )  # fmt: skip
+        except (KeyError, ValueError, EngineUnavailableError) as exc:
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            err_console.print(f"[red]error:[/red] {escape(str(msg))}")
+            raise typer.Exit(2) from None
+        if out is not None:
+            pq = write_alerts(res.alerts, out)
+            res.summary["out"] = {"jsonl": str(out), "parquet": str(pq)}
+        if as_json:
+            payload = {"summary": res.summary, "alerts": alerts_to_records(res.alerts)}
+            typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        else:
+            render_summary(res.summary, res.alerts, console)
+            if out is not None:
+                console.print(
+                    f"wrote {res.alerts.height:,} alerts to {escape(str(out))} and {escape(str(pq))}"
+                )

@@ -1,0 +1,274 @@
+"""Detection pipeline: lake → engine aggregates → every detector → calibration → alerts.
+
+:func:`detect` runs all registered detectors (or the named ones) over a lake:
+
+1. the scored period is ``[since, until)`` or, by default, the whole lake; its
+   end is the last *complete* window (a final window counts as complete when
+   the data reaches 95 % of it);
+2. each detector gets the input it declares (``requires``: canonical events
+   or one of the hourly aggregates), read by the engine from the scored period
+   plus ``baseline_hours`` before it, so every window is scored against its
+   own trailing baseline: a historical lake is scored in full;
+3. ``engine.map_detector`` runs the detector's pure ``score``;
+4. :func:`dnsieve.calibrate.calibrate` turns the pooled candidates into
+   alerts (per-detector tail fit, target false-alarm rate, daily budget).
+
+``ctx.window`` adapts to the span of the data: an hour for long lakes, down to
+a minute for a capture of a few minutes.  Detectors that cannot work on the
+span (the volume model needs ``min_baseline_hours`` of history) say why via
+``skip_reason`` and the summary reports it.
+
+Optional detector hooks used here (duck-typed, all optional):
+``skip_reason(span_seconds) -> str | None``, ``fit_population(data)`` (fit
+population-level state once, before a distributed engine splits the data by
+entity) and ``population(data, ctx) -> int`` (how many entity-windows were
+scored, for the calibration's exceedance rate; default: rows emitted).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from dnsieve.calibrate import calibrate
+from dnsieve.detectors import available, get
+from dnsieve.detectors.base import DetectContext, Detector, empty_anomalies
+from dnsieve.engines import get_engine
+from dnsieve.lake import Lake
+
+__all__ = ["DetectResult", "DetectSettings", "choose_window", "detect"]
+
+_NICE_WINDOWS = (60, 300, 600, 900, 1800, 3600)
+_VOLUME_DETECTORS = ("volume", "client_volume")
+
+
+class DetectSettings(BaseModel):
+    """Settings of ``dnsieve detect`` (the ``[detect]`` section of the config tree)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    engine: Literal["polars", "spark"] = "polars"
+    detectors: list[str] = Field(default_factory=list, description="detectors to run (empty: all)")
+    target_far: float = Field(
+        default=1e-4,
+        gt=0.0,
+        le=1.0,
+        description="false alarms per entity per day (significance level)",
+    )
+    budget_per_day: int = Field(
+        default=20, ge=0, le=1_000_000, description="ceiling on alerts per UTC day"
+    )
+    window_hours: int = Field(
+        default=3, ge=1, le=168, description="volume model: scored window length (h)"
+    )
+    baseline_hours: int = Field(
+        default=168, ge=2, le=24 * 92, description="volume model: trailing baseline (h)"
+    )
+    min_baseline_hours: int = Field(
+        default=24, ge=1, le=24 * 92, description="volume model: least history (h)"
+    )
+    prob_threshold: float = Field(
+        default=0.95,
+        ge=0.5,
+        lt=1.0,
+        description="volume model: posterior P(increase) to flag a window",
+    )
+    min_effect: float = Field(
+        default=2.0, ge=1.0, le=1e4, description="volume model: demand ratio to flag"
+    )
+    prior_method: Literal["moments", "mml"] = "moments"
+    min_exceedances: int = Field(
+        default=20, ge=5, le=100_000, description="POT: least exceedances to fit"
+    )
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.min_baseline_hours > self.baseline_hours:
+            raise ValueError("min_baseline_hours must not exceed baseline_hours")
+        return self
+
+    def detector_params(self, name: str) -> dict[str, Any]:
+        """Constructor keyword arguments these settings imply for detector ``name``."""
+        if name in _VOLUME_DETECTORS:
+            return {
+                "window_hours": self.window_hours,
+                "baseline_hours": self.baseline_hours,
+                "min_baseline_hours": self.min_baseline_hours,
+                "prob_threshold": self.prob_threshold,
+                "min_effect": self.min_effect,
+                "prior_method": self.prior_method,
+            }
+        return {}
+
+
+@dataclass
+class DetectResult:
+    """What :func:`detect` found: candidates, alerts and a summary."""
+
+    anomalies: pl.DataFrame  # all scored candidates, with calibration columns
+    alerts: pl.DataFrame  # calibrated alerts within the daily budget
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def choose_window(span_seconds: float) -> float:
+    """The scoring window for a span: the largest of 1 min … 1 h that fits six times (≥ 1 min).
+
+    >>> choose_window(3 * 86400), choose_window(1800), choose_window(90)
+    (3600.0, 300.0, 60.0)
+    """
+    fit = [w for w in _NICE_WINDOWS if w * 6 <= span_seconds]
+    return float(fit[-1] if fit else _NICE_WINDOWS[0])
+
+
+def _utc(t: datetime | None) -> datetime | None:
+    if t is None:
+        return None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def _floor(t: datetime, seconds: float) -> datetime:
+    ts = t.timestamp()
+    return datetime.fromtimestamp(math.floor(ts / seconds) * seconds, UTC)
+
+
+def _period(
+    lake: Lake, since: datetime | None, until: datetime | None
+) -> tuple[datetime, datetime, float] | None:
+    """(start, end, window seconds) of the scored period, or None if no events."""
+    row = (
+        lake.scan(since, until)
+        .select(pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi"))
+        .collect()
+    )
+    lo, hi = row.item(0, "lo"), row.item(0, "hi")
+    if lo is None:
+        return None
+    lo, hi = _utc(lo), _utc(hi)
+    assert lo is not None and hi is not None
+    start = since or lo
+    window = choose_window(((until or hi) - start).total_seconds())
+    if until is not None:
+        end = until
+    else:
+        end = _floor(hi, window)
+        if (hi - end).total_seconds() >= 0.95 * window:
+            end += timedelta(seconds=window)
+    if since is None:
+        start = _floor(start, window)
+    return start, end, window
+
+
+def detect(
+    lake: Lake | str | Path,
+    *,
+    engine: str = "polars",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    detectors: list[str] | None = None,
+    params: dict[str, dict[str, Any]] | None = None,
+    settings: DetectSettings | None = None,
+    strict: bool = False,
+) -> DetectResult:
+    """Run the registered detectors (or ``detectors``) over ``lake`` and calibrate.
+
+    ``params[name]`` overrides detector ``name``'s constructor arguments (on top
+    of what ``settings`` implies).  A detector that raises is reported in the
+    summary (``status: error``) and the others go on, unless ``strict``.
+    """
+    settings = settings or DetectSettings(engine=engine)  # type: ignore[arg-type,unused-ignore]
+    since, until = _utc(since), _utc(until)
+    if since is not None and until is not None and since >= until:
+        raise ValueError(
+            f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})"
+        )
+    lk = lake if isinstance(lake, Lake) else Lake(lake)
+    names = list(detectors or settings.detectors or available())
+    unknown = [n for n in names if n not in available()]
+    if unknown:
+        raise KeyError(
+            f"unknown detector(s) {', '.join(unknown)}; available: {', '.join(available())}"
+        )
+    summary: dict[str, Any] = {"lake": str(lk.path), "engine": engine, "detectors": {}}
+    period = _period(lk, since, until)
+    if period is None:
+        summary["note"] = "no events in the lake for the requested period"
+        empty = calibrate(empty_anomalies())
+        return DetectResult(empty.anomalies, empty.alerts, summary)
+    start, end, window = period
+    span = (end - start).total_seconds()
+    summary.update(
+        start=start.isoformat(),
+        end=end.isoformat(),
+        span_hours=round(span / 3600, 3),
+        window_seconds=window,
+    )
+    eng = get_engine(engine)
+    fetch_from = start - timedelta(hours=settings.baseline_hours)
+    ctx = DetectContext(
+        start=start, end=end, window=window, seed=settings.seed, params=params or {}
+    )
+    inputs: dict[str, Any] = {}
+    frames: list[pl.DataFrame] = []
+    population: dict[str, int] = {}
+    for name in names:
+        cls = get(name)
+        kwargs = {**settings.detector_params(name), **(params or {}).get(name, {})}
+        info: dict[str, Any] = {"requires": cls.requires, "entity_type": cls.entity_type}
+        summary["detectors"][name] = info
+        t0 = time.perf_counter()
+        try:
+            det: Detector = cls(**kwargs)
+            reason = det.skip_reason(span) if hasattr(det, "skip_reason") else None
+            if reason:
+                info.update(status="skipped", reason=reason, candidates=0)
+                continue
+            if cls.requires not in inputs:
+                if cls.requires == "events":
+                    inputs[cls.requires] = eng.events(lk, fetch_from, end)
+                else:
+                    inputs[cls.requires] = eng.aggregate(cls.requires, lk, fetch_from, end)
+            data = inputs[cls.requires]
+            if hasattr(det, "fit_population"):
+                det.fit_population(data)
+            out = eng.map_detector(det, data, ctx)
+            pop = det.population(data, ctx) if hasattr(det, "population") else out.height
+        except Exception as exc:
+            if strict:
+                raise
+            info.update(status="error", reason=f"{type(exc).__name__}: {exc}", candidates=0)
+            continue
+        population[name] = max(int(pop), out.height)
+        frames.append(out)
+        info.update(
+            status="ok",
+            input_rows=data.height if isinstance(data, pl.DataFrame) else None,
+            candidates=out.height,
+            population=population[name],
+            seconds=round(time.perf_counter() - t0, 3),
+        )
+        if out.height == 0 and population[name] == 0 and hasattr(det, "population"):
+            info["reason"] = "no complete window with enough history in the period"
+    anomalies = pl.concat(frames) if frames else empty_anomalies()
+    cal = calibrate(
+        anomalies,
+        target_far=settings.target_far,
+        budget_per_day=settings.budget_per_day,
+        population=population,
+        min_exceedances=settings.min_exceedances,
+        seed=settings.seed,
+    )
+    for name, d in cal.diagnostics["detectors"].items():
+        summary["detectors"][name]["alerts"] = d["alerts"]
+    for info in summary["detectors"].values():
+        info.setdefault("alerts", 0)
+    summary["calibration"] = cal.diagnostics
+    summary["alerts"] = cal.alerts.height
+    return DetectResult(cal.anomalies, cal.alerts, summary)

@@ -1,0 +1,149 @@
+"""Global calibration: POT/GPD tail, Mean/Max regime test, threshold, daily budget."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats
+
+from dnsieve.calibrate import calibrate, fit_tail, mean_max_test
+from dnsieve.detectors.base import DetectContext, anomaly_frame
+from dnsieve.detectors.volume import VolumeDetector
+
+T0 = datetime(2024, 3, 4, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("sampler", "regime"),
+    [
+        (lambda r, n: r.exponential(2.0, n), "exponential"),
+        (lambda r, n: stats.genpareto.rvs(0.5, size=n, random_state=r), "heavy"),
+        (lambda r, n: stats.genpareto.rvs(-0.4, size=n, random_state=r), "bounded"),
+    ],
+)
+def test_mean_max_regimes(sampler, regime: str) -> None:
+    hits = 0
+    for seed in range(6):
+        y = sampler(np.random.default_rng(seed), 400)
+        hits += mean_max_test(y, seed=seed, n_sim=1000).regime == regime
+    assert hits >= 5  # size ≈ 0.05 per side under the null, high power at n=400
+
+
+def test_mean_max_xi_estimate() -> None:
+    y = stats.genpareto.rvs(0.3, size=3000, random_state=np.random.default_rng(1))
+    assert mean_max_test(y).xi_meanmax == pytest.approx(0.3, abs=0.12)
+    assert mean_max_test([1.0, 2.0]).regime == "insufficient"
+
+
+def test_fit_tail_exponential_threshold() -> None:
+    rng = np.random.default_rng(4)
+    pop = 200_000
+    scores = rng.exponential(1.0, pop)
+    top = np.sort(scores)[-2000:]  # only the top was emitted
+    fit = fit_tail(top, pop)
+    assert fit.model == "exponential" and fit.test.regime == "exponential"
+    # P(S > s) = exp(-s): the 1e-5 quantile is ln(1e5) = 11.5
+    assert fit.score_at(1e-5) == pytest.approx(np.log(1e5), abs=0.6)
+    assert fit.tail(np.array([np.log(1e4)]), np.array([1]))[0] == pytest.approx(1e-4, rel=0.5)
+
+
+def _frame(n: int, scores: np.ndarray, p: np.ndarray, det: str = "volume") -> pl.DataFrame:
+    starts = [T0 + timedelta(hours=3 * (i % 56)) for i in range(n)]
+    return anomaly_frame(
+        det, "domain", [f"d{i}.example" for i in range(n)], starts,
+        [s + timedelta(hours=3) for s in starts], scores.tolist(), p.tolist(),
+    )  # fmt: skip
+
+
+def test_budget_is_a_ceiling_per_day() -> None:
+    n = 400
+    scores = np.linspace(50, 60, n)
+    df = _frame(n, scores, 10.0**-scores)
+    res = calibrate(df, target_far=1.0, budget_per_day=5, population={"volume": n})
+    per_day = res.alerts.group_by(pl.col("window_start").dt.date()).len()
+    assert per_day.get_column("len").max() == 5
+    assert res.diagnostics["detectors"]["volume"]["dropped_by_budget"] > 0
+    # the kept ones are the most significant of their day
+    day0 = res.anomalies.filter(pl.col("window_start").dt.date() == T0.date())
+    kept = day0.filter(pl.col("alert")).get_column("score").min()
+    assert kept >= day0.filter(~pl.col("alert")).get_column("score").max()
+
+
+def test_calibrates_each_detector_separately() -> None:
+    rng = np.random.default_rng(2)
+    a = _frame(300, rng.exponential(1, 300) + 1, np.full(300, 1e-9), "volume")
+    b = _frame(300, rng.exponential(50, 300) + 1, np.full(300, 1e-9), "other")
+    res = calibrate(pl.concat([a, b]), population={"volume": 10**6, "other": 10**6})
+    d = res.diagnostics["detectors"]
+    assert d["other"]["score_threshold"] > 10 * d["volume"]["score_threshold"]
+    assert {"tail_p", "global_p", "significant", "alert"} <= set(res.anomalies.columns)
+
+
+def test_empty_and_bad_arguments() -> None:
+    res = calibrate(_frame(0, np.zeros(0), np.zeros(0)))
+    assert res.alerts.height == 0
+    with pytest.raises(ValueError):
+        calibrate(_frame(3, np.ones(3), np.ones(3)), target_far=0.0)
+
+
+def _quiet_counts(rng: np.random.Generator, domains: int, hours: int) -> pl.DataFrame:
+    """Pure Poisson background: stationary hurdle traffic, no campaign."""
+    p = rng.beta(0.7, 2.0, domains)
+    lam = rng.gamma(1.5, 3.0, domains)
+    y = (rng.random((domains, hours)) < p[:, None]) * (
+        1 + rng.poisson(lam[:, None], (domains, hours))
+    )
+    d, h = np.nonzero(y)
+    return pl.DataFrame(
+        {
+            "hour": pl.Series(
+                [T0 + timedelta(hours=int(x)) for x in h], dtype=pl.Datetime("us", "UTC")
+            ),
+            "registered_domain": [f"q{i}.example" for i in d],
+            "queries": y[d, h].astype(np.int64),
+        }
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_quiet_data_yields_few_or_no_alerts(seed: int) -> None:
+    data = _quiet_counts(np.random.default_rng(seed), 2000, 168)
+    ctx = DetectContext(start=T0, end=T0 + timedelta(hours=168))
+    det = VolumeDetector()
+    cands = det.score(data, ctx)
+    pop = det.population(data, ctx)
+    res = calibrate(cands, population={"volume": pop})
+    # bar: ≤ 1 false alert per 10,000 domains per day -> ≤ 1.2 here (2000 domains, 6 scored days)
+    assert res.alerts.height <= 1
+    assert res.diagnostics["detectors"]["volume"]["population"] == pop > 10_000
+
+
+def test_injected_burst_survives_calibration() -> None:
+    rng = np.random.default_rng(7)
+    data = _quiet_counts(rng, 2000, 168)
+    burst = pl.DataFrame(
+        {
+            "hour": pl.Series(
+                [T0 + timedelta(hours=h) for h in (100, 101, 102)], dtype=pl.Datetime("us", "UTC")
+            ),
+            "registered_domain": ["burst.example"] * 3,
+            "queries": [40, 60, 50],
+        }
+    )
+    quiet = pl.DataFrame(
+        {
+            "hour": pl.Series(
+                [T0 + timedelta(hours=h) for h in range(0, 100, 7)], dtype=pl.Datetime("us", "UTC")
+            ),
+            "registered_domain": ["burst.example"] * len(range(0, 100, 7)),
+            "queries": [1] * len(range(0, 100, 7)),
+        }
+    )
+    data = pl.concat([data, burst, quiet])
+    ctx = DetectContext(start=T0, end=T0 + timedelta(hours=168))
+    det = VolumeDetector()
+    res = calibrate(det.score(data, ctx), population={"volume": det.population(data, ctx)})
+    assert "burst.example" in res.alerts.get_column("entity").to_list()
