@@ -22,13 +22,14 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
     "ConfigError",
+    "DetectSettings",
     "DomainSettings",
     "IngestSettings",
     "LakeSettings",
@@ -38,6 +39,9 @@ __all__ = [
 ]
 
 ENV_PREFIX = "DNSIEVE_"
+
+#: detectors whose constructor takes the volume-model settings of [detect]
+_VOLUME_DETECTORS = ("volume", "client_volume")
 
 
 class ConfigError(ValueError):
@@ -98,12 +102,73 @@ class DomainSettings(_Section):
     )
 
 
+class DetectSettings(BaseModel):
+    """Settings of ``dnsieve detect`` (the ``[detect]`` section of the config tree)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    engine: Literal["polars", "spark"] = "polars"
+    detectors: list[str] = Field(default_factory=list, description="detectors to run (empty: all)")
+    target_far: float = Field(
+        default=1e-4,
+        gt=0.0,
+        le=1.0,
+        description="false alarms per entity per day (significance level)",
+    )
+    budget_per_day: int = Field(
+        default=20, ge=0, le=1_000_000, description="ceiling on alerts per UTC day"
+    )
+    window_hours: int = Field(
+        default=3, ge=1, le=168, description="volume model: scored window length (h)"
+    )
+    baseline_hours: int = Field(
+        default=168, ge=2, le=24 * 92, description="volume model: trailing baseline (h)"
+    )
+    min_baseline_hours: int = Field(
+        default=24, ge=1, le=24 * 92, description="volume model: least history (h)"
+    )
+    prob_threshold: float = Field(
+        default=0.95,
+        ge=0.5,
+        lt=1.0,
+        description="volume model: posterior P(increase) to flag a window",
+    )
+    min_effect: float = Field(
+        default=2.0, ge=1.0, le=1e4, description="volume model: demand ratio to flag"
+    )
+    prior_method: Literal["moments", "mml"] = "moments"
+    min_exceedances: int = Field(
+        default=20, ge=5, le=100_000, description="POT: least exceedances to fit"
+    )
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.min_baseline_hours > self.baseline_hours:
+            raise ValueError("min_baseline_hours must not exceed baseline_hours")
+        return self
+
+    def detector_params(self, name: str) -> dict[str, Any]:
+        """Constructor keyword arguments these settings imply for detector ``name``."""
+        if name in _VOLUME_DETECTORS:
+            return {
+                "window_hours": self.window_hours,
+                "baseline_hours": self.baseline_hours,
+                "min_baseline_hours": self.min_baseline_hours,
+                "prob_threshold": self.prob_threshold,
+                "min_effect": self.min_effect,
+                "prior_method": self.prior_method,
+            }
+        return {}
+
+
 class Settings(_Section):
     """The whole settings tree.  Later subsystems add their sections here."""
 
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     lake: LakeSettings = Field(default_factory=LakeSettings)
     domains: DomainSettings = Field(default_factory=DomainSettings)
+    detect: DetectSettings = Field(default_factory=DetectSettings)
 
 
 def _env_tree(env: Mapping[str, str]) -> dict[str, Any]:

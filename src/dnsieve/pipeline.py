@@ -32,12 +32,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dnsieve.calibrate import calibrate
+from dnsieve.config import DetectSettings
 from dnsieve.detectors import available, get
 from dnsieve.detectors.base import DetectContext, Detector, empty_anomalies
 from dnsieve.engines import get_engine
@@ -46,67 +46,6 @@ from dnsieve.lake import Lake
 __all__ = ["DetectResult", "DetectSettings", "choose_window", "detect"]
 
 _NICE_WINDOWS = (60, 300, 600, 900, 1800, 3600)
-_VOLUME_DETECTORS = ("volume", "client_volume")
-
-
-class DetectSettings(BaseModel):
-    """Settings of ``dnsieve detect`` (the ``[detect]`` section of the config tree)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    engine: Literal["polars", "spark"] = "polars"
-    detectors: list[str] = Field(default_factory=list, description="detectors to run (empty: all)")
-    target_far: float = Field(
-        default=1e-4,
-        gt=0.0,
-        le=1.0,
-        description="false alarms per entity per day (significance level)",
-    )
-    budget_per_day: int = Field(
-        default=20, ge=0, le=1_000_000, description="ceiling on alerts per UTC day"
-    )
-    window_hours: int = Field(
-        default=3, ge=1, le=168, description="volume model: scored window length (h)"
-    )
-    baseline_hours: int = Field(
-        default=168, ge=2, le=24 * 92, description="volume model: trailing baseline (h)"
-    )
-    min_baseline_hours: int = Field(
-        default=24, ge=1, le=24 * 92, description="volume model: least history (h)"
-    )
-    prob_threshold: float = Field(
-        default=0.95,
-        ge=0.5,
-        lt=1.0,
-        description="volume model: posterior P(increase) to flag a window",
-    )
-    min_effect: float = Field(
-        default=2.0, ge=1.0, le=1e4, description="volume model: demand ratio to flag"
-    )
-    prior_method: Literal["moments", "mml"] = "moments"
-    min_exceedances: int = Field(
-        default=20, ge=5, le=100_000, description="POT: least exceedances to fit"
-    )
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        if self.min_baseline_hours > self.baseline_hours:
-            raise ValueError("min_baseline_hours must not exceed baseline_hours")
-        return self
-
-    def detector_params(self, name: str) -> dict[str, Any]:
-        """Constructor keyword arguments these settings imply for detector ``name``."""
-        if name in _VOLUME_DETECTORS:
-            return {
-                "window_hours": self.window_hours,
-                "baseline_hours": self.baseline_hours,
-                "min_baseline_hours": self.min_baseline_hours,
-                "prob_threshold": self.prob_threshold,
-                "min_effect": self.min_effect,
-                "prior_method": self.prior_method,
-            }
-        return {}
 
 
 @dataclass
