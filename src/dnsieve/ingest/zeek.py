@@ -9,9 +9,14 @@ Field mapping (identical for both formats)::
 
     ts -> ts            id.orig_h -> src_ip    id.orig_p -> src_port
     proto -> proto      id.resp_h -> dst_ip    id.resp_p -> dst_port
-    trans_id, rtt       query -> qname         qtype_name -> qtype (else qtype number)
-    AA TC RD RA -> aa tc rd ra                 rcode_name -> rcode (else rcode number)
+    trans_id, rtt       query -> qname         qtype (number; else qtype_name) -> qtype
+    AA TC RD RA -> aa tc rd ra                 rcode (number; else rcode_name) -> rcode
     answers -> answers  TTLs -> ttls
+
+qtype/rcode names come from the numeric code through :mod:`dnsieve.ingest.codes`
+when it is present, because Zeek's own names are not the canonical ones for
+ANY (``*``) or unassigned codes (``query-65534``, ``?23``); Zeek's name is the
+fallback when the number is unset.
 
 Other fields (``uid``, ``qclass``, ``Z``, ``rejected``, Zeek 8.1's ``opcode`` and
 ``opcode_name``, ``auth``, ``addl``, ``original_query``, site-specific
@@ -24,15 +29,18 @@ TSV conventions
   mid-file when logs are concatenated; a ``#separator`` line starts a new
   header, and each data line is read with the header in force above it.
 * The unset field (``-``) becomes null, the empty field (``(empty)``) an
-  empty list.  Set elements are split on the set separator and Zeek's escape
+  empty list (or, for ``query``, the empty string: Zeek writes both so).  Set elements are split on the set separator and Zeek's escape
   of that separator inside an element (``\\x2c`` for ``,``) is undone.
   Other ``\\xNN`` escapes are kept: they already are the canonical form of
   non-printable bytes in a query name.
 * Bytes that are not valid UTF-8 are rendered as ``\\xNN`` (byte-faithful)
   before parsing; such lines are still subject to every other check.
 * A log whose ``#path`` is not ``dns`` (``conn.log`` beside ``dns.log``), or
-  whose ``#fields`` have no ``query`` when there is no ``#path``, is rejected
-  as a whole: each of its data lines is counted under ``not_dns_log``.
+  whose ``#fields`` have no ``query`` when there is no ``#path``, is not read:
+  each of its data lines is counted under ``not_dns_log`` (which
+  :class:`~dnsieve.ingest.base.IngestStats` files as *skipped*, not rejected).
+  JSON lines whose ``_path`` is not ``dns``, or with neither ``query`` nor
+  ``trans_id``, are counted the same way.
 * Data before any ``#fields`` header is read with Zeek's default dns.log field
   list when its lines have exactly as many fields as that list (24 fields, or
   26 with Zeek 8.1's opcode fields, tab separated); otherwise each such line
@@ -52,8 +60,10 @@ from __future__ import annotations
 import codecs
 import logging
 import re
+from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 import polars as pl
@@ -65,6 +75,7 @@ from dnsieve.ingest.codes import QTYPES, RCODES
 __all__ = [
     "DEFAULT_FIELDS",
     "DEFAULT_FIELDS_81",
+    "TsvHeader",
     "ZeekJsonAdapter",
     "ZeekTsvAdapter",
     "iter_lines_chunks",
@@ -85,6 +96,8 @@ DEFAULT_FIELDS_81: tuple[str, ...] = (*DEFAULT_FIELDS, "opcode", "opcode_name")
 
 #: Default chunk of decoded bytes parsed at once.
 CHUNK_BYTES = 16 * 1024 * 1024
+#: Size of one read from the decoded stream.
+READ_BYTES = 1024 * 1024
 
 # Plausible epoch seconds: anything beyond year ~5000 or before 1900 is junk.
 _TS_MIN = -2_208_988_800.0
@@ -118,43 +131,89 @@ def _to_utf8(data: bytes, json_safe: bool = False) -> bytes:
 
 
 def iter_lines_chunks(
-    stream: BinaryIO, chunk_bytes: int = CHUNK_BYTES
+    stream: BinaryIO, chunk_bytes: int = CHUNK_BYTES, max_line: int | None = None
 ) -> Iterator[tuple[int, bytes, bool]]:
     """Read ``stream`` in chunks cut after the last newline.
 
     Yields ``(offset, data, terminated)``: ``offset`` is the position of
     ``data`` in the decoded stream; every chunk ends with ``\\n`` except a
-    final unterminated tail, for which ``terminated`` is False.
+    final unterminated tail, for which ``terminated`` is False, and except a
+    "line" longer than ``max_line`` (default ``max(4 * chunk_bytes, 64 MiB)``),
+    which is cut there so memory stays bounded (such junk is then rejected
+    like any bad record).
     """
+    if max_line is None:
+        max_line = max(4 * chunk_bytes, 64 * 1024 * 1024)
     offset = 0
     pending = b""
     while True:
-        block = stream.read(chunk_bytes)
-        if not block:
+        # Read in modest blocks: a decoder failure (truncated gzip) loses at most
+        # the block being decoded, not a whole chunk.
+        blocks = [pending] if pending else []
+        size = len(pending)
+        got = False
+        while size < chunk_bytes or not got:  # at least one read per chunk
+            want = chunk_bytes - size if size < chunk_bytes else chunk_bytes
+            block = stream.read(min(READ_BYTES, want))
+            if not block:
+                break
+            blocks.append(block)
+            size += len(block)
+            got = True
+        if not got:
             break
-        buf = pending + block if pending else block
-        cut = buf.rfind(b"\n")
+        j = len(blocks) - 1
+        cut = blocks[j].rfind(b"\n")
+        while cut < 0 and j > 0:
+            j -= 1
+            cut = blocks[j].rfind(b"\n")
         if cut < 0:
-            pending = buf
+            pending = b"".join(blocks)
+            if len(pending) >= max_line:
+                # Binary junk without newlines: cut it rather than grow without bound.
+                yield offset, pending, True
+                offset += len(pending)
+                pending = b""
             continue
-        data, pending = buf[: cut + 1], buf[cut + 1 :]
+        if j == 0 and len(blocks) == 1 and cut == len(blocks[0]) - 1:
+            data = blocks[0]  # no copy
+        else:  # one copy: whole blocks, then the last one up to its last newline
+            data = b"".join([*blocks[:j], memoryview(blocks[j])[: cut + 1]])
+        rest = blocks[j][cut + 1 :]
+        pending = b"".join([rest, *blocks[j + 1 :]]) if j + 1 < len(blocks) else rest
         yield offset, data, True
         offset += len(data)
     if pending:
         yield offset, pending, False
 
 
-def _skip_prefix(data: bytes, offset: int, skip_bytes: int) -> int:
-    """Index in ``data`` of the first line that starts at or after ``skip_bytes``."""
-    if skip_bytes <= offset:
-        return 0
+def _next_header(data: bytes, pos: int) -> int:
+    """Start of the first ``#`` line after ``pos`` (``len(data)`` when none).
+
+    Searches for the single byte ``#`` (memchr-fast) and checks that it starts
+    a line; ``#`` inside data lines is rare.
+    """
+    i = data.find(b"#", pos + 1)
+    while i > 0 and data[i - 1] != 0x0A:
+        i = data.find(b"#", i + 1)
+    return len(data) if i < 0 else i
+
+
+def _skip_prefix(
+    data: bytes, offset: int, skip_bytes: int, start: int = 0, end: int | None = None
+) -> int:
+    """Index in ``data`` of the first line in ``data[start:end]`` that starts at or
+    after stream offset ``skip_bytes`` (``data[0]`` is at stream ``offset``)."""
+    end = len(data) if end is None else end
+    if skip_bytes <= offset + start:
+        return start
     idx = skip_bytes - offset
-    if idx >= len(data):
-        return len(data)
+    if idx >= end:
+        return end
     if data[idx - 1] == 0x0A:
         return idx
-    nl = data.find(b"\n", idx)
-    return len(data) if nl < 0 else nl + 1
+    nl = data.find(b"\n", idx, end)
+    return end if nl < 0 else nl + 1
 
 
 # --------------------------------------------------------------------------- shared mapping
@@ -196,22 +255,41 @@ def _parse_ts(ts: pl.Series) -> pl.Series:
     return us.alias("ts")
 
 
-def _code_names(name: pl.Expr, number: pl.Expr, table: dict[int, str], prefix: str) -> pl.Expr:
+def _code_names(
+    df: pl.DataFrame, name: str, number: str, table: dict[int, str], prefix: str, limit: int
+) -> pl.Expr:
     """The canonical mnemonic: from the numeric code when there is one, else Zeek's name.
 
     The number wins because Zeek's own names are not always the canonical
     ones (``*`` for ANY, ``query-65534`` / ``?23`` for unassigned codes);
     unassigned numbers become ``TYPE65534`` / ``RCODE23`` as in
-    :mod:`dnsieve.ingest.codes`.
+    :mod:`dnsieve.ingest.codes`.  Known codes are replaced in bulk from the
+    table; only unassigned ones (rare) are mapped one distinct value at a time.
     """
-    num = number.cast(pl.Int64, strict=False)
-    from_num = num.replace_strict(
-        list(table.keys()),
-        list(table.values()),
-        default=pl.lit(prefix) + num.cast(pl.String),
-        return_dtype=pl.String,
-    )
-    return pl.coalesce(from_num, name.cast(pl.String))
+    name_expr = pl.col(name).cast(pl.String) if name in df.columns else pl.lit(None, pl.String)
+    if number not in df.columns:
+        return name_expr
+    col = df.get_column(number)
+    text = col.dtype == pl.String
+    keys: list[object] = [str(k) for k in table] if text else list(table)
+    known = col.replace_strict(keys, list(table.values()), default=None, return_dtype=pl.String)
+    missing = known.is_null() & col.is_not_null()
+    if bool(missing.any()):
+        extra_old: list[object] = []
+        extra_new: list[str] = []
+        for v in col.filter(missing).unique().to_list():
+            try:
+                code = int(v)
+            except (TypeError, ValueError, OverflowError):
+                continue
+            if 0 <= code <= limit:
+                extra_old.append(v)
+                extra_new.append(table.get(code, f"{prefix}{code}"))
+        if extra_old:
+            known = known.fill_null(
+                col.replace_strict(extra_old, extra_new, default=None, return_dtype=pl.String)
+            )
+    return pl.coalesce(pl.lit(known), name_expr)
 
 
 def _flag(col: str, cols: Sequence[str], truthy: str = "T", falsy: str = "F") -> pl.Expr:
@@ -237,8 +315,8 @@ def _adapter_frame(df: pl.DataFrame, exprs: dict[str, pl.Expr]) -> pl.DataFrame:
 
 
 @dataclass
-class _TsvHeader:
-    """The Zeek ASCII header in force."""
+class TsvHeader:
+    """The Zeek ASCII header in force (defaults: Zeek's own)."""
 
     separator: str = "\t"
     set_separator: str = ","
@@ -262,15 +340,15 @@ def _unescape(text: str) -> str:
     return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
 
 
-def _parse_header_line(line: str, h: _TsvHeader) -> _TsvHeader:
+def _parse_header_line(line: str, h: TsvHeader) -> TsvHeader:
     """Apply one ``#...`` line to the header state (returns the state in force)."""
     if line.startswith("#separator"):
         value = line[len("#separator") :].strip(" \t\r")
-        return _TsvHeader(separator=_unescape(value) or "\t")
+        return TsvHeader(separator=_unescape(value) or "\t")
     sep = h.separator
-    key, _, value = line.partition(sep)
-    if not _:
-        key, _, value = line.partition(" ")
+    key, found, value = line.partition(sep)
+    if not found:
+        key, found, value = line.partition(" ")
     value = value.rstrip("\r")
     if key == "#set_separator":
         h.set_separator = _unescape(value)
@@ -300,21 +378,32 @@ def _dedupe(names: Sequence[str]) -> list[str]:
 _EXTRA = "__extra_field"
 
 
-def _read_tsv(data: bytes, names: Sequence[str], h: _TsvHeader) -> pl.DataFrame:
-    """Parse data lines into all-String columns, plus a sentinel for extra fields."""
+#: The Zeek fields the mapping reads; others are not materialised.
+USED_FIELDS = frozenset(
+    {
+        "ts", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "trans_id", "rtt",
+        "query", "qtype", "qtype_name", "rcode", "rcode_name", "AA", "TC", "RD", "RA",
+        "answers", "TTLs",
+    }
+)  # fmt: skip
+
+
+def _read_tsv(data: bytes, names: Sequence[str], h: TsvHeader) -> pl.DataFrame:
+    """Parse data lines into String columns: the used fields, the last field (to
+    detect short lines) and a sentinel that catches extra fields."""
     cols = _dedupe(names)
     schema = {n: pl.String for n in (*cols, _EXTRA)}
+    keep = [i for i, n in enumerate(cols) if n in USED_FIELDS or i >= len(cols) - 1]
     return pl.read_csv(
         data,
         has_header=False,
         separator=h.separator,
         quote_char=None,
         schema=schema,
+        columns=[*keep, len(cols)],
         # The last field keeps the unset marker so that a missing field (null)
         # can be told from an unset one; the caller nulls it after the check.
-        null_values={n: h.unset_field for n in cols[:-1]}
-        if h.unset_field
-        else None,
+        null_values={n: h.unset_field for n in cols[:-1]} if h.unset_field else None,
         truncate_ragged_lines=True,
         missing_columns="insert",
         raise_if_empty=False,
@@ -322,10 +411,13 @@ def _read_tsv(data: bytes, names: Sequence[str], h: _TsvHeader) -> pl.DataFrame:
     )
 
 
-def zeek_tsv_frame(df: pl.DataFrame, h: _TsvHeader) -> pl.DataFrame:
+def zeek_tsv_frame(df: pl.DataFrame, h: TsvHeader) -> pl.DataFrame:
     """Map parsed Zeek TSV columns (all String, unset already null) to adapter columns."""
     cols = df.columns
     empty, sset = h.empty_field, h.set_separator
+
+    def has(name: str, value: str) -> bool:
+        return bool((df.get_column(name) == value).any())
 
     def set_col(name: str, inner: pl.DataType) -> pl.Expr:
         if name not in cols:
@@ -333,14 +425,20 @@ def zeek_tsv_frame(df: pl.DataFrame, h: _TsvHeader) -> pl.DataFrame:
         c = pl.col(name)
         parts = c.str.split(sset) if sset else pl.concat_list(c)
         if inner == pl.Float64:
-            parts = parts.list.eval(pl.element().cast(pl.Float64, strict=False))
+            parts = parts.cast(pl.List(pl.Float64), strict=False)
             empty_list = _EMPTY_F64_LIST
         else:
             esc = "".join(f"\\x{b:02x}" for b in sset.encode())
             if bool(df.get_column(name).str.contains(esc, literal=True).any()):
                 parts = parts.list.eval(pl.element().str.replace_all(esc, sset, literal=True))
             empty_list = _EMPTY_STR_LIST
-        return pl.when(c == empty).then(empty_list).otherwise(parts)
+        # (Zeek writes empty sets rarely; skip the row-wise choice when there are none.)
+        return pl.when(c == empty).then(empty_list).otherwise(parts) if has(name, empty) else parts
+
+    qname = _col("query", cols, pl.String())
+    if "query" in cols and has("query", empty):
+        # Zeek writes an empty string as the empty-field marker too.
+        qname = pl.when(qname == empty).then(pl.lit("")).otherwise(qname)
 
     s = pl.String()
     exprs = {
@@ -350,9 +448,9 @@ def zeek_tsv_frame(df: pl.DataFrame, h: _TsvHeader) -> pl.DataFrame:
         "dst_port": _col("id.resp_p", cols, s),
         "proto": _col("proto", cols, s),
         "trans_id": _col("trans_id", cols, s),
-        "qname": _col("query", cols, s),
-        "qtype": _code_names(_col("qtype_name", cols, s), _col("qtype", cols, s), QTYPES, "TYPE"),
-        "rcode": _code_names(_col("rcode_name", cols, s), _col("rcode", cols, s), RCODES, "RCODE"),
+        "qname": qname,
+        "qtype": _code_names(df, "qtype_name", "qtype", QTYPES, "TYPE", 65535),
+        "rcode": _code_names(df, "rcode_name", "rcode", RCODES, "RCODE", 4095),
         "answers": set_col("answers", pl.String()),
         "ttls": set_col("TTLs", pl.Float64()),
         "rtt": _col("rtt", cols, s),
@@ -369,104 +467,156 @@ def _count_lines(data: bytes) -> int:
     return sum(1 for ln in data.split(b"\n") if ln.strip())
 
 
+@dataclass
+class _Prepared:
+    """A region parsed, checked and mapped (by the worker): what the main thread applies."""
+
+    frame: pl.DataFrame | None  # adapter columns, ready for canonical_batches
+    records: int  # records read (blank lines excluded)
+    rejects: list[tuple[str, str, int]]  # (reason, example, count)
+    ok: bool  # False: a final unterminated line was rejected (not consumed)
+
+
+@dataclass
+class _Region:
+    """A run of data lines under one header, on its way through the pipeline."""
+
+    data: bytes
+    header: TsvHeader
+    end: int  # offset in the decoded stream just after the region
+    tail: bool  # an unterminated last line at end of input
+    names: Sequence[str] | None = None
+    reject: str | None = None  # reject every line under this reason instead of parsing
+    example: str = ""
+    prepared: Future[_Prepared] | None = None
+
+
+def _plan_region(data: bytes, h: TsvHeader, end: int, tail: bool, source: str) -> _Region:
+    """Decide how a run of data lines is read (field names, or a wholesale reject)."""
+    region = _Region(data, h, end, tail, names=h.fields)
+    if not h.is_dns():
+        region.reject, region.example = "not_dns_log", f"#path {h.path}"
+    elif len(h.separator.encode()) != 1 or h.separator in "\n\r":
+        region.reject, region.example = "unsupported_separator", repr(h.separator)
+    elif h.fields is None:
+        first = next((ln for ln in data.split(b"\n", 64) if ln.strip()), b"")
+        nf = first.count(b"\t") + 1 if first else 0
+        if nf in (len(DEFAULT_FIELDS), len(DEFAULT_FIELDS_81)) and h.separator == "\t":
+            region.names = DEFAULT_FIELDS if nf == len(DEFAULT_FIELDS) else DEFAULT_FIELDS_81
+            note = f"no #fields header: assumed Zeek's default {nf}-field dns.log layout"
+            if note not in h.notes:
+                h.notes.append(note)
+                log.info("%s: %s", source, note)
+        else:
+            region.reject = "missing_header"
+            region.example = first[:120].decode("utf-8", "backslashreplace")
+    return region
+
+
+def _prepare_region(region: _Region) -> _Prepared:
+    """Parse, check and map one region.  Pure (no shared state): runs in the worker."""
+    h = region.header
+    if region.reject is not None or region.names is None:
+        n = _count_lines(region.data)
+        reason = region.reject or "missing_header"
+        whole = [(reason, region.example, n)] if n else []
+        return _Prepared(None, n, whole, reason == "not_dns_log" or not region.tail)
+    try:
+        raw = _read_tsv(_to_utf8(region.data), region.names, h)
+    except Exception as exc:  # polars refused the chunk: count its lines
+        n = _count_lines(region.data)
+        example = f"{type(exc).__name__}: {exc}"
+        return _Prepared(None, n, [("unparseable_chunk", example, n)] if n else [], not region.tail)
+    if raw.height == 0:
+        return _Prepared(None, 0, [], True)
+    last = raw.columns[-2]
+    blank = pl.all_horizontal(pl.all().is_null())
+    bad_count = pl.col(_EXTRA).is_not_null() | pl.col(last).is_null()
+    flags = raw.select(blank=blank, bad=bad_count & ~blank)
+    n_blank = int(flags.get_column("blank").sum())
+    n_bad = int(flags.get_column("bad").sum())
+    n_records = raw.height - n_blank
+    rejects: list[tuple[str, str, int]] = []
+    if n_bad or n_blank:
+        if n_bad:
+            ex = raw.filter(flags.get_column("bad")).row(0)
+            example = h.separator.join("" if v is None else v for v in ex[:8])
+            reason = "truncated_record" if region.tail and n_records == 1 else "bad_field_count"
+            rejects.append((reason, example, n_bad))
+        raw = raw.filter(~(flags.get_column("bad") | flags.get_column("blank")))
+    frame = None
+    if raw.height:
+        if h.unset_field:
+            raw = raw.with_columns(pl.col(last).replace(h.unset_field, None))
+        frame = zeek_tsv_frame(raw, h)
+    return _Prepared(frame, n_records, rejects, not (region.tail and n_bad))
+
+
 class ZeekTsvAdapter:
-    """Zeek ASCII (TSV) dns.log, with header changes mid-file."""
+    """Zeek ASCII (TSV) dns.log, with header changes mid-file.
+
+    A worker thread parses and maps one region ahead (``polars.read_csv`` and
+    the column expressions release the GIL) while the main thread
+    canonicalises the previous one; results are emitted in input order and
+    all accounting happens on the main thread.  ``ctx.options['chunk_bytes']``
+    sets the chunk size (default 16 MiB).
+    """
 
     name = "zeek"
 
     def read(self, stream: BinaryIO, ctx: ReadContext) -> Iterator[pa.RecordBatch]:
         """Yield canonical batches; see the module docstring for the rules."""
         chunk_bytes = int(ctx.options.get("chunk_bytes", CHUNK_BYTES))
-        h = _TsvHeader()
-        for offset, data, terminated in iter_lines_chunks(stream, chunk_bytes):
-            pos = 0
-            n = len(data)
-            while pos < n:
-                if data[pos] == 0x23:  # '#': one header/comment line
-                    end = data.find(b"\n", pos)
-                    end = n if end < 0 else end + 1
-                    line = data[pos:end].rstrip(b"\r\n").decode("utf-8", "backslashreplace")
-                    h = _parse_header_line(line, h)
+        h = TsvHeader()
+        queue: deque[_Region | int] = deque()  # regions, or offsets consumed by header lines
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="zeek-tsv") as pool:
+            for offset, data, terminated in iter_lines_chunks(stream, chunk_bytes):
+                pos, n = 0, len(data)
+                while pos < n:
+                    if data[pos] == 0x23:  # '#': one header/comment line
+                        end = data.find(b"\n", pos)
+                        end = n if end < 0 else end + 1
+                        line = data[pos:end].rstrip(b"\r\n").decode("utf-8", "backslashreplace")
+                        h = _parse_header_line(line, h)
+                        queue.append(offset + end)
+                        pos = end
+                        continue
+                    end = _next_header(data, pos)
+                    start = _skip_prefix(data, offset, ctx.skip_bytes, pos, end)
+                    if start >= end:
+                        queue.append(offset + end)
+                    else:
+                        chunk = data if start == 0 and end == n else data[start:end]
+                        tail = not terminated and end == n
+                        region = _plan_region(
+                            chunk, replace(h), offset + end, tail, ctx.stats.source
+                        )
+                        region.prepared = pool.submit(_prepare_region, region)
+                        queue.append(region)
                     pos = end
-                    ctx.stats.bytes_consumed = offset + pos
-                    continue
-                nxt = data.find(b"\n#", pos)
-                end = n if nxt < 0 else nxt + 1
-                start = pos + _skip_prefix(data[pos:end], offset + pos, ctx.skip_bytes)
-                if start < end:
-                    tail = not terminated and end == n
-                    region = data if start == 0 and end == n else data[start:end]
-                    ok = yield from self._region(region, h, ctx, tail)
-                    if ok or not tail:
-                        ctx.stats.bytes_consumed = offset + end
-                else:
-                    ctx.stats.bytes_consumed = max(ctx.stats.bytes_consumed, offset + end)
-                pos = end
+                # Keep at most one region in the worker while this one is canonicalised.
+                while sum(isinstance(q, _Region) for q in queue) > 1:
+                    yield from self._drain_one(queue, ctx)
+            while queue:
+                yield from self._drain_one(queue, ctx)
 
-    def _region(
-        self, data: bytes, h: _TsvHeader, ctx: ReadContext, tail: bool
-    ) -> Iterator[pa.RecordBatch]:
-        """Parse one run of data lines under header ``h``; returns False if a
-        final unterminated line was rejected."""
+    def _drain_one(self, queue: deque[_Region | int], ctx: ReadContext) -> Iterator[pa.RecordBatch]:
+        """Finish the oldest queued item (header offsets are just bookkeeping)."""
+        item = queue.popleft()
         stats = ctx.stats
-        if not h.is_dns():
-            n = _count_lines(data)
-            stats.records_read += n
-            if n:
-                stats.reject("not_dns_log", f"#path {h.path}", n=n)
-            return True
-        names: Sequence[str] | None = h.fields
-        sep = h.separator
-        if names is None:
-            first = next((ln for ln in data.split(b"\n", 64) if ln.strip()), b"")
-            nf = first.count(b"\t") + 1 if first else 0
-            if nf in (len(DEFAULT_FIELDS), len(DEFAULT_FIELDS_81)) and sep == "\t":
-                names = DEFAULT_FIELDS if nf == len(DEFAULT_FIELDS) else DEFAULT_FIELDS_81
-                note = f"no #fields header: assumed Zeek's default {nf}-field dns.log layout"
-                if note not in h.notes:
-                    h.notes.append(note)
-                    log.info("%s: %s", stats.source, note)
-            else:
-                n = _count_lines(data)
-                stats.records_read += n
-                if n:
-                    stats.reject("missing_header", first[:120].decode("utf-8", "backslashreplace"), n=n)
-                return not tail
-        if len(sep.encode()) != 1 or sep == "\n":
-            n = _count_lines(data)
-            stats.records_read += n
-            if n:
-                stats.reject("unsupported_separator", repr(sep), n=n)
-            return True
-        try:
-            raw = _read_tsv(_to_utf8(data), names, h)
-        except Exception as exc:  # polars refuses the chunk: count its lines
-            n = _count_lines(data)
-            stats.records_read += n
-            if n:
-                stats.reject("unparseable_chunk", f"{type(exc).__name__}: {exc}", n=n)
-            return not tail
-        if raw.height == 0:
-            return True
-        last = raw.columns[-2]
-        blank = pl.all_horizontal(pl.all().is_null())
-        bad_count = pl.col(_EXTRA).is_not_null() | pl.col(last).is_null()
-        flags = raw.select(blank=blank, bad=bad_count & ~blank)
-        n_blank = int(flags.get_column("blank").sum())
-        n_bad = int(flags.get_column("bad").sum())
-        stats.records_read += raw.height - n_blank
-        if n_bad or n_blank:
-            if n_bad:
-                ex = raw.filter(flags.get_column("bad")).row(0)
-                example = h.separator.join("" if v is None else v for v in ex[:8])
-                reason = "truncated_record" if tail and raw.height - n_blank == 1 else "bad_field_count"
-                stats.reject(reason, example, n=n_bad)
-            raw = raw.filter(~(flags.get_column("bad") | flags.get_column("blank")))
-        if raw.height:
-            if h.unset_field:
-                raw = raw.with_columns(pl.col(last).replace(h.unset_field, None))
-            yield from canonical_batches(zeek_tsv_frame(raw, h), ctx)
-        return not (tail and n_bad)
+        if isinstance(item, int):
+            stats.bytes_consumed = max(stats.bytes_consumed, item)
+            return
+        assert item.prepared is not None
+        prep = item.prepared.result()
+        item.data = b""  # release the raw bytes early
+        stats.records_read += prep.records
+        for reason, example, count in prep.rejects:
+            stats.reject(reason, example, n=count)
+        if prep.frame is not None:
+            yield from canonical_batches(prep.frame, ctx)
+        if prep.ok or not item.tail:
+            stats.bytes_consumed = max(stats.bytes_consumed, item.end)
 
 
 # --------------------------------------------------------------------------- JSON
@@ -506,8 +656,8 @@ def zeek_json_frame(df: pl.DataFrame) -> pl.DataFrame:
         "proto": pl.col("proto"),
         "trans_id": pl.col("trans_id"),
         "qname": pl.col("query"),
-        "qtype": _code_names(pl.col("qtype_name"), pl.col("qtype"), QTYPES, "TYPE"),
-        "rcode": _code_names(pl.col("rcode_name"), pl.col("rcode"), RCODES, "RCODE"),
+        "qtype": _code_names(df, "qtype_name", "qtype", QTYPES, "TYPE", 65535),
+        "rcode": _code_names(df, "rcode_name", "rcode", RCODES, "RCODE", 4095),
         "answers": pl.col("answers"),
         "ttls": pl.col("TTLs"),
         "rtt": pl.col("rtt"),
@@ -523,7 +673,9 @@ def _read_ndjson(data: bytes) -> pl.DataFrame:
     return pl.read_ndjson(data, schema=_JSON_SCHEMA)
 
 
-def _parse_json_lines(lines: list[bytes], ctx: ReadContext, out: list[pl.DataFrame]) -> None:
+def _parse_json_lines(
+    lines: list[bytes], ctx: ReadContext, out: list[pl.DataFrame], reason: str = "bad_json"
+) -> None:
     """Parse ``lines`` in bulk; on failure bisect, so each bad line is rejected alone."""
     if not lines:
         return
@@ -532,11 +684,11 @@ def _parse_json_lines(lines: list[bytes], ctx: ReadContext, out: list[pl.DataFra
     except Exception as exc:
         if len(lines) == 1:
             ctx.stats.records_read += 1
-            ctx.stats.reject("bad_json", f"{type(exc).__name__}: {str(exc)[:80]}")
+            ctx.stats.reject(reason, f"{type(exc).__name__}: {str(exc)[:80]}")
             return
         mid = len(lines) // 2
-        _parse_json_lines(lines[:mid], ctx, out)
-        _parse_json_lines(lines[mid:], ctx, out)
+        _parse_json_lines(lines[:mid], ctx, out, reason)
+        _parse_json_lines(lines[mid:], ctx, out, reason)
         return
     ctx.stats.records_read += df.height
     out.append(df)
@@ -557,20 +709,21 @@ class ZeekJsonAdapter:
                 continue
             data = _to_utf8(chunk[start:], json_safe=True)
             frames: list[pl.DataFrame] = []
-            before = ctx.stats.rejects["bad_json"]
-            try:
-                frames.append(_read_ndjson(data))
-                ctx.stats.records_read += frames[0].height
-            except Exception:
-                lines = [ln for ln in data.split(b"\n") if ln.strip()]
-                _parse_json_lines(lines, ctx, frames)
-            tail_bad = not terminated and ctx.stats.rejects["bad_json"] > before
-            if tail_bad:
-                # An unterminated last line that does not parse: it may still be
-                # being written; leave it for the next read of a grown file.
-                ctx.stats.rejects["bad_json"] -= 1
-                ctx.stats.reject("truncated_record", chunk[-80:].decode("utf-8", "replace"))
+            if not terminated:
+                # An unterminated last line that does not parse may still be being
+                # written: it is rejected as truncated_record and not consumed, so
+                # the next read of the grown file picks it up.
+                before = ctx.stats.rejects["truncated_record"]
+                _parse_json_lines([data] if data.strip() else [], ctx, frames, "truncated_record")
+                if ctx.stats.rejects["truncated_record"] == before:
+                    ctx.stats.bytes_consumed = offset + len(chunk)
             else:
+                try:
+                    frames.append(_read_ndjson(data))
+                    ctx.stats.records_read += frames[0].height
+                except Exception:
+                    lines = [ln for ln in data.split(b"\n") if ln.strip()]
+                    _parse_json_lines(lines, ctx, frames)
                 ctx.stats.bytes_consumed = offset + len(chunk)
             for df in frames:
                 if df.height == 0:
