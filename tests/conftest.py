@@ -35,3 +35,10 @@ def shared_data() -> Path:
 def test_data() -> Path:
     """Path to the small in-repo fixtures (tests/data)."""
     return TEST_DATA
+
+
+@pytest.fixture(autouse=True)
+def _isolated_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands that default to the user's alert store write to a temporary one in tests."""
+    if "DNSIEVE_DB" not in os.environ:
+        monkeypatch.setenv("DNSIEVE_DB", str(tmp_path_factory.mktemp("store") / "alerts.db"))

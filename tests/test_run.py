@@ -119,3 +119,36 @@ def test_cli_run_writes_json_lines(shared_data: Path, tmp_path: Path) -> None:
 def test_cli_run_missing_input(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["run", str(tmp_path / "nope.pcap")])
     assert res.exit_code == 2
+
+
+@pytest.mark.shared
+def test_run_stores_scored_alerts_idempotently_and_keeps_verdicts(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """`dnsieve run --db` stores alerts with P(threat); a re-run merges, never duplicates,
+    and an analyst's verdict survives it."""
+    from dnsieve.alerts.store import AlertStore
+
+    pcap = shared_data / "tunnel/domainator/dnscat/dnscat_upload-big_240731.pcapng"
+    db = f"sqlite:///{tmp_path / 'alerts.db'}"
+    args = ["run", str(pcap), "--db", db, "--json"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.output)["summary"]
+    assert summary["store"]["inserted"] >= 1
+    with AlertStore.open(db) as store:
+        stored = store.list_alerts(status="all")
+        assert {a.entity for a in stored if a.entity_type == "domain"} >= {"hacker-dnscat.com"}
+        assert all(a.threat_probability is not None for a in stored)
+        assert all(a.features for a in stored)
+        target = next(a for a in stored if a.entity == "hacker-dnscat.com")
+        store.record_verdict(target.id, "threat", "analyst", "dnscat2 C2")
+        n = len(stored)
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert json.loads(second.output)["summary"]["store"]["inserted"] == 0
+    with AlertStore.open(db) as store:
+        again = store.list_alerts(status="all")
+        assert len(again) == n
+        assert store.get_alert(target.id).status == "threat"
+        assert len(store.list_runs()) == 2

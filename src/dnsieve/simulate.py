@@ -45,7 +45,8 @@ times after a warm-up of min(24 h, hours/4))
 ``masquerade``  a quiet real site (few habitual visitors) suddenly visited over
                 2-6 h by many clients that never went there (Emotet-style
                 payload host); families ``visitors`` and ``volume``.
-``volume_spike`` a moderately active site whose hourly volume jumps 8-25x
+``volume_spike`` a moderately active site whose hourly volume jumps 8-25x over
+                its busy-hour level (90th percentile of its active hours)
                 for 2-6 h; family ``volume``.
 ``dga``         1-3 bots query a day's list of generated names (random
                 letters or dictionary words) in bursts every 1-3 h, almost
@@ -1271,8 +1272,12 @@ def _inject_volume(ctx: _Ctx, i: int, stats: tuple[np.ndarray, np.ndarray, np.nd
     site = int(cand[int(rng.integers(len(cand)))])
     ctx.taken_sites.add(site)
     factor = float(rng.uniform(8, 25))
-    # Compare against the site's busy-hour level: twice its mean, at least 1.5/h.
-    per_hour = (factor - 1.0) * max(2.0 * float(mean_h[site]), 1.5)
+    # The jump is relative to the site's busy-hour level: the 90th percentile of
+    # its hours with traffic (not its mean over all hours, which for an
+    # intermittent site is far below what a normal active hour looks like).
+    busy_hours = np.unique(ctx.bg.ts[ctx.bg.site == site] // 3_600_000_000, return_counts=True)[1]
+    busy = float(np.percentile(busy_hours, 90)) if len(busy_hours) else 0.0
+    per_hour = (factor - 1.0) * max(busy, 2.0 * float(mean_h[site]), 1.5)
     n = int(rng.poisson(per_hour * (hi - lo) / 3.6e9))
     usual = np.unique(ctx.bg.client[ctx.bg.site == site])
     others = np.flatnonzero(~ctx.cl.server)

@@ -24,6 +24,7 @@ that stored it) when present, else computed from the alert's own row
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,11 +32,13 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 
 from dnsieve.alerts.base import (
     Alert,
     AlertStoreProtocol,
     ModelVersion,
+    UpsertReport,
     VerdictResult,
     alerts_to_frame,
 )
@@ -46,6 +49,7 @@ __all__ = [
     "feature_matrix",
     "learn_from_verdict",
     "load_active_model",
+    "score_and_store",
 ]
 
 
@@ -157,3 +161,34 @@ def apply_verdict(
         return learn_from_verdict(store, result, now)
     except Exception as exc:  # the verdict is stored; the model can relearn it later
         return FeedbackOutcome(result, model_error=f"{type(exc).__name__}: {exc}")
+
+
+def score_and_store(
+    store: AlertStoreProtocol,
+    alerts: pl.DataFrame,
+    events: pl.DataFrame | pl.LazyFrame | None = None,
+    now: datetime | None = None,
+) -> UpsertReport:
+    """Score calibrated alerts with the active threat model and upsert them.
+
+    ``alerts`` is in the ANOMALY shape (plus ``global_p`` when calibrated);
+    ``events`` are the canonical events they came from, for context features
+    (first-seen age, distinct clients, NXDOMAIN and qtype mix).  Each stored
+    alert carries its feature vector so later verdicts teach the model with
+    the context the run saw.  Re-running is idempotent: ids hash (detector,
+    entity, window), repeats merge and verdicts are kept.
+    """
+    from dnsieve.threat.features import FEATURE_NAMES, anomaly_features, entity_context
+
+    if alerts.height == 0:
+        return UpsertReport()
+    context = entity_context(events) if events is not None else None
+    X = anomaly_features(alerts, context=context)
+    model, _ = load_active_model(store)
+    p = model.predict_proba(X)
+    feats = [dict(zip(FEATURE_NAMES, map(float, row), strict=True)) for row in X]
+    frame = alerts.with_columns(
+        pl.Series("threat_probability", [float(v) for v in p], dtype=pl.Float64),
+        pl.Series("features", [json.dumps(f, sort_keys=True) for f in feats], dtype=pl.String),
+    )
+    return store.upsert_anomalies(frame, now=now)

@@ -86,11 +86,15 @@ def run_job(
     fmt: str = "auto",
     settings: Any = None,
     detectors: list[str] | None = None,
+    store_url: str | bool | None = False,
 ) -> tuple[list[Any], Any, pl.DataFrame]:
     """Ingest ``paths`` into ``lake_dir`` (a temporary lake when None), detect and calibrate.
 
     Returns ``(ingest reports, DetectResult, alerts)``; ``alerts`` applies
-    :func:`apply_score_floors` to the calibrated candidates.
+    :func:`apply_score_floors` to the calibrated candidates.  Unless
+    ``store_url`` is False the alerts are also scored by the active threat
+    model and stored (``None``: the default store, see
+    :func:`dnsieve.alerts.store.resolve_db_url`), recorded as a run.
     """
     from dnsieve.config import load_settings
     from dnsieve.lake import Lake
@@ -111,9 +115,11 @@ def run_job(
         span = lake.time_range()
         until = span[1] + timedelta(seconds=1) if span else None
         res = detect(lake, engine=dset.engine, settings=dset, detectors=detectors, until=until)
-    alerts = apply_score_floors(
-        res.anomalies, res.summary.get("calibration", {}), budget_per_day=dset.budget_per_day
-    )
+        alerts = apply_score_floors(
+            res.anomalies, res.summary.get("calibration", {}), budget_per_day=dset.budget_per_day
+        )
+        if store_url is not False:
+            res.summary["store"] = _store_alerts(store_url, paths, reports, alerts, lake)
     res.summary["alerts"] = alerts.height
     counts = alerts.group_by("detector").len() if alerts.height else None
     for name, info in res.summary.get("detectors", {}).items():
@@ -123,6 +129,34 @@ def run_job(
             n = int(hit["len"][0]) if hit.height else 0
         info["alerts"] = n
     return reports, res, alerts
+
+
+def _store_alerts(
+    url: str | bool | None, paths: list[Path], reports: list[Any], alerts: pl.DataFrame, lake: Any
+) -> dict[str, Any]:
+    from dnsieve.alerts.feedback import score_and_store
+    from dnsieve.alerts.store import AlertStore
+
+    with AlertStore.open(None if url is True else url) as store:  # type: ignore[arg-type]
+        run_id = store.start_run({"paths": [str(p) for p in paths]})
+        report = score_and_store(store, alerts, events=lake.scan())
+        rejects: dict[str, int] = {}
+        for r in reports:
+            for k, v in r.rejects.items():
+                rejects[k] = rejects.get(k, 0) + v
+        store.finish_run(
+            run_id,
+            counts={
+                "files": len(reports),
+                "rows": sum(r.rows_written for r in reports),
+                "alerts": alerts.height,
+                "inserted": report.inserted,
+                "merged": report.merged,
+                "suppressed": report.suppressed,
+            },
+            rejects=rejects,
+        )
+        return {"db": store.url, "run": run_id, **report.to_dict()}
 
 
 def register(app: typer.Typer) -> None:
@@ -151,8 +185,17 @@ def register(app: typer.Typer) -> None:
         config: Annotated[
             Path | None, typer.Option("--config", "-c", help="TOML settings file")
         ] = None,
+        db: Annotated[
+            str | None,
+            typer.Option(
+                "--db", help="alert store URL (default: $DNSIEVE_DB or the user data dir)"
+            ),
+        ] = None,
+        no_store: Annotated[
+            bool, typer.Option("--no-store", help="do not store alerts, only write/print them")
+        ] = False,
     ) -> None:
-        """Ingest, run every detector, calibrate, write alerts and print a ranked summary."""
+        """Ingest, run every detector, calibrate, score with the threat model, store and write alerts."""
         from dnsieve.cli import _settings, console, err_console, render_ingest_summary
         from dnsieve.commands.detect import alerts_to_records, render_summary, write_alerts
         from dnsieve.ingest.sniff import FORMATS
@@ -173,6 +216,7 @@ def register(app: typer.Typer) -> None:
             reports, res, alerts = run_job(
                 [p for p in paths if p.exists()], lake_dir, fmt, settings,
                 list(detector) if detector else None,
+                store_url=False if no_store else (db or True),
             )  # fmt: skip
         except KeyError as exc:
             err_console.print(f"[red]error:[/red] {escape(str(exc.args[0] if exc.args else exc))}")
