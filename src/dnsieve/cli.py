@@ -248,19 +248,78 @@ def ingest(
 
 @app.command()
 def demo(
-    lake_dir: Annotated[
-        Path | None, typer.Option("--lake", help="lake directory (default: a temporary one)")
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir", help="keep the simulated logs, lake and alert store here (default: temporary)"
+        ),
     ] = None,
+    hours: Annotated[int, typer.Option(min=24, max=24 * 31, help="hours to simulate")] = 168,
+    clients: Annotated[int, typer.Option(min=20, max=20_000, help="simulated hosts")] = 500,
+    seed: Annotated[int, typer.Option(help="simulation seed")] = 7,
+    samples: Annotated[
+        bool,
+        typer.Option(
+            "--samples", help="instead: ingest the bundled real samples and summarise them"
+        ),
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Ingest the bundled real samples into a lake and print the summary."""
+    """Simulate a week of enterprise DNS with attacks, detect, score and store, and show the alerts."""
     settings = _settings(config)
-    samples = resources.files("dnsieve") / "data" / "samples"
+    if samples:
+        _demo_samples(settings, directory)
+        return
+    from dnsieve.commands.detect import render_summary
+    from dnsieve.demo import run_demo
+
+    with tempfile.TemporaryDirectory(prefix="dnsieve-demo-") as tmp:
+        target = directory or Path(tmp)
+        err_console.print(
+            f"simulating {hours} h of DNS for {clients} hosts (seed {seed}), then ingest, detect, score, store ..."
+        )
+        res = run_demo(target, hours=hours, clients=clients, seed=seed, settings=settings)
+        render_ingest_summary(res.reports, Lake.from_settings(settings, res.lake), console)
+        render_summary(res.summary, res.alerts, console)
+        _render_truth(res.alerts, console)
+        if directory is not None:
+            console.print(
+                f"logs: {escape(str(res.log))}\nground truth: {escape(str(res.labels))}\n"
+                f"lake: {escape(str(res.lake))}\nalert store: {escape(res.db)}\n"
+                f"next: dnsieve alerts list --db {escape(res.db)}"
+            )
+
+
+def _render_truth(alerts: pl.DataFrame, out: Console) -> None:
+    """Alerts against the simulation's ground truth."""
+    if alerts.height == 0:
+        return
+    t = Table(title="alerts against the injected campaigns (ground truth)", title_justify="left")
+    for col in ("detector", "entity", "window start", "P(threat)", "truth"):
+        t.add_column(col, overflow="fold")
+    tp = alerts.get_column("threat_probability") if "threat_probability" in alerts.columns else None
+    for i, row in enumerate(alerts.head(30).iter_rows(named=True)):
+        truth = row["truth"]
+        p = tp[i] if tp is not None else None
+        t.add_row(
+            escape(str(row["detector"])),
+            escape(str(row["entity"])),
+            f"{row['window_start']:%Y-%m-%d %H:%M}",
+            "" if p is None else f"{p:.2f}",
+            f"[green]{escape(truth)}[/green]" if truth else "[red]no campaign[/red]",
+        )
+    out.print(t)
+    hits = alerts.get_column("truth").is_not_null().sum()
+    out.print(f"{hits} of {alerts.height} alerts point at an injected campaign")
+
+
+def _demo_samples(settings: Settings, directory: Path | None) -> None:
+    samples_dir = resources.files("dnsieve") / "data" / "samples"
     with (
-        resources.as_file(samples) as sample_dir,
+        resources.as_file(samples_dir) as sample_dir,
         tempfile.TemporaryDirectory(prefix="dnsieve-demo-") as tmp,
     ):
-        target = lake_dir or Path(tmp) / "lake"
+        target = (directory / "lake") if directory else Path(tmp) / "lake"
         lake = Lake.from_settings(settings, target)
         inputs = sorted(p for p in Path(sample_dir).iterdir() if p.suffix != ".md")
         reports = lake.ingest_files(inputs)
@@ -269,7 +328,7 @@ def demo(
             lake.scan()
             .group_by("registered_domain")
             .agg(queries=pl.len(), clients=pl.col("src_ip").n_unique())
-            .sort("queries", descending=True)
+            .sort(["queries", "registered_domain"], descending=[True, False])
             .head(10)
             .collect()
         )

@@ -49,6 +49,7 @@ __all__ = [
     "feature_matrix",
     "learn_from_verdict",
     "load_active_model",
+    "score_alerts",
     "score_and_store",
 ]
 
@@ -163,32 +164,48 @@ def apply_verdict(
         return FeedbackOutcome(result, model_error=f"{type(exc).__name__}: {exc}")
 
 
-def score_and_store(
+def score_alerts(
     store: AlertStoreProtocol,
     alerts: pl.DataFrame,
     events: pl.DataFrame | pl.LazyFrame | None = None,
-    now: datetime | None = None,
-) -> UpsertReport:
-    """Score calibrated alerts with the active threat model and upsert them.
+) -> pl.DataFrame:
+    """``alerts`` plus ``threat_probability`` (active model) and ``features`` (JSON).
 
-    ``alerts`` is in the ANOMALY shape (plus ``global_p`` when calibrated);
-    ``events`` are the canonical events they came from, for context features
-    (first-seen age, distinct clients, NXDOMAIN and qtype mix).  Each stored
-    alert carries its feature vector so later verdicts teach the model with
-    the context the run saw.  Re-running is idempotent: ids hash (detector,
-    entity, window), repeats merge and verdicts are kept.
+    ``events`` are the canonical events the alerts came from, for context
+    features (first-seen age, distinct clients, NXDOMAIN and qtype mix).
     """
     from dnsieve.threat.features import FEATURE_NAMES, anomaly_features, entity_context
 
     if alerts.height == 0:
-        return UpsertReport()
+        return alerts.with_columns(
+            pl.lit(None, dtype=pl.Float64).alias("threat_probability"),
+            pl.lit(None, dtype=pl.String).alias("features"),
+        )
     context = entity_context(events) if events is not None else None
     X = anomaly_features(alerts, context=context)
     model, _ = load_active_model(store)
     p = model.predict_proba(X)
     feats = [dict(zip(FEATURE_NAMES, map(float, row), strict=True)) for row in X]
-    frame = alerts.with_columns(
+    return alerts.with_columns(
         pl.Series("threat_probability", [float(v) for v in p], dtype=pl.Float64),
         pl.Series("features", [json.dumps(f, sort_keys=True) for f in feats], dtype=pl.String),
     )
-    return store.upsert_anomalies(frame, now=now)
+
+
+def score_and_store(
+    store: AlertStoreProtocol,
+    alerts: pl.DataFrame,
+    events: pl.DataFrame | pl.LazyFrame | None = None,
+    now: datetime | None = None,
+) -> tuple[UpsertReport, pl.DataFrame]:
+    """Score calibrated alerts with the active threat model (:func:`score_alerts`) and upsert them.
+
+    Each stored alert carries its feature vector so later verdicts teach the
+    model with the context the run saw.  Re-running is idempotent: ids hash
+    (detector, entity, window), repeats merge and verdicts are kept.  Returns
+    the upsert report and the scored frame.
+    """
+    scored = score_alerts(store, alerts, events)
+    if scored.height == 0:
+        return UpsertReport(), scored
+    return store.upsert_anomalies(scored, now=now), scored

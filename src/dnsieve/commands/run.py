@@ -119,7 +119,7 @@ def run_job(
             res.anomalies, res.summary.get("calibration", {}), budget_per_day=dset.budget_per_day
         )
         if store_url is not False:
-            res.summary["store"] = _store_alerts(store_url, paths, reports, alerts, lake)
+            res.summary["store"], alerts = _store_alerts(store_url, paths, reports, alerts, lake)
     res.summary["alerts"] = alerts.height
     counts = alerts.group_by("detector").len() if alerts.height else None
     for name, info in res.summary.get("detectors", {}).items():
@@ -133,13 +133,13 @@ def run_job(
 
 def _store_alerts(
     url: str | bool | None, paths: list[Path], reports: list[Any], alerts: pl.DataFrame, lake: Any
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], pl.DataFrame]:
     from dnsieve.alerts.feedback import score_and_store
     from dnsieve.alerts.store import AlertStore
 
     with AlertStore.open(None if url is True else url) as store:  # type: ignore[arg-type]
         run_id = store.start_run({"paths": [str(p) for p in paths]})
-        report = score_and_store(store, alerts, events=lake.scan())
+        report, scored = score_and_store(store, alerts, events=lake.scan())
         rejects: dict[str, int] = {}
         for r in reports:
             for k, v in r.rejects.items():
@@ -156,7 +156,7 @@ def _store_alerts(
             },
             rejects=rejects,
         )
-        return {"db": store.url, "run": run_id, **report.to_dict()}
+        return {"db": store.url, "run": run_id, **report.to_dict()}, scored.drop("features")
 
 
 def register(app: typer.Typer) -> None:
