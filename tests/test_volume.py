@@ -225,3 +225,55 @@ def test_real_rita_logs(shared_data: Path, tmp_path: Path) -> None:
     assert (
         ev["top_hours"][0]["hour"] == "2024-04-21T05:00Z" and ev["top_hours"][0]["observed"] == 72
     )
+
+
+def test_size_prior_is_stratified_by_occurrence() -> None:
+    # rare entities have small sizes, frequent ones large: one pooled Gamma is
+    # diffuse, the per-stratum priors are tight around each group's own level
+    rng = np.random.default_rng(3)
+    rare = _hurdle_population(rng, 2000, 168, a0=1.0, b0=60.0, al0=20.0, be0=20.0)
+    busy = _hurdle_population(rng, 2000, 168, a0=30.0, b0=10.0, al0=20.0, be0=0.4)
+    k, s, q = domain_stats(np.vstack([rare, busy]))
+    pr = fit_priors(k, s, 168, q)
+    assert pr.size_edges and len(pr.size_alpha) == len(pr.size_edges) + 1
+    al, be = pr.size_prior(np.array([1 / 168, 0.75]))
+    assert al[0] / be[0] == pytest.approx(1.0, rel=0.3)  # rare group: λ ≈ 1
+    assert al[1] / be[1] == pytest.approx(50.0, rel=0.3)  # busy group: λ ≈ 50
+    assert al[0] > 5 * pr.alpha0  # far tighter than the pooled prior
+    one = fit_priors(k, s, 168, q, n_strata=1)
+    assert one.size_edges == () and one.size_prior(np.array([0.5]))[0][0] == one.alpha0
+
+
+def test_distinct_clients_series_catches_masquerade() -> None:
+    # a quiet site whose single usual visitor browses in bursts of 20-60 queries,
+    # then 40 new clients in one hour with 1-2 queries each: ordinary by query
+    # volume, extreme by distinct clients
+    rng = np.random.default_rng(5)
+    hours = 72
+    y = _hurdle_population(rng, 300, hours)
+    cl = np.minimum(y, 1 + rng.poisson(0.5, y.shape)) * (y > 0)
+    bursty = np.zeros(hours, dtype=np.int64)
+    bursty[rng.choice(60, 12, replace=False)] = rng.integers(20, 60, 12)
+    y[0], cl[0] = bursty, (bursty > 0).astype(np.int64)
+    y[0, 64], cl[0, 64] = 60, 40
+    df = _frame(y).with_columns(pl.Series("clients", cl[np.nonzero(y)].astype(np.int64)))
+    det = VolumeDetector(window_hours=3)
+    out = det.score(df, CTX)
+    hit = out.filter(
+        (pl.col("entity") == "d0.example") & (pl.col("window_start") == T0 + timedelta(hours=63))
+    )
+    assert hit.height == 1
+    ev = (
+        json.loads(hit["evidence"][0])
+        if isinstance(hit["evidence"][0], str)
+        else hit["evidence"][0]
+    )
+    assert ev["p_local"]["driver"] == "clients"
+    assert ev["p_local"]["clients"] < 1e-6 < ev["p_local"]["queries"]
+    assert ev["clients"]["current_per_hour"][1] == 40
+    # without the clients column it is the queries-only model
+    q_only = det.score(df.drop("clients"), CTX).filter(pl.col("entity") == "d0.example")
+    assert all(
+        (json.loads(e) if isinstance(e, str) else e).get("clients") is None
+        for e in q_only["evidence"]
+    )

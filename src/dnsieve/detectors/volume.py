@@ -104,9 +104,29 @@ class HurdlePriors:
     phi_pop: float = 1.0
     method: str = "moments"
     n_entities: int = 0
+    #: size prior stratified by occurrence rate: interior edges of the rate
+    #: strata and (alpha0, beta0) per stratum (empty: one prior for everyone)
+    size_edges: tuple[float, ...] = ()
+    size_alpha: tuple[float, ...] = ()
+    size_beta: tuple[float, ...] = ()
+
+    def size_prior(self, rate: Array) -> tuple[Array, Array]:
+        """Gamma (alpha0, beta0) of the size for entities with occurrence rate ``rate``."""
+        rate = np.asarray(rate, dtype=np.float64)
+        if not self.size_alpha:
+            return np.full(rate.shape, self.alpha0), np.full(rate.shape, self.beta0)
+        idx = np.searchsorted(np.asarray(self.size_edges), rate, side="right")
+        return np.asarray(self.size_alpha)[idx], np.asarray(self.size_beta)[idx]
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        def rd(v: Any) -> Any:
+            if isinstance(v, float):
+                return float(f"{v:.6g}")
+            if isinstance(v, tuple):
+                return [rd(x) for x in v]
+            return v
+
+        return {k: rd(v) for k, v in asdict(self).items()}
 
 
 def domain_stats(y: NDArray[Any]) -> tuple[Array, Array, Array]:
@@ -138,6 +158,7 @@ def fit_priors(
     method: Literal["moments", "mml"] = "moments",
     max_entities: int = 50_000,
     seed: int = 0,
+    n_strata: int = 8,
 ) -> HurdlePriors:
     """Empirical-Bayes priors from per-entity sufficient statistics over ``n_hours``.
 
@@ -150,6 +171,12 @@ def fit_priors(
     ``k`` and the negative-binomial marginal likelihood of ``s | k`` (L-BFGS on
     log-parameters, started at the moment estimates) on a seeded subsample of at
     most ``max_entities`` entities.
+
+    The size prior is also fitted by moments within ``n_strata`` quantile
+    strata of the occurrence rate ``k/n`` (``size_edges``/``size_alpha``/
+    ``size_beta``, see :func:`_size_strata`); the window kernel looks each
+    entity's prior up by its trailing occurrence rate.  ``n_strata = 1``: one
+    pooled prior.
     """
     k = np.asarray(k, dtype=np.float64)
     s = np.asarray(s, dtype=np.float64)
@@ -171,12 +198,8 @@ def fit_priors(
     rho = float(np.clip(rho, 1e-4, 0.999))
     conc = 1.0 / rho - 1.0
     a0, b0 = m * conc, (1.0 - m) * conc
-    x = s / k
-    mu = max(float(x.mean()), 1e-3)
-    var_lam = float(x.var()) - mu * float((1.0 / k).mean()) if x.size > 1 else 0.0
-    alpha0 = 1e3 if var_lam <= 1e-9 * mu * mu else mu * mu / var_lam
-    alpha0 = float(np.clip(alpha0, 1e-2, 1e3))
-    beta0 = alpha0 / mu
+    alpha0, beta0 = _gamma_moments(k, s)
+    edges, al_s, be_s = _size_strata(k, s, r, n_strata, alpha0, beta0)
     if method == "mml":
         if k.size > max_entities:
             idx = np.random.default_rng(seed).choice(k.size, max_entities, replace=False)
@@ -186,8 +209,56 @@ def fit_priors(
     elif method != "moments":
         raise ValueError(f"unknown prior method {method!r}: use 'moments' or 'mml'")
     return HurdlePriors(
-        float(a0), float(b0), float(alpha0), float(beta0), phi_pop, method, int(keep.sum())
-    )
+        float(a0), float(b0), float(alpha0), float(beta0), phi_pop, method, int(keep.sum()),
+        edges, al_s, be_s,
+    )  # fmt: skip
+
+
+def _gamma_moments(k: Array, s: Array) -> tuple[float, float]:
+    """Moment estimate of the Gamma(α0, β0) size prior: ``Var(s/k) = μ·E[1/k] + Var(λ)``."""
+    x = s / k
+    mu = max(float(x.mean()), 1e-3)
+    var_lam = float(x.var()) - mu * float((1.0 / k).mean()) if x.size > 1 else 0.0
+    alpha0 = 1e3 if var_lam <= 1e-9 * mu * mu else mu * mu / var_lam
+    alpha0 = float(np.clip(alpha0, 1e-2, 1e3))
+    return alpha0, alpha0 / mu
+
+
+def _size_strata(
+    k: Array,
+    s: Array,
+    rate: Array,
+    n_strata: int,
+    alpha0: float,
+    beta0: float,
+    min_size: int = 50,
+) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """Size priors per occurrence-rate stratum (quantile strata of ``rate``).
+
+    Query sizes span orders of magnitude across a population (a site visited
+    once a day vs a CDN), so one pooled Gamma prior is very diffuse and gives
+    entities with little size history an extremely heavy predictive tail.  The
+    size of an entity is strongly related to how often it occurs, so the prior
+    is fitted per stratum of the occurrence rate ``k/n`` (empirical Bayes with
+    a covariate).  Strata with fewer than ``min_size`` entities use the pooled
+    prior.  Returns (interior edges, α0 per stratum, β0 per stratum).
+    """
+    if n_strata <= 1 or rate.size < 2 * min_size:
+        return (), (), ()
+    qs = np.quantile(rate, np.linspace(0.0, 1.0, n_strata + 1)[1:-1])
+    edges = np.unique(qs)
+    idx = np.searchsorted(edges, rate, side="right")
+    al, be = [], []
+    for b in range(edges.size + 1):
+        m = idx == b
+        if int(m.sum()) < min_size:
+            al.append(alpha0)
+            be.append(beta0)
+        else:
+            a_b, b_b = _gamma_moments(k[m], s[m])
+            al.append(a_b)
+            be.append(b_b)
+    return tuple(float(e) for e in edges), tuple(al), tuple(be)
 
 
 def _mml_beta(k: Array, n: float, a0: float, b0: float) -> tuple[float, float]:
@@ -368,12 +439,13 @@ def window_stats(
     priors: HurdlePriors,
     shrink: float = 10.0,
     period: int = 0,
+    guard: int = 0,
 ) -> WindowStats:
     """Posteriors and window differences for windows ``[s, s+window)`` of every row.
 
     ``y`` is a dense (D, T) counts matrix, ``starts`` the column index of each
     window start.  With ``period = 0`` each window's baseline is the trailing
-    ``[max(0, s−baseline), s)``; with ``period = 24`` it is the same hours of
+    ``[max(0, s−baseline), s−guard)`` (``guard`` hours left out before the window); with ``period = 24`` it is the same hours of
     the day on each of the previous ``baseline // 24`` days inside the matrix
     (a seasonal baseline: mornings are compared with mornings).  One pass over
     ``y`` (segment sums at the window boundaries), then O(D·W) maths.
@@ -382,12 +454,15 @@ def window_stats(
     starts = np.asarray(starts, dtype=np.int64)
     d, t = y.shape
     lo = np.maximum(starts - baseline, 0)
+    # guard band: the trailing baseline ends ``guard`` hours before the window,
+    # so an anomaly that began just before the window does not mask it
+    te = np.maximum(starts - max(int(guard), 0), lo)
     hi = starts + window
     if starts.size and (hi.max() > t or starts.min() < 1):
         raise ValueError("windows must lie inside the matrix and have at least one baseline hour")
     slots = _slots(starts, window, baseline, period)
     extra = [np.concatenate([a, b]) for a, b in slots]
-    bounds = np.unique(np.concatenate([[0], lo, starts, hi, *extra]))
+    bounds = np.unique(np.concatenate([[0], lo, te, starts, hi, *extra]))
     bounds = bounds[(bounds >= 0) & (bounds < t)]
     yf = y.astype(np.float64, copy=False) if y.dtype != np.float32 else y
     z = (y > 0).astype(np.float32)
@@ -421,8 +496,8 @@ def window_stats(
             n_days += valid
         n_b = np.broadcast_to(n_days * window, k_b.shape)
     else:
-        k_b, sy_b, sy2_b = seg(pz, lo, starts), seg(py, lo, starts), seg(py2, lo, starts)
-        n_b = np.broadcast_to((starts - lo).astype(np.float64), k_b.shape)
+        k_b, sy_b, sy2_b = seg(pz, lo, te), seg(py, lo, te), seg(py2, lo, te)
+        n_b = np.broadcast_to((te - lo).astype(np.float64), k_b.shape)
     k_c, sy_c = seg(pz, starts, hi), seg(py, starts, hi)
     s_b = sy_b - k_b
     q_b = sy2_b - 2.0 * sy_b + k_b
@@ -431,7 +506,7 @@ def window_stats(
     # over-dispersion is a property of the entity: always estimated on the whole
     # trailing baseline (a seasonal slot has too few hours to estimate it)
     if period > 0:
-        k_t, sy_t, sy2_t = seg(pz, lo, starts), seg(py, lo, starts), seg(py2, lo, starts)
+        k_t, sy_t, sy2_t = seg(pz, lo, te), seg(py, lo, te), seg(py2, lo, te)
         s_t, q_t = sy_t - k_t, sy2_t - 2.0 * sy_t + k_t
     else:
         k_t, s_t, q_t = k_b, s_b, q_b
@@ -451,21 +526,24 @@ def window_stats(
             phi,
         )
     phi = np.maximum(phi, 1.0)
+    # size prior of the entity's occurrence stratum (by its trailing rate)
+    n_tr = np.broadcast_to((te - lo).astype(np.float64), k_t.shape)
+    alpha0, beta0 = priors.size_prior(k_t / np.maximum(n_tr, 1.0))
 
     if period > 0:
         # power prior: the entity's whole trailing baseline counts as one more
         # day of this slot (weight window/n_t), on top of the population prior
-        n_t = (starts - lo).astype(np.float64)
+        n_t = (te - lo).astype(np.float64)
         w_t = window / np.maximum(n_t, 1.0)
         a_b = priors.a0 + k_b + w_t * k_t
         b_b = priors.b0 + n_b - k_b + w_t * (n_t - k_t)
-        al_b = priors.alpha0 + (s_b + w_t * s_t) / phi
-        be_b = priors.beta0 + (k_b + w_t * k_t) / phi
+        al_b = alpha0 + (s_b + w_t * s_t) / phi
+        be_b = beta0 + (k_b + w_t * k_t) / phi
     else:
         a_b, b_b = priors.a0 + k_b, priors.b0 + n_b - k_b
-        al_b, be_b = priors.alpha0 + s_b / phi, priors.beta0 + k_b / phi
+        al_b, be_b = alpha0 + s_b / phi, beta0 + k_b / phi
     a_c, b_c = priors.a0 + k_c, priors.b0 + window - k_c
-    al_c, be_c = priors.alpha0 + s_c / phi, priors.beta0 + k_c / phi
+    al_c, be_c = alpha0 + s_c / phi, beta0 + k_c / phi
 
     dg = special.digamma
     tg_ab, tg_bb, tg_ac, tg_bc = _trigamma(a_b), _trigamma(b_b), _trigamma(a_c), _trigamma(b_c)
@@ -507,19 +585,28 @@ def window_stats(
 
 # --------------------------------------------------------------- frame input
 def dense_matrix(
-    data: pl.DataFrame, entity_col: str, t0: int, n_hours: int
+    data: pl.DataFrame,
+    entity_col: str,
+    t0: int,
+    n_hours: int,
+    entities: list[str] | None = None,
 ) -> tuple[list[str], NDArray[np.float32]]:
     """Entities (sorted) and their (D, n_hours) counts matrix from hourly rows.
 
     ``data`` holds ``entity_col``, ``h`` (epoch hour) and ``y``; hours outside
-    ``[t0, t0+n_hours)`` are ignored; missing hours are zeros.
+    ``[t0, t0+n_hours)`` are ignored; missing hours are zeros.  With
+    ``entities`` the rows are exactly those entities, in that order (entities
+    absent from ``data`` get a zero row; rows of other entities are ignored).
     """
     sub = data.filter((pl.col("h") >= t0) & (pl.col("h") < t0 + n_hours))
-    ents = sub.get_column(entity_col).unique().sort()
+    if entities is None:
+        ents = sub.get_column(entity_col).unique().sort()
+    else:
+        ents = pl.Series(entity_col, entities, dtype=pl.String)
     idx = sub.join(
         pl.DataFrame({entity_col: ents, "_i": pl.int_range(ents.len(), eager=True)}),
         on=entity_col,
-        how="left",
+        how="inner",
     )
     mat = np.zeros((ents.len(), n_hours), dtype=np.float32)
     rows = idx.get_column("_i").to_numpy()
@@ -566,6 +653,8 @@ class _HurdleVolume(Detector):
     """Shared implementation of the domain and client volume detectors."""
 
     entity_col: ClassVar[str] = "registered_domain"
+    #: column of distinct clients per hour, scored as a second series (None: queries only)
+    clients_col: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -581,6 +670,7 @@ class _HurdleVolume(Detector):
         prior_method: Literal["moments", "mml"] = "moments",
         chunk_size: int = 200_000,
         top_hours: int = 3,
+        guard: int = 0,
     ) -> None:
         self.window_hours = window_hours
         self.baseline_hours = baseline_hours
@@ -594,6 +684,7 @@ class _HurdleVolume(Detector):
         self.prior_method = prior_method
         self.chunk_size = chunk_size
         self.top_hours = top_hours
+        self.guard = guard
 
     # -- planning ----------------------------------------------------------
     def _plan(self, rows: pl.DataFrame, ctx: DetectContext) -> tuple[int, int, NDArray[np.int64]]:
@@ -646,7 +737,16 @@ class _HurdleVolume(Detector):
         rows = _hours_of(data, self.entity_col, "queries")
         self.priors_ = self._fit(rows)
         self.t0_ = int(rows.get_column("h").min()) if rows.height else None  # type: ignore[arg-type]
+        crows = self._client_rows(data)
+        self.client_priors_ = self._fit(crows) if crows is not None else None
         return self
+
+    def _client_rows(self, data: pl.DataFrame) -> pl.DataFrame | None:
+        """Hourly distinct-client rows, or None when this detector or ``data`` has none."""
+        col = self.clients_col
+        if col is None or col not in data.columns:
+            return None
+        return _hours_of(data, self.entity_col, col)
 
     def _fit(self, rows: pl.DataFrame) -> HurdlePriors:
         if rows.height == 0:
@@ -677,6 +777,12 @@ class _HurdleVolume(Detector):
         if ws.size == 0:
             return empty_anomalies()
         priors = getattr(self, "priors_", None) or self._fit(rows.filter(pl.col("h") >= t0))
+        crows = self._client_rows(data)
+        cpriors: HurdlePriors | None = None
+        if crows is not None:
+            cpriors = getattr(self, "client_priors_", None) or self._fit(
+                crows.filter(pl.col("h") >= t0)
+            )
         ents = rows.filter((pl.col("h") >= t0) & (pl.col("h") < t0 + n_hours)).get_column(
             self.entity_col
         )
@@ -687,36 +793,34 @@ class _HurdleVolume(Detector):
             chunk = ents.slice(i, step)
             sub = rows.join(pl.DataFrame({self.entity_col: chunk}), on=self.entity_col, how="semi")
             names, mat = dense_matrix(sub, self.entity_col, t0, n_hours)
-            out.append(self._score_matrix(names, mat, t0, ws - t0, priors, ctx.seed))
+            cmat = None
+            if crows is not None and cpriors is not None:
+                _, cmat = dense_matrix(crows, self.entity_col, t0, n_hours, entities=names)
+            out.append(self._score_matrix(names, mat, t0, ws - t0, priors, ctx.seed, cmat, cpriors))
         res = pl.concat(out) if out else empty_anomalies()
         return res.sort(["entity", "window_start", "detector"])
 
-    def _score_matrix(
+    def _series_tails(
         self,
-        names: list[str],
         mat: NDArray[np.float32],
-        t0: int,
+        st: WindowStats,
+        di: NDArray[np.intp],
+        wi: NDArray[np.intp],
         starts: NDArray[np.int64],
-        priors: HurdlePriors,
-        seed: int = 0,
-    ) -> pl.DataFrame:
+    ) -> dict[str, Array]:
+        """Posterior-predictive tails of one series for the gated (entity, window) pairs.
+
+        Returns the window tails (occurrence, size, Fisher-combined), the hours
+        of each window with their tails, and the series' local p-value
+        ``min(1, 2·min(p_window, C·min_hour))``.
+        """
         c = int(self.window_hours)
-        st = window_stats(mat, starts, c, int(self.baseline_hours), priors, period=self._period)
-        totals = np.stack([mat[:, s : s + c].sum(axis=1) for s in starts], axis=1)
-        gate = st.active & (totals >= self.min_queries)
-        gate &= ((st.prob_demand >= self.prob_threshold) & (st.effect >= self.min_effect)) | (
-            st.hour_z >= self.hour_z
-        )
-        di, wi = np.nonzero(gate)
-        if di.size == 0:
-            return empty_anomalies()
 
         def g(a: Array) -> Array:
             return a[di, wi]
 
         k_c, s_c, phi = g(st.k_c), g(st.s_c), g(st.phi)
-        a_b, b_b, a_c, b_c = g(st.a_b), g(st.b_b), g(st.a_c), g(st.b_c)
-        al_b, be_b, al_c, be_c = g(st.al_b), g(st.be_b), g(st.al_c), g(st.be_c)
+        a_b, b_b, al_b, be_b = g(st.a_b), g(st.b_b), g(st.al_b), g(st.be_b)
         p_hat = a_b / (a_b + b_b)
         m_b = al_b / be_b
         # window predictive tails
@@ -736,8 +840,56 @@ class _HurdleVolume(Detector):
         exp_zero = (p_hat < 0.5)[:, None]
         tail = np.where(exp_zero, p_hat[:, None] * size_tail, size_tail)
         tail = np.where(hours > 0, tail, 1.0)
-        hour_min = tail.min(axis=1)
-        p_local = np.minimum(1.0, 2.0 * np.minimum(p_win, c * hour_min))
+        p_local = np.minimum(1.0, 2.0 * np.minimum(p_win, c * tail.min(axis=1)))
+        return dict(
+            p_occ=p_occ, p_size=p_size, p_win=p_win, hours=hours, tail=tail,
+            p_hat=p_hat, m_b=m_b, phi=phi, p_local=p_local,
+        )  # fmt: skip
+
+    def _gate(self, st: WindowStats) -> NDArray[np.bool_]:
+        """Outlier windows of one series: a probable, material increase or an extreme hour."""
+        return ((st.prob_demand >= self.prob_threshold) & (st.effect >= self.min_effect)) | (
+            st.hour_z >= self.hour_z
+        )
+
+    def _score_matrix(
+        self,
+        names: list[str],
+        mat: NDArray[np.float32],
+        t0: int,
+        starts: NDArray[np.int64],
+        priors: HurdlePriors,
+        seed: int = 0,
+        cmat: NDArray[np.float32] | None = None,
+        cpriors: HurdlePriors | None = None,
+    ) -> pl.DataFrame:
+        c = int(self.window_hours)
+        b, per = int(self.baseline_hours), self._period
+        g = int(self.guard)
+        st = window_stats(mat, starts, c, b, priors, period=per, guard=g)
+        totals = np.stack([mat[:, s : s + c].sum(axis=1) for s in starts], axis=1)
+        outlier = self._gate(st)
+        cst = None
+        if cmat is not None and cpriors is not None:
+            cst = window_stats(cmat, starts, c, b, cpriors, period=per, guard=g)
+            outlier |= self._gate(cst)
+        gate = st.active & (totals >= self.min_queries) & outlier
+        di, wi = np.nonzero(gate)
+        if di.size == 0:
+            return empty_anomalies()
+
+        def g(a: Array) -> Array:
+            return a[di, wi]
+
+        a_b, b_b, a_c, b_c = g(st.a_b), g(st.b_b), g(st.a_c), g(st.b_c)
+        al_b, be_b, al_c, be_c = g(st.al_b), g(st.be_b), g(st.al_c), g(st.be_c)
+        ex = self._series_tails(mat, st, di, wi, starts)
+        p_local = ex["p_local"]
+        cex: dict[str, Array] | None = None
+        if cst is not None and cmat is not None:
+            # two series tested: Bonferroni over the more significant of the two
+            cex = self._series_tails(cmat, cst, di, wi, starts)
+            p_local = np.minimum(1.0, 2.0 * np.minimum(ex["p_local"], cex["p_local"]))
         keep = p_local <= self.emit_p
         if not keep.any():
             return empty_anomalies()
@@ -753,16 +905,25 @@ class _HurdleVolume(Detector):
         )  # fmt: skip
         evidence = []
         croston = self._croston(mat, di[sel], starts[wi[sel]])
+        ex.update(prob_size_exact=prob_size_exact, prob_occ_mc=prob_occ_mc, prob_dem_mc=prob_dem_mc)
         for j, i in enumerate(sel):
-            evidence.append(
-                self._evidence(
-                    int(i), j, t0 + int(starts[wi[i]]), mat[di[i]], int(starts[wi[i]]), st, di, wi,
-                    dict(p_occ=p_occ, p_size=p_size, p_win=p_win, hours=hours, tail=tail,
-                         p_hat=p_hat, m_b=m_b, phi=phi, prob_size_exact=prob_size_exact,
-                         prob_occ_mc=prob_occ_mc, prob_dem_mc=prob_dem_mc),
-                    croston, priors,
+            w_abs, w_rel = t0 + int(starts[wi[i]]), int(starts[wi[i]])
+            ev = self._evidence(
+                int(i), j, w_abs, mat[di[i]], w_rel, st, di, wi, ex, croston, priors
+            )
+            if cex is not None and cst is not None and cmat is not None and cpriors is not None:
+                ev["clients"] = self._client_evidence(
+                    int(i), w_abs, cmat[di[i]], w_rel, cst, di, wi, cex, cpriors
                 )
-            )  # fmt: skip
+                pq, pc = float(ex["p_local"][i]), float(cex["p_local"][i])
+                ev["p_local"] = {
+                    "queries": _r(pq),
+                    "clients": _r(pc),
+                    "combined": _r(float(p_local[i])),
+                    "driver": "clients" if pc < pq else "queries",
+                    "method": "Bonferroni: 2 × the smaller of the two series' p-values",
+                }
+            evidence.append(ev)
         w_start = [datetime.fromtimestamp((t0 + int(starts[wi[i]])) * 3600, UTC) for i in sel]
         return anomaly_frame(
             self.name,
@@ -899,6 +1060,51 @@ class _HurdleVolume(Detector):
             "priors": priors.to_dict(),
         }
 
+    def _client_evidence(
+        self,
+        i: int,
+        w_abs: int,
+        row: NDArray[np.float32],
+        w_rel: int,
+        st: WindowStats,
+        di: NDArray[np.intp],
+        wi: NDArray[np.intp],
+        ex: dict[str, Array],
+        priors: HurdlePriors,
+    ) -> dict[str, Any]:
+        """Evidence of the distinct-clients series for candidate ``i``."""
+        c = int(self.window_hours)
+        d, w = int(di[i]), int(wi[i])
+        base = row[baseline_columns(w_rel, c, int(self.baseline_hours), self._period)]
+        cur = row[w_rel : w_rel + c]
+        p_hat, m_b = float(ex["p_hat"][i]), float(ex["m_b"][i])
+        order = np.argsort(ex["tail"][i], kind="stable")[: self.top_hours]
+        return {
+            "series": "distinct clients per hour (same hurdle model, own priors)",
+            "baseline_expected_per_hour": _r(p_hat * (1 + m_b)),
+            "baseline_max_per_hour": int(base.max()) if base.size else 0,
+            "baseline_nonzero_hours": int(st.k_b[d, w]),
+            "current_per_hour": [int(v) for v in cur],
+            "tail_p": {
+                "occurrence": _r(float(ex["p_occ"][i])),
+                "size": _r(float(ex["p_size"][i])),
+                "window": _r(float(ex["p_win"][i])),
+                "min_hour": _r(float(ex["tail"][i].min())),
+            },
+            "top_hours": [
+                {
+                    "hour": _iso(w_abs + int(h)),
+                    "observed": int(ex["hours"][i, h]),
+                    "expected": _r(p_hat * (1 + m_b)),
+                    "tail_p": _r(float(ex["tail"][i, h])),
+                }
+                for h in order
+                if ex["hours"][i, h] > 0
+            ],
+            "overdispersion_phi": _r(float(ex["phi"][i])),
+            "priors": priors.to_dict(),
+        }
+
     @classmethod
     def example(cls, seed: int = 0) -> pl.DataFrame:
         """Hurdle traffic for 30 entities over 72 hours; entity 0 bursts in the last 6 hours."""
@@ -940,6 +1146,7 @@ class VolumeDetector(_HurdleVolume):
         "their own trailing baseline (hurdle Beta/Gamma posteriors, empirical-Bayes priors)"
     )
     entity_col: ClassVar[str] = "registered_domain"
+    clients_col: ClassVar[str | None] = "clients"
 
 
 @register
