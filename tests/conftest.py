@@ -38,7 +38,9 @@ def test_data() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_store(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Commands that default to the user's alert store write to a temporary one in tests."""
     if "DNSIEVE_DB" not in os.environ:
         monkeypatch.setenv("DNSIEVE_DB", str(tmp_path_factory.mktemp("store") / "alerts.db"))
