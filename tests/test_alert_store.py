@@ -573,7 +573,7 @@ def test_runs(store: AlertStoreProtocol) -> None:
 
 def test_migrations_create_the_schema(db_url: str) -> None:
     with AlertStore.open(db_url) as s:
-        assert current_revision(s.engine) == "0001"
+        assert current_revision(s.engine) == "0002"
         insp = sa.inspect(s.engine)
         for table in metadata.sorted_tables:
             cols = {c["name"] for c in insp.get_columns(table.name)}
@@ -586,7 +586,7 @@ def test_migrations_create_the_schema(db_url: str) -> None:
             "ix_alerts_detector",
         } <= idx
     with AlertStore.open(db_url) as s:  # re-opening is a no-op
-        assert current_revision(s.engine) == "0001"
+        assert current_revision(s.engine) == "0002"
 
 
 def test_sqlite_pragmas(tmp_path: Path) -> None:

@@ -15,4 +15,5 @@ MODULES: tuple[str, ...] = (
     "dnsieve.commands.alerts",
     "dnsieve.commands.allow",
     "dnsieve.commands.train",
+    "dnsieve.commands.web",
 )

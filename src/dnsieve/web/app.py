@@ -1,0 +1,160 @@
+"""The Alert Manager app factory: :func:`create_app` (no module-level engine or settings).
+
+>>> import tempfile, os
+>>> from fastapi.testclient import TestClient
+>>> with tempfile.TemporaryDirectory() as d:
+...     app = create_app(WebSettings(db_url=os.path.join(d, "a.db")))
+...     with TestClient(app) as client:
+...         r = client.get("/alerts", follow_redirects=False)
+...     (r.status_code, r.headers["location"])
+(303, '/login?next=%2Falerts')
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from urllib.parse import quote
+
+import sqlalchemy.exc
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+
+from dnsieve.alerts.base import AlertNotFound, AlertStoreError, AmbiguousId
+from dnsieve.alerts.store import AlertStore
+from dnsieve.threat.allowlist import AllowListError
+from dnsieve.web.deps import LoginRequired
+from dnsieve.web.render import make_environment, page
+from dnsieve.web.security import LoginLimiter, SecurityHeadersMiddleware, WebSettings
+from dnsieve.web.users import UserStore
+
+__all__ = ["SECRET_ENV", "WebSettings", "create_app"]
+
+SECRET_ENV = "DNSIEVE_WEB_SECRET"
+SESSION_COOKIE = "dnsieve_session"
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith(("/api/", "/openapi.json"))
+
+
+def _error(
+    request: Request, code: int, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    if _is_api(request):
+        return JSONResponse({"detail": message}, status_code=code, headers=headers)
+    resp = page(request, "error.html", status_code=code, code=code, message=message)
+    if headers:
+        resp.headers.update(headers)
+    return resp
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        return RedirectResponse(
+            "/login?next=" + quote(exc.next_path, safe=""), status.HTTP_303_SEE_OTHER
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return _error(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        if _is_api(request):
+            from fastapi.encoders import jsonable_encoder
+
+            return JSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+        msgs = "; ".join(
+            f"{'.'.join(str(x) for x in e.get('loc', ())[1:])}: {e.get('msg')}"
+            for e in exc.errors()
+        )
+        return _error(request, 422, f"invalid request: {msgs}")
+
+    @app.exception_handler(AlertStoreError)
+    async def store_error(request: Request, exc: AlertStoreError) -> Response:
+        code = (
+            404 if isinstance(exc, AlertNotFound) else 409 if isinstance(exc, AmbiguousId) else 400
+        )
+        return _error(request, code, str(exc))
+
+    @app.exception_handler(AllowListError)
+    async def allow_error(request: Request, exc: AllowListError) -> Response:
+        return _error(request, 400, str(exc))
+
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    async def db_down(request: Request, exc: sqlalchemy.exc.OperationalError) -> Response:
+        return _error(request, 503, "the alert store is unavailable; try again")
+
+
+def create_app(settings: WebSettings | None = None, store: AlertStore | None = None) -> FastAPI:
+    """A new Alert Manager app on its own store connection.
+
+    ``store`` may be given (tests, ``dnsieve demo``); otherwise the store at
+    ``settings.db_url`` (``--db``, else ``$DNSIEVE_DB``, else the default file)
+    is opened and migrated, and closed when the app shuts down.
+    """
+    settings = settings or WebSettings()
+    own_store = store is None
+    store = store if store is not None else AlertStore.open(settings.db_url)
+    secret = (
+        settings.secret_key.get_secret_value()
+        if settings.secret_key is not None
+        else os.environ.get(SECRET_ENV) or secrets.token_urlsafe(48)
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if own_store:
+            store.close()
+
+    app = FastAPI(
+        title="dnsieve Alert Manager API",
+        version="1",
+        description="Triage DNS threat alerts: queue, verdicts, allow-lists, model, runs.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.users = UserStore(store.engine)
+    app.state.limiter = LoginLimiter(
+        settings.login_max_failures, settings.login_max_failures_ip, settings.login_window_s
+    )
+    app.state.templates = make_environment()
+
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=secret,
+        session_cookie=SESSION_COOKIE,
+        max_age=settings.session_max_age,
+        same_site=settings.same_site,
+        https_only=settings.https_only,
+    )
+    app.add_middleware(SecurityHeadersMiddleware, https_only=settings.https_only)
+    _install_handlers(app)
+
+    from bokeh.util.paths import static_path
+
+    from dnsieve.web.routes import alerts, allowlist, api, auth, model, review, runs
+
+    for r in (auth, alerts, review, allowlist, model, runs, api):
+        app.include_router(r.router)
+    app.mount(
+        "/static",
+        StaticFiles(directory=str(resources.files("dnsieve.web") / "static")),
+        name="static",
+    )
+    app.mount("/bokeh/static", StaticFiles(directory=str(static_path())), name="bokeh")
+    return app

@@ -1,0 +1,149 @@
+"""``Annotated`` dependencies of the Alert Manager: the store, the user, roles, CSRF.
+
+Pages authenticate by the session cookie only; the API by
+``Authorization: Bearer TOKEN`` or by the session cookie (then unsafe methods
+also need the ``X-CSRF-Token`` header).  Nothing here is module-level state:
+everything hangs off ``request.app.state`` set up by
+:func:`dnsieve.web.app.create_app`.
+"""
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, status
+from starlette.datastructures import FormData
+
+from dnsieve.alerts.store import AlertStore
+from dnsieve.web.security import CSRF_FIELD, CSRF_HEADER, WebSettings, csrf_ok
+from dnsieve.web.users import User, UserStore, role_at_least
+
+__all__ = [
+    "AdminApi",
+    "AdminPage",
+    "AnalystApi",
+    "AnalystPage",
+    "ApiUser",
+    "CsrfForm",
+    "LoginRequired",
+    "PageUser",
+    "SettingsDep",
+    "StoreDep",
+    "UsersDep",
+    "client_ip",
+]
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class LoginRequired(Exception):
+    """Raised by page dependencies when nobody is logged in (→ redirect to /login)."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+def get_store(request: Request) -> AlertStore:
+    return request.app.state.store
+
+
+def get_users(request: Request) -> UserStore:
+    return request.app.state.users
+
+
+def get_settings(request: Request) -> WebSettings:
+    return request.app.state.settings
+
+
+StoreDep = Annotated[AlertStore, Depends(get_store)]
+UsersDep = Annotated[UserStore, Depends(get_users)]
+SettingsDep = Annotated[WebSettings, Depends(get_settings)]
+
+
+def client_ip(request: Request) -> str:
+    """The peer address (proxy headers are not trusted)."""
+    return request.client.host if request.client else "unknown"
+
+
+def session_user(request: Request, users: UserStore) -> User | None:
+    """The logged-in user of this session (re-read from the database), else None."""
+    uid, name = request.session.get("uid"), request.session.get("user")
+    if not isinstance(uid, int) or not isinstance(name, str):
+        return None
+    user = users.get_user(name)
+    if user is None or user.id != uid or user.disabled:
+        request.session.clear()
+        return None
+    return user
+
+
+def page_user(request: Request, users: UsersDep) -> User:
+    user = session_user(request, users)
+    if user is None:
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise LoginRequired(path)
+    request.state.user = user
+    return user
+
+
+def api_user(request: Request, users: UsersDep) -> User:
+    """Bearer token, else session cookie (+ ``X-CSRF-Token`` on unsafe methods), else 401."""
+    auth = request.headers.get("authorization", "")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        user = users.user_for_token(token.strip()) if scheme.lower() == "bearer" else None
+        if user is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "invalid or revoked API token",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        request.state.user = user
+        return user
+    user = session_user(request, users)
+    if user is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "authentication required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if request.method not in SAFE_METHODS and not csrf_ok(
+        request.session, request.headers.get(CSRF_HEADER)
+    ):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong X-CSRF-Token header")
+    request.state.user = user
+    return user
+
+
+PageUser = Annotated[User, Depends(page_user)]
+ApiUser = Annotated[User, Depends(api_user)]
+
+
+def _need(role: str, base: Callable[..., User]) -> Callable[..., User]:
+    def check(user: Annotated[User, Depends(base)]) -> User:
+        if not role_at_least(user.role, role):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role} role")
+        return user
+
+    check.__name__ = f"need_{role}_{base.__name__}"
+    return check
+
+
+AnalystPage = Annotated[User, Depends(_need("analyst", page_user))]
+AdminPage = Annotated[User, Depends(_need("admin", page_user))]
+AnalystApi = Annotated[User, Depends(_need("analyst", api_user))]
+AdminApi = Annotated[User, Depends(_need("admin", api_user))]
+
+
+def _csrf_form() -> Callable[[Request], Coroutine[Any, Any, FormData]]:
+    async def csrf_form(request: Request) -> FormData:
+        """The POSTed form, after checking its ``csrf_token`` against the session (else 403)."""
+        form = await request.form(max_files=0, max_fields=50, max_part_size=64 * 1024)
+        if not csrf_ok(request.session, form.get(CSRF_FIELD)):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong CSRF token")
+        return form
+
+    return csrf_form
+
+
+CsrfForm = Annotated[FormData, Depends(_csrf_form())]

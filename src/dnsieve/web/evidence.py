@@ -1,0 +1,109 @@
+"""An alert's evidence in plain words, for the detail page's evidence card.
+
+Detectors write evidence as JSON (see ``docs/detectors.md``); this turns the
+common keys into short sentences an analyst can read at a glance, e.g.
+"queried 412 times in 3 h by 37 clients; baseline ≈ 0.2/h".  Every value is
+returned as plain text: the templates escape it.
+
+>>> from datetime import datetime, UTC
+>>> ev = {"queries": 412, "clients": 37, "current": {"hours": 3, "queries": 412},
+...       "baseline": {"expected_queries_per_hour": 0.2}}
+>>> evidence_sentences("volume", "domain", ev)[0]
+'queried 412 times in 3 h by 37 clients; baseline ≈ 0.2/h'
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["evidence_rows", "evidence_sentences"]
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _fmt(v: float) -> str:
+    return f"{v:,.0f}" if float(v).is_integer() else f"{v:.3g}"
+
+
+def _sample(v: Any, n: int = 3) -> str | None:
+    if isinstance(v, list) and v:
+        names = [str(x) for x in v[:n]]
+        more = f" and {len(v) - n} more" if len(v) > n else ""
+        return ", ".join(names) + more
+    return None
+
+
+def evidence_sentences(detector: str, entity_type: str, ev: Mapping[str, Any]) -> list[str]:
+    """Short plain-text sentences describing the evidence (most telling first)."""
+    out: list[str] = []
+    c, b = ev.get("current"), ev.get("baseline")
+    cur: Mapping[str, Any] = c if isinstance(c, Mapping) else {}
+    base: Mapping[str, Any] = b if isinstance(b, Mapping) else {}
+    q = _num(ev.get("queries")) if _num(ev.get("queries")) is not None else _num(cur.get("queries"))
+    hours = _num(cur.get("hours")) or _num(ev.get("hours"))
+    clients = _num(ev.get("clients"))
+    if q is not None:
+        s = f"queried {_fmt(q)} times"
+        if hours:
+            s += f" in {_fmt(hours)} h"
+        if clients is not None:
+            s += f" by {_fmt(clients)} client{'s' if clients != 1 else ''}"
+        new_vis = _num(ev.get("new_visitors"))
+        if new_vis is not None:
+            s += f", {_fmt(new_vis)} of them never seen before"
+        rate = _num(base.get("expected_queries_per_hour"))
+        if rate is not None:
+            s += f"; baseline ≈ {_fmt(rate)}/h"
+        out.append(s)
+    eff = ev.get("effect")
+    if isinstance(eff, Mapping) and _num(eff.get("demand_ratio")) is not None:
+        ci = eff.get("ci90")
+        s = f"demand {_fmt(_num(eff['demand_ratio']) or 0)}× its baseline"
+        if isinstance(ci, list) and len(ci) == 2 and all(_num(x) is not None for x in ci):
+            s += f" (90 % interval {_fmt(ci[0])}–{_fmt(ci[1])})"
+        out.append(s)
+    for key, what in (
+        ("nxdomain", "failed lookups (NXDOMAIN)"),
+        ("unique_subdomains", "distinct subdomains"),
+        ("answers", "distinct answers"),
+    ):
+        v = _num(ev.get(key))
+        if v is not None:
+            out.append(f"{_fmt(v)} {what}")
+    for key, what in (
+        ("sample_names", "sample names"),
+        ("names", "names"),
+        ("failed_names_sample", "failed names"),
+        ("answer_sample", "answers"),
+        ("new_visitor_sample", "new visitors"),
+    ):
+        sample = _sample(ev.get(key))
+        if sample:
+            out.append(f"{what}: {sample}")
+    top = ev.get("top_hours")
+    if isinstance(top, list) and top and isinstance(top[0], Mapping):
+        h = top[0]
+        if _num(h.get("observed")) is not None and _num(h.get("expected")) is not None:
+            out.append(
+                f"busiest unusual hour {h.get('hour', '?')}: {_fmt(h['observed'])} queries "
+                f"where ≈ {_fmt(h['expected'])} were expected"
+            )
+    if not out:
+        out.append(f"{detector} flagged this {entity_type.replace('_', ' × ')}")
+    return out
+
+
+def evidence_rows(ev: Mapping[str, Any], max_len: int = 400) -> list[tuple[str, str]]:
+    """Flat ``(key, value)`` rows of the evidence for a table (values as compact JSON text)."""
+    rows: list[tuple[str, str]] = []
+    for k in sorted(ev, key=str):
+        v = ev[k]
+        text: str = v if isinstance(v, str) else json.dumps(v, sort_keys=True, ensure_ascii=False)
+        if len(text) > max_len:
+            text = text[: max_len - 1] + "…"
+        rows.append((str(k), text))
+    return rows

@@ -1,0 +1,73 @@
+"""Rendering pages: one Jinja2 environment per app, autoescaping every template.
+
+Every domain, client, comment and reason shown is attacker-controlled text;
+templates never mark data ``|safe``.  JSON for the Bokeh plots goes through
+Jinja's ``tojson`` (which escapes ``<``, ``>``, ``&`` and ``'``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import jinja2
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+
+from dnsieve.web.security import CSRF_FIELD, csrf_token
+
+__all__ = ["flash", "make_environment", "page"]
+
+
+def _fmt_time(ts: datetime | None) -> str:
+    if ts is None:
+        return ""
+    return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _fmt_p(p: float | None) -> str:
+    return "" if p is None else f"{p:.2f}"
+
+
+def _fmt_num(x: float | None) -> str:
+    if x is None:
+        return ""
+    return f"{x:.4g}"
+
+
+def make_environment() -> jinja2.Environment:
+    """The templates shipped in ``dnsieve/web/templates``, autoescape on for everything."""
+    path = resources.files("dnsieve.web") / "templates"
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(path)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(time=_fmt_time, prob=_fmt_p, num=_fmt_num)
+    return env
+
+
+def flash(request: Request, message: str) -> None:
+    """A one-shot message shown on the next page."""
+    request.session["flash"] = message[:500]
+
+
+def page(request: Request, template: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
+    """Render ``template`` with the user, the CSRF token and any flash message."""
+    from dnsieve.web.plots import bokeh_script_urls
+
+    env: jinja2.Environment = request.app.state.templates
+    user = getattr(request.state, "user", None)
+    html = env.get_template(template).render(
+        request=request,
+        user=user,
+        csrf_field=CSRF_FIELD,
+        csrf_token=csrf_token(request.session),
+        flash=request.session.pop("flash", None),
+        bokeh_js=bokeh_script_urls() if ctx.pop("with_bokeh", False) else [],
+        **ctx,
+    )
+    return HTMLResponse(html, status_code=status_code)

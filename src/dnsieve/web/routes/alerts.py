@@ -1,0 +1,109 @@
+"""Pages: the alert queue, an alert's detail, and the verdict buttons."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Path, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from dnsieve.alerts.base import VERDICTS, InvalidTransition
+from dnsieve.web.actions import QueueParams, give_verdict
+from dnsieve.web.deps import AnalystPage, CsrfForm, PageUser, StoreDep
+from dnsieve.web.evidence import evidence_rows, evidence_sentences
+from dnsieve.web.plots import volume_plot, who_plot
+from dnsieve.web.queue import SORTS, detectors, feature_percentiles, list_queue, related_alerts
+from dnsieve.web.render import flash, page
+from dnsieve.web.users import role_at_least
+
+router = APIRouter(prefix="/alerts", include_in_schema=False)
+
+AlertId = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{1,64}$", max_length=64)]
+
+
+@router.get("", response_class=HTMLResponse)
+def queue(request: Request, user: PageUser, store: StoreDep, q: QueueParams) -> HTMLResponse:
+    items, total = list_queue(store, q)
+    pages = max(1, -(-total // q.per_page))
+    current = {
+        "status": q.status,
+        "detector": q.detector,
+        "domain": q.domain,
+        "client": q.client,
+        "q": q.search,
+        "sort": q.sort,
+        "per_page": q.per_page,
+        "include_suppressed": "true" if q.include_suppressed else None,
+    }
+
+    def link(**over: object) -> str:
+        """This queue's URL with some parameters changed (values URL-encoded)."""
+        params = {k: v for k, v in {**current, **over}.items() if v not in (None, "")}
+        return "/alerts?" + urlencode(params)
+
+    return page(
+        request,
+        "queue.html",
+        q=q,
+        items=items,
+        total=total,
+        pages=pages,
+        counts=store.count_by_status(),
+        detectors=detectors(store),
+        sorts=SORTS,
+        link=link,
+    )
+
+
+@router.get("/{alert_id}", response_class=HTMLResponse)
+def detail(request: Request, user: PageUser, store: StoreDep, alert_id: AlertId) -> HTMLResponse:
+    alert = store.get_alert(alert_id)
+    related = related_alerts(store, alert)
+    entry = None
+    if alert.suppressed_by is not None:
+        entry = next(
+            (e for e in store.list_allow(include_inactive=True) if e.id == alert.suppressed_by),
+            None,
+        )
+    plots = {
+        k: v
+        for k, v in (("volume", volume_plot(alert, related)), ("who", who_plot(alert, related)))
+        if v is not None
+    }
+    return page(
+        request,
+        "alert.html",
+        with_bokeh=bool(plots),
+        alert=alert,
+        summary=evidence_sentences(alert.detector, alert.entity_type, alert.evidence),
+        evidence=evidence_rows(alert.evidence),
+        features=feature_percentiles(store, alert),
+        related=related,
+        audit=store.audit_trail(alert.id),
+        entry=entry,
+        plots=plots,
+        verdicts=VERDICTS,
+        can_judge=role_at_least(user.role, "analyst"),
+    )
+
+
+@router.post("/{alert_id}/verdict")
+def verdict(
+    request: Request, user: AnalystPage, form: CsrfForm, store: StoreDep, alert_id: AlertId
+) -> RedirectResponse:
+    label = str(form.get("label") or "")
+    comment = str(form.get("comment") or "")[:2000]
+    if label not in VERDICTS:
+        raise InvalidTransition(f"a verdict is one of {', '.join(VERDICTS)}")
+    out = give_verdict(store, alert_id, label, user, comment)
+    msg = f"Verdict recorded: {out.verdict.old_status} → {out.verdict.new_status}."
+    if out.probability is not None and out.model_version is not None:
+        msg += (
+            f" Threat model v{out.model_version.id} learned it: P(threat) now "
+            f"{out.probability:.2f}; {out.rescored} alert(s) re-scored."
+        )
+    elif out.model_error:
+        msg += f" The threat model could not learn it ({out.model_error})."
+    flash(request, msg)
+    return RedirectResponse(f"/alerts/{out.verdict.alert.id}", status.HTTP_303_SEE_OTHER)

@@ -1,0 +1,161 @@
+"""The JSON REST API under ``/api``: everything the pages do.
+
+Every route needs a user (``Authorization: Bearer TOKEN``, or the session
+cookie plus ``X-CSRF-Token`` for writes).  Verdicts and allow-list changes
+need the analyst role, model rollback the admin role.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, status
+
+from dnsieve.web.actions import (
+    QueueParams,
+    add_allow,
+    allow_list,
+    end_allow,
+    give_verdict,
+    model_summary,
+)
+from dnsieve.web.deps import AdminApi, AnalystApi, ApiUser, StoreDep, api_user
+from dnsieve.web.evidence import evidence_sentences
+from dnsieve.web.queue import list_queue, related_alerts, review_queue, rollback_model
+from dnsieve.web.schemas import (
+    AlertDetailPublic,
+    AlertPage,
+    AlertPublic,
+    AllowCreate,
+    AllowPublic,
+    AllowUpdate,
+    AuditPublic,
+    ModelSummary,
+    ModelVersionPublic,
+    ReviewItem,
+    RunPublic,
+    UserPublic,
+    VerdictCreate,
+    VerdictPublic,
+)
+
+router = APIRouter(prefix="/api", dependencies=[Depends(api_user)])
+
+AlertId = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{1,64}$", max_length=64)]
+EntryId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+@router.get("/me", tags=["users"])
+def me(user: ApiUser) -> UserPublic:
+    """The authenticated user and role."""
+    return UserPublic.model_validate(user)
+
+
+@router.get("/alerts", tags=["alerts"])
+def list_alerts(store: StoreDep, q: QueueParams) -> AlertPage:
+    """The alert queue: filtered, sorted, one page, with counts by status."""
+    items, total = list_queue(store, q)
+    return AlertPage(
+        items=[AlertPublic.of(a) for a in items],
+        total=total,
+        page=q.page,
+        per_page=q.per_page,
+        counts=store.count_by_status(),
+    )
+
+
+@router.get("/alerts/counts", tags=["alerts"])
+def counts(store: StoreDep, include_suppressed: bool = False) -> dict[str, int]:
+    """Alerts per status."""
+    return store.count_by_status(include_suppressed=include_suppressed)
+
+
+@router.get("/alerts/{alert_id}", tags=["alerts"])
+def get_alert(store: StoreDep, alert_id: AlertId) -> AlertDetailPublic:
+    """One alert (id or unique prefix): evidence in words, related alerts, audit trail."""
+    a = store.get_alert(alert_id)
+    return AlertDetailPublic(
+        alert=AlertPublic.of(a),
+        summary=evidence_sentences(a.detector, a.entity_type, a.evidence),
+        related=[AlertPublic.of(r) for r in related_alerts(store, a)],
+        audit=[AuditPublic.of(e) for e in store.audit_trail(a.id)],
+    )
+
+
+@router.post("/alerts/{alert_id}/verdict", tags=["alerts"])
+def verdict(
+    store: StoreDep, user: AnalystApi, alert_id: AlertId, body: VerdictCreate
+) -> VerdictPublic:
+    """Record a verdict; the threat model learns it and re-scores the open alerts."""
+    if body.learn:
+        out = give_verdict(store, alert_id, body.label, user, body.comment)
+    else:
+        from dnsieve.alerts.feedback import apply_verdict
+
+        out = apply_verdict(store, alert_id, body.label, user.name, body.comment, learn=False)
+    return VerdictPublic(
+        alert=AlertPublic.of(store.get_alert(out.verdict.alert.id)),
+        old_status=out.verdict.old_status,
+        new_status=out.verdict.new_status,
+        model_version=out.model_version.id if out.model_version else None,
+        threat_probability=out.probability,
+        rescored=out.rescored,
+        model_error=out.model_error,
+    )
+
+
+@router.get("/review", tags=["review"])
+def review(store: StoreDep, k: Annotated[int, Query(ge=1, le=500)] = 50) -> list[ReviewItem]:
+    """The needs-review queue: alerts marked for review, then the most informative open ones."""
+    return [
+        ReviewItem(alert=AlertPublic.of(a), priority=None if pr == float("inf") else pr)
+        for a, pr in review_queue(store, k=k)
+    ]
+
+
+@router.get("/allowlist", tags=["allowlist"])
+def list_allow(store: StoreDep, all: bool = True) -> list[AllowPublic]:
+    """Allow-list entries with their state and how many alerts each suppresses."""
+    return allow_list(store, include_inactive=all)
+
+
+@router.post("/allowlist", tags=["allowlist"], status_code=status.HTTP_201_CREATED)
+def create_allow(store: StoreDep, user: AnalystApi, body: AllowCreate) -> AllowPublic:
+    """Add an entry (the author is the authenticated user); covered alerts leave the queue."""
+    return add_allow(store, body.kind, body.value, body.reason, user, body.detector, body.expires)
+
+
+@router.patch("/allowlist/{entry_id}", tags=["allowlist"])
+def update_allow(
+    store: StoreDep, user: AnalystApi, entry_id: EntryId, body: AllowUpdate
+) -> AllowPublic:
+    """Expire an entry now, or set when it expires."""
+    return end_allow(store, entry_id, body.expires)
+
+
+@router.delete("/allowlist/{entry_id}", tags=["allowlist"])
+def delete_allow(store: StoreDep, user: AnalystApi, entry_id: EntryId) -> AllowPublic:
+    """Remove an entry (kept as history); its alerts come back unless another entry matches."""
+    from datetime import UTC, datetime
+
+    e = store.remove_allow(entry_id)
+    return AllowPublic.of(e, datetime.now(UTC), store.suppressed_count(e.id))
+
+
+@router.get("/model", tags=["model"])
+def model(store: StoreDep) -> ModelSummary:
+    """The active threat-model version, its history and the verdict counts."""
+    return model_summary(store)
+
+
+@router.post("/model/versions/{version_id}/activate", tags=["model"])
+def activate(store: StoreDep, user: AdminApi, version_id: EntryId) -> ModelVersionPublic:
+    """Roll back (or forward) to a model version and re-score the open alerts."""
+    version, _ = rollback_model(store, version_id)
+    return ModelVersionPublic.of(version)
+
+
+@router.get("/runs", tags=["runs"])
+def runs(store: StoreDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[RunPublic]:
+    """Pipeline runs, newest first: inputs, counts and rejects by reason."""
+    return [RunPublic.of(r) for r in store.list_runs(limit=limit)]

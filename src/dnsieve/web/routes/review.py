@@ -1,0 +1,17 @@
+"""Page: the "needs review" queue (active learning: uncertainty × impact)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from dnsieve.web.deps import PageUser, StoreDep
+from dnsieve.web.queue import review_queue
+from dnsieve.web.render import page
+
+router = APIRouter(prefix="/review", include_in_schema=False)
+
+
+@router.get("", response_class=HTMLResponse)
+def review(request: Request, user: PageUser, store: StoreDep) -> HTMLResponse:
+    return page(request, "review.html", items=review_queue(store, k=50))

@@ -1,0 +1,16 @@
+"""Page: pipeline runs — sources ingested, rejects by reason, last run."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from dnsieve.web.deps import PageUser, StoreDep
+from dnsieve.web.render import page
+
+router = APIRouter(prefix="/runs", include_in_schema=False)
+
+
+@router.get("", response_class=HTMLResponse)
+def runs(request: Request, user: PageUser, store: StoreDep) -> HTMLResponse:
+    return page(request, "runs.html", runs=store.list_runs(limit=100))

@@ -1,0 +1,188 @@
+"""Pydantic schemas of the REST API: one family (Create / Update / Public) per resource."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dnsieve.alerts.base import Alert, AllowEntry, AuditEntry, ModelVersion, RunRecord
+
+__all__ = [
+    "AlertDetailPublic",
+    "AlertPage",
+    "AlertPublic",
+    "AllowCreate",
+    "AllowPublic",
+    "AllowUpdate",
+    "AuditPublic",
+    "ModelSummary",
+    "ModelVersionPublic",
+    "ReviewItem",
+    "RunPublic",
+    "UserPublic",
+    "VerdictCreate",
+    "VerdictPublic",
+]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class AlertPublic(_Out):
+    id: str
+    detector: str
+    entity_type: str
+    entity: str
+    domain: str | None
+    client: str | None
+    window_start: datetime
+    window_end: datetime
+    score: float
+    p_value: float | None
+    threat_probability: float | None
+    status: str
+    severity: str
+    evidence: dict[str, Any]
+    features: dict[str, Any] | None
+    first_seen: datetime
+    last_seen: datetime
+    times_seen: int
+    suppressed_by: int | None
+    suppressed: bool
+
+    @classmethod
+    def of(cls, a: Alert) -> AlertPublic:
+        return cls.model_validate(a)
+
+
+class AlertPage(BaseModel):
+    items: list[AlertPublic]
+    total: int
+    page: int
+    per_page: int
+    counts: dict[str, int] = Field(description="alerts per status (suppressed ones left out)")
+
+
+class AuditPublic(_Out):
+    id: int
+    alert_id: str
+    actor: str
+    at: datetime
+    old_status: str
+    new_status: str
+    comment: str | None
+    model_version: int | None
+
+    @classmethod
+    def of(cls, e: AuditEntry) -> AuditPublic:
+        return cls.model_validate(e)
+
+
+class AlertDetailPublic(BaseModel):
+    alert: AlertPublic
+    summary: list[str] = Field(description="the evidence in plain words")
+    related: list[AlertPublic]
+    audit: list[AuditPublic]
+
+
+class VerdictCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label: Literal["threat", "benign", "not_relevant"]
+    comment: str | None = Field(default=None, max_length=2000)
+    learn: bool = Field(default=True, description="let the threat model learn from it")
+
+
+class VerdictPublic(BaseModel):
+    alert: AlertPublic
+    old_status: str
+    new_status: str
+    model_version: int | None
+    threat_probability: float | None = Field(description="the alert's P(threat) after learning")
+    rescored: int
+    model_error: str | None
+
+
+class ReviewItem(BaseModel):
+    alert: AlertPublic
+    priority: float | None = Field(description="uncertainty × impact; null: marked needs_review")
+
+
+class AllowCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["domain", "suffix", "wildcard", "client", "detector_entity"]
+    value: str = Field(min_length=1, max_length=1000)
+    reason: str = Field(min_length=1, max_length=2000)
+    detector: str | None = Field(default=None, max_length=64)
+    expires: str | None = Field(
+        default=None, max_length=64, description="7d, 12h, 90m or an ISO 8601 time; null: never"
+    )
+
+
+class AllowUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    expires: str = Field(
+        default="now", max_length=64, description="'now' ends the entry; or 7d, 12h or an ISO time"
+    )
+
+
+class AllowPublic(_Out):
+    id: int
+    kind: str
+    value: str
+    detector: str | None
+    reason: str
+    author: str
+    created_at: datetime
+    expires_at: datetime | None
+    removed_at: datetime | None
+    state: str
+    suppresses: int
+
+    @classmethod
+    def of(cls, e: AllowEntry, now: datetime, suppresses: int) -> AllowPublic:
+        state = "removed" if e.removed_at is not None else "active" if e.active(now) else "expired"
+        return cls.model_validate({**e.__dict__, "state": state, "suppresses": suppresses})
+
+
+class ModelVersionPublic(_Out):
+    id: int
+    created_at: datetime
+    kind: str
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    parent_id: int | None
+    active: bool
+
+    @classmethod
+    def of(cls, m: ModelVersion) -> ModelVersionPublic:
+        return cls.model_validate({k: v for k, v in m.__dict__.items() if k != "blob"})
+
+
+class ModelSummary(BaseModel):
+    active: ModelVersionPublic | None
+    versions: list[ModelVersionPublic]
+    verdicts: dict[str, int]
+
+
+class RunPublic(_Out):
+    id: int
+    started: datetime
+    finished: datetime | None
+    inputs: dict[str, Any]
+    counts: dict[str, Any]
+    rejects: dict[str, Any]
+
+    @classmethod
+    def of(cls, r: RunRecord) -> RunPublic:
+        return cls.model_validate(r)
+
+
+class UserPublic(_Out):
+    name: str
+    role: str
