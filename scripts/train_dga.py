@@ -22,11 +22,18 @@ Every domain is reduced to the label left of its ICANN public suffix (the
 scored unit, see :mod:`dnsieve.detectors.dga`) and de-duplicated.  Rows are
 split by a stable hash of the label: 70 % fit, 10 % calibration, 20 % test,
 so a label never sits on both sides.  Everything is deterministic given the
-data (liblinear with a fixed seed).
+data (fixed seeds).
+
+Model: benign character tables (bigram, smoothed trigram Markov model, known
+4-/5-grams; fitted on the benign *fit* split only) turn each label into
+:data:`dnsieve.detectors.dga.MODEL_FEATURES`; a classifier (``--variant``:
+gradient-boosted trees or a small MLP, scikit-learn at training time only) is
+exported as NumPy arrays and Platt-calibrated on the *cal* split.
 
 Leave-family-out (``--evaluate``): for each canonical family F, fit on the
-benign *fit* split plus every other family, then score F (all its rows) against
-the benign *test* split; report AUC and the TPR at FPR = 1e-3.
+benign non-test rows plus every other family, then score F (all its rows)
+against the benign *test* split; report AUC and the TPR at FPR = 1e-3.
+``--variants a,b`` evaluates several classifiers on the same folds.
 """
 
 from __future__ import annotations
@@ -43,14 +50,28 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import polars as pl
-import scipy.sparse as sp
 import sklearn
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, roc_auc_score
+from sklearn.neural_network import MLPClassifier
 
-from dnsieve import lexical
-from dnsieve.detectors.dga import DgaModel, registered_labels
+try:
+    import polars as pl
+
+    from dnsieve import lexical
+    from dnsieve.detectors.dga import (
+        MODEL_FEATURES,
+        BenignTables,
+        DgaModel,
+        Mlp,
+        Trees,
+        model_features,
+        registered_labels,
+    )
+except ImportError:  # pragma: no cover - --evaluate-features on a bare NumPy/scikit-learn box
+    if "--evaluate-features" not in sys.argv:
+        raise
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -62,12 +83,25 @@ TEST_FPR = 1e-3
 
 @dataclass
 class Params:
-    n_min: int = 1
-    n_max: int = 4
-    n_bits: int = 18
-    C: float = 1.0
+    variant: str = "g80d5"
     max_per_family: int = 2000
     seed: int = 20240301
+
+
+#: Classifier variants: name -> (kind, options).
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "gbm": ("trees", {"max_iter": 200, "max_depth": 5, "learning_rate": 0.1}),
+    "gbm_small": ("trees", {"max_iter": 100, "max_depth": 4, "learning_rate": 0.15}),
+    "gbm_tiny": ("trees", {"max_iter": 60, "max_depth": 4, "learning_rate": 0.25}),
+    "g80d5": ("trees", {"max_iter": 80, "max_depth": 5, "learning_rate": 0.2}),
+    "g60d6": ("trees", {"max_iter": 60, "max_depth": 6, "learning_rate": 0.25}),
+    "g100d4": ("trees", {"max_iter": 100, "max_depth": 4, "learning_rate": 0.2}),
+    "g50d5": ("trees", {"max_iter": 50, "max_depth": 5, "learning_rate": 0.3}),
+    "g40d6": ("trees", {"max_iter": 40, "max_depth": 6, "learning_rate": 0.3}),
+    "gbm_big": ("trees", {"max_iter": 300, "max_leaf_nodes": 31, "learning_rate": 0.1}),
+    "mlp": ("mlp", {"hidden": 32, "max_iter": 80}),
+    "mlp64": ("mlp", {"hidden": 64, "max_iter": 80}),
+}
 
 
 def sha256(path: Path) -> str:
@@ -175,42 +209,16 @@ def load_corpus(data: Path) -> tuple[pl.DataFrame, pl.DataFrame, list[Path]]:
     return allrows, mal, files
 
 
-def hand_features(
-    labels: pl.Series, table: npt.NDArray[np.float64], max_len: int
-) -> npt.NDArray[np.float64]:
-    f = lexical.feature_arrays(labels, table, max_len)
-    return np.stack([f[k].astype(np.float64) for k in lexical.FEATURE_NAMES], axis=1)
-
-
-def ngram_matrix(labels: pl.Series, p: Params, max_len: int) -> sp.csr_matrix:
-    """Hashed n-gram counts / sqrt(n-grams), exactly as DgaModel.margin computes them."""
-    n = labels.len()
-    rows_l, cols_l, vals_l = [], [], []
-    for rows, enc in lexical.iter_encoded(labels, max_len):
-        idx, valid = lexical.hashed_ngrams(enc, p.n_min, p.n_max, p.n_bits)
-        nvalid = valid.sum(axis=1)
-        scale = 1.0 / np.sqrt(np.maximum(nvalid, 1))
-        r = np.broadcast_to(rows[:, None], idx.shape)[valid]
-        rows_l.append(r)
-        cols_l.append(idx[valid])
-        vals_l.append(np.broadcast_to(scale[:, None], idx.shape)[valid])
-    m = sp.csr_matrix(
-        (np.concatenate(vals_l), (np.concatenate(rows_l), np.concatenate(cols_l))),
-        shape=(n, 1 << p.n_bits),
-        dtype=np.float64,
-    )
-    m.sum_duplicates()
-    return m
-
-
 def cap_per_family(
-    corpus: pl.DataFrame, mask: npt.NDArray[np.bool_], cap: int, seed: int
+    fam: npt.NDArray[Any],
+    y: npt.NDArray[np.int64],
+    mask: npt.NDArray[np.bool_],
+    cap: int,
+    seed: int,
 ) -> npt.NDArray[np.bool_]:
     """Limit each DGA family to ``cap`` training rows (random, seeded)."""
     out = mask.copy()
     rng = np.random.default_rng(seed)
-    fam = corpus["family"].to_numpy()
-    y = corpus["y"].to_numpy()
     for f in np.unique(fam[(y == 1) & mask]):
         idx = np.flatnonzero((fam == f) & mask)
         if idx.size > cap:
@@ -219,29 +227,76 @@ def cap_per_family(
     return out
 
 
-def fit_linear(
-    Xn: sp.csr_matrix,
-    F: npt.NDArray[np.float64],
-    y: npt.NDArray[np.int64],
-    train: npt.NDArray[np.bool_],
-    p: Params,
-) -> tuple[LogisticRegression, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    mu = F[train].mean(axis=0)
-    sd = F[train].std(axis=0)
-    sd = np.where(sd > 1e-9, sd, 1.0)
-    X = sp.hstack([Xn[train], sp.csr_matrix((F[train] - mu) / sd)], format="csr")
-    clf = LogisticRegression(
-        C=p.C, solver="liblinear", class_weight="balanced", max_iter=200, random_state=p.seed
+def export_trees(clf: HistGradientBoostingClassifier) -> Trees:
+    """Pack a fitted binary HistGradientBoostingClassifier into :class:`Trees` arrays."""
+    trees = [pred[0].nodes for pred in clf._predictors]
+    width = max(t.shape[0] for t in trees)
+    n = len(trees)
+    feat = np.zeros((n, width), np.int16)
+    thr = np.full((n, width), np.inf)
+    left = np.tile(np.arange(width, dtype=np.int16), (n, 1))
+    right = left.copy()
+    value = np.zeros((n, width), np.float32)
+    depth = 0
+    for i, nodes in enumerate(trees):
+        k = nodes.shape[0]
+        leaf = nodes["is_leaf"].astype(bool)
+        inner = np.flatnonzero(~leaf)
+        feat[i, inner] = nodes["feature_idx"][inner]
+        thr[i, inner] = nodes["num_threshold"][inner]
+        left[i, inner] = nodes["left"][inner]
+        right[i, inner] = nodes["right"][inner]
+        value[i, :k] = np.where(leaf, nodes["value"], 0.0)
+        depth = max(depth, int(nodes["depth"].max()))
+    return Trees(feat, thr, left, right, value, depth, float(np.ravel(clf._baseline_prediction)[0]))
+
+
+def fit_sklearn(
+    Z: npt.NDArray[np.float64], y: npt.NDArray[np.int64], variant: str, seed: int
+) -> HistGradientBoostingClassifier | MLPClassifier:
+    """Fit one classifier variant on standardised features, class-balanced."""
+    kind, opts = VARIANTS[variant]
+    w = np.where(y == 1, 0.5 / max(1, y.sum()), 0.5 / max(1, (1 - y).sum())) * y.size
+    if kind == "trees":
+        clf = HistGradientBoostingClassifier(random_state=seed, early_stopping=False, **opts)
+        return clf.fit(Z, y, sample_weight=w)
+    mlp = MLPClassifier(
+        hidden_layer_sizes=(opts["hidden"],),
+        max_iter=opts["max_iter"],
+        random_state=seed,
+        alpha=1e-4,
     )
-    clf.fit(X, y[train])
-    return clf, mu, sd
+    return mlp.fit(Z, y, sample_weight=w)
 
 
-def margins(
-    clf: LogisticRegression, mu: Any, sd: Any, Xn: sp.csr_matrix, F: Any, rows: Any
+def sklearn_margin(
+    clf: HistGradientBoostingClassifier | MLPClassifier, Z: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
-    X = sp.hstack([Xn[rows], sp.csr_matrix((F[rows] - mu) / sd)], format="csr")
-    return clf.decision_function(X)  # type: ignore[no-any-return]
+    """Log-odds from the scikit-learn estimator (what the exported arrays compute)."""
+    if isinstance(clf, HistGradientBoostingClassifier):
+        return clf.decision_function(Z)
+    p = np.clip(clf.predict_proba(Z)[:, 1], 1e-15, 1 - 1e-15)
+    return np.log(p / (1 - p))
+
+
+def export_classifier(clf: HistGradientBoostingClassifier | MLPClassifier) -> Trees | Mlp:
+    """The NumPy-only classifier shipped in the artifact."""
+    if isinstance(clf, HistGradientBoostingClassifier):
+        return export_trees(clf)
+    return Mlp(
+        w1=clf.coefs_[0].astype(np.float32),
+        b1=clf.intercepts_[0].astype(np.float32),
+        w2=clf.coefs_[1][:, 0].astype(np.float32),
+        b2=float(clf.intercepts_[1][0]),
+    )
+
+
+def standardise(
+    M: npt.NDArray[np.float64], train: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    mu = M[train].mean(axis=0)
+    sd = M[train].std(axis=0)
+    return mu, np.where(sd > 1e-9, sd, 1.0)
 
 
 def tpr_at_fpr(
@@ -277,66 +332,78 @@ def ece(p: npt.NDArray[np.float64], y: npt.NDArray[np.int64], bins: int = 10) ->
 _SHARED: dict[str, Any] = {}
 
 
-def _fold(f: str) -> dict[str, Any]:
-    corpus, Xn, F, p = _SHARED["corpus"], _SHARED["Xn"], _SHARED["F"], _SHARED["p"]
-    y = corpus["y"].to_numpy()
-    split = corpus["split"].to_numpy()
-    fam = corpus["family"].to_numpy()
+def _fold(f: str) -> list[dict[str, Any]]:
+    y, split, fam = _SHARED["y"], _SHARED["split"], _SHARED["fam"]
+    M, p, variants = _SHARED["M"], _SHARED["p"], _SHARED["variants"]
     benign_fit = (y == 0) & (split != "test")
     benign_test = np.flatnonzero((y == 0) & (split == "test"))
-    t0 = time.perf_counter()
     train = benign_fit | ((y == 1) & (fam != f))
-    train = cap_per_family(corpus, train, p.max_per_family, p.seed)
-    clf, mu, sd = fit_linear(Xn, F, y, train, p)
+    train = cap_per_family(fam, y, train, p.max_per_family, p.seed)
     held = np.flatnonzero(fam == f)
-    s_pos = margins(clf, mu, sd, Xn, F, held)
-    s_neg = margins(clf, mu, sd, Xn, F, benign_test)
-    auc = roc_auc_score(np.r_[np.ones(held.size), np.zeros(benign_test.size)], np.r_[s_pos, s_neg])
-    return {
-        "family": f,
-        "n": int(held.size),
-        "auc": float(auc),
-        "tpr_at_fpr_1e-3": tpr_at_fpr(s_pos, s_neg),
-        "benign_test": int(benign_test.size),
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
+    mu, sd = standardise(M, train)
+    Z = (M - mu) / sd
+    rows = []
+    for v in variants:
+        t0 = time.perf_counter()
+        clf = fit_sklearn(Z[train], y[train], v, p.seed)
+        s_pos = sklearn_margin(clf, Z[held])
+        s_neg = sklearn_margin(clf, Z[benign_test])
+        auc = roc_auc_score(
+            np.r_[np.ones(held.size), np.zeros(benign_test.size)], np.r_[s_pos, s_neg]
+        )
+        rows.append(
+            {
+                "variant": v,
+                "family": f,
+                "n": int(held.size),
+                "auc": float(auc),
+                "tpr_at_fpr_1e-3": tpr_at_fpr(s_pos, s_neg),
+                "benign_test": int(benign_test.size),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+    return rows
 
 
 def leave_family_out(
-    corpus: pl.DataFrame,
-    Xn: sp.csr_matrix,
-    F: Any,
+    y: npt.NDArray[np.int64],
+    split: npt.NDArray[Any],
+    fam: npt.NDArray[Any],
+    M: npt.NDArray[np.float64],
     p: Params,
     families: list[str] | None,
     log: Any,
     jobs: int = 1,
-) -> list[dict[str, Any]]:
-    """One fold per canonical family (optionally in ``jobs`` forked processes)."""
-    y = corpus["y"].to_numpy()
-    fam = corpus["family"].to_numpy()
+    variants: list[str] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """One fold per canonical family (optionally in ``jobs`` forked processes).
+
+    Returns ``{variant: [row per family]}``.
+    """
     fams = sorted(set(fam[y == 1]))
     if families:
         fams = [f for f in fams if f in set(families)]
-    _SHARED.update(corpus=corpus, Xn=Xn, F=F, p=p)
-    out = []
+    variants = variants or [p.variant]
+    _SHARED.update(y=y, split=split, fam=fam, M=M, p=p, variants=variants)
+    out: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
 
-    def show(row: dict[str, Any]) -> None:
-        log(
-            f"  {row['family']:24s} n={row['n']:5d} AUC={row['auc']:.4f} TPR@1e-3={row['tpr_at_fpr_1e-3']:.3f} ({row['seconds']}s)"
-        )
+    def show(rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            log(
+                f"  {row['variant']:10s} {row['family']:24s} n={row['n']:5d} AUC={row['auc']:.4f} "
+                f"TPR@1e-3={row['tpr_at_fpr_1e-3']:.3f} ({row['seconds']}s)"
+            )
+            out[row["variant"]].append(row)
 
     if jobs > 1:
         import multiprocessing as mp
 
         with mp.get_context("fork").Pool(jobs) as pool:
-            for row in pool.imap(_fold, fams):
-                show(row)
-                out.append(row)
+            for rows in pool.imap(_fold, fams):
+                show(rows)
     else:
         for f in fams:
-            row = _fold(f)
-            show(row)
-            out.append(row)
+            show(_fold(f))
     return out
 
 
@@ -352,15 +419,57 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--no-save", action="store_true", help="do not write the model")
     ap.add_argument("--report", type=Path, help="write the leave-family-out results as JSON here")
+    ap.add_argument("--lofo-from", type=Path, help="reuse a --report file instead of --evaluate")
     ap.add_argument("--jobs", type=int, default=1, help="parallel leave-family-out folds")
-    ap.add_argument("--C", type=float, default=Params.C)
-    ap.add_argument("--n-bits", type=int, default=Params.n_bits)
+    ap.add_argument("--variant", default=Params.variant, choices=sorted(VARIANTS))
+    ap.add_argument(
+        "--variants", default="", help="comma-separated variants to compare in --evaluate"
+    )
     ap.add_argument("--max-per-family", type=int, default=Params.max_per_family)
+    ap.add_argument(
+        "--dump-features", type=Path, help="write labels' features and classes (.npz) and stop"
+    )
+    ap.add_argument(
+        "--evaluate-features",
+        type=Path,
+        help="leave-family-out from a --dump-features file only (needs NumPy and scikit-learn, "
+        "not dnsieve), e.g. on a larger machine; writes --report",
+    )
     args = ap.parse_args(argv)
-    p = Params(C=args.C, n_bits=args.n_bits, max_per_family=args.max_per_family)
+    p = Params(variant=args.variant, max_per_family=args.max_per_family)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
+
+    def evaluate(y: Any, split: Any, fam: Any, M: Any) -> list[dict[str, Any]]:
+        fams = [f.strip() for f in args.families.split(",") if f.strip()] or None
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()] or [p.variant]
+        log("leave-family-out:")
+        res = leave_family_out(y, split, fam, M, p, fams, log, args.jobs, variants)
+        summary = {}
+        for v, rows in res.items():
+            aucs = np.array([r["auc"] for r in rows])
+            summary[v] = float(np.median(aucs))
+            log(f"{v}: median AUC over {aucs.size} held-out families: {np.median(aucs):.4f}")
+        if args.report:
+            args.report.write_text(
+                json.dumps(
+                    {
+                        "params": p.__dict__,
+                        "scikit_learn": sklearn.__version__,
+                        "median_auc": summary,
+                        "results": res,
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
+        return res.get(p.variant, [])
+
+    if args.evaluate_features:
+        with np.load(args.evaluate_features, allow_pickle=False) as z:
+            evaluate(z["y"], z["split"], z["family"], z["M"])
+        return 0
 
     t0 = time.perf_counter()
     corpus, mal, files = load_corpus(args.data)
@@ -372,54 +481,43 @@ def main(argv: list[str] | None = None) -> int:
     )
     max_len = lexical.DEFAULT_MAX_LEN
     benign_fit_labels = corpus.filter((pl.col("y") == 0) & (pl.col("split") == "fit"))["label"]
-    table = lexical.bigram_table_from_labels(benign_fit_labels)
+    tables = BenignTables.fit(benign_fit_labels)
     labels = corpus["label"]
-    F = hand_features(labels, table, max_len)
-    Xn = ngram_matrix(labels, p, max_len)
+    _feats, M = model_features(labels, tables, max_len)
     log(
-        f"features: {Xn.shape[1]:,} n-gram buckets, {Xn.nnz:,} non-zeros, {F.shape[1]} hand features"
+        f"features: {M.shape[1]} per label; tables: {tables.known4.size:,} known 4-grams, "
+        f"{tables.known5.size:,} known 5-grams ({time.perf_counter() - t0:.1f}s)"
     )
 
+    fam = corpus["family"].to_numpy().astype(str)
+    if args.dump_features:
+        np.savez_compressed(args.dump_features, M=M, y=y, split=split.astype(str), family=fam)
+        log(f"wrote {args.dump_features}")
+        return 0
     lofo: list[dict[str, Any]] = []
     if args.evaluate:
-        fams = [f.strip() for f in args.families.split(",") if f.strip()] or None
-        log("leave-family-out:")
-        lofo = leave_family_out(corpus, Xn, F, p, fams, log, args.jobs)
-        aucs = np.array([r["auc"] for r in lofo])
-        log(f"median AUC over {aucs.size} held-out families: {np.median(aucs):.4f}")
-        if args.report:
-            args.report.write_text(
-                json.dumps(
-                    {"params": p.__dict__, "families": lofo, "median_auc": float(np.median(aucs))},
-                    indent=2,
-                )
-                + "\n"
-            )
+        lofo = evaluate(y, split, fam, M)
+    elif args.lofo_from:
+        lofo = json.loads(args.lofo_from.read_text())["results"][p.variant]
 
     # Final model: fit split (families capped), Platt on cal split, metrics on test split.
-    fit = cap_per_family(corpus, split == "fit", p.max_per_family, p.seed)
-    clf, mu, sd = fit_linear(Xn, F, y, fit, p)
+    fit = cap_per_family(fam, y, split == "fit", p.max_per_family, p.seed)
+    mu, sd = standardise(M, fit)
+    Z = (M - mu) / sd
+    clf = export_classifier(fit_sklearn(Z[fit], y[fit], p.variant, p.seed))
     cal = np.flatnonzero(split == "cal")
-    a, b = platt(margins(clf, mu, sd, Xn, F, cal), y[cal])
-    coef = clf.coef_[0]
-    nb = 1 << p.n_bits
+    a, b = platt(clf.margin(Z[cal]), y[cal])
     model = DgaModel(
-        ngram_weights=coef[:nb].astype(np.float32),
-        feature_names=lexical.FEATURE_NAMES,
+        tables=tables,
         feature_mean=mu,
         feature_scale=sd,
-        feature_coef=coef[nb:].astype(np.float64),
-        intercept=float(clf.intercept_[0]),
+        classifier=clf,
         calib_a=a,
         calib_b=b,
-        bigram_table=table,
-        n_min=p.n_min,
-        n_max=p.n_max,
-        n_bits=p.n_bits,
         max_len=max_len,
     )
     test = split == "test"
-    # Score through the shipped code path (float16 weights as saved) to report what users get.
+    # Score through the shipped code path (arrays as saved) to report what users get.
     tmp = args.out / ".dga_model_check.npz"
     args.out.mkdir(parents=True, exist_ok=True)
     model.save(tmp)
@@ -427,7 +525,6 @@ def main(argv: list[str] | None = None) -> int:
     tmp.unlink()
     prob = shipped.predict_proba(labels)
     pt, yt = prob[test], y[test]
-    fam = corpus["family"].to_numpy()
     per_family = {}
     for f in sorted(set(fam[(y == 1) & test])):
         m = test & (fam == f)
@@ -440,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     tf_classes = (
         mal_df.group_by("class")
         .agg(n=pl.len(), flagged=(pl.col("p") >= 0.5).mean())
-        .sort("n", descending=True)
+        .sort(["n", "class"], descending=[True, False])
         .head(20)
     )
     metrics = {
@@ -467,19 +564,24 @@ def main(argv: list[str] | None = None) -> int:
     log(json.dumps({k: v for k, v in metrics.items() if k.startswith("test_")}, indent=1))
     if lofo:
         metrics["leave_family_out"] = {
+            "variant": p.variant,
             "median_auc": float(np.median([r["auc"] for r in lofo])),
             "families": lofo,
         }
     if not args.no_save:
         path = args.out / "dga_model.npz"
         model.save(path)
+        kind, opts = VARIANTS[p.variant]
         meta = {
-            "model": "hashed char n-gram + lexical features, logistic regression (liblinear, L2), Platt-calibrated",
+            "model": (
+                f"{kind} ({p.variant}: {opts}) over {len(MODEL_FEATURES)} lexical and "
+                "benign-character-model features, Platt-calibrated; NumPy inference"
+            ),
             "trained_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "trained_by": "scripts/train_dga.py",
             "scikit_learn": sklearn.__version__,
             "params": p.__dict__,
-            "feature_names": list(lexical.FEATURE_NAMES),
+            "feature_names": list(MODEL_FEATURES),
             "calibration": {
                 "method": "platt",
                 "a": a,

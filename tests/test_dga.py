@@ -13,14 +13,24 @@ import pytest
 
 from dnsieve.detectors import get
 from dnsieve.detectors.base import DetectContext
-from dnsieve.detectors.dga import DgaModel, default_model, registered_labels, score_names
+from dnsieve.detectors.dga import (
+    MODEL_FEATURES,
+    DgaModel,
+    Trees,
+    default_model,
+    registered_labels,
+    score_names,
+)
+from dnsieve.domains import DomainSplitter
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_model_loads_with_metadata() -> None:
     m = default_model()
-    assert m.ngram_weights.shape == (1 << m.n_bits,)
+    assert m.feature_mean.shape == (len(MODEL_FEATURES),)
+    assert m.metadata["feature_names"] == list(MODEL_FEATURES)
+    assert m.metadata["metrics"]["leave_family_out"]["families"]
     assert m.metadata["data"] and all(len(d["sha256"]) == 64 for d in m.metadata["data"])
     assert "test_auc" in m.metadata["metrics"]
 
@@ -42,13 +52,83 @@ def test_scores_registered_label_not_subdomain() -> None:
 def test_registered_labels_edge_cases() -> None:
     out = registered_labels(pl.Series(["", None, "com", "a..b", "\\x00.com"], dtype=pl.String))
     assert out.height == 5
+    assert out["label"].to_list() == ["", "", "com", "a.", "\\x00"]
+
+
+def _slow_labels(names: list[str]) -> list[tuple[str, str]]:
+    """Reference: one PSL split per name, as the label was defined before vectorising."""
+    icann = DomainSplitter(private_suffixes=False)
+    out = []
+    for n in names:
+        rd, _sub, tld = icann.split(n.strip("."))
+        if tld and len(rd) > len(tld) + 1:
+            out.append((rd, rd[: len(rd) - len(tld) - 1]))
+        else:
+            out.append((rd, rd.split(".")[0]))
+    return out
+
+
+def test_registered_labels_match_per_name_split() -> None:
+    names = [
+        "a.b.co.uk",
+        "x.a.b.sch.uk",
+        "a.city.kawasaki.jp",
+        "x.y.kawasaki.jp",
+        "a.www.ck",
+        "x.y.z.bd",
+        "a.b.c.nom.br",
+        "q.xn--kprw13d",
+        "abc.xn--p1ai",
+        ".a.com",
+        "a.com.",
+        "liryliem.bazar",
+        "h1.x1.cloudfront.net",
+        "kawasaki.jp",
+        "co.uk",
+        "wpad",
+        "a..b.com",
+        "Ünï.例え.jp",
+    ]
+    got = registered_labels(pl.Series(names))
+    assert list(zip(got["icann_domain"], got["label"], strict=True)) == _slow_labels(names)
+    assert got["suffix"].to_list()[:2] == ["co.uk", "b.sch.uk"]
+
+
+@pytest.mark.shared
+def test_registered_labels_match_on_corpus(shared_data: Path) -> None:
+    names = (
+        pl.read_csv(shared_data / "domains" / "threatfox" / "dev.csv")["input"]
+        .str.to_lowercase()
+        .head(3000)
+    )
+    names = pl.concat([names, "h7." + names])
+    got = registered_labels(names)
+    want = _slow_labels(names.to_list())
+    assert list(zip(got["icann_domain"], got["label"], strict=True)) == want
+
+
+def test_trees_match_reference_traversal() -> None:
+    rng = np.random.default_rng(1)
+    c = default_model().classifier
+    assert isinstance(c, Trees)
+    x = rng.normal(size=(500, len(MODEL_FEATURES)))
+    x[:10] = 0.0  # ties with thresholds are common in real features
+    tree = np.arange(c.feature.shape[0])[None, :]
+    node = np.zeros((x.shape[0], c.feature.shape[0]), dtype=np.int64)
+    rows = np.arange(x.shape[0])[:, None]
+    for _ in range(c.depth):
+        go_left = x[rows, c.feature[tree, node]] <= c.threshold[tree, node]
+        node = np.where(go_left, c.left[tree, node], c.right[tree, node])
+    want = c.baseline + c.value[tree, node].sum(axis=1, dtype=np.float64)
+    np.testing.assert_allclose(c.margin(x), want, rtol=1e-9, atol=1e-9)
+    assert c.margin(x[:0]).shape == (0,)
 
 
 def test_save_load_roundtrip(tmp_path: Path) -> None:
     m = default_model()
     m.save(tmp_path / "m.npz")
     m2 = DgaModel.load(tmp_path / "m.npz")
-    labels = ["abc", "xkq9z2"]
+    labels = ["abc", "xkq9z2", "", "a" * 200]
     np.testing.assert_allclose(m.predict_proba(labels), m2.predict_proba(labels), rtol=1e-6)
 
 
@@ -116,15 +196,22 @@ def test_leave_family_out_smoke(shared_data: Path) -> None:
     keep = (rng.random(corpus.height) < 0.15).copy()
     keep |= corpus["family"].is_in(fams).to_numpy() & (rng.random(corpus.height) < 0.3)
     small = corpus.filter(pl.Series(keep))
-    table = T.lexical.bigram_table_from_labels(small.filter(pl.col("y") == 0)["label"])
-    p = T.Params(n_bits=16, max_per_family=300)
-    F = T.hand_features(small["label"], table, 64)
-    Xn = T.ngram_matrix(small["label"], p, 64)
-    rows = T.leave_family_out(small, Xn, F, p, fams, lambda _m: None)
+    tables = T.BenignTables.fit(small.filter(pl.col("y") == 0)["label"])
+    _f, M = T.model_features(small["label"], tables)
+    p = T.Params(variant="gbm_tiny", max_per_family=300)
+    y = small["y"].to_numpy()
+    rows = T.leave_family_out(
+        y, small["split"].to_numpy(), small["family"].to_numpy(), M, p, fams, lambda _m: None
+    )["gbm_tiny"]
     assert [r["family"] for r in rows] == sorted(fams)
     for r in rows:
         assert 0.9 <= r["auc"] <= 1.0
         assert 0.0 <= r["tpr_at_fpr_1e-3"] <= 1.0
+    # The exported arrays reproduce scikit-learn's margins.
+    clf = T.fit_sklearn(M, y, "gbm_tiny", 0)
+    np.testing.assert_allclose(
+        T.export_classifier(clf).margin(M), T.sklearn_margin(clf, M), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_cli_domains_score(tmp_path: Path) -> None:

@@ -114,3 +114,31 @@ def test_entropy_matches_python_reference(label: str) -> None:
     counts = {c: label.count(c) for c in set(label)}
     ref = -sum(c / len(label) * math.log2(c / len(label)) for c in counts.values())
     assert lexical.shannon_entropy([label])[0] == pytest.approx(ref, abs=1e-9)
+
+
+def test_ngram_codes_frame_labels() -> None:
+    enc = lexical.encode_labels(["ab", ""])
+    codes, valid = lexical.ngram_codes(enc, 3, lead=2)
+    b, a_, b_ = lexical.BOUNDARY, 0, 1
+    n = lexical.N_SYMBOLS
+    want = [(b * n + b) * n + a_, (b * n + a_) * n + b_, (a_ * n + b_) * n + b]
+    assert codes[0][valid[0]].tolist() == want
+    assert not valid[1].any()
+
+
+def test_ngram_logp_table_prefers_seen_text() -> None:
+    table = lexical.ngram_logp_table(["weather", "newspaper", "together"] * 20, order=3)
+    probs = np.exp(table.astype(np.float64)).reshape(-1, lexical.N_SYMBOLS)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    enc = lexical.encode_labels(["weather", "xqzvkjw"])
+    mean, low_min, low_share = lexical.ngram_logp_stats(enc, table, 3)
+    assert mean[0] > mean[1] and low_min[0] > low_min[1] and low_share[0] < low_share[1]
+
+
+def test_ngram_coverage_bitset_matches_search() -> None:
+    vocab = lexical.frequent_ngrams(["google", "goodle", "googly", "zz"], 4, min_labels=2)
+    enc = lexical.encode_labels(["google", "qxzv", "", "googoo"])
+    slow = lexical.ngram_coverage(enc, vocab, 4)
+    fast = lexical.ngram_coverage(enc, vocab, 4, lexical.ngram_bitset(vocab, 4))
+    np.testing.assert_allclose(slow, fast)
+    assert slow[0][0] > 0.5 and slow[0][1] == 0.0 and slow[0][2] == 0.0

@@ -80,11 +80,17 @@ __all__ = [
     "encode_labels",
     "encoded_features",
     "feature_arrays",
+    "frequent_ngrams",
     "hashed_ngrams",
     "hex_likeness",
     "iter_encoded",
     "label_features",
     "label_lengths",
+    "ngram_bitset",
+    "ngram_codes",
+    "ngram_coverage",
+    "ngram_logp_stats",
+    "ngram_logp_table",
     "shannon_entropy",
 ]
 
@@ -567,3 +573,137 @@ def hashed_ngrams(
     if not idx_parts:
         return np.zeros((n, 0), np.int64), np.zeros((n, 0), bool)
     return np.concatenate(idx_parts, axis=1), np.concatenate(valid_parts, axis=1)
+
+
+def ngram_codes(
+    enc: EncodedLabels, g: int, lead: int = 1
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Exact base-40 codes of the character ``g``-grams of each label.
+
+    The label is framed by ``lead`` :data:`BOUNDARY` symbols in front and one
+    behind (``lead = g - 1`` gives every character a full ``g - 1``-symbol
+    history, as a Markov model wants; ``lead = 1`` gives ``^label$``).
+    Returns ``(codes, valid)``, both ``(n_labels, n_positions)``; a code is
+    ``sum(sym[k + i] * 40 ** (g - 1 - i))``, below ``40 ** g``.  Empty labels
+    have no n-grams.
+
+    >>> enc = encode_labels(["ab"])
+    >>> codes, valid = ngram_codes(enc, 2)
+    >>> codes[valid].tolist() == [39 * 40 + 0, 0 * 40 + 1, 1 * 40 + 39]
+    True
+    """
+    n, width = enc.sym.shape
+    padded = np.full((n, width + lead + 1), BOUNDARY, dtype=np.int64)
+    padded[:, lead : lead + width] = enc.sym
+    npos = width + lead + 2 - g
+    if npos <= 0:
+        return np.zeros((n, 0), np.int64), np.zeros((n, 0), bool)
+    code = padded[:, 0:npos].copy()
+    for k in range(1, g):
+        code *= N_SYMBOLS
+        code += padded[:, k : k + npos]
+    seq_len = np.where(enc.used > 0, enc.used + lead + 1, 0)
+    valid = np.arange(npos)[None, :] + g <= seq_len[:, None]
+    return code, valid
+
+
+def ngram_logp_table(
+    labels: LabelsLike, order: int = 3, k: float = 5.0, max_len: int = DEFAULT_MAX_LEN
+) -> npt.NDArray[np.float32]:
+    """Character Markov model of ``order`` fitted to ``labels``, as a flat log table.
+
+    Entry ``code`` (see :func:`ngram_codes` with ``lead = order - 1``) holds
+    ``log P(last symbol | the order - 1 before it)``, smoothed by
+    interpolation with the next-lower order (weight ``k`` pseudo-counts);
+    the unigram level is add-½.  Index it with the codes of a label to score
+    it under the model.
+    """
+    counts = np.zeros(N_SYMBOLS**order, dtype=np.float64)
+    for _rows, enc in iter_encoded(labels, max_len):
+        code, valid = ngram_codes(enc, order, lead=order - 1)
+        counts += np.bincount(code[valid], minlength=N_SYMBOLS**order)
+    grid = counts.reshape((N_SYMBOLS,) * order)
+    prob = np.full(N_SYMBOLS, 1.0 / N_SYMBOLS)
+    for g in range(1, order + 1):
+        c = grid.sum(axis=tuple(range(order - g))) if g < order else grid
+        c = c.reshape(-1, N_SYMBOLS)
+        if g == 1:
+            c1 = c.reshape(-1) + 0.5
+            prob = c1 / c1.sum()
+            continue
+        ctx = c.sum(axis=1, keepdims=True)
+        lower = np.tile(prob.reshape(-1, N_SYMBOLS), (N_SYMBOLS, 1))
+        prob = ((c + k * lower) / (ctx + k)).reshape(-1)
+    return np.log(prob).astype(np.float32)  # type: ignore[no-any-return, unused-ignore]
+
+
+def ngram_logp_stats(
+    enc: EncodedLabels, table: npt.NDArray[np.floating[Any]], order: int, low: float = -4.5
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per label under a :func:`ngram_logp_table` model: mean and minimum
+    log-probability per character (end included) and the share of characters
+    below ``low``.  Empty labels get zeros."""
+    code, valid = ngram_codes(enc, order, lead=order - 1)
+    lp = np.where(valid, table[code], 0.0)
+    cnt = valid.sum(axis=1)
+    safe = np.maximum(cnt, 1)
+    mean = lp.sum(axis=1) / safe
+    mn = lp.min(axis=1) if lp.shape[1] else np.zeros(lp.shape[0])
+    share = (valid & (lp < low)).sum(axis=1) / safe
+    return mean, np.where(cnt > 0, mn, 0.0), share
+
+
+def frequent_ngrams(
+    labels: LabelsLike, g: int, min_labels: int = 2, max_len: int = DEFAULT_MAX_LEN
+) -> npt.NDArray[np.int64]:
+    """Sorted codes of the ``g``-grams of ``^label$`` found in at least ``min_labels`` labels."""
+    parts = []
+    for _rows, enc in iter_encoded(labels, max_len):
+        code, valid = ngram_codes(enc, g)
+        c = np.where(valid, code, -1)
+        c.sort(axis=1)
+        first = np.ones(c.shape, dtype=bool)
+        first[:, 1:] = c[:, 1:] != c[:, :-1]
+        parts.append(c[first & (c >= 0)])
+    if not parts:
+        return np.zeros(0, np.int64)
+    uniq, cnt = np.unique(np.concatenate(parts), return_counts=True)
+    return uniq[cnt >= min_labels]  # type: ignore[no-any-return, unused-ignore]
+
+
+def ngram_bitset(vocab: npt.NDArray[np.int64], g: int) -> npt.NDArray[np.uint8]:
+    """A packed membership bitset over all ``40 ** g`` codes (``40 ** g / 8`` bytes)."""
+    bits = np.zeros(N_SYMBOLS**g, dtype=bool)
+    bits[vocab] = True
+    return np.packbits(bits, bitorder="little")
+
+
+def ngram_coverage(
+    enc: EncodedLabels,
+    vocab: npt.NDArray[np.int64],
+    g: int,
+    bitset: npt.NDArray[np.uint8] | None = None,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """How much of each label is made of known ``g``-grams (``vocab``, sorted codes).
+
+    Returns ``(char_share, gram_share)``: the share of the label's characters
+    inside at least one known ``g``-gram of ``^label$``, and the share of its
+    ``g``-grams that are known.  Readable names are mostly covered by n-grams
+    of other readable names; random strings are not.  Pass ``bitset``
+    (:func:`ngram_bitset` of ``vocab``) for a faster lookup.
+    """
+    n, width = enc.sym.shape
+    code, valid = ngram_codes(enc, g)
+    if vocab.size == 0 or code.shape[1] == 0:
+        return np.zeros(n), np.zeros(n)
+    if bitset is not None:
+        known = valid & ((bitset.take(code >> 3) >> (code & 7).astype(np.uint8)) & 1).astype(bool)
+    else:
+        pos = np.minimum(np.searchsorted(vocab, code), vocab.size - 1)
+        known = valid & (vocab[pos] == code)
+    cov = np.zeros((n, width + 2), dtype=bool)
+    for k in range(g):
+        cov[:, k : k + known.shape[1]] |= known
+    chars = (cov[:, 1 : width + 1] & enc.mask).sum(axis=1)
+    used = np.maximum(enc.used, 1)
+    return chars / used, known.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)

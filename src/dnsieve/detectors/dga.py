@@ -7,15 +7,18 @@ section of the Public Suffix List: ``d1x2y3.cloudfront.net`` and
 the provider, not by malware) do not look generated.  Domain-generation
 algorithms register whole domains, so their randomness lives in that label.
 
-**The model** (:class:`DgaModel`) is linear: hashed character 1–4-grams of
-``^label$`` (2**18 buckets, scaled by 1/sqrt(number of n-grams)) plus the
-standardised hand features of :mod:`dnsieve.lexical`, fitted by logistic
-regression and calibrated by Platt scaling on a held-out split.  Prediction is
-pure NumPy (no scikit-learn at run time): a gather of n-gram weights, a dot
-product and a sigmoid; the artifact is a ``.npz`` of arrays (no pickle) with
-its training metadata in ``dga_model.json`` beside it.  ``scripts/train_dga.py``
-rebuilds both from ``../shared/data``; docs/detectors-lexical.md reports the
-leave-family-out evaluation.
+**The model** (:class:`DgaModel`): 22 features per label
+(:data:`MODEL_FEATURES`: the lexical features of :mod:`dnsieve.lexical` plus
+evidence from benign character statistics — an order-3 character Markov
+model and the coverage by 4-/5-grams of benign labels, all fitted on benign
+labels only) feed 80 gradient-boosted trees of depth <= 5, calibrated by Platt
+scaling on a held-out split.  Prediction is pure NumPy (no scikit-learn at run
+time): the trees are stored as padded arrays in a ``.npz`` (no pickle) and
+evaluated level by level with 1-D gathers (:class:`Trees`); a one-layer MLP
+(:class:`Mlp`) is the other classifier the artifact format supports.  Its
+training metadata sits in ``dga_model.json`` beside it.
+``scripts/train_dga.py`` rebuilds both from ``../shared/data``;
+docs/detectors-lexical.md reports the leave-family-out evaluation.
 
 The probability is calibrated on a class-balanced held-out set: read it as
 P(generated | label) at even prior odds, not as a base rate in real traffic.
@@ -24,8 +27,9 @@ P(generated | label) at even prior odds, not as a base rate in real traffic.
 domain seen in a window and emits those whose score reaches
 ``min_probability`` (0.9).  Labels shorter than ``min_label_length`` (6) are
 not scored: two- to five-letter labels (``uh.edu``, ``gvt2.com``) carry too
-little lexical evidence and were the bulk of false positives on real traffic.  The score adds per-client context to the lexical
-probability: a bot tries many generated names, most of which fail, so for
+little lexical evidence and were the bulk of false positives on real traffic;
+neither are labels with an underscore (service names such as ``_vlmcs._tcp``).
+The score adds per-client context to the lexical probability: a bot tries many generated names, most of which fail, so for
 each client we count the distinct DGA-like registered domains (probability
 >= ``dga_like``) that answered NXDOMAIN in the window, take the largest such
 count among the domain's clients, and shift the log-odds::
@@ -46,7 +50,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
@@ -68,9 +72,14 @@ from dnsieve.detectors.base import (
 from dnsieve.domains import DomainSplitter
 
 __all__ = [
+    "MODEL_FEATURES",
+    "BenignTables",
     "DgaDetector",
     "DgaModel",
+    "Mlp",
+    "Trees",
     "default_model",
+    "model_features",
     "registered_labels",
     "score_names",
 ]
@@ -81,90 +90,330 @@ METADATA_FILE = "dga_model.json"
 _ICANN = DomainSplitter(private_suffixes=False)
 
 
-@dataclass(frozen=True)
-class DgaModel:
-    """A trained linear DGA classifier, evaluated with NumPy only.
+#: Inputs of the classifier: the lexical features plus benign character-model
+#: evidence (see :func:`model_features`).
+MODEL_FEATURES: tuple[str, ...] = (
+    *lexical.FEATURE_NAMES,
+    "trigram_mean",
+    "trigram_min",
+    "trigram_low_share",
+    "known4_chars",
+    "known4_grams",
+    "known5_chars",
+    "known5_grams",
+)
 
-    ``margin = intercept + sum(ngram_weights[h]) / sqrt(n_ngrams) + coef · z``
-    where ``h`` are the hashed n-gram buckets of the label and ``z`` its
-    standardised lexical features; ``p = sigmoid(calib_a * margin + calib_b)``.
+
+@dataclass(frozen=True)
+class BenignTables:
+    """Character statistics of benign training labels used as features.
+
+    ``bigram`` (40×40 log P, for ``bigram_logp``), ``trigram`` (flat 40**3
+    log P table of a smoothed order-3 Markov model) and ``known4`` /
+    ``known5`` (sorted codes of the 4-/5-grams of ``^label$`` seen in at
+    least two benign labels).  All are fitted on benign labels only, so they
+    carry no information about any DGA family.
     """
 
-    ngram_weights: npt.NDArray[np.float32]
-    feature_names: tuple[str, ...]
+    bigram: npt.NDArray[np.float64]
+    trigram: npt.NDArray[np.float32]
+    known4: npt.NDArray[np.int64]
+    known5: npt.NDArray[np.int64]
+
+    @cached_property
+    def bitsets(self) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+        """Packed membership bitsets of ``known4`` and ``known5`` (built once, ~13 MB)."""
+        return lexical.ngram_bitset(self.known4, 4), lexical.ngram_bitset(self.known5, 5)
+
+    @classmethod
+    def fit(cls, benign: lexical.LabelsLike) -> BenignTables:
+        """Fit every table on benign labels."""
+        return cls(
+            bigram=lexical.bigram_table_from_labels(benign),
+            trigram=lexical.ngram_logp_table(benign, order=3),
+            known4=lexical.frequent_ngrams(benign, 4),
+            known5=lexical.frequent_ngrams(benign, 5),
+        )
+
+
+def _block_features(
+    enc: lexical.EncodedLabels, tables: BenignTables
+) -> tuple[dict[str, npt.NDArray[Any]], npt.NDArray[np.float64]]:
+    feats = lexical.encoded_features(enc, tables.bigram)
+    tri = lexical.ngram_logp_stats(enc, tables.trigram, 3)
+    b4, b5 = tables.bitsets
+    k4 = lexical.ngram_coverage(enc, tables.known4, 4, b4)
+    k5 = lexical.ngram_coverage(enc, tables.known5, 5, b5)
+    cols = [feats[k] for k in lexical.FEATURE_NAMES] + [*tri, *k4, *k5]
+    return feats, np.stack([np.asarray(c, dtype=np.float64) for c in cols], axis=1)
+
+
+def model_features(
+    labels: lexical.LabelsLike, tables: BenignTables, max_len: int = lexical.DEFAULT_MAX_LEN
+) -> tuple[dict[str, npt.NDArray[Any]], npt.NDArray[np.float64]]:
+    """``(lexical feature dict, (n, len(MODEL_FEATURES)) matrix)`` for a batch of labels."""
+    arr = lexical._to_arrow(labels)
+    n = len(arr)
+    mat = np.zeros((n, len(MODEL_FEATURES)), dtype=np.float64)
+    out: dict[str, npt.NDArray[Any]] = {}
+    for rows, enc in lexical.iter_encoded(arr, max_len):
+        feats, block = _block_features(enc, tables)
+        mat[rows] = block
+        for k, v in feats.items():
+            if k not in out:
+                out[k] = np.zeros(n, dtype=v.dtype)
+            out[k][rows] = v
+    if not out:
+        out = lexical.feature_arrays([], tables.bigram)
+    return out, mat
+
+
+@dataclass(frozen=True)
+class Trees:
+    """Gradient-boosted regression trees as padded arrays, evaluated with NumPy.
+
+    Tree ``t`` node ``i`` sends a row left when ``x[feature[t, i]] <=
+    threshold[t, i]``; leaves point to themselves and hold ``value``.  The
+    margin is ``baseline + sum over trees of the reached leaf's value``.
+    """
+
+    feature: npt.NDArray[np.int16]
+    threshold: npt.NDArray[np.float64]
+    left: npt.NDArray[np.int16]
+    right: npt.NDArray[np.int16]
+    value: npt.NDArray[np.float32]
+    depth: int
+    baseline: float
+
+    def margin(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Sum of leaf values for each row of ``x`` (n, n_features)."""
+        n = x.shape[0]
+        n_trees, width = self.feature.shape
+        out = np.full(n, self.baseline, dtype=np.float64)
+        if n == 0 or n_trees == 0:
+            return out
+        flat = self._flat()
+        # Features binned once against each feature's sorted thresholds: the node
+        # test x <= threshold becomes a small-integer compare, and every gather is 1-D.
+        xb = np.empty((x.shape[1], n), dtype=np.uint8)
+        for j, cuts in enumerate(flat.cuts):
+            xb[j] = np.searchsorted(cuts, x[:, j], side="left")
+        xb_flat = xb.reshape(-1)
+        featoff = flat.feature * n
+        col = np.arange(n, dtype=np.int64)
+        for t0 in range(0, n_trees, _TREE_BLOCK):
+            t1 = min(n_trees, t0 + _TREE_BLOCK)
+            node = np.repeat(np.arange(t0, t1, dtype=np.int64) * width, n).reshape(t1 - t0, n)
+            for _ in range(self.depth):
+                xv = xb_flat.take(featoff.take(node) + col)
+                node = flat.child.take(node) + (xv > flat.tbin.take(node))
+            out += flat.value.take(node).sum(axis=0, dtype=np.float64)
+        return out
+
+    def _flat(self) -> _FlatTrees:
+        cached = _FLAT_CACHE.get(id(self))
+        if cached is not None and cached[0] is self:
+            return cached[1]
+        n_trees, width = self.feature.shape
+        leaf = np.isinf(self.threshold)
+        n_features = int(self.feature.max()) + 1
+        cuts = []
+        tbin = np.zeros(self.threshold.shape, dtype=np.int64)
+        for j in range(n_features):
+            m = (self.feature == j) & ~leaf
+            c = np.unique(self.threshold[m])
+            if c.size > 255:
+                raise ValueError("more than 255 thresholds on one feature")
+            cuts.append(c)
+            # x <= thr  <=>  searchsorted(c, x, "left") <= index of thr in c
+            tbin[m] = np.searchsorted(c, self.threshold[m])
+        # Renumber each tree breadth-first so a node's children are adjacent:
+        # next = child[node] + (x > threshold); a leaf is its own child and never moves.
+        feature = np.zeros((n_trees, width), dtype=np.int64)
+        child = np.zeros((n_trees, width), dtype=np.int64)
+        tb = np.full((n_trees, width), 255, dtype=np.uint8)
+        value = np.zeros((n_trees, width), dtype=np.float32)
+        for t in range(n_trees):
+            order = [0]
+            new = {0: 0}
+            i = 0
+            while i < len(order):
+                old = order[i]
+                if not leaf[t, old]:
+                    for c_old in (int(self.left[t, old]), int(self.right[t, old])):
+                        new[c_old] = len(order)
+                        order.append(c_old)
+                i += 1
+            for old in order:
+                k = new[old]
+                if leaf[t, old]:
+                    child[t, k] = t * width + k
+                    value[t, k] = self.value[t, old]
+                else:
+                    child[t, k] = t * width + new[int(self.left[t, old])]
+                    feature[t, k] = self.feature[t, old]
+                    tb[t, k] = tbin[t, old]
+        flat = _FlatTrees(
+            feature=feature.reshape(-1),
+            tbin=tb.reshape(-1),
+            child=child.reshape(-1),
+            value=value.reshape(-1),
+            cuts=tuple(cuts),
+        )
+        _FLAT_CACHE[id(self)] = (self, flat)
+        return flat
+
+
+_TREE_BLOCK = 25
+
+
+@dataclass(frozen=True)
+class _FlatTrees:
+    feature: npt.NDArray[np.int64]
+    tbin: npt.NDArray[np.uint8]
+    child: npt.NDArray[np.int64]
+    value: npt.NDArray[np.float32]
+    cuts: tuple[npt.NDArray[np.float64], ...]
+
+
+_FLAT_CACHE: dict[int, tuple[Trees, _FlatTrees]] = {}
+
+
+@dataclass(frozen=True)
+class Mlp:
+    """One hidden layer of ReLUs: ``relu(z @ w1 + b1) @ w2 + b2`` on standardised ``z``."""
+
+    w1: npt.NDArray[np.float32]
+    b1: npt.NDArray[np.float32]
+    w2: npt.NDArray[np.float32]
+    b2: float
+
+    def margin(self, z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Log-odds for each row of ``z``."""
+        h = np.maximum(z.astype(np.float32) @ self.w1 + self.b1, 0.0)
+        return (h @ self.w2).astype(np.float64) + self.b2
+
+
+@dataclass(frozen=True)
+class DgaModel:
+    """A trained DGA classifier over :data:`MODEL_FEATURES`, evaluated with NumPy only.
+
+    ``z = (features - feature_mean) / feature_scale``; the margin is
+    ``classifier.margin(z)`` (boosted trees or a small MLP); ``p =
+    sigmoid(calib_a * margin + calib_b)``.
+    """
+
+    tables: BenignTables
     feature_mean: npt.NDArray[np.float64]
     feature_scale: npt.NDArray[np.float64]
-    feature_coef: npt.NDArray[np.float64]
-    intercept: float
+    classifier: Trees | Mlp
     calib_a: float
     calib_b: float
-    bigram_table: npt.NDArray[np.float64]
-    n_min: int = 1
-    n_max: int = 4
-    n_bits: int = 18
     max_len: int = lexical.DEFAULT_MAX_LEN
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
 
+    @property
+    def bigram_table(self) -> npt.NDArray[np.float64]:
+        """The benign bigram table behind the ``bigram_logp`` feature."""
+        return self.tables.bigram
+
+    def margin_from_features(self, mat: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Uncalibrated log-odds from a :func:`model_features` matrix."""
+        z = (mat - self.feature_mean) / self.feature_scale
+        return self.classifier.margin(z)
+
     def margin(self, labels: lexical.LabelsLike) -> npt.NDArray[np.float64]:
         """Uncalibrated log-odds of each label being generated."""
-        arr = lexical._to_arrow(labels)
-        out = np.zeros(len(arr), dtype=np.float64)
-        names = self.feature_names
-        for rows, enc in lexical.iter_encoded(arr, self.max_len):
-            idx, valid = lexical.hashed_ngrams(enc, self.n_min, self.n_max, self.n_bits)
-            w = np.where(valid, self.ngram_weights[idx], 0.0).sum(axis=1)
-            nvalid = valid.sum(axis=1)
-            ngram_part = w / np.sqrt(np.maximum(nvalid, 1))
-            feats = lexical.encoded_features(enc, self.bigram_table)
-            z = np.stack([feats[k].astype(np.float64) for k in names], axis=1)
-            z = (z - self.feature_mean) / self.feature_scale
-            out[rows] = self.intercept + ngram_part + z @ self.feature_coef
-        return out
+        return self.margin_from_features(model_features(labels, self.tables, self.max_len)[1])
+
+    def calibrate(self, margin: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Platt-scaled probability from a margin."""
+        return _sigmoid(self.calib_a * margin + self.calib_b)
 
     def predict_proba(self, labels: lexical.LabelsLike) -> npt.NDArray[np.float64]:
         """Calibrated probability that each label was generated by a DGA."""
-        m = self.margin(labels)
-        return _sigmoid(self.calib_a * m + self.calib_b)
+        return self.calibrate(self.margin(labels))
 
     def save(self, path: Path) -> None:
         """Write the arrays to ``path`` (.npz, no pickled objects)."""
-        np.savez_compressed(
-            path,
-            ngram_weights=self.ngram_weights.astype(np.float16),
-            feature_names=np.array(self.feature_names, dtype="U32"),
-            feature_mean=self.feature_mean,
-            feature_scale=self.feature_scale,
-            feature_coef=self.feature_coef,
-            scalars=np.array([self.intercept, self.calib_a, self.calib_b], dtype=np.float64),
-            ngram_params=np.array(
-                [self.n_min, self.n_max, self.n_bits, self.max_len], dtype=np.int64
-            ),
-            bigram_logp=self.bigram_table.astype(np.float32),
-        )
+        arrays: dict[str, Any] = {
+            "feature_names": np.array(MODEL_FEATURES, dtype="U32"),
+            "feature_mean": self.feature_mean,
+            "feature_scale": self.feature_scale,
+            "scalars": np.array([self.calib_a, self.calib_b], dtype=np.float64),
+            "max_len": np.array([self.max_len], dtype=np.int64),
+            "bigram_logp": self.tables.bigram.astype(np.float32),
+            "trigram_logp": self.tables.trigram.astype(np.float32),
+            "known4": self.tables.known4.astype(np.int32),
+            "known5": self.tables.known5.astype(np.int32),
+        }
+        c = self.classifier
+        if isinstance(c, Trees):
+            arrays.update(
+                kind=np.array(["trees"]),
+                tree_feature=c.feature,
+                tree_threshold=c.threshold,
+                tree_left=c.left,
+                tree_right=c.right,
+                tree_value=c.value,
+                tree_params=np.array([c.depth], dtype=np.int64),
+                tree_baseline=np.array([c.baseline], dtype=np.float64),
+            )
+        else:
+            arrays.update(
+                kind=np.array(["mlp"]),
+                mlp_w1=c.w1,
+                mlp_b1=c.b1,
+                mlp_w2=c.w2,
+                mlp_b2=np.array([c.b2], dtype=np.float64),
+            )
+        np.savez_compressed(path, **arrays)
 
     @classmethod
     def load(cls, path: Path | str) -> DgaModel:
         """Read a model written by :meth:`save` (and its JSON metadata, if beside it)."""
         p = Path(path)
+        meta_path = p.with_suffix(".json")
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         with np.load(p, allow_pickle=False) as z:
-            scalars = z["scalars"]
-            n_min, n_max, n_bits, max_len = (int(x) for x in z["ngram_params"])
-            meta_path = p.with_suffix(".json")
-            meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+            names = tuple(str(x) for x in z["feature_names"])
+            if names != MODEL_FEATURES:
+                raise ValueError(f"{p}: model features {names} do not match {MODEL_FEATURES}")
+            kind = str(z["kind"][0])
+            classifier: Trees | Mlp
+            if kind == "trees":
+                classifier = Trees(
+                    feature=np.asarray(z["tree_feature"], dtype=np.int16),
+                    threshold=np.asarray(z["tree_threshold"], dtype=np.float64),
+                    left=np.asarray(z["tree_left"], dtype=np.int16),
+                    right=np.asarray(z["tree_right"], dtype=np.int16),
+                    value=np.asarray(z["tree_value"], dtype=np.float32),
+                    depth=int(z["tree_params"][0]),
+                    baseline=float(z["tree_baseline"][0]),
+                )
+            elif kind == "mlp":
+                classifier = Mlp(
+                    w1=np.asarray(z["mlp_w1"], dtype=np.float32),
+                    b1=np.asarray(z["mlp_b1"], dtype=np.float32),
+                    w2=np.asarray(z["mlp_w2"], dtype=np.float32),
+                    b2=float(z["mlp_b2"][0]),
+                )
+            else:
+                raise ValueError(f"{p}: unknown classifier kind {kind!r}")
+            tables = BenignTables(
+                bigram=np.asarray(z["bigram_logp"], dtype=np.float64),
+                trigram=np.asarray(z["trigram_logp"], dtype=np.float32),
+                known4=np.asarray(z["known4"], dtype=np.int64),
+                known5=np.asarray(z["known5"], dtype=np.int64),
+            )
             return cls(
-                ngram_weights=np.asarray(z["ngram_weights"], dtype=np.float32),
-                feature_names=tuple(str(x) for x in z["feature_names"]),
+                tables=tables,
                 feature_mean=np.asarray(z["feature_mean"], dtype=np.float64),
                 feature_scale=np.asarray(z["feature_scale"], dtype=np.float64),
-                feature_coef=np.asarray(z["feature_coef"], dtype=np.float64),
-                intercept=float(scalars[0]),
-                calib_a=float(scalars[1]),
-                calib_b=float(scalars[2]),
-                bigram_table=np.asarray(z["bigram_logp"], dtype=np.float64),
-                n_min=n_min,
-                n_max=n_max,
-                n_bits=n_bits,
-                max_len=max_len,
+                classifier=classifier,
+                calib_a=float(z["scalars"][0]),
+                calib_b=float(z["scalars"][1]),
+                max_len=int(z["max_len"][0]),
                 metadata=meta,
             )
 
@@ -186,35 +435,127 @@ def default_model() -> DgaModel:
         return DgaModel.load(path)
 
 
+@lru_cache(maxsize=1)
+def _suffix_depths() -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """How many trailing labels of a name the ICANN PSL can look at.
+
+    Returns ``(by_tld, by_last2, wildcard)``: the most labels of any ICANN rule
+    (wildcards and exceptions included) ending in a TLD, ending in a two-label
+    suffix, and 2 for TLDs with a ``*.tld`` rule.  IDN rules are keyed by their
+    punycode form, as names arrive on the wire.
+    """
+    ref = resources.files("publicsuffixlist") / "public_suffix_list.dat"
+    text = ref.read_text(encoding="utf-8")
+    body = text.split("===BEGIN ICANN DOMAINS===", 1)[-1].split("===END ICANN DOMAINS===", 1)[0]
+    by_tld: dict[str, int] = {}
+    by_last2: dict[str, int] = {}
+    wildcard: dict[str, int] = {}
+    for line in body.splitlines():
+        rule = line.strip().split(" ", 1)[0].lstrip("!")
+        if not rule or rule.startswith("//"):
+            continue
+        labels = [_ace(x) for x in rule.lower().split(".")]
+        n = len(labels)
+        by_tld[labels[-1]] = max(by_tld.get(labels[-1], 1), n)
+        if n >= 2:
+            key = ".".join(labels[-2:])
+            if labels[-2] == "*":
+                wildcard[labels[-1]] = 2
+            else:
+                by_last2[key] = max(by_last2.get(key, 2), n)
+    return by_tld, by_last2, wildcard
+
+
+def _ace(label: str) -> str:
+    try:
+        return label.encode("idna").decode("ascii")
+    except UnicodeError:
+        return label
+
+
 def registered_labels(registered: pl.Series) -> pl.DataFrame:
     """The label scored for each name: the one left of its ICANN public suffix.
 
     Input is any name (a registered domain or a full query name); output has
-    ``icann_domain`` (ICANN registered domain) and ``label``.  Names without
-    a known suffix (``wpad``) are scored whole; a bare suffix (``co.uk``)
-    by its first label.
+    ``icann_domain`` (ICANN registered domain), ``label`` and ``suffix`` (the
+    ICANN public suffix, empty when the name has no label left of it).  Names
+    without a known suffix (``wpad``) are scored whole; a bare suffix
+    (``co.uk``) by its first label.
+
+    Vectorised: the PSL is consulted (through the cached
+    :class:`~dnsieve.domains.DomainSplitter`) once per distinct *tail* of a
+    name, the few trailing labels its rules can see (``com`` for every
+    ``.com`` name, ``co.uk`` for every ``.co.uk`` name), never once per name.
 
     >>> registered_labels(pl.Series(["x1.cloudfront.net", "foo.github.io", "a.b.co.uk", "wpad"]))["label"].to_list()
     ['cloudfront', 'github', 'b', 'wpad']
     """
-    names = registered.cast(pl.String).fill_null("")
-    parts = _ICANN.split_series(names)
-    rd = parts["registered_domain"].fill_null("")
-    tld = parts["tld"].fill_null("")
-    df = pl.DataFrame({"icann_domain": rd, "tld": tld})
-    label = (
-        pl.when(
-            (pl.col("tld").str.len_bytes() > 0)
-            & (pl.col("icann_domain").str.len_bytes() > pl.col("tld").str.len_bytes() + 1)
-        )
-        .then(
-            pl.col("icann_domain").str.slice(
-                0, pl.col("icann_domain").str.len_chars() - pl.col("tld").str.len_chars() - 1
-            )
-        )
-        .otherwise(pl.col("icann_domain").str.split(".").list.first().fill_null(""))
+    by_tld, by_last2, wildcard = _suffix_depths()
+    df = pl.DataFrame({"n": registered.cast(pl.String).fill_null("").str.strip_chars(".")})
+    # Empty labels inside a name (a..b): the PSL does not apply; the name is kept whole.
+    odd = pl.col("n").str.contains(r"\.\.", literal=False) | (pl.col("n") == "")
+    last1 = pl.col("n").str.extract(r"([^.]*)$", 1).fill_null("")
+    last2 = pl.col("n").str.extract(r"([^.]+\.[^.]*)$", 1)
+    df = df.with_columns(
+        odd=odd,
+        last1=last1,
+        last2=last2,
+        d1=last1.replace_strict(by_tld, default=1, return_dtype=pl.Int64),
+        d2=pl.max_horizontal(
+            last2.replace_strict(by_last2, default=1, return_dtype=pl.Int64).fill_null(1),
+            last1.replace_strict(wildcard, default=1, return_dtype=pl.Int64),
+        ),
     )
-    return df.select(pl.col("icann_domain"), label.alias("label"))
+    depth = pl.when(pl.col("odd")).then(0).when(pl.col("d1") == 1).then(1).otherwise(pl.col("d2"))
+    df = df.with_columns(depth=depth)
+    df = df.with_columns(
+        tail=pl.when(pl.col("depth") == 1)
+        .then(pl.col("last1"))
+        .when((pl.col("depth") == 2) & pl.col("last2").is_not_null())
+        .then(pl.col("last2"))
+        .otherwise(pl.col("n"))
+    )
+    deep = (pl.col("depth") >= 3) & pl.col("last2").is_not_null()
+    if bool(df.select(deep.any()).item()):
+        df = df.with_columns(
+            tail=pl.when(deep)
+            .then(pl.col("n").str.split(".").list.slice(-pl.col("depth")).list.join("."))
+            .otherwise(pl.col("tail"))
+        )
+    tails = df["tail"].unique()
+    parts = [_ICANN.split(t) for t in tails.to_list()]
+    mapping = pl.DataFrame(
+        {
+            "tail": tails,
+            "sfx": pl.Series([x[2] for x in parts], dtype=pl.String),
+            "rd_tail": pl.Series([x[0] for x in parts], dtype=pl.String),
+        }
+    )
+    df = df.join(mapping, on="tail", how="left", maintain_order="left")
+    nlen = pl.col("n").str.len_chars()
+    slen = pl.col("sfx").str.len_chars()
+    proper = (
+        ~pl.col("odd")
+        & (slen > 0)
+        & (nlen > slen + 1)
+        & pl.col("n").str.ends_with(pl.lit(".") + pl.col("sfx"))
+    )
+    head = pl.col("n").str.slice(0, nlen - slen - 1)
+    # Odd names keep the historical whole-name behaviour (registered = name).
+    odd_label = pl.when((slen > 0) & (nlen > slen + 1)).then(head)
+    label = (
+        pl.when(proper)
+        .then(head.str.extract(r"([^.]*)$", 1))
+        .when(pl.col("odd"))
+        .then(odd_label.otherwise(pl.col("n").str.split(".").list.first()))
+        .otherwise(pl.col("n").str.split(".").list.first())
+        .fill_null("")
+    )
+    return df.select(
+        icann_domain=pl.when(proper).then(label + "." + pl.col("sfx")).otherwise(pl.col("n")),
+        label=label,
+        suffix=pl.when(proper).then(pl.col("sfx")).otherwise(pl.lit("")),
+    )
 
 
 def score_names(names: pl.Series | Sequence[str], model: DgaModel | None = None) -> pl.DataFrame:
@@ -226,10 +567,10 @@ def score_names(names: pl.Series | Sequence[str], model: DgaModel | None = None)
     """
     m = model or default_model()
     s = names if isinstance(names, pl.Series) else pl.Series("name", list(names), dtype=pl.String)
-    labels = registered_labels(s)
+    labels = registered_labels(s).drop("suffix")
     uniq = labels["label"].unique(maintain_order=True)
-    feats = lexical.feature_arrays(uniq, m.bigram_table, m.max_len)
-    prob = m.predict_proba(uniq)
+    feats, mat = model_features(uniq, m.tables, m.max_len)
+    prob = m.calibrate(m.margin_from_features(mat))
     table = pl.DataFrame(
         [pl.Series("label", uniq), pl.Series("dga_probability", prob)]
         + [pl.Series(k, feats[k]) for k in lexical.FEATURE_NAMES]
@@ -290,6 +631,9 @@ class DgaDetector(Detector):
         keep = pl.col("label").str.len_chars() >= self.min_label_length
         if self.skip_idn:
             keep = keep & ~pl.col("label").str.starts_with("xn--")
+        # Underscores never occur in registrable names (``_vlmcs._tcp``, ``_ldap``):
+        # service labels, not domains anyone registered.
+        keep = keep & ~pl.col("label").str.contains("_", literal=True)
         if self.skip_popular:
             from dnsieve.detectors.lookalike import popular_domains
 
