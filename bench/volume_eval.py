@@ -43,9 +43,7 @@ def evaluate(seed: int, clients: int, hours: int) -> dict[str, object]:
         lake = Lake(Path(tmp) / "lake")
         lake.ingest_files([paths["log"]])
         out = detect(lake, detectors=["volume"], strict=True)
-        active_domains = (
-            lake.scan().select(pl.col("registered_domain").n_unique()).collect().item()
-        )
+        active_domains = lake.scan().select(pl.col("registered_domain").n_unique()).collect().item()
         labels = pl.read_csv(paths["labels"]).with_columns(
             pl.col("window_start").str.to_datetime(time_zone="UTC"),
             pl.col("window_end").str.to_datetime(time_zone="UTC"),

@@ -70,7 +70,7 @@ def _ingest_with_progress(
     ) as progress:
         task = progress.add_task("ingest", total=total, name="", rows=0)
         done_before = 0
-        current = {"path": "", "size": 0}
+        current: dict[str, Any] = {"path": "", "size": 0}
 
         def on_progress(path: str, raw_done: int, rows: int) -> None:
             nonlocal done_before

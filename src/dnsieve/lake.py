@@ -47,6 +47,7 @@ from dnsieve.schema import DNS_EVENT, EVENT_COLUMNS
 __all__ = ["FileReport", "Lake", "fingerprint"]
 
 _HASH_CHUNK = 1 << 20
+_EVENT_SCHEMA = pl.DataFrame(DNS_EVENT.empty_table()).schema
 
 _SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS sources (
@@ -458,11 +459,11 @@ class Lake:
         """Lazy frame of canonical events, optionally restricted to [since, until)."""
         files = self.files()
         if not files:
-            return pl.LazyFrame(pl.from_arrow(DNS_EVENT.empty_table()))
+            return pl.LazyFrame(schema=_EVENT_SCHEMA)
         lf = pl.scan_parquet(
             [str(f) for f in files],
             hive_partitioning=False,
-            schema=pl.Schema(pl.from_arrow(DNS_EVENT.empty_table()).schema),
+            schema=_EVENT_SCHEMA,
         )
         if since is not None:
             lf = lf.filter(pl.col("ts") >= _utc(since))

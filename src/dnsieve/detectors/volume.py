@@ -865,13 +865,13 @@ class _HurdleVolume(Detector):
     ) -> pl.DataFrame:
         c = int(self.window_hours)
         b, per = int(self.baseline_hours), self._period
-        g = int(self.guard)
-        st = window_stats(mat, starts, c, b, priors, period=per, guard=g)
+        guard = int(self.guard)
+        st = window_stats(mat, starts, c, b, priors, period=per, guard=guard)
         totals = np.stack([mat[:, s : s + c].sum(axis=1) for s in starts], axis=1)
         outlier = self._gate(st)
         cst = None
         if cmat is not None and cpriors is not None:
-            cst = window_stats(cmat, starts, c, b, cpriors, period=per, guard=g)
+            cst = window_stats(cmat, starts, c, b, cpriors, period=per, guard=guard)
             outlier |= self._gate(cst)
         gate = st.active & (totals >= self.min_queries) & outlier
         di, wi = np.nonzero(gate)

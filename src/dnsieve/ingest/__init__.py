@@ -63,7 +63,8 @@ def get_adapter(fmt: str) -> Adapter:
             f"unknown format {fmt!r}; choose one of: auto, {', '.join(FORMATS)}"
         ) from None
     cls = getattr(importlib.import_module(mod_name), cls_name)
-    return cls()  # type: ignore[no-any-return]
+    adapter: Adapter = cls()
+    return adapter
 
 
 class SafeStream:

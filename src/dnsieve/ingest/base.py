@@ -164,11 +164,8 @@ def canonicalize(df: pl.DataFrame, ctx: ReadContext) -> pl.DataFrame:
         ts = (ts.cast(pl.Float64) * 1_000_000).round().cast(pl.Int64).cast(pl.Datetime("us", "UTC"))
     elif isinstance(ts.dtype, pl.Datetime):
         ts = ts.dt.cast_time_unit("us")
-        ts = (
-            ts.dt.replace_time_zone("UTC")
-            if ts.dtype.time_zone is None
-            else ts.dt.convert_time_zone("UTC")
-        )  # type: ignore[union-attr]
+        naive = ts.dtype.time_zone is None  # type: ignore[attr-defined]
+        ts = ts.dt.replace_time_zone("UTC") if naive else ts.dt.convert_time_zone("UTC")
     else:
         raise TypeError(f"ts column has unsupported dtype {ts.dtype}")
     cols: dict[str, pl.Series] = {"ts": ts.alias("ts")}
