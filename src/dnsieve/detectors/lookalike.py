@@ -65,10 +65,20 @@ __all__ = [
     "skeleton",
 ]
 
+#: Score of a popular brand's label inside (or as) a label on an abused TLD
+#: (``symanteclive.download``, ``kaspersky.science``): as strong as a homoglyph.
+BRAND_ON_ABUSED_TLD = 0.9
+
 # TLDs over-represented in phishing/abuse reports (Interisle, Spamhaus top lists).
 ABUSED_TLDS: frozenset[str] = frozenset(
     [
         "xyz",
+        "science",
+        "party",
+        "trade",
+        "accountant",
+        "faith",
+        "cricket",
         "top",
         "club",
         "online",
@@ -243,7 +253,9 @@ class BrandIndex:
                 self.label_to_domain[lab] = d
         self.skeletons: dict[str, str] = {}
         for lab in self.label_to_domain:
-            if len(lab) >= 4:
+            # A brand that itself spells with digits (x1cdn, 1und1) is no reference
+            # for digit-for-letter look-alikes: xicdn.net is not imitating x1cdn.com.
+            if len(lab) >= 4 and lab.isalpha():
                 self.skeletons.setdefault(skeleton(lab), lab)
         self.deletes: dict[str, list[str]] = {}
         for d, lab in zip(domains[:edit_top], labels[:edit_top], strict=True):
@@ -266,7 +278,9 @@ class BrandIndex:
         """The strongest look-alike evidence for one registered-domain label, if any."""
         if not label or label in self.label_to_domain:
             if label in self.substring_brands and tld in ABUSED_TLDS:
-                return LookalikeMatch(self.label_to_domain[label], label, "brand_in_label", 0, 0.75)
+                return LookalikeMatch(
+                    self.label_to_domain[label], label, "brand_in_label", 0, BRAND_ON_ABUSED_TLD
+                )
             return None
         sk = skeleton(label)
         if sk != label and sk in self.skeletons:
@@ -291,8 +305,11 @@ class BrandIndex:
                 )
         brand = self._brand_inside(label)
         if brand is not None:
-            lure = any(w in label for w in LURE_WORDS)
-            if lure or tld in ABUSED_TLDS:
+            if tld in ABUSED_TLDS:
+                return LookalikeMatch(
+                    self.label_to_domain[brand], brand, "brand_in_label", 0, BRAND_ON_ABUSED_TLD
+                )
+            if any(w in label for w in LURE_WORDS):
                 return LookalikeMatch(self.label_to_domain[brand], brand, "brand_in_label", 0, 0.75)
         return None
 
@@ -376,6 +393,12 @@ class LookalikeDetector(Detector):
     description: ClassVar[str] = (
         "registered domains imitating popular brands (typos, homoglyphs, punycode, brand + lure)"
     )
+
+    #: Alert floor for small captures (see dnsieve.commands.run.apply_score_floors):
+    #: homoglyphs (0.95) and brands on abused TLDs (0.9) alert on their own; a bare
+    #: edit distance (0.85, 0.6) or a brand + lure word on a common TLD (0.75) needs
+    #: the population calibration to single it out.
+    score_floor: ClassVar[float] = 0.9
 
     def __init__(self, max_names: int = 5) -> None:
         self.max_names = max_names
