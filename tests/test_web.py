@@ -443,3 +443,13 @@ def test_public_api() -> None:
 
     assert sorted(dnsieve.web.__all__) == ["WebSettings", "create_app"]
     assert all(hasattr(dnsieve.web, name) for name in dnsieve.web.__all__)
+
+
+def test_tojson_keeps_key_order_for_bokeh_items() -> None:
+    """Bokeh json_items define a model at its first occurrence and refer to it by id
+    afterwards; sorting keys would put references before definitions and BokehJS
+    fails with "reference ... isn't known". Escaping stays HTML-safe."""
+    from dnsieve.web.render import make_environment
+
+    out = make_environment().from_string("{{ x|tojson }}").render(x={"b": "</script>", "a": 2})
+    assert out == '{"b": "\\u003c/script\\u003e", "a": 2}'

@@ -108,9 +108,13 @@ def test_every_api_route_refuses_anonymous_access(app: Any, client: TestClient) 
 
 def test_every_page_needs_a_login(app: Any, client: TestClient) -> None:
     routes = [
-        (m, p) for m, p in _routes(app, api=False) if p not in ("/login", "/", "/openapi.json")
+        (m, p)
+        for m, p in _routes(app, api=False)
+        if p not in ("/login", "/", "/openapi.json", "/favicon.ico")
     ]
     assert len(routes) >= 12
+    icon = client.get("/favicon.ico")  # public, and carries nothing
+    assert icon.status_code == 204 and icon.content == b""
     for method, path in routes:
         r = client.request(method, path, follow_redirects=False)
         if method == "GET":

@@ -157,4 +157,10 @@ def create_app(settings: WebSettings | None = None, store: AlertStore | None = N
         name="static",
     )
     app.mount("/bokeh/static", StaticFiles(directory=str(static_path())), name="bokeh")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        """No icon: answer 204 so browsers do not log a 404 on every page."""
+        return Response(status_code=204)
+
     return app
