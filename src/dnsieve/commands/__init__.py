@@ -15,5 +15,6 @@ MODULES: tuple[str, ...] = (
     "dnsieve.commands.alerts",
     "dnsieve.commands.allow",
     "dnsieve.commands.train",
+    "dnsieve.commands.model",
     "dnsieve.commands.web",
 )
