@@ -189,6 +189,7 @@ def review_queue(store: AlertStore, k: int = 50, pool: int = 2000) -> list[tuple
     stored = np.array(
         [a.threat_probability if a.threat_probability is not None else np.nan for a in cand]
     )
+    X: np.ndarray | None = None
     try:
         X = feature_matrix(cand)
         model, _ = load_active_model(store)
@@ -198,8 +199,10 @@ def review_queue(store: AlertStore, k: int = 50, pool: int = 2000) -> list[tuple
         log.exception("review queue: threat-model features failed; ranking on stored P(threat)")
         p = np.where(np.isnan(stored), 0.5, stored)
         imp = np.array([1.0 + np.log1p(max(a.score, 0.0)) for a in cand])
+        X = None
     pri = review_priority(p, imp)
-    for i in next_to_review(p, imp, k - len(out)):
+    # Features let the queue skip near-duplicates (the same campaign in ten windows).
+    for i in next_to_review(p, imp, k - len(out), features=X):
         out.append((cand[int(i)], float(pri[int(i)])))
     return out
 
