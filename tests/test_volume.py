@@ -277,3 +277,18 @@ def test_distinct_clients_series_catches_masquerade() -> None:
         (json.loads(e) if isinstance(e, str) else e).get("clients") is None
         for e in q_only["evidence"]
     )
+
+
+def test_half_life_weights_recent_baseline_days_more() -> None:
+    """With a half-life, a habit that changed a few days ago dominates the baseline."""
+    y = np.zeros((1, 24 * 8), dtype=np.float32)
+    y[0, 24 * 5 + 10 : 24 * 5 + 13] = 20.0  # yesterday and the day before: 20/h at 10-12 h
+    y[0, 24 * 6 + 10 : 24 * 6 + 13] = 20.0
+    starts = np.array([24 * 7 + 10])
+    pr = HurdlePriors(0.5, 2.0, 1.0, 0.5)
+    flat = window_stats(y, starts, 3, 168, pr, period=24)
+    ew = window_stats(y, starts, 3, 168, pr, period=24, half_life_days=1.0)
+    # occurrence share in the baseline: 2 of 7 days equally weighted, 1.5 of ~1.98 with decay
+    assert flat.k_b[0, 0] == pytest.approx(6.0)
+    assert ew.k_b[0, 0] == pytest.approx(3.0 * (1.0 + 0.5))
+    assert ew.k_b[0, 0] / ew.n_b[0, 0] > flat.k_b[0, 0] / flat.n_b[0, 0]

@@ -136,6 +136,12 @@ class DetectSettings(BaseModel):
     min_effect: float = Field(
         default=2.0, ge=1.0, le=1e4, description="volume model: demand ratio to flag"
     )
+    baseline_half_life_days: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=365.0,
+        description="volume model: weigh baseline days by age with this half-life (0: equal)",
+    )
     prior_method: Literal["moments", "mml"] = "moments"
     min_exceedances: int = Field(
         default=20, ge=5, le=100_000, description="POT: least exceedances to fit"
@@ -158,6 +164,7 @@ class DetectSettings(BaseModel):
                 "prob_threshold": self.prob_threshold,
                 "min_effect": self.min_effect,
                 "prior_method": self.prior_method,
+                "half_life_days": self.baseline_half_life_days,
             }
         return {}
 

@@ -440,6 +440,7 @@ def window_stats(
     shrink: float = 10.0,
     period: int = 0,
     guard: int = 0,
+    half_life_days: float = 0.0,
 ) -> WindowStats:
     """Posteriors and window differences for windows ``[s, s+window)`` of every row.
 
@@ -447,8 +448,12 @@ def window_stats(
     window start.  With ``period = 0`` each window's baseline is the trailing
     ``[max(0, s−baseline), s−guard)`` (``guard`` hours left out before the window); with ``period = 24`` it is the same hours of
     the day on each of the previous ``baseline // 24`` days inside the matrix
-    (a seasonal baseline: mornings are compared with mornings).  One pass over
-    ``y`` (segment sums at the window boundaries), then O(D·W) maths.
+    (a seasonal baseline: mornings are compared with mornings).  With
+    ``half_life_days > 0`` those days are weighted exponentially by age (day j back
+    weighs 0.5^((j−1)/half_life_days)), so the baseline follows traffic as it
+    evolves and last month's habits fade; the weighted counts stay conjugate
+    sufficient statistics (a power prior).  One pass over ``y`` (segment sums at
+    the window boundaries), then O(D·W) maths.
     """
     y = np.asarray(y)
     starts = np.asarray(starts, dtype=np.int64)
@@ -487,13 +492,14 @@ def window_stats(
         k_b = np.zeros((d, starts.size))
         sy_b, sy2_b = np.zeros_like(k_b), np.zeros_like(k_b)
         n_days = np.zeros(starts.size)
-        for a, b in slots:
+        for j, (a, b) in enumerate(slots):
+            w_j = 0.5 ** (j / half_life_days) if half_life_days > 0 else 1.0
             valid = a >= 0
             a0, b0 = np.where(valid, a, 0), np.where(valid, b, 0)
-            k_b += seg(pz, a0, b0)
-            sy_b += seg(py, a0, b0)
-            sy2_b += seg(py2, a0, b0)
-            n_days += valid
+            k_b += w_j * seg(pz, a0, b0)
+            sy_b += w_j * seg(py, a0, b0)
+            sy2_b += w_j * seg(py2, a0, b0)
+            n_days += w_j * valid
         n_b = np.broadcast_to(n_days * window, k_b.shape)
     else:
         k_b, sy_b, sy2_b = seg(pz, lo, te), seg(py, lo, te), seg(py2, lo, te)
@@ -671,6 +677,7 @@ class _HurdleVolume(Detector):
         chunk_size: int = 200_000,
         top_hours: int = 3,
         guard: int = 0,
+        half_life_days: float = 0.0,
     ) -> None:
         self.window_hours = window_hours
         self.baseline_hours = baseline_hours
@@ -685,6 +692,7 @@ class _HurdleVolume(Detector):
         self.chunk_size = chunk_size
         self.top_hours = top_hours
         self.guard = guard
+        self.half_life_days = half_life_days
 
     # -- planning ----------------------------------------------------------
     def _plan(self, rows: pl.DataFrame, ctx: DetectContext) -> tuple[int, int, NDArray[np.int64]]:
@@ -866,12 +874,15 @@ class _HurdleVolume(Detector):
         c = int(self.window_hours)
         b, per = int(self.baseline_hours), self._period
         guard = int(self.guard)
-        st = window_stats(mat, starts, c, b, priors, period=per, guard=guard)
+        hl = float(self.half_life_days)
+        st = window_stats(mat, starts, c, b, priors, period=per, guard=guard, half_life_days=hl)
         totals = np.stack([mat[:, s : s + c].sum(axis=1) for s in starts], axis=1)
         outlier = self._gate(st)
         cst = None
         if cmat is not None and cpriors is not None:
-            cst = window_stats(cmat, starts, c, b, cpriors, period=per, guard=guard)
+            cst = window_stats(
+                cmat, starts, c, b, cpriors, period=per, guard=guard, half_life_days=hl
+            )
             outlier |= self._gate(cst)
         gate = st.active & (totals >= self.min_queries) & outlier
         di, wi = np.nonzero(gate)
