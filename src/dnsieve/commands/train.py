@@ -33,7 +33,9 @@ def register(app: typer.Typer) -> None:
                 "--anomalies", "-a", help="anomalies to join the labels to (Parquet or JSON lines)"
             ),
         ] = None,
-        kind: Annotated[str, typer.Option("--kind", help="linear or mlp")] = "linear",
+        kind: Annotated[
+            str, typer.Option("--kind", help="mlp (default: won the feedback benchmark) or linear")
+        ] = "mlp",
         toplist: Annotated[
             Path | None, typer.Option("--toplist", help="popularity list (rank,domain CSV)")
         ] = None,

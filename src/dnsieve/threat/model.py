@@ -159,7 +159,7 @@ class ThreatModel:
 
     def __init__(
         self,
-        kind: Literal["linear", "mlp"] = "linear",
+        kind: Literal["linear", "mlp"] = "mlp",
         hidden: int = 8,
         l2: float = 1.0,
         half_life_days: float = 90.0,

@@ -296,7 +296,7 @@ def train(
     *,
     anomalies: pl.DataFrame | None = None,
     store: Any | None = None,
-    kind: str = "linear",
+    kind: str = "mlp",
     toplist: TopList | None = None,
 ) -> TrainResult:
     """``dnsieve train``: fit a fresh model from a labels CSV and the store's past verdicts.
