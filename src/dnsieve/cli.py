@@ -263,9 +263,17 @@ def demo(
             "--samples", help="instead: ingest the bundled real samples and summarise them"
         ),
     ] = False,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve/--no-serve", help="then serve the Alert Manager on the demo's alerts"
+        ),
+    ] = True,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Alert Manager port")] = 8000,
     config: ConfigOpt = None,
 ) -> None:
-    """Simulate a week of enterprise DNS with attacks, detect, score and store, and show the alerts."""
+    """Simulate a week of enterprise DNS with attacks, detect, score and store, show the alerts,
+    and serve them in the Alert Manager (on 127.0.0.1, with a printed random admin password)."""
     settings = _settings(config)
     if samples:
         _demo_samples(settings, directory)
@@ -288,6 +296,33 @@ def demo(
                 f"lake: {escape(str(res.lake))}\nalert store: {escape(res.db)}\n"
                 f"next: dnsieve alerts list --db {escape(res.db)}"
             )
+        if serve:
+            _serve_demo(res.db, port)
+
+
+def _serve_demo(db_url: str, port: int) -> None:
+    """Serve the demo's store on loopback with a fresh admin password (no default credentials)."""
+    import importlib.util
+
+    if any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn", "bokeh", "argon2")):
+        err_console.print(
+            "the Alert Manager is not installed; pip install 'dnsieve[web]' to browse these alerts"
+        )
+        return
+    import secrets
+
+    import uvicorn
+
+    from dnsieve.demo import create_demo_admin
+    from dnsieve.web import WebSettings, create_app
+
+    password = create_demo_admin(db_url)
+    console.print(
+        f"\n[bold]Alert Manager:[/bold] http://127.0.0.1:{port}/  user [bold]admin[/bold]  "
+        f"password [bold]{escape(password)}[/bold]  (Ctrl-C to stop)"
+    )
+    app_ = create_app(WebSettings(db_url=db_url, secret_key=secrets.token_urlsafe(32)))
+    uvicorn.run(app_, host="127.0.0.1", port=port, log_level="warning")
 
 
 def _render_truth(alerts: pl.DataFrame, out: Console) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-__all__ = ["DemoResult", "label_alerts", "run_demo"]
+__all__ = ["DemoResult", "create_demo_admin", "label_alerts", "run_demo"]
 
 
 @dataclass
@@ -99,3 +99,24 @@ def run_demo(
         summary=res.summary,
         alerts=label_alerts(alerts, labels),
     )
+
+
+def create_demo_admin(db_url: str, name: str = "admin") -> str:
+    """Create the demo's admin user with a fresh random password and return the password.
+
+    There are no default credentials: the password is drawn here, printed once by
+    the demo, and stored only as an Argon2 hash.
+    """
+    import secrets
+
+    from dnsieve.alerts.store import AlertStore
+    from dnsieve.web.users import UserStore
+
+    password = secrets.token_urlsafe(15)
+    with AlertStore.open(db_url) as store:
+        users = UserStore(store.engine)
+        if users.get_user(name) is None:
+            users.add_user(name, "admin", password)
+        else:
+            users.set_password(name, password)
+    return password
