@@ -76,6 +76,10 @@ class Detector(ABC):
     entity_type: ClassVar[EntityType]
     requires: ClassVar[InputKind]
     description: ClassVar[str] = ""
+    #: Absolute evidence bar for small inputs, where no population tail can be
+    #: fitted: ``dnsieve run`` alerts on a score at or above it (see
+    #: :func:`dnsieve.commands.run.apply_score_floors`).  None: calibration alone decides.
+    score_floor: ClassVar[float | None] = None
 
     @abstractmethod
     def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
