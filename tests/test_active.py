@@ -118,6 +118,25 @@ def test_diversity_skips_near_duplicates() -> None:
         next_to_review(p, imp, k=1, features=X[:3])
 
 
+def test_groups_keep_one_campaign_from_filling_the_batch() -> None:
+    # one campaign in five windows (features differ: counts grow), then two other entities
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(7, len(FEATURE_NAMES))) * 3.0
+    groups = [("volume", "evil.example")] * 5 + [("dga", "a.example"), ("beacon", "b.example")]
+    p = np.array([0.6, 0.6, 0.6, 0.6, 0.6, 0.55, 0.5])
+    imp = np.array([5.0, 5.0, 5.0, 5.0, 5.0, 2.0, 2.0])
+    kw = {"top_k": 10, "explore_every": 0, "features": X}
+    without = next_to_review(p, imp, k=3, **kw).tolist()
+    assert sum(i < 5 for i in without) >= 2  # feature similarity alone misses the repeats
+    with_groups = next_to_review(p, imp, k=3, groups=groups, **kw).tolist()
+    assert sum(i < 5 for i in with_groups) == 1 and {5, 6} <= set(with_groups)
+    # a judged window of the campaign damps its other windows
+    nxt = next_to_review(p, imp, k=1, exclude=[0], groups=groups, **kw).tolist()
+    assert nxt in ([5], [6])
+    with pytest.raises(ValueError, match="one key per alert"):
+        next_to_review(p, imp, k=1, groups=groups[:3])
+
+
 def test_active_queue_learns_a_user_policy_faster_than_random() -> None:
     """A prior that over-rates a class the user sanctions: the queue fixes precision@10.
 

@@ -28,7 +28,10 @@ prior under-rates.
 hardly more than one, so, when the feature rows are given, each candidate's
 value is multiplied by ``1 - diversity × s`` where ``s`` is its largest
 similarity (a Gaussian kernel on standardised features) to the alerts
-already judged or already picked for this batch.
+already judged or already picked for this batch.  Feature rows of one
+campaign's successive windows differ (counts grow, the baseline moves), so
+``groups`` (e.g. detector × entity per alert) adds the plain rule: an alert
+whose group was already judged or picked counts as identical (``s = 1``).
 
 ``uncertainty`` is the binary entropy of P(threat) in bits (1 at 0.5, 0 at 0
 or 1).  ``impact`` grows with the calibrated evidence and with the number of
@@ -53,7 +56,7 @@ impact ranking.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -122,6 +125,7 @@ def next_to_review(
     exclude: Iterable[int] = (),
     *,
     features: npt.ArrayLike | None = None,
+    groups: Sequence[Hashable] | None = None,
     top_k: int = 20,
     explore_every: int = 4,
     diversity: float = 0.8,
@@ -135,8 +139,9 @@ def next_to_review(
     alerts with the highest ``p``.  Exploration takes the best
     :func:`review_priority` over all open alerts.  With ``features`` (one row
     per alert) both are damped by similarity to the judged and picked alerts
-    (``diversity`` in 0 … 1).  ``top_k=0`` ranks by :func:`review_priority`
-    only.  Ties are broken by index, so the choice is deterministic; alerts
+    (``diversity`` in 0 … 1); with ``groups`` (one key per alert) an alert
+    sharing a key with a judged or picked one is damped by the full
+    ``diversity``.  ``top_k=0`` ranks by :func:`review_priority` only.  Ties are broken by index, so the choice is deterministic; alerts
     with a non-finite ``p`` or impact are never picked.
     """
     pp = np.asarray(p, dtype=np.float64).ravel()
@@ -152,6 +157,14 @@ def next_to_review(
     damp = np.ones(n)
     if Z is not None and ex.size and diversity > 0:
         damp = 1.0 - diversity * similarity(Z, Z[ex])
+    gid: npt.NDArray[np.int64] | None = None
+    if groups is not None:
+        if len(groups) != n:
+            raise ValueError(f"groups must have one key per alert ({n}), got {len(groups)}")
+        codes: dict[Hashable, int] = {}
+        gid = np.array([codes.setdefault(g, len(codes)) for g in groups], dtype=np.int64)
+        if ex.size and diversity > 0:
+            damp = np.where(np.isin(gid, gid[ex]), np.minimum(damp, 1.0 - diversity), damp)
     by_p = np.lexsort((np.arange(n), -np.where(ok, pp, -np.inf)))
     picked: list[int] = []
     free = ok.copy()
@@ -172,4 +185,6 @@ def next_to_review(
         free[best] = False
         if Z is not None and diversity > 0:
             damp = np.minimum(damp, 1.0 - diversity * similarity(Z, Z[[best]]))
+        if gid is not None and diversity > 0:
+            damp = np.where(gid == gid[best], np.minimum(damp, 1.0 - diversity), damp)
     return np.asarray(picked, dtype=np.int64)
