@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -37,6 +38,7 @@ from dnsieve.alerts import (
     MemoryAlertStore,
     alert_id,
 )
+from dnsieve.alerts.base import status_filter
 from dnsieve.alerts.store import DB_ENV, current_revision, metadata, resolve_db_url
 from dnsieve.threat.allowlist import AllowListError
 
@@ -475,7 +477,7 @@ def test_client_and_cidr_entries(store: AlertStoreProtocol, anomalies: pl.DataFr
     # client×domain alerts of that client are covered too
     gone = store.list_alerts(include_suppressed=True, detector="beacon")
     assert any(a.suppressed_by == e.id for a in gone)
-    assert store.suppressed_count(e.id) == len(
+    assert store.suppressed_count(e.id) == len(  # type: ignore[attr-defined]
         [a for a in store.list_alerts(include_suppressed=True) if a.suppressed]
     )
 
@@ -573,20 +575,36 @@ def test_runs(store: AlertStoreProtocol) -> None:
 
 def test_migrations_create_the_schema(db_url: str) -> None:
     with AlertStore.open(db_url) as s:
-        assert current_revision(s.engine) == "0002"
+        assert current_revision(s.engine) == "0003"
         insp = sa.inspect(s.engine)
         for table in metadata.sorted_tables:
             cols = {c["name"] for c in insp.get_columns(table.name)}
             assert cols == {c.name for c in table.columns}, table.name
-        idx = {i["name"] for i in insp.get_indexes("alerts")}
         assert {
             "ix_alerts_queue",
             "ix_alerts_window_start",
+            "ix_alerts_severity",
+            "ix_alerts_score",
+            "ix_alerts_suppressed_by",
             "ix_alerts_entity",
             "ix_alerts_detector",
-        } <= idx
+        } <= _index_names(s)
+        if s.dialect == "postgresql":  # the queue search's trigram index (pg_trgm is trusted)
+            assert "ix_alerts_entity_trgm" in _index_names(s)
     with AlertStore.open(db_url) as s:  # re-opening is a no-op
-        assert current_revision(s.engine) == "0002"
+        assert current_revision(s.engine) == "0003"
+
+
+def _index_names(store: AlertStore) -> set[str]:
+    """Index names of the alerts table, expression indexes included (which reflection skips)."""
+    q = (
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'alerts'"
+        if store.dialect == "sqlite"
+        else "SELECT indexname FROM pg_indexes WHERE tablename = 'alerts'"
+        " AND schemaname = current_schema()"
+    )
+    with store.engine.connect() as conn:
+        return set(conn.exec_driver_sql(q).scalars())
 
 
 def test_sqlite_pragmas(tmp_path: Path) -> None:
@@ -725,3 +743,275 @@ def test_kill_9_during_bulk_upsert_loses_nothing(
         with s.engine.connect() as conn:
             dup = conn.execute(sa.text("SELECT count(*) - count(DISTINCT id) FROM alerts")).scalar()
         assert dup == 0
+
+
+# --------------------------------------------------------------------------- bulk path and scale
+
+
+def _bulk_frame(anomalies: pl.DataFrame) -> pl.DataFrame:
+    """Real anomalies plus what the bulk path must merge exactly like the per-row path:
+    repeats inside a batch (higher, tied and lower scores; P(threat) and features on some)
+    and a calibrated ``global_p`` column."""
+    base = anomalies.with_columns(
+        threat_probability=pl.when(pl.int_range(pl.len()) % 3 == 0)
+        .then((pl.int_range(pl.len()) % 10) / 10.0)
+        .otherwise(None),
+        features=pl.when(pl.int_range(pl.len()) % 4 == 0)
+        .then(pl.format('{{"det": {}}}', pl.int_range(pl.len())))
+        .otherwise(None),
+        global_p=pl.when(pl.int_range(pl.len()) % 5 == 0).then(1e-7).otherwise(None),
+    )
+    head = base.head(30)
+    repeats = pl.concat(
+        [
+            head.with_columns(score=pl.col("score") + 1.0, evidence=pl.lit('{"rep": "higher"}')),
+            head.with_columns(score=pl.col("score") + 1.0, evidence=pl.lit('{"rep": "tie"}')),
+            head.with_columns(
+                score=pl.col("score") - 1.0,
+                evidence=pl.lit('{"rep": "lower"}'),
+                threat_probability=pl.lit(0.95),
+                features=pl.lit(None, dtype=pl.String),
+                p_value=pl.lit(1e-9),
+            ),
+        ]
+    )
+    return pl.concat([base, repeats])
+
+
+def _snapshot(store: AlertStoreProtocol) -> dict[str, tuple[Any, ...]]:
+    return {
+        a.id: (
+            a.detector, a.entity_type, a.entity, a.domain, a.client, a.window_start,
+            a.window_end, a.score, a.p_value, a.threat_probability, a.severity, a.evidence,
+            a.features, a.times_seen, a.suppressed_by, a.status,
+        )
+        for a in store.list_alerts(status="all", include_suppressed=True, now=T0)
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("batch_size", [64, 5000])
+def test_bulk_upsert_matches_the_per_row_semantics(
+    db_url: str, anomalies: pl.DataFrame, batch_size: int
+) -> None:
+    """The SQL bulk path stores exactly what the per-row path (the memory store) does:
+    merges inside and across batches, allow-list suppression on write, reports."""
+    frame = _bulk_frame(anomalies)
+    bad = one("bad.example", score=math.nan)  # one batch goes the per-row way
+    sql, mem = AlertStore.open(db_url), MemoryAlertStore()
+    reports: dict[str, list[dict[str, Any]]] = {}
+    try:
+        for s in (sql, mem):
+            s.add_allow("client", "172.18.0.3", "iodine lab", "alice", now=T0)
+            first = s.upsert_anomalies(
+                pl.concat([frame, bad], how="diagonal_relaxed"), now=T0, batch_size=batch_size
+            )
+            second = s.upsert_anomalies(frame.head(50), now=T0, batch_size=batch_size)
+            s.record_verdict(sorted(first.ids)[0], "threat", "alice", now=T0)
+            naive = frame.tail(10).with_columns(  # naive timestamps are UTC
+                pl.col("window_start").dt.replace_time_zone(None),
+                pl.col("window_end").dt.replace_time_zone(None),
+            )
+            third = s.upsert_anomalies(naive, now=T0, batch_size=batch_size)
+            reports[s.__class__.__name__] = [r.to_dict() for r in (first, second, third)]
+        assert reports["AlertStore"] == reports["MemoryAlertStore"]
+        assert reports["AlertStore"][0]["rejects"] == {"bad_score": 1}
+        assert reports["AlertStore"][0]["suppressed"] > 0
+        assert reports["AlertStore"][2]["merged"] == 10
+        got, want = _snapshot(sql), _snapshot(mem)
+        assert got == want
+        assert max(v[13] for v in got.values()) == 6  # itself, 3 repeats, then 2 more runs
+        # the bulk path writes SQLite/PostgreSQL times that SQL comparisons still match
+        a = next(iter(sql.list_alerts(limit=1)))
+        t = metadata.tables["alerts"].c
+        assert sql.count_where(t.window_start == a.window_start, t.id == a.id) == 1
+    finally:
+        sql.close()
+
+
+def test_bulk_upsert_large_frame_counts(db_url: str) -> None:
+    """A generated frame of 12,000 anomalies, repeats across batches included."""
+    n = 12_000
+    ents = [f"h{i % 9000}.example.net" for i in range(n)]
+    frame = pl.DataFrame(
+        {
+            "detector": ["volume"] * n,
+            "entity_type": ["domain"] * n,
+            "entity": ents,
+            "window_start": [T0] * n,
+            "window_end": [T0 + timedelta(hours=1)] * n,
+            "score": [float(i % 13) for i in range(n)],
+            "evidence": [f'{{"i": {i}}}' for i in range(n)],
+        }
+    )
+    with AlertStore.open(db_url) as s:
+        rep = s.upsert_anomalies(frame, now=T0, batch_size=5000)
+        assert (rep.received, rep.inserted, rep.merged) == (n, 9000, 3000)
+        assert s.count_by_status() == {"new": 9000}
+        a = s.get_alert(alert_id("volume", "h5.example.net", T0, T0 + timedelta(hours=1)))
+        assert (a.times_seen, a.score, a.evidence) == (2, 9.0, {"i": 9005})  # 9005 % 13 = 9
+
+
+def test_expire_allow(store_sql: AlertStore) -> None:
+    s = store_sql
+    s.upsert_anomalies(pl.concat([one("a.evil.com"), one("b.evil.com"), one("ok.example")]), T0)
+    day = timedelta(days=1)
+    short = s.add_allow("suffix", "evil.com", "lab", "alice", expires_at=T0 + day, now=T0)
+    long = s.add_allow("domain", "a.evil.com", "lab", "bob", expires_at=T0 + 9 * day, now=T0)
+    assert s.get_alert(aid("a.evil.com"), now=T0).suppressed_by == long.id
+    assert s.count_by_status(now=T0) == {"new": 1}
+    # a later expiry keeps the entry active; the longest-lasting entry keeps its alerts
+    e = s.expire_allow(short.id, at=T0 + timedelta(hours=5), now=T0)
+    assert e.expires_at == T0 + timedelta(hours=5) and e.active(T0)
+    assert s.count_by_status(now=T0) == {"new": 1}
+    # ending it now brings back what only it covered, at once
+    e = s.expire_allow(short.id, now=T0 + timedelta(hours=1))
+    assert not e.active(T0 + timedelta(hours=1))
+    now = T0 + timedelta(hours=1)
+    assert {a.entity for a in s.list_alerts(now=now)} == {"b.evil.com", "ok.example"}
+    assert s.count_by_status(now=now) == {"new": 2}
+    assert s.get_alert(aid("a.evil.com"), now=now).suppressed_by == long.id
+    with pytest.raises(AllowListError, match="already expired"):
+        s.expire_allow(short.id, now=now)
+    with pytest.raises(AllowListError, match="past"):
+        s.expire_allow(long.id, at=T0, now=now)
+    s.remove_allow(long.id, now=now)
+    with pytest.raises(AllowListError, match="removed"):
+        s.expire_allow(long.id, now=now)
+    with pytest.raises(AlertNotFound):
+        s.expire_allow(999, now=now)
+
+
+@pytest.fixture
+def store_sql(db_url: str) -> Iterator[AlertStore]:
+    s = AlertStore.open(db_url)
+    yield s
+    s.close()
+
+
+def _tied_frame(n: int = 90) -> pl.DataFrame:
+    """Alerts whose sort keys tie a lot: 3 scores, 2 windows, P(threat) on a third."""
+    return pl.DataFrame(
+        {
+            "detector": ["dga"] * n,
+            "entity_type": ["domain"] * n,
+            "entity": [f"t{i}.example.org" for i in range(n)],
+            "window_start": [T0 + timedelta(hours=i % 2) for i in range(n)],
+            "window_end": [T0 + timedelta(hours=i % 2 + 1) for i in range(n)],
+            "score": [float(i % 3) for i in range(n)],
+            "p_value": [[1e-7, 1e-4, 0.5][i % 3] for i in range(n)],
+            "threat_probability": [0.8 if i % 3 == 0 else None for i in range(n)],
+            "evidence": ["{}"] * n,
+        }
+    )
+
+
+@pytest.mark.parametrize("order", ["threat", "newest", "severity", "score"])
+def test_keyset_pages_have_no_duplicates_or_gaps(store_sql: AlertStore, order: str) -> None:
+    from dnsieve.web.queue import QueueQuery, list_queue
+
+    s = store_sql
+    s.upsert_anomalies(_tied_frame(), now=T0)
+    whole, total = list_queue(s, QueueQuery(sort=order, per_page=500), now=T0)  # type: ignore[arg-type]
+    assert total == len(whole) == 90
+    keyset: list[str] = []
+    after: str | None = None
+    while True:
+        q = QueueQuery(sort=order, per_page=7, after=after)  # type: ignore[arg-type]
+        items, _ = list_queue(s, q, now=T0)
+        if not items:
+            break
+        keyset += [a.id for a in items]
+        after = items[-1].id
+    offset = [
+        a.id
+        for page in range(1, 15)
+        for a in list_queue(s, QueueQuery(sort=order, per_page=7, page=page), now=T0)[0]  # type: ignore[arg-type]
+    ]
+    assert keyset == offset == [a.id for a in whole]
+    if order == "threat":  # P(threat) first (NULL last), then score, newest window, id
+        keys = [
+            (-(a.threat_probability if a.threat_probability is not None else -1.0), -a.score)
+            for a in whole
+        ]
+        assert keys == sorted(keys)
+
+
+def test_counts_stay_correct_after_writes(store_sql: AlertStore) -> None:
+    s = store_sql
+    s.cache_ttl = 3600.0  # only writes may refresh the counts here
+    s.upsert_anomalies(_tied_frame(30), now=T0)
+    assert s.count_by_status(now=T0) == {"new": 30}
+    ids = [a.id for a in s.list_alerts(now=T0)]
+    s.record_verdict(ids[0], "threat", "alice", now=T0)
+    s.set_status(ids[1], "needs_review", "queue", now=T0)
+    assert s.count_by_status(now=T0) == {"new": 28, "needs_review": 1, "threat": 1}
+    assert s.count_alerts("open", now=T0) == 29
+    e = s.add_allow("domain", "t2.example.org", "known", "alice", now=T0)
+    assert s.count_by_status(now=T0) == {"new": 27, "needs_review": 1, "threat": 1}
+    assert s.count_by_status(include_suppressed=True, now=T0)["new"] == 28
+    s.upsert_anomalies(one("fresh.example"), now=T0)
+    assert s.count_alerts("all", now=T0) == 30
+    s.remove_allow(e.id, now=T0)
+    assert s.count_by_status(now=T0) == {"new": 29, "needs_review": 1, "threat": 1}
+    assert s.detector_names() == ["dga", "tunnel"]
+
+
+def test_queue_queries_walk_an_index(tmp_path: Path) -> None:
+    """SQLite reads a queue page in index order (no sort of every matching alert), counts
+    from a covering index and searches through the trigram full-text index."""
+    from dnsieve.web.queue import QueueQuery, _where
+
+    with AlertStore.open(tmp_path / "a.db") as s, s.engine.connect() as conn:
+        for order, index in [
+            ("threat", "ix_alerts_queue"),
+            ("newest", "ix_alerts_window_start"),
+            ("severity", "ix_alerts_severity"),
+            ("score", "ix_alerts_score"),
+        ]:
+            q = (
+                s.select_alerts(T0)
+                .where(*_where(QueueQuery(sort=order), T0, s))  # type: ignore[arg-type]
+                .order_by(*s.order_keys(order))
+                .limit(50)
+            )
+            sql = str(q.compile(dialect=s.engine.dialect, compile_kwargs={"literal_binds": True}))
+            plan = " | ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+            assert f"USING INDEX {index}" in plan and "TEMP B-TREE" not in plan, plan
+        q = s.select_alerts(T0).where(*_where(QueueQuery(search="evil.co"), T0, s)).limit(50)
+        sql = str(q.compile(dialect=s.engine.dialect, compile_kwargs={"literal_binds": True}))
+        plan = " | ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+        assert "VIRTUAL TABLE INDEX" in plan and "alerts_search" in plan, plan  # the trigram FTS
+        counts = "SELECT status, suppressed_by, count(*) FROM alerts GROUP BY suppressed_by, status"
+        plan = " | ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + counts))
+        assert "COVERING INDEX ix_alerts_suppressed_by" in plan and "TEMP" not in plan, plan
+
+
+def test_queue_filters_and_totals(store_sql: AlertStore, anomalies: pl.DataFrame) -> None:
+    """The web queue's filters return what a plain filter over every alert does, with the
+    right totals, whether counted (domain, client, search) or cached (status, detector)."""
+    from dnsieve.web.queue import QueueQuery, list_queue
+
+    s = store_sql
+    s.upsert_anomalies(anomalies, now=T0)
+    every = s.list_alerts(status="all", now=T0)
+    s.record_verdict(every[0].id, "benign", "alice", now=T0)
+    every = s.list_alerts(status="all", now=T0)
+    some_id = every[3].id
+    cases: list[tuple[QueueQuery, Any]] = [
+        (QueueQuery(), lambda a: a.status in ("new", "needs_review")),
+        (QueueQuery(status="all", detector="beacon"), lambda a: a.detector == "beacon"),
+        (QueueQuery(status="benign"), lambda a: a.status == "benign"),
+        (
+            QueueQuery(domain="cloudflare.net"),
+            lambda a: (a.domain or "").endswith("cloudflare.net"),
+        ),
+        (QueueQuery(client="172.18.0.3"), lambda a: a.client == "172.18.0.3"),
+        (QueueQuery(search="MOZ"), lambda a: "moz" in a.entity.lower()),
+        (QueueQuery(search=some_id[:10]), lambda a: a.id.startswith(some_id[:10])),
+    ]
+    for q, keep in cases:
+        statuses = status_filter(q.status)
+        want = [a.id for a in every if keep(a) and (statuses is None or a.status in statuses)]
+        items, total = list_queue(s, QueueQuery(**{**q.__dict__, "per_page": 500}), now=T0)
+        assert sorted(a.id for a in items) == sorted(want), q
+        assert total == len(want) > 0, q

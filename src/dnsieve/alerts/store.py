@@ -24,8 +24,12 @@ with no background job.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -40,7 +44,9 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from dnsieve.alerts.base import (
+    ID_HEX,
     P_SEVERITY,
+    REQUIRED,
     STATUSES,
     TP_SEVERITY,
     VERDICTS,
@@ -51,6 +57,7 @@ from dnsieve.alerts.base import (
     AuditEntry,
     InvalidTransition,
     ModelVersion,
+    PreparedAlert,
     RunRecord,
     UpsertReport,
     VerdictResult,
@@ -60,7 +67,13 @@ from dnsieve.alerts.base import (
     status_filter,
     validate_allow,
 )
-from dnsieve.threat.allowlist import AllowListError, AllowMatcher, Rule, rule_from_mapping
+from dnsieve.threat.allowlist import (
+    AllowListError,
+    AllowMatcher,
+    Rule,
+    alert_subjects,
+    rule_from_mapping,
+)
 
 __all__ = [
     "DB_ENV",
@@ -241,6 +254,7 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA cache_size=-65536")  # 64 MiB: the default 2 MiB thrashes at 1M alerts
     cur.close()
 
 
@@ -288,13 +302,24 @@ def _now(now: datetime | None) -> datetime:
     return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
 
 
-def _severity_sql(tp: Any, p: Any) -> sa.ColumnElement[str]:
-    whens: list[tuple[Any, str]] = [
-        (sa.and_(tp.is_not(None), tp >= cut), name) for cut, name in TP_SEVERITY
+def _severity_sql(tp: Any, p: Any, inline: bool = False) -> sa.ColumnElement[str]:
+    """Severity in SQL, the same rule as :func:`dnsieve.alerts.base.severity_of`.
+
+    ``inline`` renders the cut-offs and names as SQL literals (our own
+    constants) so that the bulk statement's only parameters are column values.
+    """
+
+    def lit(v: float | str) -> Any:
+        if not inline:
+            return v
+        return sa.literal_column(repr(float(v)) if isinstance(v, float) else f"'{v}'")
+
+    whens: list[tuple[Any, Any]] = [
+        (sa.and_(tp.is_not(None), tp >= lit(cut)), lit(name)) for cut, name in TP_SEVERITY
     ]
-    whens.append((tp.is_not(None), "low"))
-    whens += [(sa.and_(p.is_not(None), p <= cut), name) for cut, name in P_SEVERITY]
-    return sa.case(*whens, else_="low")
+    whens.append((tp.is_not(None), lit("low")))
+    whens += [(sa.and_(p.is_not(None), p <= lit(cut)), lit(name)) for cut, name in P_SEVERITY]
+    return sa.case(*whens, else_=lit("low"))
 
 
 def _escape_like(value: str) -> str:
@@ -303,23 +328,56 @@ def _escape_like(value: str) -> str:
 
 _HEX = re.compile(r"[0-9a-f]{1,64}")
 _A = alerts.c
-_S = allowlist.alias("s")
+
+#: Sort keys of the queue orders, written exactly as the indexes of migration 0003 are, so
+#: that both databases walk an index instead of sorting (P(threat) NULL sorts last as -1).
+THREAT_KEY: sa.ColumnElement[float] = sa.func.coalesce(
+    _A.threat_probability, sa.literal_column("-1.0")
+)
+SEVERITY_RANK: sa.ColumnElement[int] = sa.literal_column(
+    "CASE severity WHEN 'critical' THEN 3 WHEN 'high' THEN 2 WHEN 'medium' THEN 1 ELSE 0 END"
+)
+#: ``(key, descending)`` per queue order; every key is non-null and ``id`` breaks ties.
+ORDERS: dict[str, list[tuple[sa.ColumnElement[Any], bool]]] = {
+    "threat": [(THREAT_KEY, True), (_A.score, True), (_A.window_start, True), (_A.id, False)],
+    "newest": [(_A.window_start, True), (_A.score, True), (_A.id, False)],
+    "severity": [(SEVERITY_RANK, True), (THREAT_KEY, True), (_A.score, True), (_A.id, False)],
+    "score": [(_A.score, True), (_A.id, False)],
+}
+
+
+def _active_entries(now: datetime) -> sa.Select[Any]:
+    return sa.select(allowlist.c.id).where(
+        allowlist.c.removed_at.is_(None),
+        sa.or_(allowlist.c.expires_at.is_(None), allowlist.c.expires_at > now),
+    )
 
 
 def _suppressed_expr(now: datetime) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        _A.suppressed_by.is_not(None),
-        _S.c.removed_at.is_(None),
-        sa.or_(_S.c.expires_at.is_(None), _S.c.expires_at > now),
-    )
+    """The alert's recorded entry is active now (a small uncorrelated subquery, no join)."""
+    return sa.and_(_A.suppressed_by.is_not(None), _A.suppressed_by.in_(_active_entries(now)))
 
 
 def _not_suppressed(now: datetime) -> sa.ColumnElement[bool]:
-    return sa.or_(
-        _A.suppressed_by.is_(None),
-        _S.c.removed_at.is_not(None),
-        sa.and_(_S.c.expires_at.is_not(None), _S.c.expires_at <= now),
-    )
+    return sa.or_(_A.suppressed_by.is_(None), _A.suppressed_by.not_in(_active_entries(now)))
+
+
+def _order_by(order: str) -> list[sa.ColumnElement[Any]]:
+    return [k.desc() if desc else k.asc() for k, desc in ORDERS[order]]
+
+
+def _after(order: str, values: Sequence[Any]) -> sa.ColumnElement[bool]:
+    """Rows strictly after ``values`` (the sort keys of the last row seen) in ``order``.
+
+    Written as ``k1 <= v1 AND (k1 < v1 OR (k2 ... ))`` (for descending keys) so
+    that the leading comparison bounds the index range.
+    """
+    pairs = list(zip(ORDERS[order], values, strict=True))
+    (k, desc), v = pairs[-1]
+    cond: sa.ColumnElement[bool] = k < v if desc else k > v
+    for (k, desc), v in reversed(pairs[:-1]):
+        cond = sa.and_(k <= v if desc else k >= v, sa.or_(k < v if desc else k > v, cond))
+    return cond
 
 
 def _alert(row: RowMapping) -> Alert:
@@ -398,6 +456,216 @@ def _run(row: RowMapping) -> RunRecord:
     )
 
 
+# --------------------------------------------------------------------------- bulk upsert
+
+_COLUMNS: list[str] = [c.name for c in alerts.columns]
+_STAGE = "dnsieve_alerts_stage"
+_SQLITE_TS = "%Y-%m-%d %H:%M:%S%.6f"  # SQLAlchemy's SQLite DATETIME text, naive UTC
+_BIG_EXPONENT = re.compile(r"[eE][+-]?\d{3}")
+
+
+def _ts_text(ts: datetime, dialect: str) -> str:
+    """A UTC time as the bulk path writes it (the same text SQLAlchemy writes on SQLite)."""
+    text = ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return text if dialect == "sqlite" else text + "+00"
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(name)
+
+
+_STRICT_JSON = json.JSONDecoder(parse_constant=_no_constants)
+
+
+def _clean_json(text: str) -> bool:
+    """True when ``text`` is a JSON object that :func:`prepare_anomalies` would store unchanged
+    (no NaN/Infinity, no overflowing number, no NUL escape)."""
+    if "\\u0000" in text or _BIG_EXPONENT.search(text):
+        return False
+    try:
+        return isinstance(_STRICT_JSON.decode(text), dict)
+    except ValueError:
+        return False
+
+
+_NUMERIC = (pl.Float64, pl.Float32, pl.Int64, pl.Int32, pl.Int16, pl.Int8, pl.UInt32, pl.UInt16)
+
+
+def _key_frame(frame: pl.DataFrame) -> pl.DataFrame | None:
+    """Validate and key the whole frame column-wise, for :func:`_batch_rows`.
+
+    Returns None when a column's type rules the fast path out (every batch
+    then goes through :func:`prepare_anomalies`); else a frame with, per
+    input row, ``_clean`` (the row needs no repair or reject), the alert
+    ``id`` and the normalised columns.
+    """
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        raise ValueError(f"anomaly frame lacks column(s) {', '.join(missing)}")
+    sch = frame.schema
+    if frame.height == 0 or any(sch[c] != pl.String for c in ("detector", "entity_type", "entity")):
+        return None
+    if not all(isinstance(sch[c], pl.Datetime) for c in ("window_start", "window_end")):
+        return None
+    for c in ("score", "p_value", "global_p", "threat_probability"):
+        if c in sch and not (sch[c] in _NUMERIC or sch[c] == pl.Null) and c != "score":
+            return None
+    if sch["score"] not in _NUMERIC:
+        return None
+    for c in ("evidence", "features"):
+        if c in sch and sch[c] not in (pl.String, pl.Null):
+            return None
+
+    def utc(c: str) -> pl.Expr:
+        tz = sch[c].time_zone  # type: ignore[attr-defined]
+        e = pl.col(c)
+        e = e.dt.replace_time_zone("UTC") if tz is None else e.dt.convert_time_zone("UTC")
+        return e.dt.cast_time_unit("us")
+
+    def finite(c: str) -> pl.Expr:
+        if c not in sch:
+            return pl.lit(None, dtype=pl.Float64)
+        x = pl.col(c).cast(pl.Float64)
+        return pl.when(x.is_finite()).then(x).otherwise(None)
+
+    def text(c: str) -> pl.Expr:
+        return pl.col(c).cast(pl.String) if c in sch else pl.lit(None, dtype=pl.String)
+
+    keys = ("detector", "entity_type", "entity")
+    f = frame.select(
+        *keys,
+        window_start=utc("window_start"),
+        window_end=utc("window_end"),
+        score=finite("score"),
+        p_value=pl.coalesce(finite("global_p"), finite("p_value")),
+        threat_probability=finite("threat_probability"),
+        evidence=text("evidence"),
+        features=text("features"),
+    )
+    ok = pl.all_horizontal(
+        *[pl.col(c).is_not_null() & ~pl.col(c).str.contains("\x00", literal=True) for c in keys],
+        pl.col("detector") != "",
+        pl.col("entity_type") != "",
+        pl.col("window_start").is_not_null(),
+        pl.col("window_end") >= pl.col("window_start"),
+        pl.col("score").is_not_null(),
+        pl.col("threat_probability").is_null() | pl.col("threat_probability").is_between(0, 1),
+    ).fill_null(False)
+    f = f.with_columns(_clean=ok)
+    for c in ("evidence", "features"):
+        values = f[c].to_list()
+        good = [v is None or _clean_json(v) for v in values]
+        f = f.with_columns(pl.col("_clean") & pl.Series(good, dtype=pl.Boolean))
+    us = [pl.col(c).dt.epoch("us").cast(pl.String) for c in ("window_start", "window_end")]
+    key = pl.concat_str([pl.col("detector"), pl.col("entity"), *us], separator="\x1f")
+    texts = f.select(pl.when(pl.col("_clean")).then(key).alias("k"))["k"].to_list()
+    ids = [  # the same key as dnsieve.alerts.base.alert_id
+        hashlib.sha256(k.encode("utf-8")).hexdigest()[:ID_HEX] if k is not None else None
+        for k in texts
+    ]
+    f = f.with_columns(id=pl.Series(ids, dtype=pl.String))
+    pairs = f.filter("_clean").select("entity_type", "entity").unique()
+    subjects = [alert_subjects(t, e) for t, e in pairs.iter_rows()]
+    pairs = pairs.with_columns(
+        domain=pl.Series([d for d, _ in subjects], dtype=pl.String),
+        client=pl.Series([c for _, c in subjects], dtype=pl.String),
+    )
+    return f.join(pairs, on=["entity_type", "entity"], how="left", maintain_order="left")
+
+
+def _severity_expr() -> pl.Expr:
+    tp, p = pl.col("threat_probability"), pl.col("p_value")
+    e: Any = pl
+    for cut, name in TP_SEVERITY:
+        e = e.when(tp >= cut).then(pl.lit(name))
+    e = e.when(tp.is_not_null()).then(pl.lit("low"))
+    for cut, name in P_SEVERITY:
+        e = e.when(p <= cut).then(pl.lit(name))
+    return e.otherwise(pl.lit("low"))
+
+
+def _prepared_row(p: PreparedAlert, now: datetime, dialect: str) -> tuple[Any, ...]:
+    row = p.row(now)
+    for c in ("window_start", "window_end", "first_seen", "last_seen"):
+        row[c] = _ts_text(row[c], dialect)
+    row["evidence"] = json.dumps(row["evidence"])
+    row["features"] = json.dumps(row["features"]) if row["features"] is not None else None
+    return tuple(row[c] for c in _COLUMNS)
+
+
+def _batch_rows(
+    frame: pl.DataFrame,
+    keyed: pl.DataFrame | None,
+    off: int,
+    size: int,
+    matcher: AllowMatcher,
+    report: UpsertReport,
+    now: datetime,
+    dialect: str,
+) -> list[tuple[Any, ...]]:
+    """One batch as rows of column values in table order, unique by id.
+
+    A batch with any row that is not clean is handed to
+    :func:`prepare_anomalies` whole, which counts rejects and repairs.
+    """
+    b = keyed.slice(off, size) if keyed is not None else None
+    if b is None or not b["_clean"].all():
+        prepared = prepare_anomalies(frame.slice(off, size), matcher, report)
+        return [_prepared_row(p, now, dialect) for p in prepared]
+    report.received += b.height
+    b = b.with_columns(times_seen=pl.lit(1, dtype=pl.Int64))
+    if b["id"].n_unique() < b.height:  # merge repeats: max score with its evidence, min p ...
+        first = ("detector", "entity_type", "entity", "domain", "client")
+        b = b.group_by("id", maintain_order=True).agg(
+            *[pl.col(c).first() for c in (*first, "window_start", "window_end")],
+            pl.col("evidence").get(pl.col("score").arg_max()),
+            pl.col("score").max(),
+            pl.col("p_value").min(),
+            pl.col("threat_probability").drop_nulls().last(),
+            pl.col("features").drop_nulls().last(),
+            times_seen=pl.len().cast(pl.Int64),
+        )
+    suppressed: list[int | None]
+    if len(matcher):
+        triples = b.select("detector", "entity_type", "entity").unique()
+        hits = [matcher.match(d, t, e) for d, t, e in triples.iter_rows()]
+        triples = triples.with_columns(
+            suppressed_by=pl.Series([r.id if r else None for r in hits], dtype=pl.Int64)
+        )
+        b = b.join(
+            triples, on=["detector", "entity_type", "entity"], how="left", maintain_order="left"
+        )
+    else:
+        b = b.with_columns(suppressed_by=pl.lit(None, dtype=pl.Int64))
+    fmt = _SQLITE_TS if dialect == "sqlite" else _SQLITE_TS + "+00"
+    seen = _ts_text(now, dialect)
+    out = b.select(
+        "id",
+        "detector",
+        "entity_type",
+        "entity",
+        "domain",
+        "client",
+        pl.col("window_start").dt.strftime(fmt),
+        pl.col("window_end").dt.strftime(fmt),
+        "score",
+        "p_value",
+        "threat_probability",
+        status=pl.lit("new"),
+        severity=_severity_expr(),
+        evidence=pl.col("evidence").fill_null("{}"),
+        features="features",
+        first_seen=pl.lit(seen),
+        last_seen=pl.lit(seen),
+        times_seen="times_seen",
+        suppressed_by="suppressed_by",
+    )
+    suppressed = out["suppressed_by"].to_list()
+    report.suppressed += sum(x is not None for x in suppressed)
+    report.ids += out["id"].to_list()
+    return list(zip(*[out[c].to_list() for c in _COLUMNS], strict=True))
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -411,9 +679,15 @@ class AlertStore:
     {}
     """
 
+    #: Seconds the counts by status and the detector list are reused; writes made through
+    #: this store clear them at once, writes by another process show after at most this long.
+    cache_ttl: float = 5.0
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._cache: dict[str, tuple[float, Any]] = {}
+        self._cache_lock = threading.Lock()
 
     @classmethod
     def open(cls, url: str | os.PathLike[str] | None = None, migrate: bool = True) -> AlertStore:
@@ -460,8 +734,10 @@ class AlertStore:
         )
         return [rule_from_mapping(dict(r)) for r in conn.execute(q).mappings()]
 
-    def _upsert_stmt(self) -> Any:
+    def _upsert_stmt(self, inline: bool = False, source: sa.Select[Any] | None = None) -> Any:
         ins = self._insert(alerts)
+        if source is not None:
+            ins = ins.from_select(_COLUMNS, source)
         ex = ins.excluded
         higher = ex.score > _A.score
         p_value = sa.case(
@@ -478,7 +754,7 @@ class AlertStore:
                 "evidence": sa.case((higher, ex.evidence), else_=_A.evidence),
                 "p_value": p_value,
                 "threat_probability": tp,
-                "severity": _severity_sql(tp, p_value),
+                "severity": _severity_sql(tp, p_value, inline),
                 "features": sa.func.coalesce(ex.features, _A.features),
                 "last_seen": ex.last_seen,
                 "times_seen": _A.times_seen + ex.times_seen,
@@ -495,34 +771,189 @@ class AlertStore:
         time; its score becomes the max (with that detection's evidence), its
         p-value the min, ``times_seen`` grows and ``last_seen`` moves on.
         Bad rows are counted in the report's ``rejects``, never raised.
+
+        This is the bulk path (see the module doc): rows are validated, keyed
+        and merged column-wise, then written with one statement per batch.
+        A batch with a row that needs a repair or a reject goes through
+        :func:`~dnsieve.alerts.base.prepare_anomalies` instead, so the
+        report and the stored values are the same either way.
         """
         now = _now(now)
         report = UpsertReport()
-        stmt = self._upsert_stmt()
-        for off in range(0, frame.height, max(1, batch_size)):
-            batch = frame.slice(off, batch_size)
+        size = max(1, batch_size)
+        keyed = _key_frame(frame)
+        sql = self._bulk_sql()
+        for off in range(0, frame.height, size):
             with self._write() as conn:
                 matcher = AllowMatcher(self._rules(conn, now))
-                prepared = prepare_anomalies(batch, matcher, report)
-                if not prepared:
+                rows = _batch_rows(frame, keyed, off, size, matcher, report, now, self.dialect)
+                if not rows:
                     continue
-                ids = [p.id for p in prepared]
-                existing: set[str] = set()
-                for i in range(0, len(ids), 900):
-                    chunk = ids[i : i + 900]
-                    existing.update(
-                        conn.execute(sa.select(_A.id).where(_A.id.in_(chunk))).scalars()
-                    )
-                conn.execute(stmt, [p.row(now) for p in prepared])
-                report.merged += len(existing)
-                report.inserted += len(prepared) - len(existing)
+                existing = self._bulk_write(conn, sql, rows)
+                report.merged += existing
+                report.inserted += len(rows) - existing
+        self._changed()
         return report
+
+    def _bulk_sql(self) -> str:
+        """The upsert of positional column values (SQLite) or of the staged rows (PostgreSQL)."""
+        if self.dialect == "postgresql":
+            stage = sa.table(_STAGE, *[sa.column(c) for c in _COLUMNS])
+            stmt = self._upsert_stmt(True, sa.select(*[stage.c[c] for c in _COLUMNS]))
+            return str(stmt.compile(dialect=self.engine.dialect))
+        stmt = self._upsert_stmt(True)
+        return str(stmt.compile(dialect=self.engine.dialect, column_keys=_COLUMNS))
+
+    def _bulk_write(self, conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> int:
+        """Write one batch of unique-id rows; returns how many ids were already stored."""
+        if self.dialect == "postgresql":
+            cols = ", ".join(_COLUMNS)
+            conn.exec_driver_sql(
+                f"CREATE TEMPORARY TABLE {_STAGE} (LIKE alerts INCLUDING DEFAULTS) ON COMMIT DROP"
+            )
+            dbapi = conn.connection.driver_connection
+            cur = dbapi.cursor()  # type: ignore[union-attr]
+            with cur, cur.copy(f"COPY {_STAGE} ({cols}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            existing = conn.exec_driver_sql(
+                f"SELECT count(*) FROM {_STAGE} s JOIN alerts a ON a.id = s.id"
+            ).scalar_one()
+            conn.exec_driver_sql(sql)
+            return int(existing)
+        ids = [r[0] for r in rows]
+        existing = 0
+        for i in range(0, len(ids), 900):
+            q = sa.select(sa.func.count()).where(_A.id.in_(ids[i : i + 900]))
+            existing += int(conn.execute(q).scalar_one())
+        conn.exec_driver_sql(sql, rows)
+        return existing
 
     def _select_alerts(self, now: datetime) -> sa.Select[Any]:
         supp = sa.case((_suppressed_expr(now), True), else_=False).label("suppressed")
-        return sa.select(alerts, supp).select_from(
-            alerts.outerjoin(_S, _S.c.id == _A.suppressed_by)
+        return sa.select(alerts, supp)
+
+    # ------------------------------------------------------------------ queries for the web queue
+
+    def select_alerts(self, now: datetime | None = None) -> sa.Select[Any]:
+        """``SELECT`` of the alerts table plus ``suppressed`` (now), to add filters and order to;
+        run it with :meth:`fetch_alerts`."""
+        return self._select_alerts(_now(now))
+
+    @staticmethod
+    def not_suppressed(now: datetime | None = None) -> sa.ColumnElement[bool]:
+        """Condition: no active allow-list entry hides the alert at ``now``."""
+        return _not_suppressed(_now(now))
+
+    def fetch_alerts(self, query: sa.Select[Any]) -> list[Alert]:
+        """Run a query built on :meth:`select_alerts`."""
+        with self.engine.connect() as conn:
+            return [_alert(r) for r in conn.execute(query).mappings()]
+
+    def entity_contains(self, text: str) -> sa.ColumnElement[bool]:
+        """Condition: the entity contains ``text`` (case-insensitive), through the trigram
+        index of migration 0003 where one can serve it (three characters or more)."""
+        term = text.strip().lower()
+        found = sa.func.lower(_A.entity).like("%" + _escape_like(term) + "%", escape="\\")
+        if self.dialect != "sqlite" or len(term) < 3:
+            return found  # PostgreSQL's pg_trgm index serves the LIKE itself
+        phrase = '"' + term.replace('"', '""') + '"'
+        fts = sa.table("alerts_search", sa.column("id"))
+        hits = sa.select(fts.c.id).where(sa.literal_column("alerts_search").op("MATCH")(phrase))
+        return sa.and_(_A.id.in_(hits), found)
+
+    def count_where(self, *conditions: sa.ColumnElement[bool]) -> int:
+        """Number of alerts matching all ``conditions`` (one ``count(*)``)."""
+        q = sa.select(sa.func.count()).select_from(alerts).where(*conditions)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def order_keys(self, order: str) -> list[sa.ColumnElement[Any]]:
+        """``ORDER BY`` of a queue order (``threat``, ``newest``, ``severity``, ``score``)."""
+        return _order_by(order)
+
+    def after_alert(self, order: str, alert_id: str) -> sa.ColumnElement[bool]:
+        """Keyset condition: the alerts after ``alert_id`` in ``order`` (the next page).
+
+        Unlike ``OFFSET``, its cost does not grow with the page number, and a
+        page boundary never duplicates or skips an alert when sort keys tie.
+        """
+        aid = self.resolve_id(alert_id)
+        keys = [k for k, _ in ORDERS[order]]
+        with self.engine.connect() as conn:
+            values = conn.execute(sa.select(*keys).where(_A.id == aid)).one()
+        return _after(order, tuple(values))
+
+    def _cached(self, key: str, compute: Any) -> Any:
+        """``compute()`` once per ``cache_ttl`` seconds; every write through this store clears."""
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            t = time.monotonic()
+            if hit is not None and t - hit[0] < self.cache_ttl:
+                return hit[1]
+            value = compute()
+            self._cache[key] = (time.monotonic(), value)
+            return value
+
+    def _changed(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
+
+    def _status_groups(self) -> dict[tuple[str, int | None, str], int]:
+        """``(status, suppressed_by, detector) → count``: an index-only scan of
+        ix_alerts_suppressed_by, cached (see :meth:`_cached`)."""
+
+        def compute() -> dict[tuple[str, int | None, str], int]:
+            q = sa.select(_A.status, _A.suppressed_by, _A.detector, sa.func.count()).group_by(
+                _A.suppressed_by, _A.status, _A.detector
+            )
+            with self.engine.connect() as conn:
+                return {(st, sb, d): int(n) for st, sb, d, n in conn.execute(q)}
+
+        return dict(self._cached("status_groups", compute))
+
+    def _active_entry_ids(self, now: datetime) -> set[int]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(_active_entries(now)).scalars())
+
+    def count_alerts(
+        self,
+        status: str | Sequence[str] | None = None,
+        include_suppressed: bool = False,
+        now: datetime | None = None,
+        detector: str | None = None,
+    ) -> int:
+        """Number of alerts with a status (``open``, ``all``, ...) and optionally a detector,
+        from the cached counts (no scan per call)."""
+        statuses = status_filter(status)
+        active = self._active_entry_ids(_now(now)) if not include_suppressed else set()
+        return sum(
+            n
+            for (st, sb, det), n in self._status_groups().items()
+            if (statuses is None or st in statuses)
+            and (include_suppressed or sb not in active)
+            and (detector is None or det == detector)
         )
+
+    def detector_names(self) -> list[str]:
+        """The detectors that have alerts (cached like the counts)."""
+
+        def compute() -> list[str]:
+            q: sa.Executable
+            with self.engine.connect() as conn:
+                if self.dialect == "postgresql":  # a loose index scan: one probe per detector
+                    q = sa.text(
+                        "WITH RECURSIVE d(v) AS ("
+                        " (SELECT detector FROM alerts ORDER BY detector LIMIT 1) UNION ALL"
+                        " SELECT (SELECT detector FROM alerts WHERE detector > d.v"
+                        " ORDER BY detector LIMIT 1) FROM d WHERE d.v IS NOT NULL)"
+                        " SELECT v FROM d WHERE v IS NOT NULL"
+                    )
+                else:  # SQLite skips through the index on its own
+                    q = sa.select(_A.detector).distinct().order_by(_A.detector)
+                return [str(d) for d in conn.execute(q).scalars()]
+
+        return list(self._cached("detectors", compute))
 
     def resolve_id(self, id_or_prefix: str) -> str:
         """Full alert id from an id or a unique prefix."""
@@ -581,15 +1012,7 @@ class AlertStore:
         now: datetime | None = None,
     ) -> list[Alert]:
         q = self._filtered(_now(now), status, detector, entity, include_suppressed)
-        if order == "queue":
-            q = q.order_by(
-                _A.threat_probability.desc().nulls_last(),
-                _A.score.desc(),
-                _A.window_start.desc(),
-                _A.id,
-            )
-        else:
-            q = q.order_by(_A.window_start.desc(), _A.score.desc(), _A.id)
+        q = q.order_by(*_order_by("threat" if order == "queue" else "newest"))
         if limit is not None:
             q = q.limit(limit)
         if offset:
@@ -629,17 +1052,14 @@ class AlertStore:
     def count_by_status(
         self, include_suppressed: bool = False, now: datetime | None = None
     ) -> dict[str, int]:
-        now = _now(now)
-        q = (
-            sa.select(_A.status, sa.func.count())
-            .select_from(alerts.outerjoin(_S, _S.c.id == _A.suppressed_by))
-            .group_by(_A.status)
-        )
-        if not include_suppressed:
-            q = q.where(_not_suppressed(now))
-        with self.engine.connect() as conn:
-            got = {s: int(n) for s, n in conn.execute(q)}
-        return {s: got[s] for s in STATUSES if s in got}
+        """Alerts per status.  Served from counts per ``(status, allow-list entry)`` that are
+        cached for :attr:`cache_ttl` seconds and cleared by every write through this store."""
+        active = self._active_entry_ids(_now(now)) if not include_suppressed else set()
+        got: dict[str, int] = {}
+        for (st, sb, _), n in self._status_groups().items():
+            if include_suppressed or sb not in active:
+                got[st] = got.get(st, 0) + n
+        return {s: got[s] for s in STATUSES if got.get(s)}
 
     def suppressed_count(self, entry_id: int) -> int:
         """How many stored alerts this entry suppresses (its own expiry not considered)."""
@@ -693,6 +1113,7 @@ class AlertStore:
                 .returning(verdicts.c.id)
             ).scalar_one()
             row = conn.execute(self._select_alerts(now).where(_A.id == aid)).mappings().one()
+        self._changed()
         audit = AuditEntry(int(vid), aid, actor.strip(), now, old, new, comment, mv)
         return VerdictResult(alert=_alert(row), old_status=old, new_status=new, audit=audit)
 
@@ -812,6 +1233,7 @@ class AlertStore:
             )
             entry = _allow(row)
             self._reevaluate(conn, self._candidates(rule_from_mapping(dict(row))), now)
+        self._changed()
         return entry
 
     def remove_allow(self, entry_id: int, now: datetime | None = None) -> AllowEntry:
@@ -835,6 +1257,40 @@ class AlertStore:
                 .mappings()
                 .one()
             )
+        self._changed()
+        return _allow(row)
+
+    def expire_allow(
+        self, entry_id: int, at: datetime | None = None, now: datetime | None = None
+    ) -> AllowEntry:
+        """End an allow-list entry at ``at`` (default now), keeping it as history.
+
+        The alerts it suppressed are re-matched in the same transaction, so they
+        fall back to another active entry or come back to the queue at once.
+        Raises :class:`AlertNotFound` for an unknown entry and
+        :class:`~dnsieve.threat.allowlist.AllowListError` for a removed or
+        expired one, or an expiry in the past.
+        """
+        now = _now(now)
+        at = _now(at) if at is not None else now
+        if at < now:
+            raise AllowListError("an expiry cannot be set in the past")
+        with self._write() as conn:
+            q = sa.select(allowlist).where(allowlist.c.id == entry_id)
+            row = conn.execute(q).mappings().first()
+            if row is None:
+                raise AlertNotFound(f"no allow-list entry {entry_id}")
+            if row["removed_at"] is not None:
+                raise AllowListError(f"allow-list entry {entry_id} was removed")
+            if row["expires_at"] is not None and row["expires_at"] <= now:
+                raise AllowListError(f"allow-list entry {entry_id} has already expired")
+            conn.execute(
+                sa.update(allowlist).where(allowlist.c.id == entry_id).values(expires_at=at)
+            )
+            # at == now: the entry is no longer active; later: the longest-lasting entry wins
+            self._reevaluate(conn, _A.suppressed_by == entry_id, now)
+            row = conn.execute(q).mappings().one()
+        self._changed()
         return _allow(row)
 
     def list_allow(
@@ -965,3 +1421,12 @@ class AlertStore:
             q = q.limit(limit)
         with self.engine.connect() as conn:
             return [_run(r) for r in conn.execute(q).mappings()]
+
+    def get_model_version(self, version_id: int) -> ModelVersion:
+        """One model version with its blob (raises :class:`AlertNotFound`)."""
+        q = sa.select(model_versions).where(model_versions.c.id == version_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(q).mappings().first()
+        if row is None:
+            raise AlertNotFound(f"no model version {version_id}")
+        return _model(row)

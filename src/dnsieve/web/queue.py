@@ -1,30 +1,33 @@
-"""Queries behind the Alert Manager's pages and API, on the alert store's engine.
+"""Queries behind the Alert Manager's pages and API, through the alert store's public API.
 
 The store's own :meth:`~dnsieve.alerts.store.AlertStore.list_alerts` serves the
 CLI; the web queue also needs severity order, domain/client filters, a search
-box and a total for pagination, so :func:`list_queue` builds that query with
-SQLAlchemy Core against the store's tables (read-only).  Writes that the store
-has no method for (ending an allow-list entry now, re-scoring after a model
-rollback) are here too, each in one transaction.
+box and a total for pagination, so :func:`list_queue` adds those conditions to
+:meth:`~dnsieve.alerts.store.AlertStore.select_alerts` (read-only) and orders
+by the store's indexed sort keys.  Pages are read with ``OFFSET`` or, given the
+id of the last alert seen (``after``), with a keyset condition whose cost does
+not grow with the page number.  The total of a queue filtered by status and
+detector only comes from the store's cached counts.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import sqlalchemy as sa
 
 from dnsieve.alerts.base import Alert, AllowEntry, ModelVersion, status_filter
 from dnsieve.alerts.store import AlertStore, metadata
-from dnsieve.threat.allowlist import AllowListError
 
 __all__ = [
     "SORTS",
     "QueueQuery",
+    "detectors",
     "expire_allow",
     "feature_percentiles",
     "list_queue",
@@ -39,14 +42,16 @@ SORTS: tuple[str, ...] = ("threat", "newest", "severity", "score")
 log = logging.getLogger(__name__)
 
 _A = metadata.tables["alerts"].c
-_ALERTS = metadata.tables["alerts"]
-_ALLOW = metadata.tables["allowlist"]
-_S = _ALLOW.alias("sup")
+_HEX = re.compile(r"[0-9a-f]{1,64}")
 
 
 @dataclass(frozen=True)
 class QueueQuery:
-    """Filters, order and page of the alert queue."""
+    """Filters, order and page of the alert queue.
+
+    ``after`` (an alert id) asks for the page that follows that alert in
+    ``sort`` order, instead of page number ``page``.
+    """
 
     status: str = "open"
     detector: str | None = None
@@ -57,117 +62,83 @@ class QueueQuery:
     page: int = 1
     per_page: int = 50
     include_suppressed: bool = False
+    after: str | None = None
 
 
 def _escape_like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _active_sup(now: datetime) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        _A.suppressed_by.is_not(None),
-        _S.c.id.is_not(None),
-        _S.c.removed_at.is_(None),
-        sa.or_(_S.c.expires_at.is_(None), _S.c.expires_at > now),
-    )
-
-
-def _base(now: datetime) -> sa.Select[Any]:
-    supp = sa.case((_active_sup(now), True), else_=False).label("suppressed")
-    return sa.select(_ALERTS, supp).select_from(_ALERTS.outerjoin(_S, _S.c.id == _A.suppressed_by))
-
-
-def _where(q: QueueQuery, now: datetime) -> list[sa.ColumnElement[bool]]:
+def _where(q: QueueQuery, now: datetime, store: AlertStore) -> list[sa.ColumnElement[bool]]:
     conds: list[sa.ColumnElement[bool]] = []
     statuses = status_filter(q.status or "open")
     if statuses is not None:
         conds.append(_A.status.in_(statuses))
     if q.detector:
-        conds.append(_A.detector == q.detector)
+        # not index-usable on purpose: the page walks the sort order's index and skips other
+        # detectors, instead of sorting all of this detector's alerts
+        conds.append(_A.detector.concat("") == q.detector)
     if q.domain:
         d = q.domain.strip().lower().rstrip(".")
-        conds.append(sa.or_(_A.domain == d, _A.domain.like("%." + _escape_like(d), escape="\\")))
+        sub = sa.and_(
+            store.entity_contains("." + d),  # indexed pre-filter; the LIKE decides
+            _A.domain.like("%." + _escape_like(d), escape="\\"),
+        )
+        conds.append(sa.or_(_A.domain == d, sub))
     if q.client:
         conds.append(_A.client == q.client.strip())
     if q.search:
-        pat = "%" + _escape_like(q.search.strip().lower()) + "%"
-        conds.append(
-            sa.or_(
-                sa.func.lower(_A.entity).like(pat, escape="\\"),
-                _A.id.like(_escape_like(q.search.strip().lower()) + "%", escape="\\"),
-            )
-        )
+        term = q.search.strip().lower()
+        found = store.entity_contains(term)
+        if _HEX.fullmatch(term):  # an id prefix, as a primary-key range
+            found = sa.or_(found, sa.and_(_A.id >= term, _A.id < term + "g"))
+        conds.append(found)
     if not q.include_suppressed:
-        conds.append(sa.not_(_active_sup(now)))
+        conds.append(AlertStore.not_suppressed(now))
     return conds
-
-
-def _order(sort: str) -> list[Any]:
-    sev = sa.case(
-        (_A.severity == "critical", 3),
-        (_A.severity == "high", 2),
-        (_A.severity == "medium", 1),
-        else_=0,
-    )
-    tp = _A.threat_probability.desc().nulls_last()
-    if sort == "newest":
-        return [_A.window_start.desc(), _A.score.desc(), _A.id]
-    if sort == "severity":
-        return [sev.desc(), tp, _A.score.desc(), _A.id]
-    if sort == "score":
-        return [_A.score.desc(), _A.id]
-    return [tp, _A.score.desc(), _A.window_start.desc(), _A.id]
 
 
 def list_queue(
     store: AlertStore, q: QueueQuery, now: datetime | None = None
 ) -> tuple[list[Alert], int]:
     """One page of the queue and the number of matching alerts."""
-    from dnsieve.alerts.store import _alert
-
     now = now or datetime.now(UTC)
-    conds = _where(q, now)
+    conds = _where(q, now, store)
     per = max(1, min(q.per_page, 500))
-    page = max(1, q.page)
-    rows = _base(now).where(*conds).order_by(*_order(q.sort)).limit(per).offset((page - 1) * per)
-    total = (
-        sa.select(sa.func.count())
-        .select_from(_ALERTS.outerjoin(_S, _S.c.id == _A.suppressed_by))
-        .where(*conds)
-    )
-    with store.engine.connect() as conn:
-        items = [_alert(r) for r in conn.execute(rows).mappings()]
-        n = int(conn.execute(total).scalar_one())
-    return items, n
+    rows = store.select_alerts(now).where(*conds).order_by(*store.order_keys(q.sort)).limit(per)
+    if q.after:
+        rows = rows.where(store.after_alert(q.sort, q.after))
+    else:
+        rows = rows.offset((max(1, q.page) - 1) * per)
+    items = store.fetch_alerts(rows)
+    if q.domain or q.client or q.search:
+        total = store.count_where(*conds)
+    else:
+        total = store.count_alerts(q.status or "open", q.include_suppressed, now, q.detector)
+    return items, total
 
 
 def detectors(store: AlertStore) -> list[str]:
     """The detectors that have alerts (for the filter menu)."""
-    with store.engine.connect() as conn:
-        q = sa.select(_A.detector).distinct().order_by(_A.detector)
-        return [str(d) for d in conn.execute(q).scalars()]
+    return store.detector_names()
 
 
 def related_alerts(
     store: AlertStore, alert: Alert, limit: int = 25, now: datetime | None = None
 ) -> list[Alert]:
     """Other alerts on the same entity, domain or client, newest first."""
-    from dnsieve.alerts.store import _alert
-
-    now = now or datetime.now(UTC)
     same = [_A.entity == alert.entity]
     if alert.domain:
         same.append(_A.domain == alert.domain)
     if alert.client:
         same.append(_A.client == alert.client)
     q = (
-        _base(now)
+        store.select_alerts(now)
         .where(sa.or_(*same), _A.id != alert.id)
         .order_by(_A.window_start.desc(), _A.id)
         .limit(limit)
     )
-    with store.engine.connect() as conn:
-        return [_alert(r) for r in conn.execute(q).mappings()]
+    return store.fetch_alerts(q)
 
 
 def review_queue(store: AlertStore, k: int = 50, pool: int = 2000) -> list[tuple[Alert, float]]:
@@ -236,30 +207,8 @@ def feature_percentiles(
 def expire_allow(
     store: AlertStore, entry_id: int, at: datetime | None = None, now: datetime | None = None
 ) -> AllowEntry:
-    """End an allow-list entry at ``at`` (default now), keeping it as history.
-
-    The alerts it suppressed are re-matched in the same transaction, so they
-    fall back to another active entry or come back to the queue at once.
-    """
-    now = now or datetime.now(UTC)
-    at = at or now
-    if at < now:
-        raise AllowListError("an expiry cannot be set in the past")
-    with store._write() as conn:
-        row = conn.execute(sa.select(_ALLOW).where(_ALLOW.c.id == entry_id)).mappings().first()
-        if row is None:
-            from dnsieve.alerts.base import AlertNotFound
-
-            raise AlertNotFound(f"no allow-list entry {entry_id}")
-        if row["removed_at"] is not None:
-            raise AllowListError(f"allow-list entry {entry_id} was removed")
-        if row["expires_at"] is not None and row["expires_at"] <= now:
-            raise AllowListError(f"allow-list entry {entry_id} has already expired")
-        conn.execute(sa.update(_ALLOW).where(_ALLOW.c.id == entry_id).values(expires_at=at))
-        # re-match (at == now: the entry is no longer active; later: the longest-lasting wins)
-        store._reevaluate(conn, _A.suppressed_by == entry_id, now)
-    entry = next(e for e in store.list_allow(include_inactive=True) if e.id == entry_id)
-    return entry
+    """End an allow-list entry at ``at`` (default now): :meth:`AlertStore.expire_allow`."""
+    return store.expire_allow(entry_id, at, now)
 
 
 def rollback_model(store: AlertStore, version_id: int) -> tuple[ModelVersion, int]:
