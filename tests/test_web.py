@@ -391,7 +391,7 @@ def test_users_migration_matches_the_tables(tmp_path: Path) -> None:
     from dnsieve.web.users import tokens_table, users_table
 
     with AlertStore.open(tmp_path / "m.db") as s:
-        assert current_revision(s.engine) == "0002"
+        assert current_revision(s.engine) == "0003"
         insp = sa.inspect(s.engine)
         for table in (users_table, tokens_table):
             assert {c["name"] for c in insp.get_columns(table.name)} == set(table.columns.keys())
@@ -407,7 +407,7 @@ def test_users_migration_matches_the_tables(tmp_path: Path) -> None:
             command.downgrade(_alembic_config(conn), "0001")
         assert "web_users" not in sa.inspect(s.engine).get_table_names()
         upgrade(s.engine)
-        assert current_revision(s.engine) == "0002"
+        assert current_revision(s.engine) == "0003"
 
 
 def test_volume_detector_alert_card_and_plot(client: TestClient, store: AlertStore) -> None:
@@ -453,3 +453,24 @@ def test_tojson_keeps_key_order_for_bokeh_items() -> None:
 
     out = make_environment().from_string("{{ x|tojson }}").render(x={"b": "</script>", "a": 2})
     assert out == '{"b": "\\u003c/script\\u003e", "a": 2}'
+
+
+def test_evidence_sentences_in_plain_words() -> None:
+    """The fast-flux detector's own evidence reads as a sentence; counts agree in number."""
+    import json
+
+    from dnsieve.detectors import DetectContext, get
+    from dnsieve.web.evidence import evidence_sentences
+
+    cls = get("fastflux")
+    ex = cls.example(0)
+    lo, hi = ex["ts"].min(), ex["ts"].max()
+    ctx = DetectContext(start=lo, end=hi + timedelta(seconds=1), window=3600.0)  # type: ignore[operator,arg-type]
+    out = cls().score(ex, ctx).sort("score", descending=True)
+    ev = json.loads(out["evidence"][0])
+    first = evidence_sentences("fastflux", "domain", ev)[0]
+    assert first.startswith(f"answered with {ev['distinct_ips']} distinct addresses in ")
+    assert f"{ev['distinct_slash16']} /16 networks" in first and "median TTL" in first
+    assert evidence_sentences("volume", "domain", {"queries": 1, "clients": 1}) == [
+        "queried 1 time by 1 client"
+    ]

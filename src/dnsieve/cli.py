@@ -297,10 +297,10 @@ def demo(
                 f"next: dnsieve alerts list --db {escape(res.db)}"
             )
         if serve:
-            _serve_demo(res.db, port)
+            _serve_demo(res.db, port, res.lake)
 
 
-def _serve_demo(db_url: str, port: int) -> None:
+def _serve_demo(db_url: str, port: int, lake: Path | None = None) -> None:
     """Serve the demo's store on loopback with a fresh admin password (no default credentials)."""
     import importlib.util
 
@@ -321,7 +321,7 @@ def _serve_demo(db_url: str, port: int) -> None:
         f"\n[bold]Alert Manager:[/bold] http://127.0.0.1:{port}/  user [bold]admin[/bold]  "
         f"password [bold]{escape(password)}[/bold]  (Ctrl-C to stop)"
     )
-    app_ = create_app(WebSettings(db_url=db_url, secret_key=secrets.token_urlsafe(32)))
+    app_ = create_app(WebSettings(db_url=db_url, secret_key=secrets.token_urlsafe(32)), lake=lake)
     uvicorn.run(app_, host="127.0.0.1", port=port, log_level="warning")
 
 

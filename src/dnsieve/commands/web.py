@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import ipaddress
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -61,6 +62,13 @@ def register(app: typer.Typer) -> None:
         host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
         port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8000,
         db: DbOpt = None,
+        lake: Annotated[
+            Path | None,
+            typer.Option(
+                help="the lake whose raw events the alert pages show (default: [lake] path)",
+                show_default=False,
+            ),
+        ] = None,
         https_only: Annotated[
             bool | None,
             typer.Option(
@@ -80,6 +88,15 @@ def register(app: typer.Typer) -> None:
         from dnsieve.web.app import SECRET_ENV
 
         secure = (not _loopback(host)) if https_only is None else https_only
+        if lake is None:
+            from rich.markup import escape
+
+            from dnsieve.config import ConfigError, load_settings
+
+            try:
+                lake = load_settings().lake.path
+            except ConfigError as exc:
+                err_console.print(f"[yellow]raw events not shown:[/yellow] {escape(str(exc))}")
         settings = WebSettings(db_url=resolve_db_url(db), https_only=secure)
         with open_store_or_exit(db) as store:
             from dnsieve.web.users import UserStore
@@ -95,7 +112,7 @@ def register(app: typer.Typer) -> None:
             err_console.print(
                 f"[dim]{SECRET_ENV} is unset: sessions use a random key and end on restart[/dim]"
             )
-        uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=False)
+        uvicorn.run(create_app(settings, lake=lake), host=host, port=port, proxy_headers=False)
 
     @users_app.command("add")
     def add(

@@ -17,6 +17,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
+from pathlib import Path
 from urllib.parse import quote
 
 import sqlalchemy.exc
@@ -95,12 +96,18 @@ def _install_handlers(app: FastAPI) -> None:
         return _error(request, 503, "the alert store is unavailable; try again")
 
 
-def create_app(settings: WebSettings | None = None, store: AlertStore | None = None) -> FastAPI:
+def create_app(
+    settings: WebSettings | None = None,
+    store: AlertStore | None = None,
+    lake: str | os.PathLike[str] | None = None,
+) -> FastAPI:
     """A new Alert Manager app on its own store connection.
 
     ``store`` may be given (tests, ``dnsieve demo``); otherwise the store at
     ``settings.db_url`` (``--db``, else ``$DNSIEVE_DB``, else the default file)
-    is opened and migrated, and closed when the app shuts down.
+    is opened and migrated, and closed when the app shuts down.  ``lake`` is
+    the Parquet lake's directory (``[lake] path``) the raw events behind an
+    alert are read from; without it the pages say that no lake is configured.
     """
     settings = settings or WebSettings()
     own_store = store is None
@@ -128,6 +135,7 @@ def create_app(settings: WebSettings | None = None, store: AlertStore | None = N
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.lake_path = Path(lake) if lake is not None else None
     app.state.users = UserStore(store.engine)
     app.state.limiter = LoginLimiter(
         settings.login_max_failures, settings.login_max_failures_ip, settings.login_window_s

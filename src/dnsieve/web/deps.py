@@ -8,6 +8,7 @@ everything hangs off ``request.app.state`` set up by
 """
 
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
@@ -24,6 +25,7 @@ __all__ = [
     "AnalystPage",
     "ApiUser",
     "CsrfForm",
+    "LakePathDep",
     "LoginRequired",
     "PageUser",
     "SettingsDep",
@@ -55,7 +57,14 @@ def get_settings(request: Request) -> WebSettings:
     return request.app.state.settings
 
 
+def get_lake_path(request: Request) -> Path | None:
+    """The lake directory the app was created with (None: no lake configured)."""
+    path: Path | None = getattr(request.app.state, "lake_path", None)
+    return path
+
+
 StoreDep = Annotated[AlertStore, Depends(get_store)]
+LakePathDep = Annotated[Path | None, Depends(get_lake_path)]
 UsersDep = Annotated[UserStore, Depends(get_users)]
 SettingsDep = Annotated[WebSettings, Depends(get_settings)]
 

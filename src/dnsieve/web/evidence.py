@@ -16,9 +16,30 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, timedelta
+from pathlib import Path
 from typing import Any
 
-__all__ = ["evidence_rows", "evidence_sentences"]
+import polars as pl
+
+from dnsieve.alerts.base import Alert
+from dnsieve.alerts.events import AlertEvents, EventsUnavailable, entity_hourly, events_for_alert
+
+__all__ = [
+    "CONTEXT_AFTER",
+    "CONTEXT_BEFORE",
+    "EventsView",
+    "alert_events",
+    "alert_hourly",
+    "evidence_rows",
+    "evidence_sentences",
+]
+
+NO_LAKE = (
+    "No lake is configured for this Alert Manager, so the raw events cannot be shown "
+    "(start it with 'dnsieve serve --lake PATH', or set [lake] path)."
+)
 
 
 def _num(v: Any) -> float | None:
@@ -47,7 +68,7 @@ def evidence_sentences(detector: str, entity_type: str, ev: Mapping[str, Any]) -
     hours = _num(cur.get("hours")) or _num(ev.get("hours"))
     clients = _num(ev.get("clients"))
     if q is not None:
-        s = f"queried {_fmt(q)} times"
+        s = f"queried {_fmt(q)} time{'s' if q != 1 else ''}"
         if hours:
             s += f" in {_fmt(hours)} h"
         if clients is not None:
@@ -65,6 +86,21 @@ def evidence_sentences(detector: str, entity_type: str, ev: Mapping[str, Any]) -
         s = f"demand {_fmt(_num(eff['demand_ratio']) or 0)}× its baseline"
         if isinstance(ci, list) and len(ci) == 2 and all(_num(x) is not None for x in ci):
             s += f" (90 % interval {_fmt(ci[0])}–{_fmt(ci[1])})"
+        out.append(s)
+    ips = _num(ev.get("distinct_ips"))
+    if ips is not None:
+        s = f"answered with {_fmt(ips)} distinct address{'es' if ips != 1 else ''}"
+        s16, s24 = _num(ev.get("distinct_slash16")), _num(ev.get("distinct_slash24"))
+        if s16 is not None and s24 is not None:
+            s += f" in {_fmt(s24)} /24 and {_fmt(s16)} /16 networks"
+        ttl = _num(ev.get("median_ttl"))
+        if ttl is not None:
+            s += f", median TTL {_fmt(ttl)} s"
+            low = _num(ev.get("min_ttl"))
+            if low is not None and low != ttl:
+                s += f" (lowest {_fmt(low)} s)"
+        if clients is not None and q is None:
+            s += f"; asked by {_fmt(clients)} client{'s' if clients != 1 else ''}"
         out.append(s)
     for key, what in (
         ("nxdomain", "failed lookups (NXDOMAIN)"),
@@ -107,3 +143,85 @@ def evidence_rows(ev: Mapping[str, Any], max_len: int = 400) -> list[tuple[str, 
             text = text[: max_len - 1] + "…"
         rows.append((str(k), text))
     return rows
+
+
+@dataclass(frozen=True)
+class EventsView:
+    """The raw events of an alert as the page and the API show them.
+
+    ``result`` is None when the lake is not configured or cannot be read;
+    ``message`` then says why (and also when the window holds no events).
+    """
+
+    configured: bool
+    result: AlertEvents | None
+    message: str | None
+
+    @property
+    def available(self) -> bool:
+        """The lake was read (even if it had nothing for this window)."""
+        return self.result is not None
+
+    def rows(self, max_answers: int = 6) -> list[dict[str, str]]:
+        """Display rows: time with milliseconds (UTC), client, qname, qtype, rcode, answers."""
+        if self.result is None:
+            return []
+        out = []
+        for r in self.result.events.iter_rows(named=True):
+            ans = [str(a) for a in (r["answers"] or [])]
+            more = f" (+{len(ans) - max_answers})" if len(ans) > max_answers else ""
+            out.append(
+                {
+                    "time": r["ts"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+                    "client": r["src_ip"] or "",
+                    "qname": r["qname"] or "",
+                    "qtype": r["qtype"] or "",
+                    "rcode": r["rcode"] or "",
+                    "answers": ", ".join(ans[:max_answers]) + more,
+                }
+            )
+        return out
+
+
+def alert_events(lake_path: Path | None, alert: Alert, limit: int = 200) -> EventsView:
+    """Read the events behind ``alert`` from the lake at ``lake_path`` (None: no lake)."""
+    if lake_path is None:
+        return EventsView(False, None, NO_LAKE)
+    try:
+        res = events_for_alert(lake_path, alert, limit)
+    except EventsUnavailable as exc:
+        return EventsView(True, None, f"The lake is not reachable: {exc}.")
+    if res.total == 0:
+        subject = {"domain": "domain", "client": "client"}.get(alert.entity_type, "pair")
+        msg = (
+            f"The lake has no events of this {subject} between "
+            f"{res.since:%Y-%m-%d %H:%M} and {res.until:%Y-%m-%d %H:%M} UTC: they may have "
+            "been pruned, or the alert came from data ingested into another lake."
+        )
+        return EventsView(True, res, msg)
+    return EventsView(True, res, None)
+
+
+#: how much of the entity's history the volume plot shows around the alert window
+CONTEXT_BEFORE = timedelta(days=3)
+CONTEXT_AFTER = timedelta(days=1)
+
+
+def alert_hourly(lake_path: Path | None, alert: Alert) -> pl.DataFrame | None:
+    """The entity's hourly volume from 3 days before to 1 day after the alert (None: no lake).
+
+    An unreadable lake gives None too: the plot then falls back to the alerts'
+    own figures, and the raw-events card says why the lake could not be read.
+    """
+    if lake_path is None:
+        return None
+    try:
+        return entity_hourly(
+            lake_path,
+            alert.entity_type,
+            alert.entity,
+            alert.window_start - CONTEXT_BEFORE,
+            alert.window_end + CONTEXT_AFTER,
+        )
+    except EventsUnavailable:
+        return None

@@ -4,8 +4,10 @@
   (from its own and related alerts' evidence), the detector's baseline
   expectation with its 90 % posterior band, the unusual hours the detector
   reported (``top_hours``) and the alert window shaded as the outlier window;
-* :func:`who_plot`: who queried the domain (client × domain alerts on it), or
-  for a client alert, which domains it queried.
+* :func:`who_plot`: who queried the domain in the alert window (its clients in
+  the lake's events, else client × domain alerts on it), or for a client
+  alert, which domains it queried;
+* :func:`precision_plot`: the threat model's precision@k over time (model page).
 
 Plots are returned as :func:`bokeh.embed.json_item` documents.  The page puts
 the JSON in a non-executed ``<script type="application/json">`` block (Jinja's
@@ -21,19 +23,28 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from dnsieve.alerts.base import Alert
+import polars as pl
 
-__all__ = ["bokeh_script_urls", "volume_plot", "who_plot"]
+from dnsieve.alerts.base import Alert
+from dnsieve.alerts.events import AlertEvents
+
+__all__ = ["bokeh_script_urls", "precision_plot", "volume_plot", "who_plot"]
 
 BOKEH_ROOT = "/bokeh/"
 
 
 def bokeh_script_urls() -> list[str]:
-    """URLs of the BokehJS files, served locally under ``/bokeh/static``."""
+    """URLs of the BokehJS files, served locally under ``/bokeh/static``.
+
+    The Bokeh version rides in the query string, so browsers may cache the files
+    for good (:func:`dnsieve.web.security.static_cache_control`) and an upgrade
+    still loads the new ones.
+    """
+    import bokeh
     from bokeh.resources import Resources
 
     res = Resources(mode="server", root_url=BOKEH_ROOT)
-    return [u for u in res.js_files if u.endswith("/bokeh.min.js")]
+    return [f"{u}?v={bokeh.__version__}" for u in res.js_files if u.endswith("/bokeh.min.js")]
 
 
 def _num(v: Any) -> float | None:
@@ -80,13 +91,27 @@ def _band(ev: Mapping[str, Any]) -> tuple[float, float, float] | None:
     return o_lo * (1 + l_lo), mean, o_hi * (1 + l_hi)
 
 
-def volume_plot(alert: Alert, related: Sequence[Alert]) -> dict[str, Any] | None:
-    """The entity's hourly volume with baseline band and outlier windows (None: no data)."""
+def volume_plot(
+    alert: Alert, related: Sequence[Alert], hourly: pl.DataFrame | None = None
+) -> dict[str, Any] | None:
+    """The entity's hourly volume with the baseline band and the outlier windows (None: no data).
+
+    ``hourly`` (:func:`dnsieve.alerts.events.entity_hourly`: ``hour``,
+    ``queries``, ``clients``) is the entity's real hourly volume around the
+    alert, read from the lake; hours the lake holds no data for are gaps.
+    Without it the plot falls back to what the alerts themselves carry: the
+    per-hour rate of this detector's windows on the entity.  The alert's window
+    is shaded red, the other outlier windows of the same detector and entity
+    pale red, the baseline posterior (90 % band and mean) blue, and the hours
+    that drove the alert are red bars.
+    """
     from bokeh.embed import json_item
-    from bokeh.models import BoxAnnotation, ColumnDataSource, Span  # type: ignore[attr-defined]
+    from bokeh.models import BoxAnnotation, ColumnDataSource, HoverTool, Span  # type: ignore[attr-defined]
     from bokeh.plotting import figure
 
-    same = [a for a in (alert, *related) if a.entity == alert.entity]
+    same = [
+        a for a in (alert, *related) if a.entity == alert.entity and a.detector == alert.detector
+    ]
     pts = sorted(
         ((a.window_start, v) for a in same if (v := _per_hour(a)) is not None),
         key=lambda t: t[0],
@@ -100,7 +125,8 @@ def volume_plot(alert: Alert, related: Sequence[Alert]) -> dict[str, Any] | None
                 if t is not None and obs is not None:
                     hours.append((t, obs, _num(h.get("expected"))))
     band = _band(alert.evidence)
-    if not pts and not hours:
+    real = hourly is not None and hourly.height > 0 and bool(hourly["queries"].sum())
+    if not real and not pts and not hours:
         return None
     p = figure(
         height=260,
@@ -110,6 +136,17 @@ def volume_plot(alert: Alert, related: Sequence[Alert]) -> dict[str, Any] | None
         toolbar_location="above",
         y_axis_label="queries per hour",
     )
+    for other in same:
+        if other.id != alert.id:
+            p.add_layout(
+                BoxAnnotation(
+                    left=other.window_start,
+                    right=other.window_end,
+                    fill_alpha=0.08,
+                    fill_color="#d62728",
+                    line_alpha=0,
+                )
+            )
     p.add_layout(
         BoxAnnotation(
             left=alert.window_start,
@@ -125,13 +162,45 @@ def volume_plot(alert: Alert, related: Sequence[Alert]) -> dict[str, Any] | None
         p.add_layout(
             Span(location=mean, dimension="width", line_color="#1f77b4", line_dash="dashed")
         )
-    if pts:
+    if real and hourly is not None:
+        mid = timedelta(minutes=30)
+        q = [float("nan") if v is None else float(v) for v in hourly["queries"]]
+        c = [float("nan") if v is None else float(v) for v in hourly["clients"]]
+        src = ColumnDataSource(
+            {
+                "t": [t + mid for t in hourly["hour"]],
+                "hour": [f"{t:%Y-%m-%d %H:00}" for t in hourly["hour"]],
+                "q": q,
+                "c": c,
+            }
+        )
+        line = p.line(
+            "t", "q", source=src, line_color="#444444", line_width=1.5, legend_label="queries"
+        )
+        p.line(
+            "t",
+            "c",
+            source=src,
+            line_color="#2ca02c",
+            line_dash="dotted",
+            legend_label="distinct clients",
+        )
+        p.add_tools(
+            HoverTool(
+                renderers=[line],
+                tooltips=[("hour (UTC)", "@hour"), ("queries", "@q"), ("clients", "@c")],
+                mode="vline",
+            )
+        )
+    elif pts:
         src = ColumnDataSource({"t": [t for t, _ in pts], "v": [v for _, v in pts]})
         p.line("t", "v", source=src, line_color="#444444", legend_label="alert windows")
         p.scatter("t", "v", source=src, size=6, color="#444444")
     if hours:
         width = timedelta(minutes=50)
-        hs = ColumnDataSource({"t": [t for t, _, _ in hours], "obs": [o for _, o, _ in hours]})
+        hs = ColumnDataSource(
+            {"t": [t + timedelta(minutes=30) for t, _, _ in hours], "obs": [o for _, o, _ in hours]}
+        )
         p.vbar(
             x="t",
             top="obs",
@@ -146,14 +215,28 @@ def volume_plot(alert: Alert, related: Sequence[Alert]) -> dict[str, Any] | None
     return dict(json_item(p))
 
 
-def who_plot(alert: Alert, related: Sequence[Alert], top: int = 15) -> dict[str, Any] | None:
-    """Who queried the domain (or what the client queried), from client × domain alerts."""
+def who_plot(
+    alert: Alert,
+    related: Sequence[Alert],
+    events: AlertEvents | None = None,
+    top: int = 15,
+) -> dict[str, Any] | None:
+    """Who queried the domain (or what the client queried) in the alert window.
+
+    From the lake's events when ``events`` has them (the clients of a domain
+    alert, the registered domains of a client alert), else from client ×
+    domain alerts on the same domain or client.
+    """
     from bokeh.embed import json_item
     from bokeh.models import ColumnDataSource, FactorRange
     from bokeh.plotting import figure
 
     counts: dict[str, float] = {}
-    for a in (alert, *related):
+    source = "alerts"
+    if events is not None and events.who_of is not None and events.who.height:
+        counts = {str(n): float(q) for n, q in events.who.iter_rows()}
+        source = "lake"
+    for a in (alert, *related) if source == "alerts" else ():
         if a.entity_type != "client_domain" or "|" not in a.entity:
             continue
         client, _, domain = a.entity.partition("|")
@@ -178,7 +261,11 @@ def who_plot(alert: Alert, related: Sequence[Alert], top: int = 15) -> dict[str,
         sizing_mode="stretch_width",
         tools="save",
         toolbar_location="above",
-        x_axis_label="queries",
+        x_axis_label=(
+            "queries in the alert window (lake events)"
+            if source == "lake"
+            else "queries (client × domain alerts)"
+        ),
     )
     p.hbar(
         y="name",
@@ -187,4 +274,77 @@ def who_plot(alert: Alert, related: Sequence[Alert], top: int = 15) -> dict[str,
         source=ColumnDataSource({"name": names, "q": vals}),
         color="#1f77b4",
     )
+    return dict(json_item(p))
+
+
+def precision_plot(daily: pl.DataFrame, ks: Sequence[int]) -> dict[str, Any] | None:
+    """Daily precision@k lines (one per k) and the base rate, from
+    :func:`dnsieve.threat.metrics.daily_precision` (None: no judged days)."""
+    from bokeh.embed import json_item
+    from bokeh.models import ColumnDataSource, DatetimeTickFormatter, HoverTool, Range1d
+    from bokeh.palettes import Category10
+    from bokeh.plotting import figure
+
+    if daily.height == 0:
+        return None
+    days = [datetime(d.year, d.month, d.day, 12) for d in daily["day"]]
+    # a day either side, so that one day (or a few) gives a readable date axis, not µs ticks
+    x_range = Range1d(start=min(days) - timedelta(days=1), end=max(days) + timedelta(days=1))
+    data: dict[str, list[Any]] = {
+        "t": days,
+        "day": [d.isoformat() for d in daily["day"]],
+        "n": daily["verdicts"].to_list(),
+        "threats": daily["threats"].to_list(),
+        "base": daily["base_rate"].to_list(),
+    }
+    for k in ks:
+        data[f"p{k}"] = [float("nan") if v is None else v for v in daily[f"p_at_{k}"]]
+    src = ColumnDataSource(data)
+    p = figure(
+        height=280,
+        sizing_mode="stretch_width",
+        x_axis_type="datetime",
+        x_range=x_range,
+        y_range=Range1d(start=0, end=1.05),
+        tools="pan,box_zoom,wheel_zoom,reset,save",
+        toolbar_location="above",
+        y_axis_label="precision",
+    )
+    day_fmt = "%Y-%m-%d"
+    p.xaxis.formatter = DatetimeTickFormatter(
+        microseconds=day_fmt,
+        milliseconds=day_fmt,
+        seconds=day_fmt,
+        minsec=day_fmt,
+        minutes=day_fmt,
+        hourmin="%Y-%m-%d %H:%M",
+        hours="%Y-%m-%d %H:%M",
+        days=day_fmt,
+        months="%Y-%m",
+        years="%Y",
+        context=None,
+    )
+    # the base rate first, wide and pale, so that a precision line on it stays visible
+    p.line(
+        "t",
+        "base",
+        source=src,
+        line_color="#999999",
+        line_width=7,
+        line_alpha=0.35,
+        legend_label="base rate (share of threats)",
+    )
+    colors = Category10[10]
+    renderers: list[Any] = []
+    for i, k in enumerate(ks):
+        c = colors[i % len(colors)]
+        p.line("t", f"p{k}", source=src, line_color=c, line_width=2, legend_label=f"precision@{k}")
+        renderers.append(
+            p.scatter("t", f"p{k}", source=src, size=7, color=c, legend_label=f"precision@{k}")
+        )
+    tips = [("day", "@day"), ("verdicts", "@n"), ("threats", "@threats"), ("base rate", "@base")]
+    tips += [(f"precision@{k}", f"@p{k}") for k in ks]
+    p.add_tools(HoverTool(renderers=renderers, tooltips=tips))
+    p.legend.location = "bottom_left"
+    p.legend.background_fill_alpha = 0.6
     return dict(json_item(p))

@@ -7,6 +7,7 @@ Jinja's ``tojson`` (which escapes ``<``, ``>``, ``&`` and ``'``).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -14,10 +15,13 @@ from typing import Any
 import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
+from markupsafe import Markup, escape
 
 from dnsieve.web.security import CSRF_FIELD, csrf_token
 
-__all__ = ["flash", "make_environment", "page"]
+__all__ = ["flash", "inline_code", "make_environment", "page"]
+
+_LITERAL = re.compile(r"``(.+?)``|`([^`]+?)`")
 
 
 def _fmt_time(ts: datetime | None) -> str:
@@ -36,6 +40,22 @@ def _fmt_num(x: float | None) -> str:
     return f"{x:.4g}"
 
 
+def _fmt_thousands(n: int | float | None) -> str:
+    return "" if n is None else f"{n:,}"
+
+
+def inline_code(text: str | None) -> Markup:
+    """Docstring text for a page: escaped, with ````x```` / ```x``` literals as ``<code>``.
+
+    >>> str(inline_code("Returns ``available`` & <b>"))
+    'Returns <code>available</code> &amp; &lt;b&gt;'
+    """
+    if not text:
+        return Markup("")
+    escaped = str(escape(text))  # markup in the text is inert before any tag is added
+    return Markup(_LITERAL.sub(lambda m: f"<code>{m.group(1) or m.group(2)}</code>", escaped))
+
+
 def make_environment() -> jinja2.Environment:
     """The templates shipped in ``dnsieve/web/templates``, autoescape on for everything."""
     path = resources.files("dnsieve.web") / "templates"
@@ -46,7 +66,9 @@ def make_environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(time=_fmt_time, prob=_fmt_p, num=_fmt_num)
+    env.filters.update(
+        time=_fmt_time, prob=_fmt_p, num=_fmt_num, thousands=_fmt_thousands, code=inline_code
+    )
     # |tojson must keep key order: a Bokeh json_item defines each model at its
     # first occurrence and refers to it by id afterwards; sorted keys put some
     # references before their definitions ("reference p1036 isn't known").

@@ -8,22 +8,36 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from dnsieve.alerts.base import Alert, AllowEntry, AuditEntry, ModelVersion, RunRecord
+from dnsieve.threat.metrics import PrecisionReport
+
+PRECISION_DEFINITION = (
+    "Prequential precision@k per UTC day: the alerts whose first verdict was given that day, "
+    "labelled by their verdict as known now (threat positive; benign and not relevant "
+    "negative), ranked by the model version active at the day's first verdict (it had seen "
+    "none of that day's labels); precision@k is the share of threats among the top min(k, n), "
+    "ties at the cut at their expected value. base_rate is the share of threats among all n."
+)
 
 __all__ = [
     "AlertDetailPublic",
+    "AlertEventsPublic",
     "AlertPage",
     "AlertPublic",
     "AllowCreate",
     "AllowPublic",
     "AllowUpdate",
     "AuditPublic",
+    "EventPublic",
     "ModelSummary",
     "ModelVersionPublic",
+    "PrecisionPoint",
+    "PrecisionPublic",
     "ReviewItem",
     "RunPublic",
     "UserPublic",
     "VerdictCreate",
     "VerdictPublic",
+    "VersionVerdicts",
 ]
 
 
@@ -186,3 +200,93 @@ class RunPublic(_Out):
 class UserPublic(_Out):
     name: str
     role: str
+
+
+class EventPublic(BaseModel):
+    """One canonical DNS event from the lake (see ``dnsieve.schema``)."""
+
+    ts: datetime
+    src_ip: str | None = Field(description="the client")
+    dst_ip: str | None = Field(description="the server")
+    proto: str | None
+    qname: str | None
+    qtype: str | None
+    rcode: str | None
+    answers: list[str]
+    registered_domain: str | None
+
+
+class AlertEventsPublic(BaseModel):
+    """The raw events behind an alert: its entity's events in its window, newest first."""
+
+    alert_id: str
+    lake_configured: bool = Field(description="the server was started with a lake")
+    available: bool = Field(description="the lake could be read")
+    message: str | None = Field(description="why nothing is shown (no lake, unreadable, empty)")
+    window_start: datetime
+    window_end: datetime
+    domains: list[str] = Field(description="registered domains matched (empty: any)")
+    clients: list[str] = Field(description="clients matched (empty: any)")
+    total: int = Field(description="events in the window")
+    shown: int
+    limit: int
+    events: list[EventPublic]
+
+
+class PrecisionPoint(BaseModel):
+    """Prequential precision@k of one UTC day (see docs/web.md, "Model quality")."""
+
+    day: str
+    verdicts: int = Field(description="alerts whose first verdict was given that day")
+    threats: int
+    base_rate: float = Field(description="share of threats among them (precision of chance)")
+    model_version: int | None = Field(description="the frozen model (null: prior only)")
+    precision: dict[str, float | None] = Field(
+        description="k → precision@k among the day's alerts ranked by the frozen model"
+    )
+
+
+class VersionVerdicts(BaseModel):
+    """Verdicts given while a model version was the active one, by label."""
+
+    model_version: int | None
+    threat: int = 0
+    benign: int = 0
+    not_relevant: int = 0
+
+
+class PrecisionPublic(BaseModel):
+    """Precision@k over time and verdict counts per model version."""
+
+    definition: str
+    ks: list[int]
+    days: int
+    points: list[PrecisionPoint]
+    pooled: dict[str, float | None] = Field(
+        description="k → mean daily precision@k weighted by min(k, verdicts)"
+    )
+    unscored_days: list[str] = Field(description="days whose frozen model could not be loaded")
+    by_version: list[VersionVerdicts]
+
+    @classmethod
+    def of(cls, rep: PrecisionReport) -> PrecisionPublic:
+        points = [
+            PrecisionPoint(
+                day=r["day"].isoformat(),
+                verdicts=r["verdicts"],
+                threats=r["threats"],
+                base_rate=r["base_rate"],
+                model_version=r["model_version"],
+                precision={str(k): r[f"p_at_{k}"] for k in rep.ks},
+            )
+            for r in rep.daily.iter_rows(named=True)
+        ]
+        return cls(
+            definition=PRECISION_DEFINITION,
+            ks=list(rep.ks),
+            days=rep.days,
+            points=points,
+            pooled={str(k): v for k, v in rep.pooled.items()},
+            unscored_days=[d.isoformat() for d in rep.unscored_days],
+            by_version=[VersionVerdicts.model_validate(v) for v in rep.by_version],
+        )

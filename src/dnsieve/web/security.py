@@ -40,6 +40,7 @@ __all__ = [
     "csrf_ok",
     "csrf_token",
     "safe_next",
+    "static_cache_control",
 ]
 
 CSRF_FIELD = "csrf_token"
@@ -182,6 +183,27 @@ class LoginLimiter:
             self._fails.pop((ip, user.lower()), None)
 
 
+def static_cache_control(path: str, query: bytes = b"") -> bytes:
+    """The ``Cache-Control`` of a response: pages and API answers are never stored.
+
+    BokehJS files carry their version in the URL (``?v=…``), so a browser may
+    keep them for a year; the app's own CSS/JS are revalidated (ETag) on use.
+
+    >>> static_cache_control("/alerts")
+    b'no-store'
+    >>> static_cache_control("/bokeh/static/js/bokeh.min.js", b"v=3f2a")
+    b'public, max-age=31536000, immutable'
+    >>> static_cache_control("/static/app.css")
+    b'no-cache'
+    """
+    if path.startswith("/bokeh/"):
+        versioned = any(part.startswith(b"v=") for part in query.split(b"&"))
+        return b"public, max-age=31536000, immutable" if versioned else b"public, max-age=86400"
+    if path.startswith("/static/"):
+        return b"no-cache"
+    return b"no-store"
+
+
 class SecurityHeadersMiddleware:
     """Adds the CSP and the other security headers to every HTTP response (pure ASGI)."""
 
@@ -203,15 +225,15 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        static = str(scope.get("path", "")).startswith(("/static/", "/bokeh/"))
+        cache = static_cache_control(str(scope.get("path", "")), scope.get("query_string", b""))
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {k.lower() for k, _ in headers}
                 headers += [(k, v) for k, v in self.headers if k not in present]
-                if not static and b"cache-control" not in present:
-                    headers.append((b"cache-control", b"no-store"))
+                if b"cache-control" not in present:
+                    headers.append((b"cache-control", cache))
                 message["headers"] = headers
             await send(message)
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Path, Request, status
+from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from dnsieve.alerts.base import VERDICTS, InvalidTransition
+from dnsieve.alerts.events import MAX_LIMIT
 from dnsieve.web.actions import QueueParams, give_verdict
-from dnsieve.web.deps import AnalystPage, CsrfForm, PageUser, StoreDep
-from dnsieve.web.evidence import evidence_rows, evidence_sentences
+from dnsieve.web.deps import AnalystPage, CsrfForm, LakePathDep, PageUser, StoreDep
+from dnsieve.web.evidence import alert_events, alert_hourly, evidence_rows, evidence_sentences
 from dnsieve.web.plots import volume_plot, who_plot
 from dnsieve.web.queue import SORTS, detectors, feature_percentiles, list_queue, related_alerts
 from dnsieve.web.render import flash, page
@@ -57,9 +58,17 @@ def queue(request: Request, user: PageUser, store: StoreDep, q: QueueParams) -> 
 
 
 @router.get("/{alert_id}", response_class=HTMLResponse)
-def detail(request: Request, user: PageUser, store: StoreDep, alert_id: AlertId) -> HTMLResponse:
+def detail(
+    request: Request,
+    user: PageUser,
+    store: StoreDep,
+    lake_path: LakePathDep,
+    alert_id: AlertId,
+    events: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="raw events shown")] = 200,
+) -> HTMLResponse:
     alert = store.get_alert(alert_id)
     related = related_alerts(store, alert)
+    raw = alert_events(lake_path, alert, events)
     entry = None
     if alert.suppressed_by is not None:
         entry = next(
@@ -68,7 +77,10 @@ def detail(request: Request, user: PageUser, store: StoreDep, alert_id: AlertId)
         )
     plots = {
         k: v
-        for k, v in (("volume", volume_plot(alert, related)), ("who", who_plot(alert, related)))
+        for k, v in (
+            ("volume", volume_plot(alert, related, alert_hourly(lake_path, alert))),
+            ("who", who_plot(alert, related, raw.result)),
+        )
         if v is not None
     }
     return page(
@@ -83,6 +95,7 @@ def detail(request: Request, user: PageUser, store: StoreDep, alert_id: AlertId)
         audit=store.audit_trail(alert.id),
         entry=entry,
         plots=plots,
+        raw=raw,
         verdicts=VERDICTS,
         can_judge=role_at_least(user.role, "analyst"),
     )

@@ -11,6 +11,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, status
 
+from dnsieve.alerts.events import MAX_LIMIT
+from dnsieve.threat.metrics import precision_report
 from dnsieve.web.actions import (
     QueueParams,
     add_allow,
@@ -19,19 +21,23 @@ from dnsieve.web.actions import (
     give_verdict,
     model_summary,
 )
-from dnsieve.web.deps import AdminApi, AnalystApi, ApiUser, StoreDep, api_user
-from dnsieve.web.evidence import evidence_sentences
+from dnsieve.web.deps import AdminApi, AnalystApi, ApiUser, LakePathDep, StoreDep, api_user
+from dnsieve.web.evidence import alert_events, evidence_sentences
 from dnsieve.web.queue import list_queue, related_alerts, review_queue, rollback_model
+from dnsieve.web.routes.model import PrecisionParams
 from dnsieve.web.schemas import (
     AlertDetailPublic,
+    AlertEventsPublic,
     AlertPage,
     AlertPublic,
     AllowCreate,
     AllowPublic,
     AllowUpdate,
     AuditPublic,
+    EventPublic,
     ModelSummary,
     ModelVersionPublic,
+    PrecisionPublic,
     ReviewItem,
     RunPublic,
     UserPublic,
@@ -79,6 +85,37 @@ def get_alert(store: StoreDep, alert_id: AlertId) -> AlertDetailPublic:
         summary=evidence_sentences(a.detector, a.entity_type, a.evidence),
         related=[AlertPublic.of(r) for r in related_alerts(store, a)],
         audit=[AuditPublic.of(e) for e in store.audit_trail(a.id)],
+    )
+
+
+@router.get("/alerts/{alert_id}/events", tags=["alerts"])
+def alert_events_api(
+    store: StoreDep,
+    lake_path: LakePathDep,
+    alert_id: AlertId,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 200,
+) -> AlertEventsPublic:
+    """The raw lake events behind an alert (its entity in its window), newest first.
+
+    ``available`` is false, with a ``message``, when the server has no lake or
+    cannot read it; ``total`` is 0 when the lake has no events for the window.
+    """
+    a = store.get_alert(alert_id)
+    view = alert_events(lake_path, a, limit)
+    res = view.result
+    return AlertEventsPublic(
+        alert_id=a.id,
+        lake_configured=view.configured,
+        available=view.available,
+        message=view.message,
+        window_start=a.window_start,
+        window_end=a.window_end,
+        domains=sorted(res.domains) if res else [],
+        clients=sorted(res.clients) if res else [],
+        total=res.total if res else 0,
+        shown=res.shown if res else 0,
+        limit=limit,
+        events=[EventPublic.model_validate(r) for r in res.records()] if res else [],
     )
 
 
@@ -146,6 +183,13 @@ def delete_allow(store: StoreDep, user: AnalystApi, entry_id: EntryId) -> AllowP
 def model(store: StoreDep) -> ModelSummary:
     """The active threat-model version, its history and the verdict counts."""
     return model_summary(store)
+
+
+@router.get("/model/precision", tags=["model"])
+def model_precision(store: StoreDep, q: PrecisionParams) -> PrecisionPublic:
+    """Prequential precision@k per UTC day: the alerts first judged that day, ranked by the
+    model as it stood before that day's verdicts; plus verdict counts per model version."""
+    return PrecisionPublic.of(precision_report(store, q.ks, q.days))
 
 
 @router.post("/model/versions/{version_id}/activate", tags=["model"])

@@ -1,28 +1,72 @@
-"""Page: threat-model versions, verdict counts and rollback (admin)."""
+"""Page: threat-model versions, verdict counts, precision@k over time, and rollback (admin)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from dnsieve.threat.metrics import DEFAULT_KS, precision_report
 from dnsieve.web.actions import model_summary
 from dnsieve.web.deps import AdminPage, CsrfForm, PageUser, StoreDep
+from dnsieve.web.plots import precision_plot
 from dnsieve.web.queue import rollback_model
 from dnsieve.web.render import flash, page
+from dnsieve.web.schemas import PRECISION_DEFINITION
 from dnsieve.web.users import role_at_least
+
+__all__ = ["PrecisionParams", "PrecisionQuery", "router"]
 
 router = APIRouter(prefix="/model", include_in_schema=False)
 
+MAX_KS = 5
+MAX_K = 1000
+
+
+@dataclass(frozen=True)
+class PrecisionQuery:
+    """Which precision@k values, over how many days."""
+
+    ks: tuple[int, ...]
+    days: int
+
+
+def precision_query(
+    k: Annotated[
+        list[int] | None,
+        Query(description=f"k of precision@k (repeatable, up to {MAX_KS}; default 10 and 20)"),
+    ] = None,
+    days: Annotated[int, Query(ge=1, le=366, description="UTC days back from today")] = 90,
+) -> PrecisionQuery:
+    ks = tuple(dict.fromkeys(k)) if k else DEFAULT_KS
+    if len(ks) > MAX_KS or any(not 1 <= x <= MAX_K for x in ks):
+        raise HTTPException(
+            422,
+            f"k: give 1 to {MAX_KS} values between 1 and {MAX_K}",
+        )
+    return PrecisionQuery(tuple(sorted(ks)), days)
+
+
+PrecisionParams = Annotated[PrecisionQuery, Depends(precision_query)]
+
 
 @router.get("", response_class=HTMLResponse)
-def model(request: Request, user: PageUser, store: StoreDep) -> HTMLResponse:
+def model(request: Request, user: PageUser, store: StoreDep, q: PrecisionParams) -> HTMLResponse:
+    rep = precision_report(store, q.ks, q.days)
+    plot = precision_plot(rep.daily, rep.ks)
     return page(
         request,
         "model.html",
+        with_bokeh=plot is not None,
         summary=model_summary(store),
         can_rollback=role_at_least(user.role, "admin"),
+        precision=rep,
+        precision_rows=list(reversed(rep.daily.rows(named=True))),
+        precision_plot=plot,
+        definition=PRECISION_DEFINITION,
+        by_version={v["model_version"]: v for v in rep.by_version},
     )
 
 
