@@ -1,0 +1,1 @@
+"""Real-browser tests of the Alert Manager (see conftest.py)."""
