@@ -83,7 +83,7 @@ def main() -> None:
     print(f"volume evaluation: {args.hours} h x {args.clients} clients, seeds {args.seeds}")
     for seed in args.seeds:
         r = evaluate(seed, args.clients, args.hours)
-        for kind, (n, a, c) in r["kinds"].items():  # type: ignore[union-attr]
+        for kind, (n, a, c) in r["kinds"].items():  # type: ignore[attr-defined]
             t = total.setdefault(kind, [0, 0, 0])
             t[0] += n
             t[1] += a

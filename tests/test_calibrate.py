@@ -147,3 +147,31 @@ def test_injected_burst_survives_calibration() -> None:
     det = VolumeDetector()
     res = calibrate(det.score(data, ctx), population={"volume": det.population(data, ctx)})
     assert "burst.example" in res.alerts.get_column("entity").to_list()
+
+
+def test_declustering_counts_a_long_anomaly_once() -> None:
+    """Consecutive windows of one entity form one cluster: its top score alone enters the fit."""
+    rng = np.random.default_rng(21)
+    n = 3000
+    ents = [f"e{i}.example" for i in range(n)]
+    starts = [T0 + timedelta(hours=3 * int(rng.integers(0, 50))) for _ in range(n)]
+    scores = list(rng.exponential(1.0, n))
+    # five anomalies, each lasting eight consecutive 3-hour windows with high scores
+    for a in range(5):
+        for w in range(8):
+            ents.append(f"long{a}.example")
+            starts.append(T0 + timedelta(hours=3 * (10 + w)))
+            scores.append(float(30 + 5 * a + rng.normal()))
+    frame = anomaly_frame(
+        "volume", "domain", ents, starts, [s + timedelta(hours=3) for s in starts],
+        scores, [1e-20] * len(scores), [{}] * len(scores),
+    )  # fmt: skip
+    pop = {"volume": 200_000}
+    dec = calibrate(frame, population=pop, target_far=1e-3, budget_per_day=100)
+    raw = calibrate(frame, population=pop, target_far=1e-3, budget_per_day=100, decluster=False)
+    d_dec, d_raw = dec.diagnostics["detectors"]["volume"], raw.diagnostics["detectors"]["volume"]
+    assert d_dec["clusters"] == n + 5 and d_raw["clusters"] is None
+    # 40 dependent exceedances inflate the fitted tail; their 5 cluster maxima do not
+    assert d_dec["score_threshold"] < d_raw["score_threshold"]
+    long_alerts = dec.alerts.filter(pl.col("entity").str.starts_with("long"))
+    assert long_alerts.get_column("entity").n_unique() == 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -292,3 +293,134 @@ def test_half_life_weights_recent_baseline_days_more() -> None:
     assert flat.k_b[0, 0] == pytest.approx(6.0)
     assert ew.k_b[0, 0] == pytest.approx(3.0 * (1.0 + 0.5))
     assert ew.k_b[0, 0] / ew.n_b[0, 0] > flat.k_b[0, 0] / flat.n_b[0, 0]
+
+
+def _sums_reference(y, starts, c, b, period, excl=None, eh=0):
+    """Plain float64 loops: (n, k, s, q) of trailing baseline, slot baseline and window."""
+    y = y.astype(np.float64)
+    out = {
+        k: np.zeros((y.shape[0], len(starts)))
+        for k in ("n_t", "k_t", "s_t", "q_t", "n_b", "k_b", "s_b", "q_b", "k_c", "s_c", "y_max")
+    }
+    for w, s0 in enumerate(starts):
+        trail = np.arange(max(s0 - b, 0), s0)
+        slot = baseline_columns(int(s0), c, b, period) if period else trail
+        for d in range(y.shape[0]):
+
+            def keep(cols: np.ndarray, d: int = d, s0: int = int(s0)) -> np.ndarray:
+                if excl is None:
+                    return cols
+                drop = [excl[d, h] and 0 < s0 - h <= eh for h in cols]
+                return cols[~np.array(drop, dtype=bool)] if cols.size else cols
+
+            for tag, cols in (("t", keep(trail)), ("b", keep(slot))):
+                v = y[d, cols]
+                nz = v[v > 0]
+                out[f"n_{tag}"][d, w] = cols.size
+                out[f"k_{tag}"][d, w] = nz.size
+                out[f"s_{tag}"][d, w] = (nz - 1).sum()
+                out[f"q_{tag}"][d, w] = ((nz - 1) ** 2).sum()
+            cur = y[d, s0 : s0 + c]
+            out["k_c"][d, w] = (cur > 0).sum()
+            out["s_c"][d, w] = (cur[cur > 0] - 1).sum()
+            out["y_max"][d, w] = cur.max()
+    return out
+
+
+@pytest.mark.parametrize("period", [0, 24])
+def test_fast_sums_match_float64_reference(period: int) -> None:
+    """The one-pass float32 sufficient statistics agree with plain float64 loops."""
+    from dnsieve.detectors.volume import window_sums
+
+    rng = np.random.default_rng(11)
+    y = _hurdle_population(rng, 60, 96).astype(np.float64)
+    y[:5] *= 997.0  # large counts: float32 sums of squares are no longer exact
+    y32 = y.astype(np.float32)
+    starts = np.array([24, 30, 51, 72, 93])
+    excl = np.zeros(y.shape, dtype=bool)
+    excl[rng.integers(0, 60, 40), rng.integers(20, 96, 40)] = True
+    excl &= y > 0
+    er, ec = np.nonzero(excl)
+    for ex, eh in ((None, 0), ((er, ec), 5)):
+        sm = window_sums(y32, starts, 3, 72, period=period, exclude=ex, exclude_hours=eh)
+        ref = _sums_reference(y, starts, 3, 72, period, excl if ex else None, eh)
+        for name, want in ref.items():
+            np.testing.assert_allclose(getattr(sm, name), want, rtol=2e-6, atol=1e-9, err_msg=name)
+    k, s, q = domain_stats(y32)
+    yy = np.where(y > 0, y - 1, 0.0)
+    np.testing.assert_allclose(k, (y > 0).sum(axis=1))
+    np.testing.assert_allclose(s, yy.sum(axis=1), rtol=1e-7)
+    np.testing.assert_allclose(q, (yy**2).sum(axis=1), rtol=2e-6)
+
+
+def test_posteriors_match_direct_formulas() -> None:
+    """window_posteriors (tabulated current-window terms) vs the formulas evaluated directly."""
+    from scipy import special
+
+    from dnsieve.detectors.volume import window_posteriors, window_sums
+
+    rng = np.random.default_rng(12)
+    y = _hurdle_population(rng, 500, 96).astype(np.float32)
+    pr = HurdlePriors(0.4, 3.0, 0.8, 0.3)
+    sm = window_sums(y, np.array([90]), 3, 90)
+    st = window_posteriors(sm, pr)
+    a_c, b_c = pr.a0 + sm.k_c, pr.b0 + 3 - sm.k_c
+    tg = lambda x: special.polygamma(1, x)  # noqa: E731
+    dg = special.digamma
+    mu = (dg(a_c) - dg(b_c)) - (dg(st.a_b) - dg(st.b_b))
+    want = special.ndtr(mu / np.sqrt(tg(a_c) + tg(b_c) + tg(st.a_b) + tg(st.b_b)))
+    np.testing.assert_allclose(st.prob_occ, want, rtol=1e-8, atol=1e-12)
+    m_b, m_c = st.al_b / st.be_b, st.al_c / st.be_c
+    v_b = (m_b / st.be_b) / (1 + m_b) ** 2
+    v_c = (m_c / st.be_c) / (1 + m_c) ** 2
+    e_b = dg(st.a_b) - dg(st.a_b + st.b_b) + np.log1p(m_b) - v_b / 2
+    e_c = dg(a_c) - dg(a_c + b_c) + np.log1p(m_c) - v_c / 2
+    sd = np.sqrt(tg(st.a_b) - tg(st.a_b + st.b_b) + v_b + tg(a_c) - tg(a_c + b_c) + v_c)
+    np.testing.assert_allclose(
+        st.prob_demand, special.ndtr((e_c - e_b) / sd), rtol=1e-7, atol=1e-12
+    )
+
+
+def test_newcomer_prior_is_fitted_on_first_hours() -> None:
+    rng = np.random.default_rng(13)
+    y = _hurdle_population(rng, 3000, 168)
+    k, s, q = domain_stats(y)
+    first = rng.poisson(rng.gamma(0.5, 1 / 2.0, 4000)).astype(np.float64)  # Gamma(0.5, rate 2)
+    pr = fit_priors(k, s, 168, q, first=first)
+    assert pr.new_alpha == pytest.approx(0.5, rel=0.3) and pr.new_beta == pytest.approx(
+        2.0, rel=0.4
+    )
+    al, be = pr.size_prior(np.array([0.0, 0.3]))
+    assert (al[0], be[0]) == (pr.new_alpha, pr.new_beta) and al[1] != pr.new_alpha
+    # without newcomers, an entity with no history gets the lowest stratum (single-hour entities)
+    plain = fit_priors(k, s, 168, q)
+    assert math.isnan(plain.new_alpha)
+    assert plain.size_prior(np.array([0.0]))[0][0] == plain.size_alpha[0]
+
+
+def test_flagged_hours_guard_lifts_a_straddling_spike() -> None:
+    """A spike's first hour, flagged in its own window, stays out of the next window's baseline."""
+    rng = np.random.default_rng(14)
+    hours = 72
+    y = _hurdle_population(rng, 300, hours)
+    quiet = np.zeros(hours, dtype=np.int64)
+    quiet[rng.choice(62, 20, replace=False)] = rng.integers(1, 4, 20)
+    y[0] = quiet
+    y[0, 62:66] = [40, 45, 50, 42]  # starts in the last hour of window 60-63
+    df = _frame(y)
+    ws = T0 + timedelta(hours=63)
+
+    def score(exclude_p: float = 1e-4) -> float:
+        out = VolumeDetector(exclude_p=exclude_p).score(df, CTX)
+        hit = out.filter((pl.col("entity") == "d0.example") & (pl.col("window_start") == ws))
+        return float(hit["score"][0]) if hit.height else 0.0
+
+    guarded, plain = score(), score(exclude_p=0.0)
+    assert guarded > plain + 2.0
+    ev = (
+        VolumeDetector()
+        .score(df, CTX)
+        .filter((pl.col("entity") == "d0.example") & (pl.col("window_start") == ws))["evidence"][0]
+    )
+    ev = json.loads(ev) if isinstance(ev, str) else ev
+    assert ev["baseline"]["excluded_hours"] == ["2024-04-21T14:00Z"]

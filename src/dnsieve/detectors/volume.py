@@ -14,6 +14,12 @@ client) in UTC hour ``t``.
   likelihood: sufficient statistics are divided by ``φ_d`` (quasi-Poisson power
   likelihood), which keeps the posterior mean and widens the posterior by
   ``φ_d``.  With ``φ_d = 1`` everything is the exact conjugate model.
+* The size prior is stratified by the entity's trailing occurrence rate, and
+  an entity with no trailing activity gets the *newcomer* prior, fitted on the
+  first active hour of the entities that appeared during the data.
+* Hours the detector already flagged as extreme are left out of the baselines
+  of the windows that follow within ``exclude_hours`` (flagged-hours guard),
+  so a spike's first hour does not mask the rest of it.
 
 For every window ``C`` of ``window_hours`` and its trailing baseline ``B`` (up to
 ``baseline_hours`` before it), the posteriors are
@@ -109,14 +115,30 @@ class HurdlePriors:
     size_edges: tuple[float, ...] = ()
     size_alpha: tuple[float, ...] = ()
     size_beta: tuple[float, ...] = ()
+    #: size prior of a *newcomer* (no activity in its trailing baseline), fitted
+    #: on the first active hour of the entities that appeared during the data
+    #: (NaN: not fitted, newcomers use the lowest occurrence stratum)
+    new_alpha: float = math.nan
+    new_beta: float = math.nan
 
     def size_prior(self, rate: Array) -> tuple[Array, Array]:
-        """Gamma (alpha0, beta0) of the size for entities with occurrence rate ``rate``."""
+        """Gamma (alpha0, beta0) of the size for entities with trailing occurrence rate ``rate``.
+
+        Strata are right-closed quantile bins of the rate, so the lowest holds
+        the entities seen in a single hour.  ``rate == 0`` (nothing in the
+        trailing baseline) selects the newcomer prior when it was fitted.
+        """
         rate = np.asarray(rate, dtype=np.float64)
         if not self.size_alpha:
-            return np.full(rate.shape, self.alpha0), np.full(rate.shape, self.beta0)
-        idx = np.searchsorted(np.asarray(self.size_edges), rate, side="right")
-        return np.asarray(self.size_alpha)[idx], np.asarray(self.size_beta)[idx]
+            al, be = np.full(rate.shape, self.alpha0), np.full(rate.shape, self.beta0)
+        else:
+            idx = np.searchsorted(np.asarray(self.size_edges), rate, side="left")
+            al, be = np.asarray(self.size_alpha)[idx], np.asarray(self.size_beta)[idx]
+        if math.isfinite(self.new_alpha) and math.isfinite(self.new_beta):
+            new = rate <= 0.0
+            al = np.where(new, self.new_alpha, al)
+            be = np.where(new, self.new_beta, be)
+        return al, be
 
     def to_dict(self) -> dict[str, Any]:
         def rd(v: Any) -> Any:
@@ -134,10 +156,11 @@ def domain_stats(y: NDArray[Any]) -> tuple[Array, Array, Array]:
 
     ``k`` = non-zero hours, ``s = Σ(y−1)z`` and ``q = Σ(y−1)²z``.
     """
-    yf = np.asarray(y, dtype=np.float64)
-    k = np.count_nonzero(yf > 0, axis=1).astype(np.float64)
-    sy = yf.sum(axis=1)
-    sy2 = np.einsum("ij,ij->i", yf, yf)
+    yf = np.asarray(y)
+    if yf.dtype not in (np.float32, np.float64):
+        yf = yf.astype(np.float64)
+    pz, py, py2 = _prefix_sums(yf, np.zeros(1, dtype=np.int64))
+    k, sy, sy2 = pz[:, 1], py[:, 1], py2[:, 1]
     return k, sy - k, sy2 - 2.0 * sy + k
 
 
@@ -159,6 +182,7 @@ def fit_priors(
     max_entities: int = 50_000,
     seed: int = 0,
     n_strata: int = 8,
+    first: Array | None = None,
 ) -> HurdlePriors:
     """Empirical-Bayes priors from per-entity sufficient statistics over ``n_hours``.
 
@@ -177,6 +201,14 @@ def fit_priors(
     ``size_beta``, see :func:`_size_strata`); the window kernel looks each
     entity's prior up by its trailing occurrence rate.  ``n_strata = 1``: one
     pooled prior.
+
+    ``first`` (optional): the size ``y − 1`` of the first active hour of each
+    entity that first appeared during the data (not at its start).  The
+    *newcomer* size prior (``new_alpha``/``new_beta``), used for entities with
+    no activity in their trailing baseline, is the maximum-marginal-likelihood
+    Gamma fit to these (negative-binomial marginal, :func:`_mml_gamma`): the
+    population in exactly the situation the prior is used for.  With fewer
+    than 50 newcomers it is not fitted.
     """
     k = np.asarray(k, dtype=np.float64)
     s = np.asarray(s, dtype=np.float64)
@@ -208,9 +240,15 @@ def fit_priors(
         alpha0, beta0 = _mml_gamma(k, s, alpha0, beta0)
     elif method != "moments":
         raise ValueError(f"unknown prior method {method!r}: use 'moments' or 'mml'")
+    new_al = new_be = math.nan
+    if first is not None:
+        f = np.asarray(first, dtype=np.float64)
+        f = np.maximum(f[np.isfinite(f)], 0.0)
+        if f.size >= 50:
+            new_al, new_be = _mml_gamma(np.ones_like(f), f, *_gamma_moments(np.ones_like(f), f))
     return HurdlePriors(
         float(a0), float(b0), float(alpha0), float(beta0), phi_pop, method, int(keep.sum()),
-        edges, al_s, be_s,
+        edges, al_s, be_s, new_al, new_be,
     )  # fmt: skip
 
 
@@ -241,13 +279,16 @@ def _size_strata(
     size of an entity is strongly related to how often it occurs, so the prior
     is fitted per stratum of the occurrence rate ``k/n`` (empirical Bayes with
     a covariate).  Strata with fewer than ``min_size`` entities use the pooled
-    prior.  Returns (interior edges, α0 per stratum, β0 per stratum).
+    prior.  Strata are right-closed (``rate ≤ edge``), so the lowest one holds
+    the entities seen in a single hour.
+
+    Returns (interior edges, α0 per stratum, β0 per stratum).
     """
     if n_strata <= 1 or rate.size < 2 * min_size:
         return (), (), ()
     qs = np.quantile(rate, np.linspace(0.0, 1.0, n_strata + 1)[1:-1])
     edges = np.unique(qs)
-    idx = np.searchsorted(edges, rate, side="right")
+    idx = np.searchsorted(edges, rate, side="left")
     al, be = [], []
     for b in range(edges.size + 1):
         m = idx == b
@@ -255,7 +296,8 @@ def _size_strata(
             al.append(alpha0)
             be.append(beta0)
         else:
-            a_b, b_b = _gamma_moments(k[m], s[m])
+            kb, sb = k[m], s[m]
+            a_b, b_b = _gamma_moments(kb, sb)
             al.append(a_b)
             be.append(b_b)
     return tuple(float(e) for e in edges), tuple(al), tuple(be)
@@ -274,15 +316,26 @@ def _mml_beta(k: Array, n: float, a0: float, b0: float) -> tuple[float, float]:
 
 
 def _mml_gamma(k: Array, s: Array, alpha0: float, beta0: float) -> tuple[float, float]:
+    """Maximum marginal likelihood Gamma(α0, β0) size prior (L-BFGS on log-parameters).
+
+    ``s | k ~ NegBin(α0, β0/(β0+k))`` (Poisson sizes integrated over the Gamma),
+    started at ``(alpha0, beta0)``.  Identical (k, s) pairs are grouped and
+    weighted by their count, so the cost scales with distinct pairs, not entities.
+    """
+    pairs, cnt = np.unique(np.stack([k, s], axis=1), axis=0, return_counts=True)
+    kk, ss, w = pairs[:, 0], pairs[:, 1], cnt.astype(np.float64)
+    lk = np.log(kk)
+
     def nll(theta: Array) -> float:
         al, be = np.exp(theta)
+        lbk = np.log(be + kk)
         ll = (
-            special.gammaln(s + al)
+            special.gammaln(ss + al)
             - special.gammaln(al)
-            + al * np.log(be / (be + k))
-            + s * np.log(k / (be + k))
+            + al * (np.log(be) - lbk)
+            + ss * (lk - lbk)
         )
-        return -float(ll.sum())
+        return -float(w @ ll)
 
     res = optimize.minimize(
         nll, np.log([alpha0, beta0]), method="L-BFGS-B", bounds=[(-7, 7), (-12, 12)]
@@ -293,13 +346,24 @@ def _mml_gamma(k: Array, s: Array, alpha0: float, beta0: float) -> tuple[float, 
 
 # ------------------------------------------------------------- special maths
 def _trigamma(x: Array) -> Array:
-    """Vectorised trigamma (recurrence to x ≥ 6, then the asymptotic series); |rel err| < 1e-9."""
+    """Vectorised trigamma (recurrence to x ≥ 6, then the asymptotic series); |rel err| ≤ 1.1e-9.
+
+    Only the arguments under 6 take the recurrence (many posterior parameters,
+    such as the baseline's Beta ``b``, are large).
+    """
     x = np.asarray(x, dtype=np.float64)
+    small = x < 6.0
     acc = np.zeros_like(x)
-    xx = x.copy()
-    for _ in range(6):
-        acc += 1.0 / (xx * xx)
-        xx += 1.0
+    xx = x
+    if small.any():
+        xs = x[small]
+        a = np.zeros_like(xs)
+        for _ in range(6):
+            a += 1.0 / (xs * xs)
+            xs = xs + 1.0
+        acc[small] = a
+        xx = x.copy()
+        xx[small] = xs
     inv = 1.0 / xx
     inv2 = inv * inv
     tail = inv + inv2 * (0.5 + inv * (1 / 6 - inv2 * (1 / 30 - inv2 * (1 / 42 - inv2 / 30))))
@@ -408,6 +472,14 @@ class WindowStats:
     hour_z: Array
     active: NDArray[np.bool_]
 
+    def set_rows(self, rows: NDArray[np.intp], other: WindowStats) -> None:
+        """Overwrite rows ``rows`` of every array with the rows of ``other`` (same order)."""
+        for name, arr in vars(self).items():
+            if not arr.flags.writeable:
+                arr = np.array(arr)
+                setattr(self, name, arr)
+            arr[rows] = getattr(other, name)
+
 
 def _slots(
     starts: NDArray[np.int64], window: int, baseline: int, period: int
@@ -431,18 +503,44 @@ def baseline_columns(start: int, window: int, baseline: int, period: int) -> NDA
     return np.sort(np.concatenate(cols)).astype(np.int64) if cols else np.zeros(0, dtype=np.int64)
 
 
-def window_stats(
+def _prefix_sums(y: NDArray[Any], bounds: NDArray[np.int64]) -> tuple[Array, Array, Array]:
+    """Prefix sums at ``bounds`` of the non-zero hours, the counts and their squares.
+
+    Returns three (D, len(bounds)+1) float64 arrays whose column ``i`` sums the
+    columns before ``bounds[i]`` (the last: the whole row).  One pass over
+    ``y`` without full-size temporaries: each segment between two bounds is
+    reduced in ``y``'s own dtype (float32: pairwise sums, exact for integer
+    counts while a segment's sum stays under 2^24; sums of squares carry a
+    relative error of about 1e-7), then accumulated in float64.
+    """
+    d, t = y.shape
+    edges = np.append(bounds, t)
+    pz = np.zeros((d, bounds.size + 1))
+    py, py2 = np.zeros_like(pz), np.zeros_like(pz)
+    for i in range(bounds.size):
+        blk = y[:, edges[i] : edges[i + 1]]
+        pz[:, i + 1] = np.einsum("ij->i", (blk > 0).view(np.uint8), dtype=np.int32)
+        py[:, i + 1] = blk.sum(axis=1)
+        py2[:, i + 1] = np.einsum("ij,ij->i", blk, blk)
+    for i in range(2, bounds.size + 1):  # column-wise: cumsum along a short axis 1 is slow
+        pz[:, i] += pz[:, i - 1]
+        py[:, i] += py[:, i - 1]
+        py2[:, i] += py2[:, i - 1]
+    return pz, py, py2
+
+
+def window_sums(
     y: NDArray[Any],
     starts: NDArray[np.int64],
     window: int,
     baseline: int,
-    priors: HurdlePriors,
-    shrink: float = 10.0,
     period: int = 0,
     guard: int = 0,
     half_life_days: float = 0.0,
-) -> WindowStats:
-    """Posteriors and window differences for windows ``[s, s+window)`` of every row.
+    exclude: tuple[NDArray[np.intp], NDArray[np.intp]] | None = None,
+    exclude_hours: int = 0,
+) -> WindowSums:
+    """Hurdle sufficient statistics of windows ``[s, s+window)`` and their baselines.
 
     ``y`` is a dense (D, T) counts matrix, ``starts`` the column index of each
     window start.  With ``period = 0`` each window's baseline is the trailing
@@ -452,8 +550,14 @@ def window_stats(
     ``half_life_days > 0`` those days are weighted exponentially by age (day j back
     weighs 0.5^((j−1)/half_life_days)), so the baseline follows traffic as it
     evolves and last month's habits fade; the weighted counts stay conjugate
-    sufficient statistics (a power prior).  One pass over ``y`` (segment sums at
-    the window boundaries), then O(D·W) maths.
+    sufficient statistics (a power prior).  ``exclude = (rows, cols)`` leaves
+    those hours out of the baselines of the windows starting at most
+    ``exclude_hours`` after them, as if unobserved (the current window still
+    uses them): :class:`_HurdleVolume` passes the hours it already flagged as
+    extreme, so a transient anomaly does not become part of the baseline it is
+    compared with, while a lasting change becomes the new normal after
+    ``exclude_hours``.  One pass over ``y`` (segment sums at the window boundaries), then
+    O(D·W) maths.
     """
     y = np.asarray(y)
     starts = np.asarray(starts, dtype=np.int64)
@@ -469,16 +573,8 @@ def window_stats(
     extra = [np.concatenate([a, b]) for a, b in slots]
     bounds = np.unique(np.concatenate([[0], lo, te, starts, hi, *extra]))
     bounds = bounds[(bounds >= 0) & (bounds < t)]
-    yf = y.astype(np.float64, copy=False) if y.dtype != np.float32 else y
-    z = (y > 0).astype(np.float32)
-
-    def prefix(m: NDArray[Any]) -> Array:
-        seg = np.add.reduceat(m, bounds, axis=1, dtype=np.float64)
-        pre = np.zeros((d, bounds.size + 1))
-        np.cumsum(seg, axis=1, out=pre[:, 1:])
-        return pre
-
-    pz, py, py2 = prefix(z), prefix(yf), prefix(np.square(yf, dtype=np.float64))
+    yf = y if y.dtype in (np.float32, np.float64) else y.astype(np.float64)
+    pz, py, py2 = _prefix_sums(yf, bounds)
     pos = {int(b): i for i, b in enumerate(bounds)}
     pos[t] = bounds.size
 
@@ -488,10 +584,33 @@ def window_stats(
     def seg(pre: Array, a: NDArray[np.int64], b: NDArray[np.int64]) -> Array:
         return at(pre, b) - at(pre, a)
 
+    # excluded hours: (pair, window) incidences where the hour lies in the
+    # window's trailing baseline and at most ``exclude_hours`` before it
+    if exclude is not None and exclude[0].size and exclude_hours > 0:
+        er, ec = np.asarray(exclude[0]), np.asarray(exclude[1])
+        age = starts[None, :] - ec[:, None]
+        inc = (age > 0) & (age <= exclude_hours) & (ec[:, None] >= lo[None, :])
+        inc &= ec[:, None] < te[None, :]
+        ev = yf[er, ec].astype(np.float64)
+        ez = (ev > 0).astype(np.float64)
+    else:
+        inc = None
+
+    def drop(sums: list[Array], m: NDArray[np.bool_] | None, w: float = 1.0) -> None:
+        """Subtract the excluded hours (incidences ``m``) from (n, k, Σy, Σy²)."""
+        if m is None or not m.any():
+            return
+        pi, wi_ = np.nonzero(m)
+        for arr, v in zip(sums, (np.ones_like(ev), ez, ev, ev * ev), strict=True):
+            np.subtract.at(arr, (er[pi], wi_), w * v[pi])
+
+    n_t = np.array(np.broadcast_to((te - lo).astype(np.float64), (d, starts.size)))
+    k_t, sy_t, sy2_t = seg(pz, lo, te), seg(py, lo, te), seg(py2, lo, te)
+    drop([n_t, k_t, sy_t, sy2_t], inc)
     if period > 0:
         k_b = np.zeros((d, starts.size))
         sy_b, sy2_b = np.zeros_like(k_b), np.zeros_like(k_b)
-        n_days = np.zeros(starts.size)
+        n_b = np.zeros_like(k_b)
         for j, (a, b) in enumerate(slots):
             w_j = 0.5 ** (j / half_life_days) if half_life_days > 0 else 1.0
             valid = a >= 0
@@ -499,11 +618,11 @@ def window_stats(
             k_b += w_j * seg(pz, a0, b0)
             sy_b += w_j * seg(py, a0, b0)
             sy2_b += w_j * seg(py2, a0, b0)
-            n_days += w_j * valid
-        n_b = np.broadcast_to(n_days * window, k_b.shape)
+            n_b += w_j * (b0 - a0)
+            if inc is not None:
+                drop([n_b, k_b, sy_b, sy2_b], inc & (ec[:, None] >= a0) & (ec[:, None] < b0), w_j)
     else:
-        k_b, sy_b, sy2_b = seg(pz, lo, te), seg(py, lo, te), seg(py2, lo, te)
-        n_b = np.broadcast_to((te - lo).astype(np.float64), k_b.shape)
+        k_b, sy_b, sy2_b, n_b = k_t, sy_t, sy2_t, n_t
     k_c, sy_c = seg(pz, starts, hi), seg(py, starts, hi)
     s_b = sy_b - k_b
     q_b = sy2_b - 2.0 * sy_b + k_b
@@ -512,10 +631,99 @@ def window_stats(
     # over-dispersion is a property of the entity: always estimated on the whole
     # trailing baseline (a seasonal slot has too few hours to estimate it)
     if period > 0:
-        k_t, sy_t, sy2_t = seg(pz, lo, te), seg(py, lo, te), seg(py2, lo, te)
         s_t, q_t = sy_t - k_t, sy2_t - 2.0 * sy_t + k_t
     else:
-        k_t, s_t, q_t = k_b, s_b, q_b
+        s_t, q_t = s_b, q_b
+    y_max = np.max(np.stack([yf[:, starts + c] for c in range(window)]), axis=0)
+    return WindowSums(
+        n_t, k_t, s_t, q_t, n_b, k_b, s_b, q_b, k_c, s_c,
+        y_max.astype(np.float64), int(window), int(period),
+    )  # fmt: skip
+
+
+@dataclass
+class WindowSums:
+    """Sufficient statistics per (entity, window): trailing baseline (``_t``), the
+    baseline proper (``_b``: the seasonal slot or, without seasons, the trailing
+    baseline), the current window (``_c``) and its busiest hour; arrays (D, W)."""
+
+    n_t: Array
+    k_t: Array
+    s_t: Array
+    q_t: Array
+    n_b: Array
+    k_b: Array
+    s_b: Array
+    q_b: Array
+    k_c: Array
+    s_c: Array
+    y_max: Array
+    window: int
+    period: int
+
+
+def window_stats(
+    y: NDArray[Any],
+    starts: NDArray[np.int64],
+    window: int,
+    baseline: int,
+    priors: HurdlePriors,
+    shrink: float = 10.0,
+    period: int = 0,
+    guard: int = 0,
+    half_life_days: float = 0.0,
+    exclude: tuple[NDArray[np.intp], NDArray[np.intp]] | None = None,
+    exclude_hours: int = 0,
+) -> WindowStats:
+    """Posteriors and window differences for windows ``[s, s+window)`` of every row.
+
+    :func:`window_sums` (the one pass over ``y``; see it for the baselines)
+    followed by :func:`window_posteriors`.
+    """
+    sums = window_sums(
+        y, starts, window, baseline, period=period, guard=guard,
+        half_life_days=half_life_days, exclude=exclude, exclude_hours=exclude_hours,
+    )  # fmt: skip
+    return window_posteriors(sums, priors, shrink)
+
+
+def _beta_terms(a0: float, b0: float, k: Array, n: Array | int) -> tuple[Array, ...]:
+    """ψ and ψ' of ``a = a0 + k``, ``b = b0 + n − k`` and ``a + b`` (the Beta posterior terms).
+
+    When ``k`` holds whole hours and ``n`` is the same for every entity of a
+    window (no weighting or excluded hours), ``a`` takes at most ``n+1`` values
+    per window: the special functions are tabulated on those and gathered,
+    exactly.  Otherwise they are evaluated element-wise.
+    """
+    k = np.asarray(k, dtype=np.float64)
+    nn = np.broadcast_to(np.asarray(n, dtype=np.float64), k.shape)
+    col = nn[:1] if nn.shape[0] else nn
+    ki = np.rint(k)
+    if k.size and np.array_equal(ki, k) and np.array_equal(np.broadcast_to(col, nn.shape), nn):
+        n_w = col[0]
+        if np.array_equal(np.rint(n_w), n_w) and n_w.max() <= 10_000 and k.min() >= 0:
+            top = int(n_w.max())
+            grid = np.arange(top + 1, dtype=np.float64)
+            ga = a0 + grid
+            gb = b0 + n_w[:, None] - grid[None, :]  # (W, top+1)
+            idx = ki.astype(np.intp)
+            cols = np.arange(k.shape[1])[None, :]
+            dga, tga = special.digamma(ga)[idx], _trigamma(ga)[idx]
+            dgb = special.digamma(np.maximum(gb, 1.0))[cols, idx]
+            tgb = _trigamma(np.maximum(gb, 1.0))[cols, idx]
+            gs = a0 + b0 + n_w
+            return (dga, dgb, np.broadcast_to(special.digamma(gs), k.shape), tga, tgb,
+                    np.broadcast_to(_trigamma(gs), k.shape))  # fmt: skip
+    a, b = a0 + k, b0 + nn - k
+    return (special.digamma(a), special.digamma(b), special.digamma(a + b),
+            _trigamma(a), _trigamma(b), _trigamma(a + b))  # fmt: skip
+
+
+def window_posteriors(sums: WindowSums, priors: HurdlePriors, shrink: float = 10.0) -> WindowStats:
+    """Posteriors, window differences and the extreme-hour screen from :class:`WindowSums`."""
+    n_t, k_t, s_t, q_t = sums.n_t, sums.k_t, sums.s_t, sums.q_t
+    n_b, k_b, s_b, q_b = sums.n_b, sums.k_b, sums.s_b, sums.q_b
+    k_c, s_c, window, period = sums.k_c, sums.s_c, sums.window, sums.period
     phi_hat = _dispersion(k_t, s_t, q_t)
     phi = np.where(
         np.isfinite(phi_hat),
@@ -533,13 +741,11 @@ def window_stats(
         )
     phi = np.maximum(phi, 1.0)
     # size prior of the entity's occurrence stratum (by its trailing rate)
-    n_tr = np.broadcast_to((te - lo).astype(np.float64), k_t.shape)
-    alpha0, beta0 = priors.size_prior(k_t / np.maximum(n_tr, 1.0))
+    alpha0, beta0 = priors.size_prior(k_t / np.maximum(n_t, 1.0))
 
     if period > 0:
         # power prior: the entity's whole trailing baseline counts as one more
         # day of this slot (weight window/n_t), on top of the population prior
-        n_t = (te - lo).astype(np.float64)
         w_t = window / np.maximum(n_t, 1.0)
         a_b = priors.a0 + k_b + w_t * k_t
         b_b = priors.b0 + n_b - k_b + w_t * (n_t - k_t)
@@ -552,21 +758,25 @@ def window_stats(
     al_c, be_c = alpha0 + s_c / phi, beta0 + k_c / phi
 
     dg = special.digamma
-    tg_ab, tg_bb, tg_ac, tg_bc = _trigamma(a_b), _trigamma(b_b), _trigamma(a_c), _trigamma(b_c)
+    dg_ac, dg_bc, dg_sc, tg_ac, tg_bc, tg_sc = _beta_terms(priors.a0, priors.b0, k_c, window)
+    if period > 0:
+        dg_ab, dg_bb, dg_sb = dg(a_b), dg(b_b), dg(a_b + b_b)
+        tg_ab, tg_bb, tg_sb = _trigamma(a_b), _trigamma(b_b), _trigamma(a_b + b_b)
+    else:
+        dg_ab, dg_bb, dg_sb, tg_ab, tg_bb, tg_sb = _beta_terms(priors.a0, priors.b0, k_b, n_b)
     # occurrence: logit p ≈ Normal(ψ(a)−ψ(b), ψ'(a)+ψ'(b))
-    mu_o = (dg(a_c) - dg(b_c)) - (dg(a_b) - dg(b_b))
+    mu_o = (dg_ac - dg_bc) - (dg_ab - dg_bb)
     prob_occ = special.ndtr(mu_o / np.sqrt(tg_ac + tg_bc + tg_ab + tg_bb))
     # size: log λ ≈ Normal(ψ(α) − log β, ψ'(α))
     tga_b, tga_c = _trigamma(al_b), _trigamma(al_c)
     mu_s = (dg(al_c) - np.log(be_c)) - (dg(al_b) - np.log(be_b))
     prob_size = special.ndtr(mu_s / np.sqrt(tga_b + tga_c))
     # demand D = p(1+λ): log D = log p + log(1+λ), delta method for log(1+λ)
-    tg_sb, tg_sc = _trigamma(a_b + b_b), _trigamma(a_c + b_c)
     m_b, m_c = al_b / be_b, al_c / be_c
     v1_b = (m_b / be_b) / np.square(1.0 + m_b)
     v1_c = (m_c / be_c) / np.square(1.0 + m_c)
-    e_b = dg(a_b) - dg(a_b + b_b) + np.log1p(m_b) - v1_b / 2
-    e_c = dg(a_c) - dg(a_c + b_c) + np.log1p(m_c) - v1_c / 2
+    e_b = dg_ab - dg_sb + np.log1p(m_b) - v1_b / 2
+    e_c = dg_ac - dg_sc + np.log1p(m_c) - v1_c / 2
     sd = np.sqrt(tg_ab - tg_sb + v1_b + tg_ac - tg_sc + v1_c)
     prob_demand = special.ndtr((e_c - e_b) / sd)
     effect = (a_c / (a_c + b_c) * (1.0 + m_c)) / (a_b / (a_b + b_b) * (1.0 + m_b))
@@ -579,9 +789,7 @@ def window_stats(
     ey = p_hat * (1.0 + m_b)
     vy = np.maximum(p_hat * (1.0 + 2.0 * m_b + size_var + m_b * m_b) - ey * ey, 1e-12)
     inv_sd = 1.0 / np.sqrt(vy)
-    hour_z = np.full(k_b.shape, -np.inf)
-    for c in range(window):
-        hour_z = np.maximum(hour_z, (yf[:, starts + c] - ey) * inv_sd)
+    hour_z = (sums.y_max - ey) * inv_sd
     return WindowStats(
         k_b, n_b, s_b, k_c, s_c, phi, a_b, b_b, a_c, b_c, al_b, be_b, al_c, be_c,
         prob_occ, prob_size, prob_demand, effect, effect_lo, effect_hi, hour_z,
@@ -678,6 +886,9 @@ class _HurdleVolume(Detector):
         top_hours: int = 3,
         guard: int = 0,
         half_life_days: float = 0.0,
+        exclude_p: float = 1e-4,
+        exclude_hours: int = 3,
+        exclude_passes: int = 3,
     ) -> None:
         self.window_hours = window_hours
         self.baseline_hours = baseline_hours
@@ -693,6 +904,9 @@ class _HurdleVolume(Detector):
         self.top_hours = top_hours
         self.guard = guard
         self.half_life_days = half_life_days
+        self.exclude_p = exclude_p
+        self.exclude_hours = exclude_hours
+        self.exclude_passes = exclude_passes
 
     # -- planning ----------------------------------------------------------
     def _plan(self, rows: pl.DataFrame, ctx: DetectContext) -> tuple[int, int, NDArray[np.int64]]:
@@ -767,15 +981,21 @@ class _HurdleVolume(Detector):
                 k=pl.len().cast(pl.Float64),
                 s=(pl.col("y") - 1).sum(),
                 q=((pl.col("y") - 1) ** 2).sum(),
+                h1=pl.col("h").min(),
+                s1=pl.col("y").sort_by("h").first() - 1,
             )
             .sort(self.entity_col)
         )  # fixed order: the fit does not depend on input order
+        # newcomers: entities first seen once the data already had a baseline's
+        # worth of history (earlier ones may simply predate the data)
+        first = st.filter(pl.col("h1") >= int(hmin) + int(self.min_baseline_hours))  # type: ignore[arg-type]
         return fit_priors(
             st.get_column("k").to_numpy(),
             st.get_column("s").to_numpy(),
             n,
             st.get_column("q").to_numpy(),
             method=self.prior_method,
+            first=first.get_column("s1").to_numpy(),
         )
 
     # -- scoring -----------------------------------------------------------
@@ -875,31 +1095,61 @@ class _HurdleVolume(Detector):
         b, per = int(self.baseline_hours), self._period
         guard = int(self.guard)
         hl = float(self.half_life_days)
-        st = window_stats(mat, starts, c, b, priors, period=per, guard=guard, half_life_days=hl)
+        eh = int(self.exclude_hours)
+
+        def stats(
+            m: NDArray[np.float32],
+            pr: HurdlePriors,
+            excl: tuple[NDArray[np.intp], NDArray[np.intp]] | None,
+        ) -> WindowStats:
+            return window_stats(
+                m, starts, c, b, pr, period=per, guard=guard, half_life_days=hl,
+                exclude=excl, exclude_hours=eh,
+            )  # fmt: skip
+
+        st = stats(mat, priors, None)
+        cst = stats(cmat, cpriors, None) if cmat is not None and cpriors is not None else None
         totals = np.stack([mat[:, s : s + c].sum(axis=1) for s in starts], axis=1)
-        outlier = self._gate(st)
-        cst = None
-        if cmat is not None and cpriors is not None:
-            cst = window_stats(
-                cmat, starts, c, b, cpriors, period=per, guard=guard, half_life_days=hl
-            )
-            outlier |= self._gate(cst)
-        gate = st.active & (totals >= self.min_queries) & outlier
-        di, wi = np.nonzero(gate)
-        if di.size == 0:
-            return empty_anomalies()
+        excluded = np.zeros(mat.shape, dtype=bool)
+        passes = max(int(self.exclude_passes), 0) if self.exclude_p > 0 and eh > 0 else 0
+        for it in range(passes + 1):
+            outlier = self._gate(st) if cst is None else self._gate(st) | self._gate(cst)
+            gate = st.active & (totals >= self.min_queries) & outlier
+            di, wi = np.nonzero(gate)
+            if di.size == 0:
+                return empty_anomalies()
+            ex = self._series_tails(mat, st, di, wi, starts)
+            cex: dict[str, Array] | None = None
+            if cst is not None and cmat is not None:
+                cex = self._series_tails(cmat, cst, di, wi, starts)
+            if it == passes:
+                break
+            # flagged-hours guard: hours already judged extreme (in either
+            # series) are left out of every later baseline, then the affected
+            # entities are rescored, until no new hour is flagged
+            flag = ex["tail"] <= self.exclude_p
+            if cex is not None:
+                flag |= cex["tail"] <= self.exclude_p
+            ci, hj = np.nonzero(flag)
+            rows_f, cols_f = di[ci], starts[wi[ci]] + hj
+            new = ~excluded[rows_f, cols_f]
+            if not new.any():
+                break
+            excluded[rows_f[new], cols_f[new]] = True
+            rows = np.unique(rows_f[new])
+            er, ec = np.nonzero(excluded[rows])
+            st.set_rows(rows, stats(mat[rows], priors, (er, ec)))
+            if cst is not None and cmat is not None and cpriors is not None:
+                cst.set_rows(rows, stats(cmat[rows], cpriors, (er, ec)))
 
         def g(a: Array) -> Array:
             return a[di, wi]
 
         a_b, b_b, a_c, b_c = g(st.a_b), g(st.b_b), g(st.a_c), g(st.b_c)
         al_b, be_b, al_c, be_c = g(st.al_b), g(st.be_b), g(st.al_c), g(st.be_c)
-        ex = self._series_tails(mat, st, di, wi, starts)
         p_local = ex["p_local"]
-        cex: dict[str, Array] | None = None
-        if cst is not None and cmat is not None:
+        if cex is not None:
             # two series tested: Bonferroni over the more significant of the two
-            cex = self._series_tails(cmat, cst, di, wi, starts)
             p_local = np.minimum(1.0, 2.0 * np.minimum(ex["p_local"], cex["p_local"]))
         keep = p_local <= self.emit_p
         if not keep.any():
@@ -922,6 +1172,9 @@ class _HurdleVolume(Detector):
             ev = self._evidence(
                 int(i), j, w_abs, mat[di[i]], w_rel, st, di, wi, ex, croston, priors
             )
+            lo_x = max(w_rel - int(self.exclude_hours), 0)
+            gone = np.nonzero(excluded[di[i], lo_x:w_rel])[0] + lo_x
+            ev["baseline"]["excluded_hours"] = [_iso(t0 + int(h)) for h in gone]
             if cex is not None and cst is not None and cmat is not None and cpriors is not None:
                 ev["clients"] = self._client_evidence(
                     int(i), w_abs, cmat[di[i]], w_rel, cst, di, wi, cex, cpriors
