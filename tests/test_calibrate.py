@@ -175,3 +175,32 @@ def test_declustering_counts_a_long_anomaly_once() -> None:
     assert d_dec["score_threshold"] < d_raw["score_threshold"]
     long_alerts = dec.alerts.filter(pl.col("entity").str.starts_with("long"))
     assert long_alerts.get_column("entity").n_unique() == 5
+
+
+def test_score_floor_decides_small_captures_and_guards_large_ones() -> None:
+    """A small capture (no tail can be fitted): the floor alone decides.  A large
+    population: the floor removes tail-significant scores below it, and lets a
+    top-5 % score at or above it through."""
+    small = _frame(3, np.array([9.0, 5.0, 1.0]), np.full(3, 0.5), "tunnel")
+    plain = calibrate(small)
+    assert plain.alerts.height == 0
+    floored = calibrate(small, floors={"tunnel": 4.5})
+    assert floored.diagnostics["detectors"]["tunnel"]["tail"]["model"] == "empirical"
+    assert floored.diagnostics["detectors"]["tunnel"]["score_floor"] == 4.5
+    assert sorted(floored.alerts["score"].to_list()) == [5.0, 9.0]
+
+    rng = np.random.default_rng(5)
+    n = 2000
+    scores = rng.exponential(1.0, n)
+    scores[:3] = [30.0, 25.0, 3.0]  # two clear outliers and one below the floor
+    big = _frame(n, scores, np.full(n, 1e-12), "tunnel")  # local p-values all tiny
+    base = calibrate(big, target_far=1.0, budget_per_day=10**6, population={"tunnel": n})
+    with_floor = calibrate(
+        big, target_far=1.0, budget_per_day=10**6, population={"tunnel": n}, floors={"tunnel": 4.5}
+    )
+    assert with_floor.alerts["score"].min() >= 4.5
+    assert {30.0, 25.0} <= set(with_floor.alerts["score"].to_list())
+    assert with_floor.alerts.height < base.alerts.height
+    # another detector is untouched by this detector's floor
+    other = calibrate(big, target_far=1.0, budget_per_day=10**6, floors={"volume": 100.0})
+    assert other.alerts.height == base.alerts.height

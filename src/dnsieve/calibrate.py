@@ -66,6 +66,7 @@ __all__ = [
     "TailFit",
     "calibrate",
     "fit_tail",
+    "floor_decision",
     "mean_max_test",
 ]
 
@@ -240,6 +241,33 @@ def _cluster_maxima(df: pl.DataFrame, scores: NDArray[np.float64]) -> NDArray[np
     return out.get_column("s").to_numpy().astype(np.float64)
 
 
+def floor_decision(
+    scores: NDArray[np.float64],
+    significant: NDArray[np.bool_],
+    tail_p: NDArray[np.float64],
+    floor: float,
+    empirical: bool,
+    top_share: float = 0.05,
+) -> NDArray[np.bool_]:
+    """Significance of a detector with a score floor (small captures).
+
+    Population calibration ranks a score among its detector's other scores; a
+    single capture may hold two domains, too few to fit a tail, and on a few
+    hundred entity-windows no tail reaches a false-alarm rate of 1e-4 per
+    entity-day.  The floor, set per detector above the benign maxima measured
+    on real traffic (docs/detectors.md), is then the absolute evidence bar and
+    the population rank guards against floods: significant ⇔ score ≥ floor and
+    (significant by the tail, or no tail fitted (``empirical``), or
+    ``tail_p ≤ top_share``).
+
+    >>> floor_decision(np.array([5.0, 5.0, 1.0]), np.array([False, True, True]),
+    ...                np.array([0.5, 0.01, 0.01]), 4.0, empirical=False).tolist()
+    [False, True, False]
+    """
+    top = np.nan_to_num(tail_p, nan=1.0) <= top_share
+    return np.asarray((scores >= floor) & (significant | empirical | top), dtype=np.bool_)
+
+
 @dataclass
 class CalibrationResult:
     """Calibrated anomalies, the alerts kept, and per-detector diagnostics."""
@@ -258,6 +286,8 @@ def calibrate(
     min_exceedances: int = 20,
     seed: int = 0,
     decluster: bool = True,
+    floors: Mapping[str, float] | None = None,
+    floor_top_share: float = 0.05,
 ) -> CalibrationResult:
     """Turn scored candidates (ANOMALY shape) into alerts; see the module doc.
 
@@ -267,6 +297,13 @@ def calibrate(
     and the local ``p_value``), ``significant`` and ``alert`` columns.
     With ``decluster`` the tail is fitted on cluster maxima (see the module
     doc); every row still gets the tail probability of its own score.
+
+    ``floors[detector]`` is that detector's absolute evidence bar
+    (``Detector.score_floor``, see :func:`floor_decision`): with a floor, a
+    candidate is significant when its score reaches the floor *and* it is
+    significant by the tail, or no tail could be fitted (too few candidates),
+    or it is in the top ``floor_top_share`` of its population.  The daily
+    budget applies after that, to every detector alike.
     """
     if target_far <= 0 or budget_per_day < 0:
         raise ValueError("target_far must be > 0 and budget_per_day ≥ 0")
@@ -303,6 +340,11 @@ def calibrate(
         local = df.get_column("p_value").fill_nan(None).fill_null(0.0).to_numpy()
         gp = np.maximum(tail, local)
         sig = gp <= q
+        floor = (floors or {}).get(det)
+        if floor is not None:
+            sig = floor_decision(
+                scores, sig, tail, float(floor), fit.model == "empirical", floor_top_share
+            )
         parts.append(
             df.drop("_r").with_columns(
                 pl.Series("tail_p", tail), pl.Series("global_p", gp), pl.Series("significant", sig)
@@ -315,6 +357,7 @@ def calibrate(
             "window_seconds": win_s,
             "q_per_window": q,
             "score_threshold": fit.score_at(q),
+            "score_floor": None if floor is None else float(floor),
             "significant": int(sig.sum()),
             "tail": fit.to_dict(),
         }
@@ -336,7 +379,11 @@ def calibrate(
         d["alerts"] = int(sub.get_column("alert").sum())
         d["dropped_by_budget"] = d["significant"] - d["alerts"]
     scored = scored.drop("_day").sort(["detector", "entity", "window_start"])
-    alerts = scored.filter(pl.col("alert")).sort(["global_p", "score"], descending=[False, True])
+    alerts = scored.filter(pl.col("alert")).sort(
+        ["global_p", "score", "detector", "entity"],
+        descending=[False, True, False, False],
+        nulls_last=True,
+    )
     diag = {
         "target_far_per_entity_day": target_far,
         "budget_per_day": budget_per_day,

@@ -196,6 +196,7 @@ def detect(
         if out.height == 0 and population[name] == 0 and hasattr(det, "population"):
             info["reason"] = "no complete window with enough history in the period"
     anomalies = pl.concat(frames) if frames else empty_anomalies()
+    floors = {n: float(f) for n in names if (f := get(n).score_floor) is not None}
     cal = calibrate(
         anomalies,
         target_far=settings.target_far,
@@ -203,6 +204,7 @@ def detect(
         population=population,
         min_exceedances=settings.min_exceedances,
         seed=settings.seed,
+        floors=floors,
     )
     for name, d in cal.diagnostics["detectors"].items():
         summary["detectors"][name]["alerts"] = d["alerts"]

@@ -6,16 +6,10 @@ adapts the window to the span: a minute for a short capture, an hour for
 months) and calibrates, then writes the alerts as JSON lines and prints a
 ranked summary.
 
-**Score floors.**  Population calibration ranks a score among its detector's
-other scores; a single capture may hold two domains, too few to fit a tail.
-Detectors may declare ``score_floor``: a score below it is never an alert,
-and a score above it is an alert when the detector's population was too
-small for a tail fit (calibration reported ``model == "empirical"``) or in
-the top 5 % of its population: on a capture of a few hundred entity-windows no
-tail can reach a false-alarm rate of 1e-4 per entity-day, so the floor — set
-per detector above the benign maxima measured on real traffic (docs/detectors.md)
-— is the absolute evidence bar and the population rank guards against floods.
-The daily alert budget still applies.  See :func:`apply_score_floors`.
+**Score floors.**  A single capture may hold two domains, too few to fit a
+population tail; detectors declare a ``score_floor`` that calibration uses as
+the absolute evidence bar there (:func:`dnsieve.calibrate.floor_decision`), so
+``run`` and ``detect`` decide alike.
 """
 
 from __future__ import annotations
@@ -30,54 +24,7 @@ import polars as pl
 import typer
 from rich.markup import escape
 
-from dnsieve.detectors import get
-
-__all__ = ["apply_score_floors", "register", "run_job"]
-
-
-def apply_score_floors(
-    anomalies: pl.DataFrame,
-    diagnostics: dict[str, Any],
-    top_share: float = 0.05,
-    budget_per_day: int = 20,
-) -> pl.DataFrame:
-    """Final alert decision from calibrated ``anomalies`` (with ``alert``/``tail_p``).
-
-    For a detector with a ``score_floor``: alert ⇔ score ≥ floor and (the
-    calibrated alert, or no tail could be fitted, or the score is in the top
-    ``top_share`` of its detector's population).  Other detectors keep the
-    calibrated decision.  At most ``budget_per_day`` alerts per UTC day.
-    Returns the alerts, most significant first.
-    """
-    if anomalies.height == 0:
-        return anomalies
-    floors: dict[str, float] = {}
-    empirical: dict[str, bool] = {}
-    for det in anomalies.get_column("detector").unique().to_list():
-        try:
-            f = getattr(get(det), "score_floor", None)
-        except KeyError:
-            f = None
-        if f is not None:
-            floors[det] = float(f)
-        tail = diagnostics.get("detectors", {}).get(det, {}).get("tail", {})
-        empirical[det] = tail.get("model") == "empirical"
-    floor = pl.col("detector").replace_strict(floors, default=None, return_dtype=pl.Float64)
-    emp = pl.col("detector").replace_strict(empirical, default=False, return_dtype=pl.Boolean)
-    top = pl.col("tail_p").fill_null(1.0) <= top_share
-    decided = (
-        pl.when(floor.is_null())
-        .then(pl.col("alert"))
-        .otherwise((pl.col("score") >= floor) & (pl.col("alert") | emp | top))
-    )
-    out = anomalies.with_columns(alert=decided.fill_null(False)).filter(pl.col("alert"))
-    out = out.sort(
-        ["global_p", "score", "detector", "entity"],
-        descending=[False, True, False, False],
-        nulls_last=True,
-    )
-    day = pl.col("window_start").dt.date()
-    return out.filter(pl.int_range(pl.len()).over(day) < budget_per_day)
+__all__ = ["register", "run_job"]
 
 
 def run_job(
@@ -90,8 +37,8 @@ def run_job(
 ) -> tuple[list[Any], Any, pl.DataFrame]:
     """Ingest ``paths`` into ``lake_dir`` (a temporary lake when None), detect and calibrate.
 
-    Returns ``(ingest reports, DetectResult, alerts)``; ``alerts`` applies
-    :func:`apply_score_floors` to the calibrated candidates.  Unless
+    Returns ``(ingest reports, DetectResult, alerts)``; ``alerts`` are the
+    calibrated alerts (score floors included).  Unless
     ``store_url`` is False the alerts are also scored by the active threat
     model and stored (``None``: the default store, see
     :func:`dnsieve.alerts.store.resolve_db_url`), recorded as a run.
@@ -115,9 +62,7 @@ def run_job(
         span = lake.time_range()
         until = span[1] + timedelta(seconds=1) if span else None
         res = detect(lake, engine=dset.engine, settings=dset, detectors=detectors, until=until)
-        alerts = apply_score_floors(
-            res.anomalies, res.summary.get("calibration", {}), budget_per_day=dset.budget_per_day
-        )
+        alerts = res.alerts
         if store_url is not False:
             res.summary["store"], alerts = _store_alerts(store_url, paths, reports, alerts, lake)
     res.summary["alerts"] = alerts.height

@@ -77,8 +77,8 @@ class Detector(ABC):
     requires: ClassVar[InputKind]
     description: ClassVar[str] = ""
     #: Absolute evidence bar for small inputs, where no population tail can be
-    #: fitted: ``dnsieve run`` alerts on a score at or above it (see
-    #: :func:`dnsieve.commands.run.apply_score_floors`).  None: calibration alone decides.
+    #: fitted: calibration alerts on a score at or above it (see
+    #: :func:`dnsieve.calibrate.floor_decision`).  None: calibration alone decides.
     score_floor: ClassVar[float | None] = None
 
     @abstractmethod

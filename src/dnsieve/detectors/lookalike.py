@@ -394,7 +394,7 @@ class LookalikeDetector(Detector):
         "registered domains imitating popular brands (typos, homoglyphs, punycode, brand + lure)"
     )
 
-    #: Alert floor for small captures (see dnsieve.commands.run.apply_score_floors):
+    #: Alert floor for small captures (see dnsieve.calibrate.floor_decision):
     #: homoglyphs (0.95) and brands on abused TLDs (0.9) alert on their own; a bare
     #: edit distance (0.85, 0.6) or a brand + lure word on a common TLD (0.75) needs
     #: the population calibration to single it out.
