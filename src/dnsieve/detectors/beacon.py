@@ -48,7 +48,7 @@ from dnsieve.detectors.base import (
     anomaly_frame,
     empty_anomalies,
 )
-from dnsieve.detectors.tunnel import (
+from dnsieve.detectors.frames import (
     evidence_json,
     example_events,
     scored_period,

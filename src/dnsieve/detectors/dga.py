@@ -609,7 +609,7 @@ class DgaDetector(Detector):
         self.max_names = max_names
 
     def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
-        from dnsieve.detectors.tunnel import scored_period, window_columns
+        from dnsieve.detectors.frames import scored_period, window_columns
 
         need = {"ts", "src_ip", "qname", "rcode", "registered_domain"}
         if data.height == 0 or not need <= set(data.columns):
@@ -710,7 +710,7 @@ class DgaDetector(Detector):
     @classmethod
     def example(cls, seed: int = 0) -> pl.DataFrame:
         """Ten minutes of browsing by four hosts, one of which cycles through generated names."""
-        from dnsieve.detectors.tunnel import example_events
+        from dnsieve.detectors.frames import example_events
 
         rng = np.random.default_rng(seed)
         t0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)

@@ -404,7 +404,7 @@ class LookalikeDetector(Detector):
         self.max_names = max_names
 
     def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
-        from dnsieve.detectors.tunnel import scored_period, window_columns
+        from dnsieve.detectors.frames import scored_period, window_columns
 
         need = {"ts", "src_ip", "qname", "registered_domain"}
         if data.height == 0 or not need <= set(data.columns):
@@ -457,7 +457,7 @@ class LookalikeDetector(Detector):
     @classmethod
     def example(cls, seed: int = 0) -> pl.DataFrame:
         """A few hosts browsing popular sites, one visiting typo and homoglyph domains."""
-        from dnsieve.detectors.tunnel import example_events
+        from dnsieve.detectors.frames import example_events
 
         rng = np.random.default_rng(seed)
         t0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)

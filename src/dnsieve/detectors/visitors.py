@@ -48,12 +48,12 @@ from dnsieve.detectors.base import (
     anomaly_frame,
     empty_anomalies,
 )
-from dnsieve.detectors.tunnel import (
-    _utc,
+from dnsieve.detectors.frames import (
     evidence_json,
     example_events,
     scored_period,
     tidy,
+    utc,
     window_columns,
 )
 
@@ -63,7 +63,7 @@ _LOCAL = r"(^|\.)(arpa|local|localdomain|lan|home|internal|localhost)$"
 
 
 def _baseline(data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
-    return data.filter(pl.col("ts").is_not_null() & (pl.col("ts") < _utc(ctx.start)))
+    return data.filter(pl.col("ts").is_not_null() & (pl.col("ts") < utc(ctx.start)))
 
 
 def _usable(df: pl.DataFrame) -> pl.DataFrame:
