@@ -221,6 +221,30 @@ def test_csp_and_security_headers(client: TestClient, store: AlertStore) -> None
     assert api.headers["content-security-policy"] == CSP
 
 
+def test_static_files_are_cacheable_and_pages_are_not(client: TestClient) -> None:
+    """BokehJS is versioned in its URL, so browsers may keep it; app CSS is revalidated."""
+    from dnsieve.web.plots import bokeh_script_urls
+
+    (js,) = bokeh_script_urls()
+    assert "?v=" in js
+    assert client.get(js).headers["cache-control"] == "public, max-age=31536000, immutable"
+    css = client.get("/static/app.css")
+    assert css.status_code == 200 and css.headers["cache-control"] == "no-cache"
+    assert client.get("/login").headers["cache-control"] == "no-store"
+
+
+def test_allowlist_prefill_is_inert(client: TestClient, store: AlertStore) -> None:
+    """The "allow-list this" link carries attacker-controlled names into the form."""
+    login(client, "analyst")
+    evil = '"><script>alert(1)</script>'
+    html = client.get("/allowlist", params={"kind": "domain", "value": evil, "detector": evil}).text
+    assert "<script>alert(1)" not in html
+    assert 'value="&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in html
+    assert '<option value="domain" selected>' in html
+    bogus = client.get("/allowlist", params={"kind": "bogus"}).text
+    assert " selected>" not in bogus.split('name="kind"')[1].split("</select>")[0]
+
+
 def test_https_only_cookie_and_hsts(store: AlertStore) -> None:
     app = create_app(WebSettings(https_only=True), store=store)
     with TestClient(app, base_url="https://testserver") as c:

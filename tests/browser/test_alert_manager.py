@@ -188,6 +188,15 @@ def test_alert_detail_renders_its_bokeh_plot(
     assert qnames and all(q.rstrip(".").endswith(vol.entity) for q in qnames)
     shot(page, "04-alert-detail-plot")
 
+    # "allow-list this" opens the allow-list form prefilled from the alert (nothing saved yet)
+    submit(page, page.get_by_role("link", name=f"Allow-list {vol.domain} for volume…"))
+    expect(page).to_have_url(re.compile(r"/allowlist\?.*#add$"))
+    form = page.locator("form.grid")
+    expect(form.get_by_label("Kind")).to_have_value("domain")
+    expect(form.get_by_label("Value")).to_have_value(vol.domain or "")
+    expect(form.get_by_label("Detector (optional)")).to_have_value("volume")
+    expect(form.get_by_label("Reason")).to_have_value("")
+
 
 # --------------------------------------------------------------------------- 4. verdicts
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, status
+from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from dnsieve.detectors import available
 from dnsieve.web.actions import add_allow, allow_list, end_allow
 from dnsieve.web.deps import AnalystPage, CsrfForm, PageUser, StoreDep
+from dnsieve.web.queue import detectors
 from dnsieve.web.render import flash, page
 from dnsieve.web.users import role_at_least
 
@@ -19,12 +21,22 @@ KINDS = ("domain", "suffix", "wildcard", "client", "detector_entity")
 
 
 @router.get("", response_class=HTMLResponse)
-def entries(request: Request, user: PageUser, store: StoreDep) -> HTMLResponse:
+def entries(
+    request: Request,
+    user: PageUser,
+    store: StoreDep,
+    kind: Annotated[str | None, Query(max_length=32, description="prefill: entry kind")] = None,
+    value: Annotated[str | None, Query(max_length=1000, description="prefill: value")] = None,
+    detector: Annotated[str | None, Query(max_length=64, description="prefill: detector")] = None,
+) -> HTMLResponse:
+    """The entries, and the add form (prefilled from an alert's "allow-list this" link)."""
     return page(
         request,
         "allowlist.html",
         entries=allow_list(store),
         kinds=KINDS,
+        detectors=sorted(set(available()) | set(detectors(store))),
+        prefill={"kind": kind if kind in KINDS else None, "value": value, "detector": detector},
         can_edit=role_at_least(user.role, "analyst"),
     )
 
