@@ -66,7 +66,7 @@ import pyarrow as pa
 
 from dnsieve.ingest.base import ReadContext
 from dnsieve.ingest.codes import qtype_code, qtype_name, rcode_name
-from dnsieve.ingest.querylog import EventBuffer, Txn, iter_log_lines, safe_str
+from dnsieve.ingest.lines import EventBuffer, Txn, iter_log_lines, safe_str
 
 __all__ = ["SuricataAdapter", "parse_eve_time"]
 

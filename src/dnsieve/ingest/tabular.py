@@ -82,7 +82,7 @@ import pyarrow.parquet as pq
 
 from dnsieve.ingest.base import ReadContext, canonical_batches
 from dnsieve.ingest.codes import qtype_code, qtype_name, rcode_name
-from dnsieve.ingest.querylog import safe_str
+from dnsieve.ingest.lines import safe_str
 
 __all__ = [
     "ALIASES",
