@@ -11,11 +11,12 @@ with a message when unreachable) it:
    same ``--before-rows`` rows into an empty store: the before/after ratio;
 2. gives the alerts statuses (about 88 % open), ~200 audited verdicts and a few
    allow-list entries, and prints the query plans of the main queue queries;
-3. serves the app the way ``dnsieve serve`` does (uvicorn, one process, on
-   127.0.0.1) and drives it with ``--clients`` concurrent clients (closed loop,
-   no think time) over a mix of queue pages (HTML, session cookie) and API
-   list calls (bearer token): default order, other sorts, filters, search,
-   deeper pages;
+3. serves the app with ``dnsieve serve --workers N`` on 127.0.0.1 (``--workers``,
+   default one per CPU core, as a deployment on this machine would run it; then
+   again with one worker, the command's default) and drives it with ``--clients``
+   concurrent clients (closed loop, no think time; the load generator shares the
+   machine) over a mix of queue pages (HTML, session cookie) and API list calls
+   (bearer token): default order, other sorts, filters, search, deeper pages;
 4. prints p50/p95/p99 and requests/s per endpoint, as ratios to two references
    measured in the same run: the cheapest authenticated endpoint (``/api/me``)
    under the same load, and the bare store query for the default page.
@@ -39,7 +40,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -325,28 +325,14 @@ def plans(store: AlertStore) -> dict[str, list[str]]:
 
 # --------------------------------------------------------------------------- server and load
 
-_SERVER = textwrap.dedent(
-    """
-    import sys, uvicorn
-    from dnsieve.web import WebSettings, create_app
-    if __name__ == "__main__":  # exactly what `dnsieve serve` runs
-        uvicorn.run(create_app(WebSettings(db_url=sys.argv[1], secret_key="b" * 48)),
-                    host="127.0.0.1", port=int(sys.argv[2]), log_level="warning",
-                    proxy_headers=False)
-    """
-)
 
-
-def _server_command(
-    script: Path, url: str, port: int, workers: int
-) -> tuple[list[str], dict[str, str]]:
-    if workers == 1:
-        return [sys.executable, str(script), url, str(port)], dict(os.environ)
-    # worker processes share the store URL and the session key through the environment
-    env = {**os.environ, "DNSIEVE_DB": url, "DNSIEVE_WEB_SECRET": "b" * 48}
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "dnsieve.web.app:create_app"]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    return [*cmd, "--log-level", "warning", "--no-proxy-headers"], env
+def _server_command(url: str, port: int, workers: int) -> tuple[list[str], dict[str, str]]:
+    """``dnsieve serve`` itself (access log off: ``--log-level warning``)."""
+    code = "from dnsieve.cli import app; app()"
+    cmd = [sys.executable, "-c", code, "serve", "--db", url, "--port", str(port)]
+    cmd += ["--workers", str(workers), "--log-level", "warning", "--no-https-only"]
+    # one session key, so that the bench's login cookie is good in every worker
+    return cmd, {**os.environ, "DNSIEVE_WEB_SECRET": "b" * 48}
 
 
 def _free_port() -> int:
@@ -456,7 +442,9 @@ def _stats(xs: list[float]) -> dict[str, float]:
     return {"n": len(xs), "p50_ms": q[0], "p95_ms": q[1], "p99_ms": q[2]}
 
 
-def serve_and_drive(url: str, store: AlertStore, args: argparse.Namespace) -> dict[str, Any]:
+def serve_and_drive(
+    url: str, store: AlertStore, args: argparse.Namespace, workers: int
+) -> dict[str, Any]:
     from dnsieve.web.users import UserStore
 
     users = UserStore(store.engine)
@@ -464,9 +452,7 @@ def serve_and_drive(url: str, store: AlertStore, args: argparse.Namespace) -> di
         users.add_user("bench", "analyst", PASSWORD)
     token = users.new_token("bench")
     port = _free_port()
-    script = Path(args.workdir) / "web_server.py"
-    script.write_text(_SERVER)
-    cmd, env = _server_command(script, url, port, args.workers)
+    cmd, env = _server_command(url, port, workers)
     proc = subprocess.Popen(cmd, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -510,6 +496,7 @@ def serve_and_drive(url: str, store: AlertStore, args: argparse.Namespace) -> di
         if f"{e} / {v}" in rows:
             rows[f"{e} / {v}"]["p50_1client_ms"] = float(np.median(x) * 1000)
     return {
+        "workers": workers,
         "endpoints": rows,
         "reference_api_me": reference,
         "bare_default_page_ms": statistics.median(bare) * 1000,
@@ -539,8 +526,12 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
                 with store.engine.begin() as conn:
                     conn.exec_driver_sql("ANALYZE alerts")
         out["plans"] = plans(store)
-        log(f"[{backend}] {args.clients} clients, {args.requests:,} requests ...")
-        out["web"] = serve_and_drive(url, store, args)
+        out["web"] = []
+        for workers in dict.fromkeys([args.workers, 1]):
+            log(
+                f"[{backend}] {workers} worker(s), {args.clients} clients, {args.requests:,} requests"
+            )
+            out["web"].append(serve_and_drive(url, store, args, workers))
     if not args.keep:
         drop_backend(backend, url, args)
     return out
@@ -562,7 +553,20 @@ def report(res: dict[str, Any]) -> None:
         )
     for name, lines in res["plans"].items():
         print(f"plan {name}: " + " | ".join(lines[:4]))
-    w = res["web"]
+    for w in res["web"]:
+        report_web(w)
+
+
+def report_web(w: dict[str, Any]) -> None:
+    n = w["workers"]
+    how = (
+        "one per CPU core, as a deployment on this machine would run"
+        if n == os.cpu_count()
+        else "the default of dnsieve serve"
+        if n == 1
+        else "as asked"
+    )
+    print(f"\n-- dnsieve serve --workers {n} ({how}) --")
     ref = w["reference_api_me"]
     bare = w["bare_default_page_ms"]
     print(
@@ -594,7 +598,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--requests", type=int, default=4000)
     p.add_argument(
-        "--workers", type=int, default=1, help="uvicorn worker processes (1: as `dnsieve serve`)"
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="`dnsieve serve --workers N` (default: the CPU cores, as a deployment here would"
+        " serve); the 1-worker figure is measured too",
     )
     p.add_argument("--before-rows", type=int, default=50_000)
     p.add_argument("--pg-url", default=os.environ.get("DNSIEVE_TEST_PG_URL"))

@@ -956,6 +956,55 @@ def test_counts_stay_correct_after_writes(store_sql: AlertStore) -> None:
     assert s.detector_names() == ["dga", "tunnel"]
 
 
+def test_allow_list_cache_ttl_and_invalidation(store_sql: AlertStore, db_url: str) -> None:
+    """The allow-list entries in force are cached like the counts: a write through the store
+    shows at once, one by another process after ``cache_ttl``, an expiry exactly on time."""
+    s = store_sql
+    clock = [1000.0]
+    s.clock = lambda: clock[0]
+    s.upsert_anomalies(_tied_frame(30), now=T0)
+    assert s.count_alerts("open", now=T0) == 30
+    e = s.add_allow(
+        "domain", "t2.example.org", "known", "alice", expires_at=T0 + timedelta(hours=1), now=T0
+    )
+    assert s.count_alerts("open", now=T0) == 29  # this store's write: at once
+    assert s.count_alerts("open", now=T0 + timedelta(hours=1)) == 30  # expired, same cache
+    with AlertStore.open(db_url) as other:  # another process ends the entry
+        other.remove_allow(e.id, now=T0)
+    assert s.count_alerts("open", now=T0) == 29  # still cached ...
+    clock[0] += s.cache_ttl / 2
+    assert s.count_by_status(now=T0) == {"new": 29}
+    clock[0] += s.cache_ttl / 2  # ... until the TTL is over
+    assert s.count_alerts("open", now=T0) == 30
+    assert s.count_by_status(now=T0) == {"new": 30}
+    with AlertStore.open(db_url) as other:
+        other.add_allow("domain", "t3.example.org", "known", "alice", now=T0)
+    clock[0] -= 10 * s.cache_ttl  # a clock that went back does not keep a stale entry forever
+    assert s.count_alerts("open", now=T0) == 29
+
+
+def test_summaries_are_alerts_without_documents(store_sql: AlertStore) -> None:
+    """A queue page's rows carry every field of the alert but its evidence and features."""
+    from dataclasses import asdict
+
+    from dnsieve.alerts.store import AlertSummary
+    from dnsieve.web.queue import QueueQuery, list_queue
+
+    s = store_sql
+    s.upsert_anomalies(_tied_frame(12), now=T0)
+    first = s.list_alerts(limit=1, now=T0)[0]
+    s.add_allow("domain", first.entity, "known", "alice", now=T0)
+    items, total = list_queue(s, QueueQuery(include_suppressed=True, per_page=100), now=T0)
+    full = {a.id: a for a in s.list_alerts(include_suppressed=True, now=T0)}
+    assert total == len(items) == 12
+    for item in items:
+        assert isinstance(item, AlertSummary) and isinstance(item.suppressed, bool)
+        want = asdict(full[item.id])
+        del want["evidence"], want["features"]
+        assert asdict(item) == want
+    assert sum(i.suppressed for i in items) == 1
+
+
 def test_queue_queries_walk_an_index(tmp_path: Path) -> None:
     """SQLite reads a queue page in index order (no sort of every matching alert), counts
     from a covering index and searches through the trigram full-text index."""

@@ -123,9 +123,13 @@ def test_unknown_user_and_disabled_session(client: TestClient, store: AlertStore
     tok = csrf_of(client.get("/login").text)
     r = client.post("/login", data={"username": "ghost", "password": PASSWORD, "csrf_token": tok})
     assert r.status_code == 401
+    users: UserStore = client.app.state.users  # type: ignore[attr-defined]
+    clock = [1000.0]
+    users.clock = lambda: clock[0]
     login(client, "viewer")
-    with store.engine.begin() as conn:  # the account is deleted: the session ends at once
+    with store.engine.begin() as conn:  # deleted by another process: the session ends ...
         conn.exec_driver_sql("DELETE FROM web_users WHERE name = 'viewer'")
+    clock[0] += users.auth_cache_ttl  # ... once the cached user has expired
     assert client.get("/alerts", follow_redirects=False).status_code == 303
 
 
@@ -317,8 +321,61 @@ def test_api_token_auth(client: TestClient, store: AlertStore) -> None:
     for bad in ("Bearer nope", "Bearer " + tok[:-1] + "x", "Basic YTpi", tok):
         r = client.get("/api/alerts", headers={"Authorization": bad})
         assert r.status_code == 401, bad
-    users.revoke_token(users.list_tokens("analyst")[0].id)
+    served: UserStore = client.app.state.users  # type: ignore[attr-defined]
+    clock = [1000.0]
+    served.clock = lambda: clock[0]
+    assert client.get("/api/me", headers=h).status_code == 200  # cached from now on
+    users.revoke_token(users.list_tokens("analyst")[0].id)  # by another process (the CLI)
+    clock[0] += served.auth_cache_ttl
     assert client.get("/api/alerts", headers=h).status_code == 401
+
+
+def test_auth_cache_ttl_and_invalidation(client: TestClient, store: AlertStore) -> None:
+    """The user behind a token or a session is reused for ``auth_cache_ttl`` seconds: a
+    change made by another process shows within that time, one made through the app's own
+    user store at once."""
+    served: UserStore = client.app.state.users  # type: ignore[attr-defined]
+    other = UserStore(store.engine)  # as `dnsieve users ...` in another process
+    clock = [1000.0]
+    served.clock = lambda: clock[0]
+    tok = other.new_token("viewer")
+    h = {"Authorization": f"Bearer {tok}"}
+    assert client.get("/api/me", headers=h).json() == {"name": "viewer", "role": "viewer"}
+    other.set_role("viewer", "analyst")
+    clock[0] += served.auth_cache_ttl / 2
+    assert client.get("/api/me", headers=h).json()["role"] == "viewer"  # still cached
+    clock[0] += served.auth_cache_ttl / 2
+    assert client.get("/api/me", headers=h).json()["role"] == "analyst"
+    with store.engine.begin() as conn:  # the account is disabled elsewhere
+        conn.exec_driver_sql("UPDATE web_users SET disabled = 1 WHERE name = 'viewer'")
+    clock[0] += served.auth_cache_ttl
+    assert client.get("/api/me", headers=h).status_code == 401
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE web_users SET disabled = 0 WHERE name = 'viewer'")
+    clock[0] += served.auth_cache_ttl
+    assert client.get("/api/me", headers=h).status_code == 200
+    # through the served store itself: at once, whatever the clock
+    served.revoke_token(served.list_tokens("viewer")[0].id)
+    assert client.get("/api/me", headers=h).status_code == 401
+    # a wrong token is never cached, and the cache stays bounded
+    assert client.get("/api/me", headers={"Authorization": "Bearer dnsv_nope"}).status_code == 401
+    served.auth_cache_size = 2
+    for _ in range(5):
+        t = other.new_token("admin")
+        assert client.get("/api/me", headers={"Authorization": f"Bearer {t}"}).status_code == 200
+        assert len(served._auth) <= 2
+    # a lookup that raced with a write (read before it, stored after it) is not kept
+    _, at, gen = served._cache_get(("token", "h"))
+    served.clear_cache()
+    served._cache_put(("token", "h"), served.list_users()[0], at, gen)
+    assert served._cache_get(("token", "h"))[0] is None
+    # the session's user: cached too, and disabled accounts end their sessions
+    login(client, "analyst")
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE web_users SET disabled = 1 WHERE name = 'analyst'")
+    assert client.get("/alerts", follow_redirects=False).status_code == 200
+    clock[0] += served.auth_cache_ttl
+    assert client.get("/alerts", follow_redirects=False).status_code == 303
 
 
 def test_docs_and_openapi_for_users(client: TestClient) -> None:
@@ -474,3 +531,64 @@ def test_evidence_sentences_in_plain_words() -> None:
     assert evidence_sentences("volume", "domain", {"queries": 1, "clients": 1}) == [
         "queried 1 time by 1 client"
     ]
+
+
+def test_workers_share_settings_and_session_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dnsieve serve --workers N`: every worker builds the same app from the environment, and
+    refuses to start without the one session key they must share."""
+    from dnsieve.web.app import SECRET_ENV, WORKER_ENV, create_worker_app, worker_environment
+
+    settings = WebSettings(db_url=f"sqlite:///{tmp_path / 'w.db'}", login_max_failures=7)
+    monkeypatch.setenv(WORKER_ENV, worker_environment(settings, tmp_path / "lake"))
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    with pytest.raises(RuntimeError, match=SECRET_ENV):
+        create_worker_app()
+    monkeypatch.setenv(SECRET_ENV, "k" * 48)
+    apps = [create_worker_app() for _ in range(2)]
+    assert apps[0].state.settings == settings and apps[0].state.lake_path == tmp_path / "lake"
+    assert "k" * 48 not in worker_environment(WebSettings(secret_key="k" * 48), None)
+    with TestClient(apps[0]) as a, TestClient(apps[1]) as b:
+        UserStore(apps[0].state.store.engine).add_user("viewer", "viewer", PASSWORD)
+        login(a, "viewer")
+        b.cookies = a.cookies  # the other worker accepts the session cookie
+        assert b.get("/alerts", follow_redirects=False).status_code == 200
+
+
+def test_worker_listener_keeps_tcp_nodelay() -> None:
+    """The workers' shared listener is marked TCP, so asyncio sets TCP_NODELAY on every
+    connection (else each keep-alive response waits for a delayed ACK)."""
+    import socket
+
+    import uvicorn
+
+    from dnsieve.commands.web import worker_listener
+
+    sock = worker_listener(uvicorn.Config("x:y", host="127.0.0.1", port=0))
+    sock.listen()
+    with sock, socket.create_connection(sock.getsockname()) as c:
+        conn, _ = sock.accept()
+        with conn:
+            assert sock.proto == conn.proto == socket.IPPROTO_TCP
+        c.close()
+
+
+def test_review_queue_spreads_over_campaigns(store: AlertStore) -> None:
+    """Ten windows of one tunnel campaign and three other alerts: the first page of the
+    review queue asks about each campaign before a second window of any of them."""
+    from dnsieve.web.queue import review_queue
+
+    for h in range(10):
+        store.upsert_anomalies(
+            one("tunnel-campaign.example", score=40.0 + h, start=T0 + timedelta(hours=h))
+        )
+    for i, det in enumerate(("dga", "beacon", "nxdomain")):
+        store.upsert_anomalies(one(f"other{i}.example", detector=det, score=3.0))
+    ours = {
+        a.id for a in store.list_alerts(status="new", limit=10_000) if a.entity.endswith(".example")
+    }
+    picked = [a for a, _ in review_queue(store, k=50) if a.id in ours]
+    first = [(a.detector, a.entity) for a in picked[:4]]
+    assert len(set(first)) == 4, first
+    assert sum(a.entity == "tunnel-campaign.example" for a in picked) == 10

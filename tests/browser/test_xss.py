@@ -193,7 +193,7 @@ def test_hostile_names_render_inert(
     form = page.locator("form.grid")
     form.get_by_label("Kind").select_option("detector_entity")
     form.get_by_label("Value").fill(HOSTILE[1])
-    form.get_by_label("Detector (optional)").fill("tunnel")
+    form.get_by_label("Detector (optional)").select_option("tunnel")
     form.get_by_label("Reason").fill("<svg onload=alert(2)> and <b>bold</b>")
     submit(page, form.get_by_role("button", name="Add"))
     expect(page.get_by_role("status")).to_contain_text("it suppresses 1 alert(s)")

@@ -30,8 +30,9 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -78,6 +79,7 @@ from dnsieve.threat.allowlist import (
 __all__ = [
     "DB_ENV",
     "AlertStore",
+    "AlertSummary",
     "default_db_url",
     "metadata",
     "resolve_db_url",
@@ -405,6 +407,35 @@ def _alert(row: RowMapping) -> Alert:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class AlertSummary:
+    """An alert as a list shows it: :class:`~dnsieve.alerts.base.Alert` without the
+    ``evidence`` and ``features`` documents (read them with :meth:`AlertStore.get_alert`)."""
+
+    id: str
+    detector: str
+    entity_type: str
+    entity: str
+    domain: str | None
+    client: str | None
+    window_start: datetime
+    window_end: datetime
+    score: float
+    p_value: float | None
+    threat_probability: float | None
+    status: str
+    severity: str
+    first_seen: datetime
+    last_seen: datetime
+    times_seen: int
+    suppressed_by: int | None
+    suppressed: bool = False
+
+
+#: The columns of :class:`AlertSummary`, in its field order (``suppressed`` is computed).
+_SUMMARY = [alerts.c[f] for f in AlertSummary.__dataclass_fields__ if f != "suppressed"]
+
+
 def _allow(row: RowMapping) -> AllowEntry:
     return AllowEntry(
         id=int(row["id"]),
@@ -679,8 +710,9 @@ class AlertStore:
     {}
     """
 
-    #: Seconds the counts by status and the detector list are reused; writes made through
-    #: this store clear them at once, writes by another process show after at most this long.
+    #: Seconds the counts by status, the detector list and the allow-list entries in force are
+    #: reused; writes made through this store clear them at once, writes by another process
+    #: show after at most this long.
     cache_ttl: float = 5.0
 
     def __init__(self, engine: Engine) -> None:
@@ -688,6 +720,8 @@ class AlertStore:
         self.dialect = engine.dialect.name
         self._cache: dict[str, tuple[float, Any]] = {}
         self._cache_lock = threading.Lock()
+        #: The clock of the cache's TTL (seconds; injectable for tests).
+        self.clock: Callable[[], float] = time.monotonic
 
     @classmethod
     def open(cls, url: str | os.PathLike[str] | None = None, migrate: bool = True) -> AlertStore:
@@ -850,6 +884,18 @@ class AlertStore:
         with self.engine.connect() as conn:
             return [_alert(r) for r in conn.execute(query).mappings()]
 
+    def select_summaries(self, now: datetime | None = None) -> sa.Select[Any]:
+        """Like :meth:`select_alerts` without the ``evidence`` and ``features`` documents:
+        what a list of alerts shows; run it with :meth:`fetch_summaries`."""
+        supp = sa.case((_suppressed_expr(_now(now)), True), else_=False).label("suppressed")
+        return sa.select(*_SUMMARY, supp)
+
+    def fetch_summaries(self, query: sa.Select[Any]) -> list[AlertSummary]:
+        """Run a query built on :meth:`select_summaries` (rows straight into the dataclass)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [AlertSummary(*r) for r in rows]
+
     def entity_contains(self, text: str) -> sa.ColumnElement[bool]:
         """Condition: the entity contains ``text`` (case-insensitive), through the trigram
         index of migration 0003 where one can serve it (three characters or more)."""
@@ -888,11 +934,11 @@ class AlertStore:
         """``compute()`` once per ``cache_ttl`` seconds; every write through this store clears."""
         with self._cache_lock:
             hit = self._cache.get(key)
-            t = time.monotonic()
-            if hit is not None and t - hit[0] < self.cache_ttl:
+            t = self.clock()
+            if hit is not None and 0 <= t - hit[0] < self.cache_ttl:
                 return hit[1]
             value = compute()
-            self._cache[key] = (time.monotonic(), value)
+            self._cache[key] = (t, value)
             return value
 
     def _changed(self) -> None:
@@ -912,9 +958,22 @@ class AlertStore:
 
         return dict(self._cached("status_groups", compute))
 
+    def _live_entries(self) -> list[tuple[int, datetime | None]]:
+        """``(id, expires_at)`` of the allow-list entries not removed, cached like the counts
+        (an entry that expires in the meantime is told apart by :meth:`_active_entry_ids`)."""
+
+        def compute() -> list[tuple[int, datetime | None]]:
+            q = sa.select(allowlist.c.id, allowlist.c.expires_at).where(
+                allowlist.c.removed_at.is_(None)
+            )
+            with self.engine.connect() as conn:
+                return [(int(i), exp) for i, exp in conn.execute(q)]
+
+        return list(self._cached("live_entries", compute))
+
     def _active_entry_ids(self, now: datetime) -> set[int]:
-        with self.engine.connect() as conn:
-            return set(conn.execute(_active_entries(now)).scalars())
+        """The allow-list entries in force at ``now`` (from :meth:`_live_entries`)."""
+        return {i for i, exp in self._live_entries() if exp is None or exp > now}
 
     def count_alerts(
         self,

@@ -6,17 +6,20 @@ is not a terminal (one line), else prompted twice without echo.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import ipaddress
+import socket
 import sys
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from dnsieve.commands.alerts import DbOpt, fail, open_store_or_exit
 
-__all__ = ["read_password", "register", "require_web"]
+__all__ = ["read_password", "register", "require_web", "worker_listener"]
 
 
 def read_password(confirm: bool = True) -> str:
@@ -43,6 +46,16 @@ def require_web() -> None:
         raise fail(f"the Alert Manager needs {', '.join(missing)}: pip install 'dnsieve[web]'", 2)
 
 
+class LogLevel(StrEnum):
+    """uvicorn's log levels."""
+
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
+
+
 def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -50,6 +63,27 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def worker_listener(config: Any) -> socket.socket:
+    """The listening socket uvicorn's workers share (``uvicorn.Config.bind_socket``), marked TCP.
+
+    uvicorn binds it with ``proto`` 0, and asyncio only sets ``TCP_NODELAY`` on accepted
+    connections whose ``proto`` is TCP; without it every keep-alive response waits ~40 ms for
+    the client's delayed ACK (Kludex/uvicorn#3149).
+    """
+    sock: socket.socket = config.bind_socket()
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.proto == 0:
+        sock = socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
+    return sock
+
+
+def _run_workers(config: Any) -> None:
+    """What ``uvicorn.run`` does for ``workers > 1``, on :func:`worker_listener`."""
+    from uvicorn.supervisors import Multiprocess
+
+    with contextlib.suppress(KeyboardInterrupt):
+        Multiprocess(config, sockets=[worker_listener(config)]).run()
 
 
 def register(app: typer.Typer) -> None:
@@ -77,6 +111,16 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
+        workers: Annotated[
+            int,
+            typer.Option(
+                min=1, max=64, help="server processes (about one per CPU core for many users)"
+            ),
+        ] = 1,
+        log_level: Annotated[
+            LogLevel,
+            typer.Option(help="uvicorn's log level (info: one access-log line per request)"),
+        ] = LogLevel.info,
     ) -> None:
         """Serve the Alert Manager (web pages and the REST API at /api, reference at /docs)."""
         require_web()
@@ -112,7 +156,33 @@ def register(app: typer.Typer) -> None:
             err_console.print(
                 f"[dim]{SECRET_ENV} is unset: sessions use a random key and end on restart[/dim]"
             )
-        uvicorn.run(create_app(settings, lake=lake), host=host, port=port, proxy_headers=False)
+        if workers == 1:
+            uvicorn.run(
+                create_app(settings, lake=lake),
+                host=host,
+                port=port,
+                proxy_headers=False,
+                log_level=log_level.value,
+            )
+            return
+        import secrets
+
+        from dnsieve.web.app import WORKER_ENV, worker_environment
+
+        # the workers are new processes: they read the settings and one shared session key
+        # from the environment (a random key, when unset, is shared by them all)
+        os.environ.setdefault(SECRET_ENV, secrets.token_urlsafe(48))
+        os.environ[WORKER_ENV] = worker_environment(settings, lake)
+        config = uvicorn.Config(
+            "dnsieve.web.app:create_worker_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            proxy_headers=False,
+            log_level=log_level.value,
+        )
+        _run_workers(config)
 
     @users_app.command("add")
     def add(

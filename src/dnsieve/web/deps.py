@@ -2,9 +2,11 @@
 
 Pages authenticate by the session cookie only; the API by
 ``Authorization: Bearer TOKEN`` or by the session cookie (then unsafe methods
-also need the ``X-CSRF-Token`` header).  Nothing here is module-level state:
-everything hangs off ``request.app.state`` set up by
-:func:`dnsieve.web.app.create_app`.
+also need the ``X-CSRF-Token`` header).  The user is re-read from the database
+at most every :attr:`UserStore.auth_cache_ttl` seconds.  The accessors of
+``app.state`` and the role checks are ``async``, so that they skip the thread
+pool.  Nothing here is module-level state: everything hangs off
+``request.app.state`` set up by :func:`dnsieve.web.app.create_app`.
 """
 
 from collections.abc import Callable, Coroutine
@@ -45,19 +47,19 @@ class LoginRequired(Exception):
         self.next_path = next_path
 
 
-def get_store(request: Request) -> AlertStore:
+async def get_store(request: Request) -> AlertStore:
     return request.app.state.store
 
 
-def get_users(request: Request) -> UserStore:
+async def get_users(request: Request) -> UserStore:
     return request.app.state.users
 
 
-def get_settings(request: Request) -> WebSettings:
+async def get_settings(request: Request) -> WebSettings:
     return request.app.state.settings
 
 
-def get_lake_path(request: Request) -> Path | None:
+async def get_lake_path(request: Request) -> Path | None:
     """The lake directory the app was created with (None: no lake configured)."""
     path: Path | None = getattr(request.app.state, "lake_path", None)
     return path
@@ -75,12 +77,12 @@ def client_ip(request: Request) -> str:
 
 
 def session_user(request: Request, users: UserStore) -> User | None:
-    """The logged-in user of this session (re-read from the database), else None."""
+    """The logged-in user of this session (:meth:`UserStore.user_for_session`), else None."""
     uid, name = request.session.get("uid"), request.session.get("user")
     if not isinstance(uid, int) or not isinstance(name, str):
         return None
-    user = users.get_user(name)
-    if user is None or user.id != uid or user.disabled:
+    user = users.user_for_session(uid, name)
+    if user is None:
         request.session.clear()
         return None
     return user
@@ -128,8 +130,8 @@ PageUser = Annotated[User, Depends(page_user)]
 ApiUser = Annotated[User, Depends(api_user)]
 
 
-def _need(role: str, base: Callable[..., User]) -> Callable[..., User]:
-    def check(user: Annotated[User, Depends(base)]) -> User:
+def _need(role: str, base: Callable[..., User]) -> Callable[..., Coroutine[Any, Any, User]]:
+    async def check(user: Annotated[User, Depends(base)]) -> User:  # pure: no thread pool
         if not role_at_least(user.role, role):
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role} role")
         return user

@@ -3,7 +3,7 @@
 The store's own :meth:`~dnsieve.alerts.store.AlertStore.list_alerts` serves the
 CLI; the web queue also needs severity order, domain/client filters, a search
 box and a total for pagination, so :func:`list_queue` adds those conditions to
-:meth:`~dnsieve.alerts.store.AlertStore.select_alerts` (read-only) and orders
+:meth:`~dnsieve.alerts.store.AlertStore.select_summaries` (read-only) and orders
 by the store's indexed sort keys.  Pages are read with ``OFFSET`` or, given the
 id of the last alert seen (``after``), with a keyset condition whose cost does
 not grow with the page number.  The total of a queue filtered by status and
@@ -22,7 +22,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from dnsieve.alerts.base import Alert, AllowEntry, ModelVersion, status_filter
-from dnsieve.alerts.store import AlertStore, metadata
+from dnsieve.alerts.store import AlertStore, AlertSummary, metadata
 
 __all__ = [
     "SORTS",
@@ -100,17 +100,19 @@ def _where(q: QueueQuery, now: datetime, store: AlertStore) -> list[sa.ColumnEle
 
 def list_queue(
     store: AlertStore, q: QueueQuery, now: datetime | None = None
-) -> tuple[list[Alert], int]:
-    """One page of the queue and the number of matching alerts."""
+) -> tuple[list[AlertSummary], int]:
+    """One page of the queue (alerts without their evidence and features documents, which
+    only an alert's own page shows) and the number of matching alerts."""
     now = now or datetime.now(UTC)
     conds = _where(q, now, store)
     per = max(1, min(q.per_page, 500))
-    rows = store.select_alerts(now).where(*conds).order_by(*store.order_keys(q.sort)).limit(per)
+    rows = store.select_summaries(now).where(*conds).order_by(*store.order_keys(q.sort))
+    rows = rows.limit(per)
     if q.after:
         rows = rows.where(store.after_alert(q.sort, q.after))
     else:
         rows = rows.offset((max(1, q.page) - 1) * per)
-    items = store.fetch_alerts(rows)
+    items = store.fetch_summaries(rows)
     if q.domain or q.client or q.search:
         total = store.count_where(*conds)
     else:
@@ -172,8 +174,10 @@ def review_queue(store: AlertStore, k: int = 50, pool: int = 2000) -> list[tuple
         imp = np.array([1.0 + np.log1p(max(a.score, 0.0)) for a in cand])
         X = None
     pri = review_priority(p, imp)
-    # Features let the queue skip near-duplicates (the same campaign in ten windows).
-    for i in next_to_review(p, imp, k - len(out), features=X):
+    # Features and detector × entity groups let the queue skip near-duplicates (the same
+    # campaign in ten windows): a campaign's other windows wait until other alerts are asked.
+    groups = [(a.detector, a.entity) for a in cand]
+    for i in next_to_review(p, imp, k - len(out), features=X, groups=groups):
         out.append((cand[int(i)], float(pri[int(i)])))
     return out
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from dnsieve.alerts.base import Alert, AllowEntry, AuditEntry, ModelVersion, RunRecord
+from dnsieve.alerts.store import AlertSummary
 from dnsieve.threat.metrics import PrecisionReport
 
 PRECISION_DEFINITION = (
@@ -23,6 +24,7 @@ __all__ = [
     "AlertEventsPublic",
     "AlertPage",
     "AlertPublic",
+    "AlertSummaryPublic",
     "AllowCreate",
     "AllowPublic",
     "AllowUpdate",
@@ -72,8 +74,36 @@ class AlertPublic(_Out):
         return cls.model_validate(a)
 
 
+class AlertSummaryPublic(_Out):
+    """An alert in a list: :class:`AlertPublic` without ``evidence`` and ``features``
+    (``GET /api/alerts/{id}`` has them)."""
+
+    id: str
+    detector: str
+    entity_type: str
+    entity: str
+    domain: str | None
+    client: str | None
+    window_start: datetime
+    window_end: datetime
+    score: float
+    p_value: float | None
+    threat_probability: float | None
+    status: str
+    severity: str
+    first_seen: datetime
+    last_seen: datetime
+    times_seen: int
+    suppressed_by: int | None
+    suppressed: bool
+
+    @classmethod
+    def of(cls, a: AlertSummary | Alert) -> AlertSummaryPublic:
+        return cls.model_validate(a)
+
+
 class AlertPage(BaseModel):
-    items: list[AlertPublic]
+    items: list[AlertSummaryPublic]
     total: int
     page: int
     per_page: int

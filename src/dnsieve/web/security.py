@@ -3,8 +3,10 @@
 * **Sessions** are Starlette's signed cookies (``itsdangerous``): HttpOnly,
   ``SameSite=Strict`` by default, ``Secure`` when :attr:`WebSettings.https_only`.
   The session only holds the user id, a CSRF token and a one-shot flash
-  message; the user's role is read from the database on every request, so a
-  role change or a disabled account takes effect at once.
+  message; the user's role is read from the database (through a cache of
+  ``UserStore.auth_cache_ttl``, 2 s, cleared by every write through the same
+  process), so a role change or a disabled account takes effect at once in
+  the server that made it and within 2 s when made elsewhere (the CLI).
 * **CSRF**: a synchronizer token per session.  Every HTML form carries it in
   a hidden ``csrf_token`` field and every POST checks it with a constant-time
   comparison (:func:`csrf_ok`).  API calls authenticated by the session

@@ -5,6 +5,13 @@ Passwords are hashed with Argon2id (:mod:`argon2`); API tokens are random
 full entropy, so a fast hash is enough and lookups stay O(1)).  There are no
 default credentials: the first admin is created by ``dnsieve users add``.
 
+The user behind a token (:meth:`UserStore.user_for_token`) or a session
+(:meth:`UserStore.user_for_session`) is reused for :attr:`UserStore.auth_cache_ttl`
+seconds (2): every write through the same :class:`UserStore` clears it at once,
+so a token revoked, a role changed or an account disabled by another process
+(``dnsieve users ...``) takes effect within that time.  Only successful
+lookups are kept; an unknown or revoked token is looked up every time.
+
 >>> import tempfile, os
 >>> from dnsieve.alerts.store import AlertStore
 >>> with tempfile.TemporaryDirectory() as d:
@@ -23,7 +30,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -133,18 +142,60 @@ def _user(row: sa.RowMapping) -> User:
 class UserStore:
     """Users and tokens on the alert store's engine (SQLite or PostgreSQL)."""
 
+    #: Seconds a token's or a session's user is reused without reading the database
+    #: (0: never); writes through this store clear it, other processes' show after this long.
+    auth_cache_ttl: float = 2.0
+    #: Most users kept (the whole cache is dropped when full).
+    auth_cache_size: int = 1024
+
     def __init__(self, engine: Engine, hasher: PasswordHasher | None = None) -> None:
         self.engine = engine
         self.hasher = hasher or PasswordHasher()
         # verified against when the user does not exist, so a wrong name costs as much time
         self._dummy = self.hasher.hash(secrets.token_hex(16))
+        self._auth: dict[tuple[str, str], tuple[float, User]] = {}
+        self._auth_lock = threading.Lock()
+        self._auth_gen = 0  # bumped by every clear: a lookup older than a write is not kept
+        #: The clock of the cache's TTL (seconds; injectable for tests).
+        self.clock: Callable[[], float] = time.monotonic
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            conn.execution_options(dnsieve_write=True)  # BEGIN IMMEDIATE on SQLite
-            with conn.begin():
-                yield conn
+    def _write(self, clear: bool = True) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(dnsieve_write=True)  # BEGIN IMMEDIATE on SQLite
+                with conn.begin():
+                    yield conn
+        finally:
+            if clear:
+                self.clear_cache()
+
+    def clear_cache(self) -> None:
+        """Forget the cached users of tokens and sessions (done by every write here)."""
+        with self._auth_lock:
+            self._auth.clear()
+            self._auth_gen += 1
+
+    def _cache_get(self, key: tuple[str, str]) -> tuple[User | None, float, int]:
+        """The cached user (else ``None``), the time now and the cache generation."""
+        with self._auth_lock:
+            hit, gen = self._auth.get(key), self._auth_gen
+        t = self.clock()
+        if hit is None or not 0 <= t - hit[0] < self.auth_cache_ttl:
+            return None, t, gen
+        return hit[1], t, gen
+
+    def _cache_put(self, key: tuple[str, str], user: User, t: float, gen: int) -> None:
+        """Keep ``user``, looked up at ``t`` in generation ``gen`` (dropped if a write came
+        in between)."""
+        if self.auth_cache_ttl <= 0:
+            return
+        with self._auth_lock:
+            if gen != self._auth_gen:
+                return
+            if len(self._auth) >= self.auth_cache_size:
+                self._auth.clear()
+            self._auth[key] = (t, user)
 
     # ------------------------------------------------------------------ validation
 
@@ -206,6 +257,19 @@ class UserStore:
                 .first()
             )
         return _user(row) if row is not None else None
+
+    def user_for_session(self, uid: int, name: str) -> User | None:
+        """The enabled user ``name`` if its id is still ``uid`` (a session's user), else
+        ``None``; reused for :attr:`auth_cache_ttl` seconds."""
+        key = ("session", f"{uid}:{name}")
+        user, t, gen = self._cache_get(key)
+        if user is not None:
+            return user
+        user = self.get_user(name)
+        if user is None or user.id != uid or user.disabled:
+            return None
+        self._cache_put(key, user, t, gen)
+        return user
 
     def list_users(self) -> list[User]:
         with self.engine.connect() as conn:
@@ -281,10 +345,14 @@ class UserStore:
         return token
 
     def user_for_token(self, token: str, now: datetime | None = None) -> User | None:
-        """The (enabled) user owning an unrevoked ``token``, else ``None``."""
+        """The (enabled) user owning an unrevoked ``token``, else ``None``; reused for
+        :attr:`auth_cache_ttl` seconds (``last_used`` is then updated at the next lookup)."""
         if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
             return None
         h = _token_hash(token)
+        cached, t, gen = self._cache_get(("token", h))
+        if cached is not None:
+            return cached
         j = tokens_table.join(users_table, users_table.c.id == tokens_table.c.user_id)
         q = (
             sa.select(
@@ -302,13 +370,15 @@ class UserStore:
         now = now or datetime.now(UTC)
         last = row["last_used"]
         if last is None or now - last > LAST_USED_EVERY:  # a write per minute, not per request
-            with self._write() as conn:
+            with self._write(clear=False) as conn:
                 conn.execute(
                     sa.update(tokens_table)
                     .where(tokens_table.c.id == row["token_id"])
                     .values(last_used=now)
                 )
-        return _user(row)
+        user = _user(row)
+        self._cache_put(("token", h), user, t, gen)
+        return user
 
     def list_tokens(self, name: str | None = None) -> list[TokenInfo]:
         j = tokens_table.join(users_table, users_table.c.id == tokens_table.c.user_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, status
+from fastapi import APIRouter, Depends, Path, Query, Response, status
 
 from dnsieve.alerts.events import MAX_LIMIT
 from dnsieve.threat.metrics import precision_report
@@ -30,6 +30,7 @@ from dnsieve.web.schemas import (
     AlertEventsPublic,
     AlertPage,
     AlertPublic,
+    AlertSummaryPublic,
     AllowCreate,
     AllowPublic,
     AllowUpdate,
@@ -57,17 +58,21 @@ def me(user: ApiUser) -> UserPublic:
     return UserPublic.model_validate(user)
 
 
-@router.get("/alerts", tags=["alerts"])
-def list_alerts(store: StoreDep, q: QueueParams) -> AlertPage:
-    """The alert queue: filtered, sorted, one page, with counts by status."""
+@router.get("/alerts", tags=["alerts"], response_model=AlertPage)
+def list_alerts(store: StoreDep, q: QueueParams) -> Response:
+    """The alert queue: filtered, sorted, one page, with counts by status.
+
+    The items leave out ``evidence`` and ``features``: ``GET /api/alerts/{id}`` has them."""
     items, total = list_queue(store, q)
-    return AlertPage(
-        items=[AlertPublic.of(a) for a in items],
+    page = AlertPage(
+        items=[AlertSummaryPublic.of(a) for a in items],
         total=total,
         page=q.page,
         per_page=q.per_page,
         counts=store.count_by_status(),
     )
+    # serialized once here (FastAPI would validate the built model a second time)
+    return Response(page.model_dump_json(), media_type="application/json")
 
 
 @router.get("/alerts/counts", tags=["alerts"])
