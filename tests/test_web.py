@@ -592,3 +592,35 @@ def test_review_queue_spreads_over_campaigns(store: AlertStore) -> None:
     first = [(a.detector, a.entity) for a in picked[:4]]
     assert len(set(first)) == 4, first
     assert sum(a.entity == "tunnel-campaign.example" for a in picked) == 10
+
+
+def test_queue_by_campaign(client: TestClient, store: AlertStore) -> None:
+    """Ten windows of one tunnel are one campaign row, ranked by its worst window; its link
+    opens exactly those windows; the API gives the same rows."""
+    for h in range(10):
+        store.upsert_anomalies(
+            one("many-windows.example", score=40.0 + h, start=T0 + timedelta(hours=h))
+        )
+    store.set_threat_probabilities(
+        {a.id: 0.99 for a in store.list_alerts(limit=10_000) if a.entity == "many-windows.example"}
+    )
+    login(client, "viewer")
+    html = client.get("/alerts", params={"group": "campaign"}).text
+    assert "campaign(s)" in html
+    rows = re.findall(
+        r"<tr>\s*<td>([^<]*)</td>\s*<td class=\"entity\"><a href=\"([^\"]+)\">([^<]*)</a></td>\s*<td>([^<]*)</td>",
+        html,
+    )
+    assert rows[0][0] == "tunnel" and rows[0][2] == "many-windows.example" and rows[0][3] == "10"
+    # every open alert is in exactly one campaign
+    api = client.get("/api/campaigns", params={"per_page": 200}).json()
+    assert api["items"][0]["entity"] == "many-windows.example"
+    assert api["items"][0]["windows"] == 10 and api["items"][0]["score"] == 49.0
+    assert api["items"][0]["threat_probability"] == 0.99
+    assert sum(c["windows"] for c in api["items"]) == _api(client)["total"]
+    assert api["total"] == len(api["items"])
+    # the campaign's link: the queue filtered to its windows
+    link = rows[0][1].replace("&amp;", "&")
+    assert "group" not in link
+    assert len(alert_ids(client.get(link).text)) == 10
+    assert client.get("/api/campaigns", params={"group": "bogus"}).status_code == 422

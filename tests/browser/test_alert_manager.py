@@ -157,6 +157,27 @@ def test_filter_search_and_sort_the_queue(
 # --------------------------------------------------------------------------- 3. plots
 
 
+def test_queue_by_campaign(page: Page, login: Login, live_store: AlertStore, shot: Shot) -> None:
+    """ "by campaign" folds each detector × entity into one row; its link opens its windows."""
+    login(page, ANALYST)
+    open_alerts = live_store.list_alerts(status="open", limit=100_000)
+    campaigns = Counter((a.detector, a.entity) for a in open_alerts)
+    page.get_by_label("by campaign").check()
+    submit(page, page.get_by_role("button", name="Filter"))
+    expect(page.locator(".total")).to_contain_text(f"{len(campaigns)} campaign(s)")
+    table = page.locator("table.campaigns tbody tr")
+    shown = table.evaluate_all("rows => rows.map(r => [...r.cells].map(c => c.innerText))")
+    assert len(shown) == min(len(campaigns), 50)
+    assert all(int(r[2]) == campaigns[(r[0], r[1])] for r in shown)
+    busiest = max(shown, key=lambda r: int(r[2]))
+    assert int(busiest[2]) > 1  # the demo's tunnels span several windows
+    shot(page, "03b-queue-by-campaign")
+    submit(page, table.filter(has_text=busiest[1]).first.get_by_role("link"))
+    got = rows(page)
+    assert len(got) == int(busiest[2])
+    assert {(r["detector"], r["entity"]) for r in got} == {(busiest[0], busiest[1])}
+
+
 def test_alert_detail_renders_its_bokeh_plot(
     page: Page, login: Login, live_store: AlertStore, shot: Shot
 ) -> None:

@@ -39,6 +39,13 @@ def queue_params(
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=200)] = 50,
     include_suppressed: bool = False,
+    entity: Annotated[
+        str | None, Query(max_length=400, description="exactly this entity (a campaign)")
+    ] = None,
+    group: Annotated[
+        str | None,
+        Query(pattern="^(campaign)?$", description="campaign: one row per detector × entity"),
+    ] = None,
 ) -> QueueQuery:
     return QueueQuery(
         status=status,
@@ -50,6 +57,8 @@ def queue_params(
         page=page,
         per_page=per_page,
         include_suppressed=include_suppressed,
+        group="campaign" if group == "campaign" else None,
+        entity=entity or None,
     )
 
 

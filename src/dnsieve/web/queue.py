@@ -26,10 +26,12 @@ from dnsieve.alerts.store import AlertStore, AlertSummary, metadata
 
 __all__ = [
     "SORTS",
+    "Campaign",
     "QueueQuery",
     "detectors",
     "expire_allow",
     "feature_percentiles",
+    "list_campaigns",
     "list_queue",
     "related_alerts",
     "review_queue",
@@ -63,6 +65,8 @@ class QueueQuery:
     per_page: int = 50
     include_suppressed: bool = False
     after: str | None = None
+    group: Literal["campaign"] | None = None
+    entity: str | None = None
 
 
 def _escape_like(value: str) -> str:
@@ -87,6 +91,8 @@ def _where(q: QueueQuery, now: datetime, store: AlertStore) -> list[sa.ColumnEle
         conds.append(sa.or_(_A.domain == d, sub))
     if q.client:
         conds.append(_A.client == q.client.strip())
+    if q.entity:  # exact (a campaign's windows), through the entity index
+        conds.append(_A.entity == q.entity)
     if q.search:
         term = q.search.strip().lower()
         found = store.entity_contains(term)
@@ -96,6 +102,60 @@ def _where(q: QueueQuery, now: datetime, store: AlertStore) -> list[sa.ColumnEle
     if not q.include_suppressed:
         conds.append(AlertStore.not_suppressed(now))
     return conds
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """The alerts of one detector on one entity (its windows), as one row of the queue."""
+
+    detector: str
+    entity_type: str
+    entity: str
+    windows: int
+    first_start: datetime
+    last_end: datetime
+    threat_probability: float | None
+    score: float
+
+
+def list_campaigns(
+    store: AlertStore, q: QueueQuery, now: datetime | None = None
+) -> tuple[list[Campaign], int]:
+    """The queue's alerts grouped by detector × entity: one page of campaigns and their number.
+
+    The same filters as :func:`list_queue`.  Campaigns are ordered by their highest
+    P(threat) (unscored last), then highest score: a tunnel seen in twenty hourly windows is
+    one row, ranked by its worst window.  Grouping reads every matching alert, so on a very
+    large store it costs a scan of the filtered alerts (about a second per million).
+    """
+    now = now or datetime.now(UTC)
+    conds = _where(q, now, store)
+    per = max(1, min(q.per_page, 500))
+    p_max = sa.func.max(_A.threat_probability)
+    s_max = sa.func.max(_A.score)
+    keys = (_A.detector, _A.entity_type, _A.entity)
+    grouped = sa.select(*keys).where(*conds).group_by(*keys)
+    rows = (
+        sa.select(
+            *keys,
+            sa.func.count().label("windows"),
+            sa.func.min(_A.window_start).label("first_start"),
+            sa.func.max(_A.window_end).label("last_end"),
+            p_max.label("threat_probability"),
+            s_max.label("score"),
+        )
+        .where(*conds)
+        .group_by(*keys)
+        .order_by(p_max.desc().nulls_last(), s_max.desc(), *keys)
+        .limit(per)
+        .offset((max(1, q.page) - 1) * per)
+    )
+    with store.engine.connect() as conn:
+        items = [Campaign(**r) for r in conn.execute(rows).mappings()]
+        total = int(
+            conn.execute(sa.select(sa.func.count()).select_from(grouped.subquery())).scalar_one()
+        )
+    return items, total
 
 
 def list_queue(
@@ -113,7 +173,7 @@ def list_queue(
     else:
         rows = rows.offset((max(1, q.page) - 1) * per)
     items = store.fetch_summaries(rows)
-    if q.domain or q.client or q.search:
+    if q.domain or q.client or q.search or q.entity:
         total = store.count_where(*conds)
     else:
         total = store.count_alerts(q.status or "open", q.include_suppressed, now, q.detector)

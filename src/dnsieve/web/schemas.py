@@ -102,6 +102,26 @@ class AlertSummaryPublic(_Out):
         return cls.model_validate(a)
 
 
+class CampaignPublic(_Out):
+    """The alerts of one detector on one entity: how many windows, when, and the worst one."""
+
+    detector: str
+    entity_type: str
+    entity: str
+    windows: int
+    first_start: datetime
+    last_end: datetime
+    threat_probability: float | None
+    score: float
+
+
+class CampaignPage(BaseModel):
+    items: list[CampaignPublic]
+    total: int
+    page: int
+    per_page: int
+
+
 class AlertPage(BaseModel):
     items: list[AlertSummaryPublic]
     total: int

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Path, Query, Request, status
@@ -14,7 +14,15 @@ from dnsieve.web.actions import QueueParams, give_verdict
 from dnsieve.web.deps import AnalystPage, CsrfForm, LakePathDep, PageUser, StoreDep
 from dnsieve.web.evidence import alert_events, alert_hourly, evidence_rows, evidence_sentences
 from dnsieve.web.plots import volume_plot, who_plot
-from dnsieve.web.queue import SORTS, detectors, feature_percentiles, list_queue, related_alerts
+from dnsieve.web.queue import (
+    SORTS,
+    Campaign,
+    detectors,
+    feature_percentiles,
+    list_campaigns,
+    list_queue,
+    related_alerts,
+)
 from dnsieve.web.render import flash, page
 from dnsieve.web.users import role_at_least
 
@@ -25,7 +33,12 @@ AlertId = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{1,64}$", max_length=64)]
 
 @router.get("", response_class=HTMLResponse)
 def queue(request: Request, user: PageUser, store: StoreDep, q: QueueParams) -> HTMLResponse:
-    items, total = list_queue(store, q)
+    campaigns: list[Campaign] = []
+    if q.group == "campaign":
+        items: list[Any] = []
+        campaigns, total = list_campaigns(store, q)
+    else:
+        items, total = list_queue(store, q)
     pages = max(1, -(-total // q.per_page))
     current = {
         "status": q.status,
@@ -36,6 +49,8 @@ def queue(request: Request, user: PageUser, store: StoreDep, q: QueueParams) -> 
         "sort": q.sort,
         "per_page": q.per_page,
         "include_suppressed": "true" if q.include_suppressed else None,
+        "group": q.group,
+        "entity": q.entity,
     }
 
     def link(**over: object) -> str:
@@ -48,6 +63,7 @@ def queue(request: Request, user: PageUser, store: StoreDep, q: QueueParams) -> 
         "queue.html",
         q=q,
         items=items,
+        campaigns=campaigns,
         total=total,
         pages=pages,
         counts=store.count_by_status(),

@@ -23,7 +23,13 @@ from dnsieve.web.actions import (
 )
 from dnsieve.web.deps import AdminApi, AnalystApi, ApiUser, LakePathDep, StoreDep, api_user
 from dnsieve.web.evidence import alert_events, evidence_sentences
-from dnsieve.web.queue import list_queue, related_alerts, review_queue, rollback_model
+from dnsieve.web.queue import (
+    list_campaigns,
+    list_queue,
+    related_alerts,
+    review_queue,
+    rollback_model,
+)
 from dnsieve.web.routes.model import PrecisionParams
 from dnsieve.web.schemas import (
     AlertDetailPublic,
@@ -35,6 +41,8 @@ from dnsieve.web.schemas import (
     AllowPublic,
     AllowUpdate,
     AuditPublic,
+    CampaignPage,
+    CampaignPublic,
     EventPublic,
     ModelSummary,
     ModelVersionPublic,
@@ -73,6 +81,19 @@ def list_alerts(store: StoreDep, q: QueueParams) -> Response:
     )
     # serialized once here (FastAPI would validate the built model a second time)
     return Response(page.model_dump_json(), media_type="application/json")
+
+
+@router.get("/campaigns", tags=["alerts"])
+def list_campaigns_api(store: StoreDep, q: QueueParams) -> CampaignPage:
+    """The queue grouped by detector × entity (the ``group`` parameter is implied): one row
+    per campaign with its number of windows, its span and its worst P(threat) and score."""
+    items, total = list_campaigns(store, q)
+    return CampaignPage(
+        items=[CampaignPublic.model_validate(c) for c in items],
+        total=total,
+        page=q.page,
+        per_page=q.per_page,
+    )
 
 
 @router.get("/alerts/counts", tags=["alerts"])
