@@ -7,8 +7,10 @@ on a user's fresh clone those tests are skipped with a clear reason.
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -23,6 +25,14 @@ def _require_shared() -> Path:
     if os.environ.get("CI"):
         raise RuntimeError(f"CI must have the shared corpus at {SHARED_DATA}")
     pytest.skip(f"shared corpus not found at {SHARED_DATA} (only CI and dev machines have it)")
+
+
+def require_module(name: str, reason: str) -> ModuleType:
+    """Import an optional dependency: skip without it on a user's machine, fail in CI
+    (``.ci/run`` installs every extra, so a missing one there is an error, not a skip)."""
+    if os.environ.get("CI"):
+        return importlib.import_module(name)
+    return pytest.importorskip(name, reason=reason)
 
 
 @pytest.fixture(scope="session")

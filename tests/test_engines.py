@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from polars.testing import assert_frame_equal
 
+from conftest import require_module
 from dnsieve.detectors.base import DetectContext, Detector, EntityType, InputKind, anomaly_frame
 from dnsieve.engines import (
     AGGREGATE_KINDS,
@@ -174,7 +175,7 @@ def test_spark_engine_without_pyspark_gives_install_hint(monkeypatch: pytest.Mon
 
 @pytest.fixture(scope="session")
 def spark_engine() -> Any:
-    pytest.importorskip("pyspark", reason="the spark extra is not installed")
+    require_module("pyspark", reason="the spark extra is not installed")
     from pyspark import cloudpickle
 
     from dnsieve.engines.spark import get_session
@@ -235,8 +236,7 @@ def test_spark_map_detector_equals_polars(lake: Lake, spark_engine: Any) -> None
 def test_spark_map_detector_real_detectors(lake: Lake, spark_engine: Any, name: str) -> None:
     from dnsieve import detectors
 
-    if name not in detectors.available():
-        pytest.skip(f"detector {name!r} is not in this checkout yet")
+    assert name in detectors.available()
     det = detectors.get(name)()
     pe = get_engine("polars")
     data = pe.events(lake) if det.requires == "events" else pe.aggregate(det.requires, lake)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import require_module
 from dnsieve.detectors.volume import domain_stats
 
 
@@ -35,7 +36,7 @@ def test_nuts_agrees_with_conjugate_on_real_shaped_series() -> None:
     agree within 0.03 (absolute) and of λ within 15 % (relative) or 0.3
     (measured: 0.012 and 12 %).
     """
-    pytest.importorskip("numpyro")
+    require_module("numpyro", reason="the mcmc extra is not installed")
     from dnsieve.mcmc import compare_with_conjugate
 
     ref = json.loads(

@@ -86,7 +86,8 @@ def test_simulation_volume_campaigns(tmp_path: Path) -> None:
     issue's 0.95 alert recall is not reached on this small population: see
     docs/volume.md, "Evaluation".)
     """
-    sim = pytest.importorskip("dnsieve.simulate")
+    from dnsieve import simulate as sim
+
     res = sim.simulate(hours=168, clients=300, seed=5)
     paths = sim.write_zeek(res, tmp_path / "logs")
     lake = Lake(tmp_path / "lake")

@@ -211,8 +211,7 @@ def test_real_rita_logs(shared_data: Path, tmp_path: Path) -> None:
     from dnsieve.lake import Lake
 
     src = shared_data / "zeek" / "rita" / "missing_host"
-    if not src.is_dir():
-        pytest.skip("RITA sample not available")
+    assert src.is_dir(), f"the shared corpus has no RITA sample at {src}"
     lake = Lake(tmp_path / "lake")
     lake.ingest_files(sorted(src.glob("*/dns.*.log.gz")))
     agg = get_engine("polars").aggregate("domain_hourly", lake)

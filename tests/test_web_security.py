@@ -7,7 +7,6 @@ form POST must refuse a missing or wrong CSRF token.
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
+from conftest import require_module
 from dnsieve.alerts import AlertStore
 from dnsieve.web import WebSettings, create_app
 from dnsieve.web.security import CSP
@@ -456,10 +456,7 @@ def test_hostile_names_from_a_crafted_pcap(
 
 def test_openapi_fuzz_no_server_errors(app: Any, store: AlertStore) -> None:
     """Schemathesis generates requests from the spec (as an admin): no 5xx, ever."""
-    if os.environ.get("CI"):
-        import schemathesis  # CI installs the dev extra: a missing fuzzer must fail, not skip
-    else:
-        schemathesis = pytest.importorskip("schemathesis")
+    schemathesis = require_module("schemathesis", reason="the dev extra is not installed")
     from hypothesis import HealthCheck, given, settings
 
     token = UserStore(store.engine).new_token("admin")
