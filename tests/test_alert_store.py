@@ -987,7 +987,7 @@ def test_summaries_are_alerts_without_documents(store_sql: AlertStore) -> None:
     """A queue page's rows carry every field of the alert but its evidence and features."""
     from dataclasses import asdict
 
-    from dnsieve.alerts.store import AlertSummary
+    from dnsieve.alerts.base import AlertSummary
     from dnsieve.web.queue import QueueQuery, list_queue
 
     s = store_sql

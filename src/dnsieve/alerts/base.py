@@ -43,6 +43,7 @@ __all__ = [
     "AlertNotFound",
     "AlertStoreError",
     "AlertStoreProtocol",
+    "AlertSummary",
     "AllowEntry",
     "AmbiguousId",
     "AuditEntry",
@@ -207,6 +208,31 @@ class Alert:
         for k in ("window_start", "window_end", "first_seen", "last_seen"):
             out[k] = _iso(out[k])
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSummary:
+    """An alert as a list shows it: :class:`Alert` without the ``evidence`` and
+    ``features`` documents (read them with ``AlertStore.get_alert``)."""
+
+    id: str
+    detector: str
+    entity_type: str
+    entity: str
+    domain: str | None
+    client: str | None
+    window_start: datetime
+    window_end: datetime
+    score: float
+    p_value: float | None
+    threat_probability: float | None
+    status: str
+    severity: str
+    first_seen: datetime
+    last_seen: datetime
+    times_seen: int
+    suppressed_by: int | None
+    suppressed: bool = False
 
 
 def _iso(ts: datetime | None) -> str | None:

@@ -32,7 +32,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -53,6 +52,7 @@ from dnsieve.alerts.base import (
     VERDICTS,
     Alert,
     AlertNotFound,
+    AlertSummary,
     AllowEntry,
     AmbiguousId,
     AuditEntry,
@@ -405,31 +405,6 @@ def _alert(row: RowMapping) -> Alert:
         suppressed_by=row["suppressed_by"],
         suppressed=bool(row.get("suppressed", False)),
     )
-
-
-@dataclass(frozen=True, slots=True)
-class AlertSummary:
-    """An alert as a list shows it: :class:`~dnsieve.alerts.base.Alert` without the
-    ``evidence`` and ``features`` documents (read them with :meth:`AlertStore.get_alert`)."""
-
-    id: str
-    detector: str
-    entity_type: str
-    entity: str
-    domain: str | None
-    client: str | None
-    window_start: datetime
-    window_end: datetime
-    score: float
-    p_value: float | None
-    threat_probability: float | None
-    status: str
-    severity: str
-    first_seen: datetime
-    last_seen: datetime
-    times_seen: int
-    suppressed_by: int | None
-    suppressed: bool = False
 
 
 #: The columns of :class:`AlertSummary`, in its field order (``suppressed`` is computed).

@@ -22,6 +22,7 @@ from dnsieve.domains import DomainSplitter, normalize_qnames
 from dnsieve.schema import DNS_EVENT
 
 __all__ = [
+    "ADAPTER_DTYPES",
     "Adapter",
     "IngestStats",
     "ReadContext",
@@ -126,7 +127,8 @@ class Adapter(Protocol):
         ...
 
 
-_TARGET_POLARS: dict[str, pl.DataType] = {
+#: Polars dtypes of the adapter columns (``ts`` aside): what :func:`canonicalize` casts to.
+ADAPTER_DTYPES: dict[str, pl.DataType] = {
     "src_ip": pl.String(),
     "dst_ip": pl.String(),
     "src_port": pl.Int32(),
@@ -169,7 +171,7 @@ def canonicalize(df: pl.DataFrame, ctx: ReadContext) -> pl.DataFrame:
     else:
         raise TypeError(f"ts column has unsupported dtype {ts.dtype}")
     cols: dict[str, pl.Series] = {"ts": ts.alias("ts")}
-    for name, dtype in _TARGET_POLARS.items():
+    for name, dtype in ADAPTER_DTYPES.items():
         if name in df.columns:
             cols[name] = df.get_column(name).cast(dtype, strict=False).alias(name)
         elif name == "sensor":

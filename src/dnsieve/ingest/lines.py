@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 import polars as pl
 import pyarrow as pa
 
-from dnsieve.ingest.base import ReadContext, canonical_batches
+from dnsieve.ingest.base import ADAPTER_DTYPES, ReadContext, canonical_batches
 
 __all__ = ["MAX_LINE", "EventBuffer", "Txn", "iter_log_lines", "safe_str"]
 
@@ -148,26 +148,9 @@ class Txn:
     emit: bool = True
 
 
-_TXN_COLUMNS: dict[str, pl.DataType] = {
-    "src_ip": pl.String(),
-    "dst_ip": pl.String(),
-    "src_port": pl.Int32(),
-    "dst_port": pl.Int32(),
-    "proto": pl.String(),
-    "trans_id": pl.Int32(),
-    "qname": pl.String(),
-    "qtype": pl.String(),
-    "rcode": pl.String(),
-    "answers": pl.List(pl.String()),
-    "ttls": pl.List(pl.Float64()),
-    "rtt": pl.Float64(),
-    "aa": pl.Boolean(),
-    "tc": pl.Boolean(),
-    "rd": pl.Boolean(),
-    "ra": pl.Boolean(),
-    "query_len": pl.Int32(),
-    "response_len": pl.Int32(),
-}
+#: the :class:`Txn` fields emitted, with their dtypes (every adapter column but ``ts`` and
+#: ``sensor``, which canonicalisation fills)
+_TXN_COLUMNS: dict[str, pl.DataType] = {k: v for k, v in ADAPTER_DTYPES.items() if k != "sensor"}
 
 
 def _int32(v: int | None) -> int | None:

@@ -21,8 +21,8 @@ from typing import Literal
 import numpy as np
 import sqlalchemy as sa
 
-from dnsieve.alerts.base import Alert, AllowEntry, ModelVersion, status_filter
-from dnsieve.alerts.store import AlertStore, AlertSummary, metadata
+from dnsieve.alerts.base import Alert, AlertSummary, AllowEntry, ModelVersion, status_filter
+from dnsieve.alerts.store import AlertStore, metadata
 
 __all__ = [
     "SORTS",

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dnsieve.alerts.base import Alert, AllowEntry, AuditEntry, ModelVersion, RunRecord
-from dnsieve.alerts.store import AlertSummary
+from dnsieve.alerts.base import Alert, AlertSummary, AllowEntry, AuditEntry, ModelVersion, RunRecord
 from dnsieve.threat.metrics import PrecisionReport
 
 PRECISION_DEFINITION = (
@@ -47,33 +46,6 @@ class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-class AlertPublic(_Out):
-    id: str
-    detector: str
-    entity_type: str
-    entity: str
-    domain: str | None
-    client: str | None
-    window_start: datetime
-    window_end: datetime
-    score: float
-    p_value: float | None
-    threat_probability: float | None
-    status: str
-    severity: str
-    evidence: dict[str, Any]
-    features: dict[str, Any] | None
-    first_seen: datetime
-    last_seen: datetime
-    times_seen: int
-    suppressed_by: int | None
-    suppressed: bool
-
-    @classmethod
-    def of(cls, a: Alert) -> AlertPublic:
-        return cls.model_validate(a)
-
-
 class AlertSummaryPublic(_Out):
     """An alert in a list: :class:`AlertPublic` without ``evidence`` and ``features``
     (``GET /api/alerts/{id}`` has them)."""
@@ -98,8 +70,15 @@ class AlertSummaryPublic(_Out):
     suppressed: bool
 
     @classmethod
-    def of(cls, a: AlertSummary | Alert) -> AlertSummaryPublic:
+    def of(cls, a: AlertSummary | Alert) -> Self:
         return cls.model_validate(a)
+
+
+class AlertPublic(AlertSummaryPublic):
+    """An alert with its evidence and features documents."""
+
+    evidence: dict[str, Any]
+    features: dict[str, Any] | None
 
 
 class CampaignPublic(_Out):
