@@ -980,7 +980,30 @@ def test_allow_list_cache_ttl_and_invalidation(store_sql: AlertStore, db_url: st
     with AlertStore.open(db_url) as other:
         other.add_allow("domain", "t3.example.org", "known", "alice", now=T0)
     clock[0] -= 10 * s.cache_ttl  # a clock that went back does not keep a stale entry forever
-    assert s.count_alerts("open", now=T0) == 29
+    s.count_alerts("open", now=T0)  # expired: the counts are served while they refresh ...
+    s.settle()
+    assert s.count_alerts("open", now=T0) == 29  # ... and then current
+
+
+def test_expired_counts_are_served_while_they_refresh(store_sql: AlertStore, db_url: str) -> None:
+    """Counts that are only *expired* are served at once and recomputed by one background
+    thread (no request waits for a count over the whole table); counts cleared by a write
+    through this store are recomputed before they are served."""
+    s = store_sql
+    clock = [1000.0]
+    s.clock = lambda: clock[0]
+    s.upsert_anomalies(_tied_frame(30), now=T0)
+    assert s.count_alerts("all", now=T0) == 30
+    with AlertStore.open(db_url) as other:  # another process adds an alert
+        other.upsert_anomalies(one("fresh.example"), now=T0)
+    assert s.count_alerts("all", now=T0) == 30  # within the TTL: cached
+    clock[0] += s.cache_ttl
+    assert s.count_alerts("all", now=T0) == 30  # expired: the old value, not a wait ...
+    s.settle()
+    assert s.count_alerts("all", now=T0) == 31  # ... until the refresh is in
+    assert s.count_by_status(now=T0) == {"new": 31}
+    s.upsert_anomalies(one("fresher.example"), now=T0)  # this store's write: at once
+    assert s.count_alerts("all", now=T0) == 32
 
 
 def test_summaries_are_alerts_without_documents(store_sql: AlertStore) -> None:
@@ -1064,3 +1087,21 @@ def test_queue_filters_and_totals(store_sql: AlertStore, anomalies: pl.DataFrame
         items, total = list_queue(s, QueueQuery(**{**q.__dict__, "per_page": 500}), now=T0)
         assert sorted(a.id for a in items) == sorted(want), q
         assert total == len(want) > 0, q
+
+
+def test_sqlite_datetimes_read_as_utc() -> None:
+    """The SQLite fast path of ``UTCDateTime`` reads what the store writes (naive UTC text,
+    with or without microseconds) and any text with an offset, always as aware UTC."""
+    from sqlalchemy.dialects import sqlite
+
+    from dnsieve.alerts.store import UTCDateTime
+
+    read = UTCDateTime().result_processor(sqlite.dialect(), None)
+    want = datetime(2026, 9, 1, 0, 0, tzinfo=UTC)
+    assert read("2026-09-01 00:00:00.000000") == want
+    assert read("2026-09-01 00:00:00") == want
+    assert read("2026-09-01 00:00:00.250000") == want + timedelta(microseconds=250_000)
+    got = read("2026-09-01T02:00:00+02:00")
+    assert got == want and got.utcoffset() == timedelta(0)
+    assert read(None) is None
+    assert read("2026-09-01 00:00:00").tzinfo is UTC

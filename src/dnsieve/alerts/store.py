@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -87,6 +88,8 @@ __all__ = [
 ]
 
 DB_ENV = "DNSIEVE_DB"
+
+log = logging.getLogger(__name__)
 DEFAULT_DB_NAME = "alerts.db"
 _PG_MIGRATION_LOCK = 0x646E7376  # "dnsv": serialises concurrent migrations on PostgreSQL
 
@@ -141,6 +144,24 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def result_processor(self, dialect: sa.Dialect, coltype: object) -> Any:
+        """On SQLite, the stored text straight to an aware datetime: one C parse instead of
+        SQLAlchemy's parse plus this decorator's hook (a queue page reads 200 of them)."""
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        parse, decorated = datetime.fromisoformat, self.process_result_value
+
+        def process(value: str | None) -> datetime | None:
+            if value is None or not isinstance(value, str):
+                return decorated(value, dialect)
+            n = len(value)
+            if (n == 26 and value[19] == ".") or n == 19:  # naive, as SQLAlchemy stores it:
+                return parse(value + "+00:00")  # read as UTC in the same parse
+            ts = parse(value)
+            return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+        return process
 
 
 def _json() -> sa.types.TypeEngine[Any]:
@@ -695,6 +716,10 @@ class AlertStore:
         self.dialect = engine.dialect.name
         self._cache: dict[str, tuple[float, Any]] = {}
         self._cache_lock = threading.Lock()
+        self._key_locks: dict[str, threading.Lock] = {}
+        #: Background recomputations of expired values in flight (see :meth:`_cached`).
+        self._refreshing: dict[str, threading.Thread] = {}
+        self._generation = 0  # bumped by every write through this store
         #: The clock of the cache's TTL (seconds; injectable for tests).
         self.clock: Callable[[], float] = time.monotonic
 
@@ -707,6 +732,7 @@ class AlertStore:
         return cls(engine)
 
     def close(self) -> None:
+        self.settle()
         self.engine.dispose()
 
     def __enter__(self) -> AlertStore:
@@ -850,6 +876,15 @@ class AlertStore:
         return self._select_alerts(_now(now))
 
     @staticmethod
+    def status_in(statuses: Sequence[str]) -> sa.ColumnElement[bool]:
+        """Condition: the status is one of ``statuses`` (a few values).
+
+        Written as ``=`` terms rather than ``IN``: SQLAlchemy expands an ``IN`` list into
+        the SQL text at every execution, a third of a millisecond per queue page; the
+        databases plan both the same."""
+        return sa.or_(*(_A.status == s for s in statuses))
+
+    @staticmethod
     def not_suppressed(now: datetime | None = None) -> sa.ColumnElement[bool]:
         """Condition: no active allow-list entry hides the alert at ``now``."""
         return _not_suppressed(_now(now))
@@ -905,19 +940,69 @@ class AlertStore:
             values = conn.execute(sa.select(*keys).where(_A.id == aid)).one()
         return _after(order, tuple(values))
 
-    def _cached(self, key: str, compute: Any) -> Any:
-        """``compute()`` once per ``cache_ttl`` seconds; every write through this store clears."""
+    def _cached(self, key: str, compute: Callable[[], Any], background: bool = False) -> Any:
+        """``compute()`` once per ``cache_ttl`` seconds; every write through this store clears.
+
+        One caller computes a missing value while the others wait for it (per key: other
+        keys are not held up).  With ``background``, an *expired* value is still served
+        while one thread recomputes it, so that no request waits for an expensive query
+        (the counts over 1M alerts take ~0.1 s) only because the TTL ran out; a value
+        cleared by a write through this store is recomputed while the caller waits, so
+        this store's own writes always show at once.
+        """
         with self._cache_lock:
             hit = self._cache.get(key)
             t = self.clock()
             if hit is not None and 0 <= t - hit[0] < self.cache_ttl:
                 return hit[1]
+            if background and hit is not None:
+                if key not in self._refreshing:
+                    worker = threading.Thread(
+                        target=self._refresh,
+                        args=(key, compute, t, self._generation),
+                        name=f"dnsieve-cache-{key}",
+                        daemon=True,
+                    )
+                    self._refreshing[key] = worker
+                    worker.start()
+                return hit[1]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._cache_lock:
+                hit = self._cache.get(key)
+                t = self.clock()
+                if hit is not None and 0 <= t - hit[0] < self.cache_ttl:
+                    return hit[1]  # computed by the caller we waited for
+                generation = self._generation
             value = compute()
-            self._cache[key] = (t, value)
+            self._keep(key, t, value, generation)
             return value
+
+    def _keep(self, key: str, t: float, value: Any, generation: int) -> None:
+        """Cache ``value`` computed at ``t``, unless a write came in the meantime."""
+        with self._cache_lock:
+            if self._generation == generation:
+                self._cache[key] = (t, value)
+
+    def _refresh(self, key: str, compute: Callable[[], Any], t: float, generation: int) -> None:
+        try:
+            self._keep(key, t, compute(), generation)
+        except Exception:  # the stale value stays; the next expiry tries again
+            log.warning("refreshing the cached %s failed", key, exc_info=True)
+        finally:
+            with self._cache_lock:
+                self._refreshing.pop(key, None)
+
+    def settle(self) -> None:
+        """Wait for the background refreshes in flight (tests, and before :meth:`close`)."""
+        with self._cache_lock:
+            workers = list(self._refreshing.values())
+        for worker in workers:
+            worker.join()
 
     def _changed(self) -> None:
         with self._cache_lock:
+            self._generation += 1
             self._cache.clear()
 
     def _status_groups(self) -> dict[tuple[str, int | None, str], int]:
@@ -931,7 +1016,7 @@ class AlertStore:
             with self.engine.connect() as conn:
                 return {(st, sb, d): int(n) for st, sb, d, n in conn.execute(q)}
 
-        return dict(self._cached("status_groups", compute))
+        return dict(self._cached("status_groups", compute, background=True))
 
     def _live_entries(self) -> list[tuple[int, datetime | None]]:
         """``(id, expires_at)`` of the allow-list entries not removed, cached like the counts
@@ -1025,7 +1110,7 @@ class AlertStore:
         q = self._select_alerts(now)
         statuses = status_filter(status)
         if statuses is not None:
-            q = q.where(_A.status.in_(statuses))
+            q = q.where(self.status_in(statuses))
         if detector:
             q = q.where(_A.detector == detector)
         if entity:

@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 
-def queue_params(
+async def queue_params(  # pure: async, so FastAPI runs it without a thread hop
     status: Annotated[
         str, Query(max_length=20, pattern=r"^[a-z_-]+$", description="open, all or one status")
     ] = "open",

@@ -4,8 +4,8 @@ Pages authenticate by the session cookie only; the API by
 ``Authorization: Bearer TOKEN`` or by the session cookie (then unsafe methods
 also need the ``X-CSRF-Token`` header).  The user is re-read from the database
 at most every :attr:`UserStore.auth_cache_ttl` seconds.  The accessors of
-``app.state`` and the role checks are ``async``, so that they skip the thread
-pool.  Nothing here is module-level state: everything hangs off
+``app.state``, the role checks and the user lookups are ``async``, so that they
+skip the thread pool (a user lookup goes to a thread only when its cache misses).  Nothing here is module-level state: everything hangs off
 ``request.app.state`` set up by :func:`dnsieve.web.app.create_app`.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from dnsieve.alerts.store import AlertStore
@@ -76,20 +77,22 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def session_user(request: Request, users: UserStore) -> User | None:
+async def session_user(request: Request, users: UserStore) -> User | None:
     """The logged-in user of this session (:meth:`UserStore.user_for_session`), else None."""
     uid, name = request.session.get("uid"), request.session.get("user")
     if not isinstance(uid, int) or not isinstance(name, str):
         return None
-    user = users.user_for_session(uid, name)
+    user = users.cached_session_user(uid, name)
+    if user is None:  # not looked up lately: the database, from a worker thread
+        user = await run_in_threadpool(users.user_for_session, uid, name)
     if user is None:
         request.session.clear()
         return None
     return user
 
 
-def page_user(request: Request, users: UsersDep) -> User:
-    user = session_user(request, users)
+async def page_user(request: Request, users: UsersDep) -> User:
+    user = await session_user(request, users)
     if user is None:
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise LoginRequired(path)
@@ -97,12 +100,17 @@ def page_user(request: Request, users: UsersDep) -> User:
     return user
 
 
-def api_user(request: Request, users: UsersDep) -> User:
+async def api_user(request: Request, users: UsersDep) -> User:
     """Bearer token, else session cookie (+ ``X-CSRF-Token`` on unsafe methods), else 401."""
     auth = request.headers.get("authorization", "")
     if auth:
         scheme, _, token = auth.partition(" ")
-        user = users.user_for_token(token.strip()) if scheme.lower() == "bearer" else None
+        user = None
+        if scheme.lower() == "bearer":
+            token = token.strip()
+            user = users.cached_token_user(token)
+            if user is None:
+                user = await run_in_threadpool(users.user_for_token, token)
         if user is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
@@ -111,7 +119,7 @@ def api_user(request: Request, users: UsersDep) -> User:
             )
         request.state.user = user
         return user
-    user = session_user(request, users)
+    user = await session_user(request, users)
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

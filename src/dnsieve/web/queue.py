@@ -77,7 +77,7 @@ def _where(q: QueueQuery, now: datetime, store: AlertStore) -> list[sa.ColumnEle
     conds: list[sa.ColumnElement[bool]] = []
     statuses = status_filter(q.status or "open")
     if statuses is not None:
-        conds.append(_A.status.in_(statuses))
+        conds.append(store.status_in(statuses))
     if q.detector:
         # not index-usable on purpose: the page walks the sort order's index and skips other
         # detectors, instead of sorting all of this detector's alerts

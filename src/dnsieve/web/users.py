@@ -258,6 +258,18 @@ class UserStore:
             )
         return _user(row) if row is not None else None
 
+    def cached_session_user(self, uid: int, name: str) -> User | None:
+        """The session's user if :meth:`user_for_session` looked it up less than
+        :attr:`auth_cache_ttl` seconds ago, else ``None`` (no database access: an async
+        caller can use it on its event loop and go to a thread only when it misses)."""
+        return self._cache_get(("session", f"{uid}:{name}"))[0]
+
+    def cached_token_user(self, token: str) -> User | None:
+        """Like :meth:`cached_session_user`, for :meth:`user_for_token`."""
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+            return None
+        return self._cache_get(("token", _token_hash(token)))[0]
+
     def user_for_session(self, uid: int, name: str) -> User | None:
         """The enabled user ``name`` if its id is still ``uid`` (a session's user), else
         ``None``; reused for :attr:`auth_cache_ttl` seconds."""
