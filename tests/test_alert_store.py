@@ -575,7 +575,7 @@ def test_runs(store: AlertStoreProtocol) -> None:
 
 def test_migrations_create_the_schema(db_url: str) -> None:
     with AlertStore.open(db_url) as s:
-        assert current_revision(s.engine) == "0003"
+        assert current_revision(s.engine) == "0004"
         insp = sa.inspect(s.engine)
         for table in metadata.sorted_tables:
             cols = {c["name"] for c in insp.get_columns(table.name)}
@@ -590,9 +590,9 @@ def test_migrations_create_the_schema(db_url: str) -> None:
             "ix_alerts_detector",
         } <= _index_names(s)
         if s.dialect == "postgresql":  # the queue search's trigram index (pg_trgm is trusted)
-            assert "ix_alerts_entity_trgm" in _index_names(s)
+            assert {"ix_alerts_entity_trgm", "ix_alerts_domain_rev"} <= _index_names(s)
     with AlertStore.open(db_url) as s:  # re-opening is a no-op
-        assert current_revision(s.engine) == "0003"
+        assert current_revision(s.engine) == "0004"
 
 
 def _index_names(store: AlertStore) -> set[str]:
@@ -1058,6 +1058,28 @@ def test_queue_queries_walk_an_index(tmp_path: Path) -> None:
         assert "COVERING INDEX ix_alerts_suppressed_by" in plan and "TEMP" not in plan, plan
 
 
+def test_domain_filter_reads_the_reversed_domain_index(pg_schema_url: str) -> None:
+    """PostgreSQL finds "this domain and the names below it" by a prefix of
+    ``reverse(domain)`` (migration 0004), LIKE's wildcards in the filter taken literally."""
+    from dnsieve.web.queue import QueueQuery, list_queue
+
+    with AlertStore.open(pg_schema_url) as s:
+        s.upsert_anomalies(
+            pl.concat([one(d) for d in ("a.ex_ample.org", "exxample.org", "ex_ample.org")]),
+            now=T0,
+        )
+        items, total = list_queue(s, QueueQuery(domain="ex_ample.org."), now=T0)
+        assert sorted(a.domain or "" for a in items) == ["a.ex_ample.org", "ex_ample.org"]
+        assert total == 2
+        q = sa.select(sa.func.count()).select_from(metadata.tables["alerts"])
+        q = q.where(s.domain_or_below("ex_ample.org"))
+        sql = str(q.compile(dialect=s.engine.dialect, compile_kwargs={"literal_binds": True}))
+        with s.engine.connect() as conn:
+            conn.exec_driver_sql("SET enable_seqscan = off")  # a 3-row table: show it can
+            plan = " | ".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql))
+        assert "ix_alerts_domain_rev" in plan, plan
+
+
 def test_queue_filters_and_totals(store_sql: AlertStore, anomalies: pl.DataFrame) -> None:
     """The web queue's filters return what a plain filter over every alert does, with the
     right totals, whether counted (domain, client, search) or cached (status, detector)."""
@@ -1087,6 +1109,11 @@ def test_queue_filters_and_totals(store_sql: AlertStore, anomalies: pl.DataFrame
         items, total = list_queue(s, QueueQuery(**{**q.__dict__, "per_page": 500}), now=T0)
         assert sorted(a.id for a in items) == sorted(want), q
         assert total == len(want) > 0, q
+        # the same total on any page (counted with the page, or alone past the end)
+        for page in (1, 2, len(want) + 1):
+            one_per_page = QueueQuery(**{**q.__dict__, "per_page": 1, "page": page})
+            got, n = list_queue(s, one_per_page, now=T0)
+            assert n == len(want) and len(got) == (page <= len(want)), (q, page)
 
 
 def test_sqlite_datetimes_read_as_utc() -> None:

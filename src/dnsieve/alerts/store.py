@@ -906,6 +906,39 @@ class AlertStore:
             rows = conn.execute(query).all()
         return [AlertSummary(*r) for r in rows]
 
+    def fetch_summaries_counted(
+        self, query: sa.Select[Any]
+    ) -> tuple[list[AlertSummary], int | None]:
+        """:meth:`fetch_summaries` and the number of rows ``query`` matches before its
+        ``LIMIT``/``OFFSET`` (``count(*) OVER ()`` read off the first row; ``None`` when the
+        page is empty), in one query.
+
+        For queries whose plan visits every match anyway (a selective filter served by an
+        index, then a sort): half the work of a separate ``count(*)``.  On a plan that walks
+        the sort order's index and stops at the ``LIMIT`` it would read every match instead.
+        """
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.add_columns(sa.func.count().over())).all()
+        if not rows:
+            return [], None
+        return [AlertSummary(*r[:-1]) for r in rows], int(rows[0][-1])
+
+    def domain_or_below(self, domain: str) -> sa.ColumnElement[bool]:
+        """Condition: the alert's domain is ``domain`` or a name below it, through an index:
+        on PostgreSQL, a prefix of ``reverse(domain)`` (migration 0004: a range scan, where
+        the trigram index took ~12 ms at 1M alerts because a domain's trigrams such as
+        ``.co`` are common); on SQLite, the trigram search table narrows the ``LIKE``."""
+        d = domain.strip().lower().rstrip(".")
+        below: sa.ColumnElement[bool]
+        if self.dialect == "postgresql":  # LIKE's default escape character is the backslash
+            below = sa.func.reverse(_A.domain).like(_escape_like(("." + d)[::-1]) + "%")
+        else:
+            below = sa.and_(
+                self.entity_contains("." + d),
+                _A.domain.like("%." + _escape_like(d), escape="\\"),
+            )
+        return sa.or_(_A.domain == d, below)
+
     def entity_contains(self, text: str) -> sa.ColumnElement[bool]:
         """Condition: the entity contains ``text`` (case-insensitive), through the trigram
         index of migration 0003 where one can serve it (three characters or more)."""

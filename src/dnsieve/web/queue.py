@@ -69,10 +69,6 @@ class QueueQuery:
     entity: str | None = None
 
 
-def _escape_like(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def _where(q: QueueQuery, now: datetime, store: AlertStore) -> list[sa.ColumnElement[bool]]:
     conds: list[sa.ColumnElement[bool]] = []
     statuses = status_filter(q.status or "open")
@@ -83,12 +79,7 @@ def _where(q: QueueQuery, now: datetime, store: AlertStore) -> list[sa.ColumnEle
         # detectors, instead of sorting all of this detector's alerts
         conds.append(_A.detector.concat("") == q.detector)
     if q.domain:
-        d = q.domain.strip().lower().rstrip(".")
-        sub = sa.and_(
-            store.entity_contains("." + d),  # indexed pre-filter; the LIKE decides
-            _A.domain.like("%." + _escape_like(d), escape="\\"),
-        )
-        conds.append(sa.or_(_A.domain == d, sub))
+        conds.append(store.domain_or_below(q.domain))
     if q.client:
         conds.append(_A.client == q.client.strip())
     if q.entity:  # exact (a campaign's windows), through the entity index
@@ -180,12 +171,19 @@ def list_queue(
         rows = rows.where(store.after_alert(q.sort, q.after))
     else:
         rows = rows.offset((max(1, q.page) - 1) * per)
-    items = store.fetch_summaries(rows)
-    if q.domain or q.client or q.search or q.entity:
-        total = store.count_where(*conds)
-    else:
-        total = store.count_alerts(q.status or "open", q.include_suppressed, now, q.detector)
-    return items, total
+    if not (q.domain or q.client or q.search or q.entity):
+        # the page walks the order's index; the total is the cached counts'
+        items = store.fetch_summaries(rows)
+        return items, store.count_alerts(q.status or "open", q.include_suppressed, now, q.detector)
+    # a domain or a search: the trigram index finds every match and they are sorted, so the
+    # same pass counts them (a page past the end, or after a keyset, is counted on its own).
+    # Not for a client or an entity: their plans may walk the order's index up to the LIMIT.
+    if q.after or not (q.domain or q.search):
+        return store.fetch_summaries(rows), store.count_where(*conds)
+    items, counted = store.fetch_summaries_counted(rows)
+    if counted is None:  # no row to read it from
+        counted = store.count_where(*conds) if q.page > 1 else 0
+    return items, counted
 
 
 def detectors(store: AlertStore) -> list[str]:
