@@ -8,6 +8,8 @@ plus a few alerts with hostile names; users are created through the same
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -557,21 +559,131 @@ def test_workers_share_settings_and_session_key(
 
 
 def test_worker_listener_keeps_tcp_nodelay() -> None:
-    """The workers' shared listener is marked TCP, so asyncio sets TCP_NODELAY on every
+    """The workers' listeners are marked TCP, so asyncio sets TCP_NODELAY on every
     connection (else each keep-alive response waits for a delayed ACK)."""
+    import select
     import socket
 
     import uvicorn
 
-    from dnsieve.commands.web import worker_listener
+    from dnsieve.web.workers import BalancedWorkers, worker_listener
 
-    sock = worker_listener(uvicorn.Config("x:y", host="127.0.0.1", port=0))
-    sock.listen()
-    with sock, socket.create_connection(sock.getsockname()) as c:
-        conn, _ = sock.accept()
+    config = uvicorn.Config("x:y", host="127.0.0.1", port=0)
+    shared = worker_listener(config)
+    shared.listen()
+    with shared, socket.create_connection(shared.getsockname()) as c:
+        conn, _ = shared.accept()
         with conn:
-            assert sock.proto == conn.proto == socket.IPPROTO_TCP
+            assert shared.proto == conn.proto == socket.IPPROTO_TCP
         c.close()
+    balanced = BalancedWorkers(config)
+    own = [balanced.listener(), balanced.listener()]  # one per worker, on one port
+    assert own[0].getsockname() == own[1].getsockname()
+    with socket.create_connection(own[0].getsockname()) as c:
+        ready, _, _ = select.select(own, [], [], 10)  # the kernel picked one of the two
+        conn, _ = ready[0].accept()
+        with conn:
+            assert ready[0].proto == conn.proto == socket.IPPROTO_TCP
+    for sock in own:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+    balanced.close_issued()
+    assert all(sock.fileno() == -1 for sock in own)
+
+
+def test_balanced_workers_refuse_a_port_in_use() -> None:
+    """SO_REUSEPORT would let a second server share a busy port silently: it is refused."""
+    import socket
+
+    import uvicorn
+
+    from dnsieve.web.workers import BalancedWorkers
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(SystemExit):
+            BalancedWorkers(uvicorn.Config("x:y", host="127.0.0.1", port=port, workers=2))
+
+
+def _established_per_process(pids: list[int], port: int) -> dict[int, int]:
+    """How many established TCP connections on local ``port`` each process holds (Linux)."""
+    inodes: dict[int, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] == "01":
+                    inodes[int(cols[9])] = 1
+    out = {}
+    for pid in pids:
+        n = 0
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                link = os.readlink(fd)
+                if link.startswith("socket:[") and int(link[8:-1]) in inodes:
+                    n += 1
+        out[pid] = n
+    return out
+
+
+def test_serve_spreads_connections_over_workers(tmp_path: Path) -> None:
+    """`dnsieve serve --workers 2` on Linux: every worker has its own SO_REUSEPORT listener,
+    so a burst of keep-alive connections lands on both (with one shared listener the first
+    worker to wake often took them all)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from dnsieve.web.workers import reuse_port_supported
+
+    if not reuse_port_supported():
+        pytest.skip("SO_REUSEPORT spreads connections on Linux only")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cmd = [sys.executable, "-c", "from dnsieve.cli import app; app()", "serve"]
+    cmd += ["--db", f"sqlite:///{tmp_path / 'w.db'}", "--port", str(port), "--workers", "2"]
+    cmd += ["--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "DNSIEVE_WEB_SECRET": "s" * 48})
+    conns: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 90
+        workers: list[int] = []
+        while time.monotonic() < deadline:
+            kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+            workers = [  # the spawned workers, not multiprocessing's resource tracker
+                int(k)
+                for k in (kids.read_text().split() if kids.exists() else [])
+                if b"resource_tracker" not in Path(f"/proc/{k}/cmdline").read_bytes()
+            ]
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    pass
+                if len(workers) == 2:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None, "serve exited"
+            time.sleep(0.2)
+        time.sleep(1.0)  # both workers listening
+        for _ in range(16):
+            c = socket.create_connection(("127.0.0.1", port), timeout=10)
+            c.sendall(b"GET /login HTTP/1.1\r\nHost: t\r\n\r\n")
+            got = b""
+            while b"\r\n\r\n" not in got:
+                got += c.recv(65536)
+            assert got.startswith(b"HTTP/1.1 200"), got[:100]
+            conns.append(c)
+        per_worker = _established_per_process(workers, port)
+        assert sum(per_worker.values()) == 16, per_worker
+        assert all(n > 0 for n in per_worker.values()), per_worker
+    finally:
+        for c in conns:
+            c.close()
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_review_queue_spreads_over_campaigns(store: AlertStore) -> None:

@@ -6,20 +6,18 @@ is not a terminal (one line), else prompted twice without echo.
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import ipaddress
-import socket
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from dnsieve.commands.alerts import DbOpt, fail, open_store_or_exit
 
-__all__ = ["read_password", "register", "require_web", "worker_listener"]
+__all__ = ["read_password", "register", "require_web"]
 
 
 def read_password(confirm: bool = True) -> str:
@@ -63,27 +61,6 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def worker_listener(config: Any) -> socket.socket:
-    """The listening socket uvicorn's workers share (``uvicorn.Config.bind_socket``), marked TCP.
-
-    uvicorn binds it with ``proto`` 0, and asyncio only sets ``TCP_NODELAY`` on accepted
-    connections whose ``proto`` is TCP; without it every keep-alive response waits ~40 ms for
-    the client's delayed ACK (Kludex/uvicorn#3149).
-    """
-    sock: socket.socket = config.bind_socket()
-    if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.proto == 0:
-        sock = socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
-    return sock
-
-
-def _run_workers(config: Any) -> None:
-    """What ``uvicorn.run`` does for ``workers > 1``, on :func:`worker_listener`."""
-    from uvicorn.supervisors import Multiprocess
-
-    with contextlib.suppress(KeyboardInterrupt):
-        Multiprocess(config, sockets=[worker_listener(config)]).run()
 
 
 def register(app: typer.Typer) -> None:
@@ -182,7 +159,9 @@ def register(app: typer.Typer) -> None:
             proxy_headers=False,
             log_level=log_level.value,
         )
-        _run_workers(config)
+        from dnsieve.web.workers import run_workers
+
+        run_workers(config)
 
     @users_app.command("add")
     def add(
