@@ -321,7 +321,8 @@ def _serve_demo(db_url: str, port: int, lake: Path | None = None) -> None:
         f"\n[bold]Alert Manager:[/bold] http://127.0.0.1:{port}/  user [bold]admin[/bold]  "
         f"password [bold]{escape(password)}[/bold]  (Ctrl-C to stop)"
     )
-    app_ = create_app(WebSettings(db_url=db_url, secret_key=secrets.token_urlsafe(32)), lake=lake)
+    settings = WebSettings(db_url=db_url, secret_key=secrets.token_urlsafe(32), freeze_gc=True)
+    app_ = create_app(settings, lake=lake)
     uvicorn.run(app_, host="127.0.0.1", port=port, log_level="warning")
 
 

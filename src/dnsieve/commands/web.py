@@ -118,7 +118,7 @@ def register(app: typer.Typer) -> None:
                 lake = load_settings().lake.path
             except ConfigError as exc:
                 err_console.print(f"[yellow]raw events not shown:[/yellow] {escape(str(exc))}")
-        settings = WebSettings(db_url=resolve_db_url(db), https_only=secure)
+        settings = WebSettings(db_url=resolve_db_url(db), https_only=secure, freeze_gc=True)
         with open_store_or_exit(db) as store:
             from dnsieve.web.users import UserStore
 

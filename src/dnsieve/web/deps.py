@@ -5,7 +5,8 @@ Pages authenticate by the session cookie only; the API by
 also need the ``X-CSRF-Token`` header).  The user is re-read from the database
 at most every :attr:`UserStore.auth_cache_ttl` seconds.  The accessors of
 ``app.state``, the role checks and the user lookups are ``async``, so that they
-skip the thread pool (a user lookup goes to a thread only when its cache misses).  Nothing here is module-level state: everything hangs off
+skip the thread pool (a user lookup goes to a thread only when its cache
+misses).  Nothing here is module-level state: everything hangs off
 ``request.app.state`` set up by :func:`dnsieve.web.app.create_app`.
 """
 

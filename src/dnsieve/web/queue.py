@@ -175,8 +175,8 @@ def list_queue(
         # the page walks the order's index; the total is the cached counts'
         items = store.fetch_summaries(rows)
         return items, store.count_alerts(q.status or "open", q.include_suppressed, now, q.detector)
-    # a domain or a search: the trigram index finds every match and they are sorted, so the
-    # same pass counts them (a page past the end, or after a keyset, is counted on its own).
+    # a domain or a search: their index (trigram, reversed domain) finds every match before
+    # the sort, so the same pass counts them (past the end, or after a keyset: counted alone).
     # Not for a client or an entity: their plans may walk the order's index up to the LIMIT.
     if q.after or not (q.domain or q.search):
         return store.fetch_summaries(rows), store.count_where(*conds)

@@ -93,6 +93,11 @@ class WebSettings(BaseModel):
     login_max_failures_ip: int = Field(default=50, ge=1, le=100_000, description="per client IP")
     login_window_s: int = Field(default=900, ge=1, le=86400, description="sliding window, seconds")
     page_size: int = Field(default=50, ge=5, le=500)
+    freeze_gc: bool = Field(
+        default=False,
+        description="after startup, move every object into the garbage collector's permanent"
+        " generation (gc.freeze): full collections then skip them (set by `dnsieve serve`)",
+    )
 
 
 def csrf_token(session: MutableMapping[str, Any]) -> str:
