@@ -575,7 +575,7 @@ def test_runs(store: AlertStoreProtocol) -> None:
 
 def test_migrations_create_the_schema(db_url: str) -> None:
     with AlertStore.open(db_url) as s:
-        assert current_revision(s.engine) == "0004"
+        assert current_revision(s.engine) == "0005"
         insp = sa.inspect(s.engine)
         for table in metadata.sorted_tables:
             cols = {c["name"] for c in insp.get_columns(table.name)}
@@ -592,7 +592,7 @@ def test_migrations_create_the_schema(db_url: str) -> None:
         if s.dialect == "postgresql":  # the queue search's trigram index (pg_trgm is trusted)
             assert {"ix_alerts_entity_trgm", "ix_alerts_domain_rev"} <= _index_names(s)
     with AlertStore.open(db_url) as s:  # re-opening is a no-op
-        assert current_revision(s.engine) == "0004"
+        assert current_revision(s.engine) == "0005"
 
 
 def _index_names(store: AlertStore) -> set[str]:
@@ -956,9 +956,11 @@ def test_counts_stay_correct_after_writes(store_sql: AlertStore) -> None:
     assert s.detector_names() == ["dga", "tunnel"]
 
 
-def test_allow_list_cache_ttl_and_invalidation(store_sql: AlertStore, db_url: str) -> None:
+def test_allow_list_cache_follows_other_stores_writes(store_sql: AlertStore, db_url: str) -> None:
     """The allow-list entries in force are cached like the counts: a write through the store
-    shows at once, one by another process after ``cache_ttl``, an expiry exactly on time."""
+    shows at once; one through another store (another worker, the CLI) as soon as the
+    generation counter is read again (``generation_check_s``); a write by hand, which leaves
+    the counter alone, after ``cache_ttl``; an expiry exactly on time."""
     s = store_sql
     clock = [1000.0]
     s.clock = lambda: clock[0]
@@ -971,39 +973,74 @@ def test_allow_list_cache_ttl_and_invalidation(store_sql: AlertStore, db_url: st
     assert s.count_alerts("open", now=T0 + timedelta(hours=1)) == 30  # expired, same cache
     with AlertStore.open(db_url) as other:  # another process ends the entry
         other.remove_allow(e.id, now=T0)
-    assert s.count_alerts("open", now=T0) == 29  # still cached ...
-    clock[0] += s.cache_ttl / 2
-    assert s.count_by_status(now=T0) == {"new": 29}
-    clock[0] += s.cache_ttl / 2  # ... until the TTL is over
-    assert s.count_alerts("open", now=T0) == 30
+    assert s.count_alerts("open", now=T0) == 29  # cached until the counter is read again ...
+    clock[0] += s.generation_check_s
+    assert s.count_alerts("open", now=T0) == 30  # ... which says the data changed
+    s.settle()
     assert s.count_by_status(now=T0) == {"new": 30}
+    table = metadata.tables["alerts"]
+    with s.engine.begin() as conn:  # by hand, past the store: the counter does not move
+        conn.execute(
+            sa.update(table).where(table.c.entity == "t7.example.org").values(status="benign")
+        )
+    clock[0] += s.generation_check_s
+    assert s.count_alerts("open", now=T0) == 30  # still cached ...
+    clock[0] += s.cache_ttl
+    s.count_alerts("open", now=T0)  # ... until the TTL is over (served while it refreshes)
+    s.settle()
+    assert s.count_alerts("open", now=T0) == 29
     with AlertStore.open(db_url) as other:
         other.add_allow("domain", "t3.example.org", "known", "alice", now=T0)
     clock[0] -= 10 * s.cache_ttl  # a clock that went back does not keep a stale entry forever
-    s.count_alerts("open", now=T0)  # expired: the counts are served while they refresh ...
+    s.count_alerts("open", now=T0)  # out of date: the counts are served while they refresh ...
     s.settle()
-    assert s.count_alerts("open", now=T0) == 29  # ... and then current
+    assert s.count_alerts("open", now=T0) == 28  # ... and then current
 
 
-def test_expired_counts_are_served_while_they_refresh(store_sql: AlertStore, db_url: str) -> None:
-    """Counts that are only *expired* are served at once and recomputed by one background
-    thread (no request waits for a count over the whole table); counts cleared by a write
-    through this store are recomputed before they are served."""
+def test_out_of_date_counts_are_served_while_they_refresh(
+    store_sql: AlertStore, db_url: str
+) -> None:
+    """Counts made out of date by another store's write are served at once and recomputed
+    by one background thread (no request waits for a count over the whole table); counts
+    cleared by a write through this store are recomputed before they are served."""
     s = store_sql
     clock = [1000.0]
     s.clock = lambda: clock[0]
     s.upsert_anomalies(_tied_frame(30), now=T0)
     assert s.count_alerts("all", now=T0) == 30
+    with s.engine.connect() as conn:
+        state = metadata.tables["store_state"]
+        before = conn.execute(sa.select(state.c.generation)).scalar_one()
     with AlertStore.open(db_url) as other:  # another process adds an alert
         other.upsert_anomalies(one("fresh.example"), now=T0)
-    assert s.count_alerts("all", now=T0) == 30  # within the TTL: cached
-    clock[0] += s.cache_ttl
-    assert s.count_alerts("all", now=T0) == 30  # expired: the old value, not a wait ...
+    with s.engine.connect() as conn:  # its write advanced the counter
+        assert conn.execute(sa.select(state.c.generation)).scalar_one() == before + 1
+    assert s.count_alerts("all", now=T0) == 30  # the counter is not read again yet
+    clock[0] += s.generation_check_s
+    assert s.count_alerts("all", now=T0) == 30  # out of date: the old value, not a wait ...
     s.settle()
     assert s.count_alerts("all", now=T0) == 31  # ... until the refresh is in
     assert s.count_by_status(now=T0) == {"new": 31}
     s.upsert_anomalies(one("fresher.example"), now=T0)  # this store's write: at once
     assert s.count_alerts("all", now=T0) == 32
+    clock[0] += s.generation_check_s  # its own write does not make it count again
+    s.count_alerts("all", now=T0)
+    assert not s._refreshing
+
+
+def test_store_without_the_generation_counter(db_url: str) -> None:
+    """A store opened without migrating a database older than 0005 writes as before (no
+    counter to advance) and its caches fall back to ``cache_ttl``."""
+    from alembic import command
+
+    from dnsieve.alerts.store import _alembic_config
+
+    with AlertStore.open(db_url) as s, s.engine.connect() as conn, conn.begin():
+        command.downgrade(_alembic_config(conn), "0004")
+    with AlertStore.open(db_url, migrate=False) as s:
+        s.upsert_anomalies(_tied_frame(3), now=T0)
+        assert s.count_alerts("all", now=T0) == 3
+        assert "store_state" not in sa.inspect(s.engine).get_table_names()
 
 
 def test_summaries_are_alerts_without_documents(store_sql: AlertStore) -> None:

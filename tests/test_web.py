@@ -450,7 +450,7 @@ def test_users_migration_matches_the_tables(tmp_path: Path) -> None:
     from dnsieve.web.users import tokens_table, users_table
 
     with AlertStore.open(tmp_path / "m.db") as s:
-        assert current_revision(s.engine) == "0004"
+        assert current_revision(s.engine) == "0005"
         insp = sa.inspect(s.engine)
         for table in (users_table, tokens_table):
             assert {c["name"] for c in insp.get_columns(table.name)} == set(table.columns.keys())
@@ -466,7 +466,7 @@ def test_users_migration_matches_the_tables(tmp_path: Path) -> None:
             command.downgrade(_alembic_config(conn), "0001")
         assert "web_users" not in sa.inspect(s.engine).get_table_names()
         upgrade(s.engine)
-        assert current_revision(s.engine) == "0004"
+        assert current_revision(s.engine) == "0005"
 
 
 def test_volume_detector_alert_card_and_plot(client: TestClient, store: AlertStore) -> None:

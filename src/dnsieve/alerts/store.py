@@ -247,6 +247,21 @@ runs = sa.Table(
     sa.Column("rejects", _json(), nullable=False),
 )
 
+#: One row ``(1, generation)``: every write transaction through the store advances it
+#: (migration 0005), so other processes can tell when their cached counts are out of date.
+store_state = sa.Table(
+    "store_state",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("generation", sa.BigInteger, nullable=False, server_default="0"),
+)
+_BUMP = (
+    sa.update(store_state)
+    .where(store_state.c.id == 1)
+    .values(generation=store_state.c.generation + 1)
+)
+_GENERATION = sa.select(store_state.c.generation).where(store_state.c.id == 1)
+
 
 # --------------------------------------------------------------------------- engine
 
@@ -706,20 +721,27 @@ class AlertStore:
     {}
     """
 
-    #: Seconds the counts by status, the detector list and the allow-list entries in force are
-    #: reused; writes made through this store clear them at once, writes by another process
-    #: show after at most this long.
-    cache_ttl: float = 5.0
+    #: The counts by status, the detector list and the allow-list entries not removed are
+    #: cached.  Writes through this store clear them at once; writes through another
+    #: ``AlertStore`` (another server worker, the CLI, a pipeline run) advance the store's
+    #: generation counter, which is read at most every :attr:`generation_check_s` seconds;
+    #: writes that bypass the store (SQL by hand) show after :attr:`cache_ttl` seconds.
+    cache_ttl: float = 60.0
+    generation_check_s: float = 0.5
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self._cache: dict[str, tuple[float, Any]] = {}
+        self._cache: dict[str, tuple[float, Any, int | None]] = {}
         self._cache_lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
         #: Background recomputations of expired values in flight (see :meth:`_cached`).
         self._refreshing: dict[str, threading.Thread] = {}
         self._generation = 0  # bumped by every write through this store
+        # the database's generation counter, as last read, and when (None: read it next time)
+        self._db_gen: int | None = None
+        self._db_gen_at: float | None = None
+        self._has_gen: bool | None = None  # whether the database has that counter (0005)
         #: The clock of the cache's TTL (seconds; injectable for tests).
         self.clock: Callable[[], float] = time.monotonic
 
@@ -752,6 +774,9 @@ class AlertStore:
             conn.execution_options(dnsieve_write=True)
             with conn.begin():
                 yield conn
+                # last, so that PostgreSQL holds the counter's row lock only until the commit
+                if self._has_generation(conn):
+                    conn.execute(_BUMP)
 
     def _insert(self, table: sa.Table) -> Any:
         if self.dialect == "postgresql":
@@ -975,26 +1000,53 @@ class AlertStore:
             values = conn.execute(sa.select(*keys).where(_A.id == aid)).one()
         return _after(order, tuple(values))
 
+    def _has_generation(self, conn: Connection) -> bool:
+        """Whether the database has migration 0005's counter (a store opened without
+        migrating may not): looked up once."""
+        if self._has_gen is None:
+            self._has_gen = sa.inspect(conn).has_table("store_state")
+        return self._has_gen
+
+    def _db_generation(self, t: float) -> int | None:
+        """The database's generation counter, read at most every :attr:`generation_check_s`
+        seconds (``None`` where there is none: the caches then rely on :attr:`cache_ttl`)."""
+        with self._cache_lock:
+            at = self._db_gen_at
+            if at is not None and 0 <= t - at < self.generation_check_s:
+                return self._db_gen
+        with self.engine.connect() as conn:
+            gen = conn.execute(_GENERATION).scalar() if self._has_generation(conn) else None
+        with self._cache_lock:
+            self._db_gen, self._db_gen_at = gen, t
+        return gen
+
+    def _fresh(self, hit: tuple[float, Any, int | None], t: float, gen: int | None) -> bool:
+        """Whether a cached ``(time, value, generation)`` still holds at ``t`` and ``gen``."""
+        return 0 <= t - hit[0] < self.cache_ttl and hit[2] == gen
+
     def _cached(self, key: str, compute: Callable[[], Any], background: bool = False) -> Any:
-        """``compute()`` once per ``cache_ttl`` seconds; every write through this store clears.
+        """``compute()``, reused until the data may have changed: a write through this store
+        clears it; a write through another store advances the generation counter (checked
+        every :attr:`generation_check_s` s); anything else shows after :attr:`cache_ttl` s.
 
         One caller computes a missing value while the others wait for it (per key: other
-        keys are not held up).  With ``background``, an *expired* value is still served
+        keys are not held up).  With ``background``, an *out-of-date* value is still served
         while one thread recomputes it, so that no request waits for an expensive query
-        (the counts over 1M alerts take ~0.1 s) only because the TTL ran out; a value
+        (the counts over 1M alerts take ~0.1 s) because another process wrote; a value
         cleared by a write through this store is recomputed while the caller waits, so
         this store's own writes always show at once.
         """
+        gen = self._db_generation(self.clock())
         with self._cache_lock:
             hit = self._cache.get(key)
             t = self.clock()
-            if hit is not None and 0 <= t - hit[0] < self.cache_ttl:
+            if hit is not None and self._fresh(hit, t, gen):
                 return hit[1]
             if background and hit is not None:
                 if key not in self._refreshing:
                     worker = threading.Thread(
                         target=self._refresh,
-                        args=(key, compute, t, self._generation),
+                        args=(key, compute, t, self._generation, gen),
                         name=f"dnsieve-cache-{key}",
                         daemon=True,
                     )
@@ -1006,23 +1058,26 @@ class AlertStore:
             with self._cache_lock:
                 hit = self._cache.get(key)
                 t = self.clock()
-                if hit is not None and 0 <= t - hit[0] < self.cache_ttl:
+                if hit is not None and self._fresh(hit, t, gen):
                     return hit[1]  # computed by the caller we waited for
                 generation = self._generation
             value = compute()
-            self._keep(key, t, value, generation)
+            self._keep(key, t, value, generation, gen)
             return value
 
-    def _keep(self, key: str, t: float, value: Any, generation: int) -> None:
-        """Cache ``value`` computed at ``t``, unless a write came in the meantime."""
+    def _keep(self, key: str, t: float, value: Any, generation: int, gen: int | None) -> None:
+        """Cache ``value``, computed at ``t`` when the database's counter read ``gen``, unless
+        a write through this store came in the meantime."""
         with self._cache_lock:
             if self._generation == generation:
-                self._cache[key] = (t, value)
+                self._cache[key] = (t, value, gen)
 
-    def _refresh(self, key: str, compute: Callable[[], Any], t: float, generation: int) -> None:
+    def _refresh(
+        self, key: str, compute: Callable[[], Any], t: float, generation: int, gen: int | None
+    ) -> None:
         try:
-            self._keep(key, t, compute(), generation)
-        except Exception:  # the stale value stays; the next expiry tries again
+            self._keep(key, t, compute(), generation, gen)
+        except Exception:  # the old value stays; the next check tries again
             log.warning("refreshing the cached %s failed", key, exc_info=True)
         finally:
             with self._cache_lock:
@@ -1039,6 +1094,7 @@ class AlertStore:
         with self._cache_lock:
             self._generation += 1
             self._cache.clear()
+            self._db_gen_at = None  # re-read the counter, which this write advanced
 
     def _status_groups(self) -> dict[tuple[str, int | None, str], int]:
         """``(status, suppressed_by, detector) → count``: an index-only scan of
