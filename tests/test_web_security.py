@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import markupsafe
+import polars as pl
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -395,23 +396,16 @@ WIRE_NAMES = [
 ]
 
 
-def test_hostile_names_from_a_crafted_pcap(
-    tmp_path: Path, client: TestClient, store: AlertStore
-) -> None:
-    """Names as the pcap adapter decodes them from the wire (non-UTF-8 bytes → ``\\xNN``)."""
-    import polars as pl
+def hostile_pcap_alerts(path: Path) -> tuple[pl.DataFrame, list[str]]:
+    """Write the :data:`WIRE_NAMES` pcap at ``path`` and read it back through the pcap
+    adapter: one tunnel anomaly per query name as decoded, and the decoded names."""
     import pyarrow as pa
 
     from dnsieve.ingest import read_file
 
-    pcap = tmp_path / "hostile.pcap"
-    write_hostile_pcap(pcap, WIRE_NAMES)
-    events = pl.from_arrow(pa.Table.from_batches(list(read_file(pcap))))
+    write_hostile_pcap(path, WIRE_NAMES)
+    events = pl.from_arrow(pa.Table.from_batches(list(read_file(path))))
     assert isinstance(events, pl.DataFrame) and events.height == len(WIRE_NAMES)
-    qnames = events["qname"].to_list()
-    assert (
-        "\\xff\\xfe\\x00<b>x.pcap-evil.com" in qnames and len(max(qnames, key=len)) > 240
-    )  # near the 255-octet wire limit
     anomalies = events.select(
         detector=pl.lit("tunnel"),
         entity_type=pl.lit("domain"),
@@ -424,6 +418,17 @@ def test_hostile_names_from_a_crafted_pcap(
             queries=pl.lit(1), clients=pl.lit(1), sample_names=pl.concat_list(["qname"])
         ).struct.json_encode(),
     )
+    return anomalies, events["qname"].to_list()
+
+
+def test_hostile_names_from_a_crafted_pcap(
+    tmp_path: Path, client: TestClient, store: AlertStore
+) -> None:
+    """Names as the pcap adapter decodes them from the wire (non-UTF-8 bytes → ``\\xNN``)."""
+    anomalies, qnames = hostile_pcap_alerts(tmp_path / "hostile.pcap")
+    assert (
+        "\\xff\\xfe\\x00<b>x.pcap-evil.com" in qnames and len(max(qnames, key=len)) > 240
+    )  # near the 255-octet wire limit
     assert store.upsert_anomalies(anomalies).inserted == len(WIRE_NAMES)
     tok = login(client, "analyst")
     queue = client.get("/alerts", params={"domain": "pcap-evil.com"}).text

@@ -28,7 +28,7 @@ from playwright.sync_api import Browser, Dialog, Page, expect
 
 from dnsieve.alerts import AlertStore
 from test_web import HOSTILE, HOSTILE_PAIR, open_web_store
-from test_web_security import WIRE_NAMES, write_hostile_pcap
+from test_web_security import WIRE_NAMES, hostile_pcap_alerts
 
 from .conftest import PLOT_DRAWN, UI, filter_queue, ids, log_in, open_ui, serve, submit
 
@@ -74,32 +74,11 @@ def hostile() -> Iterator[tuple[AlertStore, list[str]]]:
     """The hostile store and the pcap's decoded query names."""
     import tempfile
 
-    import polars as pl
-    import pyarrow as pa
-
-    from dnsieve.ingest import read_file
-
     with tempfile.TemporaryDirectory(prefix="dnsieve-xss-") as d:
         tmp = Path(d)
         store = open_web_store(tmp)  # real alerts, hostile alerts, users viewer/analyst/admin
-        pcap = tmp / "hostile.pcap"
-        write_hostile_pcap(pcap, WIRE_NAMES)
-        events = pl.from_arrow(pa.Table.from_batches(list(read_file(pcap))))
-        assert isinstance(events, pl.DataFrame) and events.height == len(WIRE_NAMES)
-        anomalies = events.select(
-            detector=pl.lit("tunnel"),
-            entity_type=pl.lit("domain"),
-            entity=pl.col("qname"),
-            window_start=pl.col("ts").dt.truncate("1h"),
-            window_end=pl.col("ts").dt.truncate("1h") + pl.duration(hours=1),
-            score=pl.lit(70.0),
-            p_value=pl.lit(1e-7),
-            evidence=pl.struct(
-                queries=pl.lit(1), clients=pl.lit(1), sample_names=pl.concat_list(["qname"])
-            ).struct.json_encode(),
-        )
+        anomalies, qnames = hostile_pcap_alerts(tmp / "hostile.pcap")
         assert store.upsert_anomalies(anomalies).inserted == len(WIRE_NAMES)
-        qnames = events["qname"].to_list()
         assert "\\xff\\xfe\\x00<b>x.pcap-evil.com" in qnames and max(map(len, qnames)) > 240
         try:
             yield store, qnames

@@ -136,26 +136,17 @@ def volume_plot(
         toolbar_location="above",
         y_axis_label="queries per hour",
     )
-    for other in same:
-        if other.id != alert.id:
-            p.add_layout(
-                BoxAnnotation(
-                    left=other.window_start,
-                    right=other.window_end,
-                    fill_alpha=0.08,
-                    fill_color="#d62728",
-                    line_alpha=0,
-                )
+    # the detector's other outlier windows faintly, this alert's window stronger
+    for a, alpha in [(o, 0.08) for o in same if o.id != alert.id] + [(alert, 0.18)]:
+        p.add_layout(
+            BoxAnnotation(
+                left=a.window_start,
+                right=a.window_end,
+                fill_alpha=alpha,
+                fill_color="#d62728",
+                line_alpha=0,
             )
-    p.add_layout(
-        BoxAnnotation(
-            left=alert.window_start,
-            right=alert.window_end,
-            fill_alpha=0.18,
-            fill_color="#d62728",
-            line_alpha=0,
         )
-    )
     if band is not None:
         lo, mean, hi = band
         p.add_layout(BoxAnnotation(bottom=lo, top=hi, fill_alpha=0.15, fill_color="#1f77b4"))

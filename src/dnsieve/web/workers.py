@@ -129,7 +129,14 @@ class BalancedWorkers:
 
     def run(self) -> None:
         log.info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)", self.host, self.port)
-        self.supervisor.run()
+        try:
+            self.supervisor.run()
+        except Exception:  # e.g. no listener for a replacement worker: stop them all, loudly
+            self.supervisor.terminate_all()
+            self.supervisor.join_all()
+            raise
+        finally:
+            self.close_issued()
 
 
 def run_workers(config: Any) -> None:
