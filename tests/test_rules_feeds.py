@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from dnsieve.domains import DomainSplitter
 from dnsieve.lake import Lake
 from dnsieve.rules.feeds import (
     WatchEntry,
@@ -163,6 +164,22 @@ def test_matcher_domains_suffixes_and_clients() -> None:
     assert match_events(events, []).height == 0
 
 
+def test_a_watched_registered_domain_covers_its_names_a_host_name_only_itself() -> None:
+    t = datetime(2024, 1, 1, tzinfo=UTC)
+    events = pl.DataFrame(
+        {
+            "ts": [t] * 3,
+            "src_ip": ["10.0.0.1"] * 3,
+            "qname": ["x.evil.example", "drop.bad.example", "other.bad.example"],
+            "registered_domain": ["evil.example", "bad.example", "bad.example"],
+        }
+    )
+    hits = match_events(
+        events, [WatchEntry("domain", "evil.example"), WatchEntry("domain", "drop.bad.example")]
+    )
+    assert sorted(hits["qname"].to_list()) == ["drop.bad.example", "x.evil.example"]
+
+
 @pytest.mark.shared
 def test_threatfox_train_watchlist_marks_exactly_the_expected_events(tmp_path: Path) -> None:
     """A watchlist from the ThreatFox train split over a real log with some of its domains."""
@@ -171,11 +188,13 @@ def test_threatfox_train_watchlist_marks_exactly_the_expected_events(tmp_path: P
     assert train.skipped["benign_row"] > 0
     watched = {e.value for e in train.entries if e.kind == "domain"}
     dev = pl.read_csv(THREATFOX / "dev.csv")
+    split = DomainSplitter()
     fresh = [
         d
         for d in dev.filter(pl.col("label") == "malicious")["input"].to_list()
-        if d.lower() not in watched and "/" not in d
+        if d.lower() not in watched and "/" not in d and split.split(d.lower())[1] not in watched
     ][:20]
+    assert len(fresh) == 20
     planted = sorted(watched)[:: max(1, len(watched) // 25)][:25]
     # A real Zeek dns.log (brimdata WRCCDC sample) with the planted and fresh names appended.
     base = (Path(__file__).parent / "data" / "zeek" / "brim_dns_head.log").read_text()
@@ -195,4 +214,5 @@ def test_threatfox_train_watchlist_marks_exactly_the_expected_events(tmp_path: P
     assert lake.ingest_files([log])[0].rows_written == len(rows) + len(extra)
     hits = match_events(lake.scan(), train.entries)
     assert sorted(set(hits["qname"].to_list())) == sorted(planted)
-    assert hits.height == len(planted)
+    # one row per (event, entry): an event may be watched twice (its name and its domain)
+    assert hits.unique(["ts", "qname"]).height == len(planted)

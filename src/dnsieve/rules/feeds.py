@@ -10,7 +10,7 @@ A watchlist is a set of :class:`WatchEntry` values: a ``domain`` (that name exac
     ``input,class[,label]`` form of labelled domain lists (rows labelled ``legit`` or
     ``benign`` are skipped, not watched).
 ``plain``
-    one value per line; ``#`` comments; hosts-file lines (``0.0.0.0 evil.example``);
+    one value per line; ``#`` comments (a comment after a value names its family); hosts-file lines (``0.0.0.0 evil.example``);
     ``*.evil.example`` is a suffix; addresses and CIDRs are clients.
 ``stix``
     STIX 2.1 bundles: every ``indicator`` whose pattern compares ``domain-name:value``,
@@ -62,6 +62,7 @@ __all__ = [
     "parse_stix",
     "parse_threatfox",
     "sniff_feed",
+    "to_plain",
 ]
 
 WatchKind = Literal["domain", "suffix", "client"]
@@ -142,17 +143,33 @@ def _is_ip(value: str) -> bool:
 def parse_plain(text: str) -> FeedImport:
     """One value per line; comments, blank lines and hosts-file addresses are handled."""
     feed = FeedImport("plain")
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
+    for raw in text.splitlines():
+        line, _, note = raw.partition("#")
+        line = line.strip()
         if not line:
             continue
+        family = note.strip() or None
         parts = line.split()
         if len(parts) >= 2 and _is_ip(parts[0]) and parts[0] in {"0.0.0.0", "127.0.0.1", "::"}:
             for host in parts[1:]:
-                feed.add(host)
+                feed.add(host, family)
             continue
-        feed.add(parts[0])
+        feed.add(parts[0], family)
     return feed.dedupe()
+
+
+def to_plain(entries: Iterable[WatchEntry]) -> str:
+    r"""Entries as a plain list (the watchlist body): ``value  # family`` per line.
+
+    >>> to_plain([WatchEntry("suffix", "bad.example", "QakBot"), WatchEntry("client", "10.0.0.0/8")])
+    '*.bad.example  # QakBot\n10.0.0.0/8\n'
+    """
+    lines = []
+    for e in entries:
+        value = f"*.{e.value}" if e.kind == "suffix" else e.value
+        family = (e.family or "").replace("\n", " ").replace("#", " ").strip()
+        lines.append(f"{value}  # {family}" if family else value)
+    return "".join(f"{ln}\n" for ln in lines)
 
 
 def parse_threatfox(text: str) -> FeedImport:
@@ -313,7 +330,9 @@ def match_events(
 ) -> pl.DataFrame:
     """The events a watchlist marks, with the matching entry (``watch_kind``, ``watch_value``).
 
-    Domains match the query name exactly, suffixes on a label boundary, clients by address
+    A domain entry matches the query name exactly, and every name under it when it is the
+    name's registered domain (``evil.example`` covers ``a.evil.example``; ``drop.evil.example``
+    covers only itself); a suffix entry matches on a label boundary; a client entry by address
     or CIDR.  An event matched by several entries appears once per entry.
     """
     ents = list(entries)
@@ -330,22 +349,34 @@ def match_events(
             },
             schema={"watch_kind": pl.String, "watch_value": pl.String, "watch_family": pl.String},
         )
-        uniq = frame.select(pl.col("qname").drop_nulls().unique())
-        expanded = uniq.with_columns(
-            pl.col("qname")
-            .str.to_lowercase()
-            .str.strip_chars_end(".")
-            .map_elements(_suffixes, return_dtype=pl.List(pl.String))
-            .alias("watch_value")
-        ).explode("watch_value")
-        exact = uniq.with_columns(
-            pl.col("qname").str.to_lowercase().str.strip_chars_end(".").alias("watch_value")
+        has_rd = "registered_domain" in frame.columns
+        uniq = (
+            frame.select(
+                pl.col("qname"),
+                (pl.col("registered_domain") if has_rd else pl.lit(None, pl.String)).alias("_rd"),
+            )
+            .filter(pl.col("qname").is_not_null())
+            .unique()
         )
-        hits = pl.concat(
-            [
-                exact.join(table.filter(pl.col("watch_kind") == "domain"), on="watch_value"),
-                expanded.join(table.filter(pl.col("watch_kind") == "suffix"), on="watch_value"),
-            ]
+        norm = pl.col("qname").str.to_lowercase().str.strip_chars_end(".")
+        expanded = uniq.with_columns(
+            norm.map_elements(_suffixes, return_dtype=pl.List(pl.String)).alias("watch_value")
+        ).explode("watch_value")
+        domains = table.filter(pl.col("watch_kind") == "domain")
+        hits = (
+            pl.concat(
+                [
+                    uniq.with_columns(norm.alias("watch_value")).join(domains, on="watch_value"),
+                    # A watched registered domain covers every name under it (its owner
+                    # controls them all); a watched host name matches exactly.
+                    uniq.with_columns(pl.col("_rd").str.to_lowercase().alias("watch_value")).join(
+                        domains, on="watch_value"
+                    ),
+                    expanded.join(table.filter(pl.col("watch_kind") == "suffix"), on="watch_value"),
+                ]
+            )
+            .unique(["qname", "watch_kind", "watch_value"])
+            .drop("_rd")
         )
         if hits.height:
             parts.append(frame.join(hits, on="qname", how="inner").select(out_cols))
