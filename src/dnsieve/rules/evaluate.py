@@ -293,7 +293,8 @@ def hunt(
         n_events = out.height
     elif kind == "watchlist":
         feed = parse_plain(str(defn.body))
-        events = lake.scan(since, until) if files else pl.DataFrame()
+        cols = ["ts", "src_ip", "qname", "registered_domain"]
+        events = lake.scan(since, until).select(cols) if files else pl.DataFrame()
         out = match_events(events, feed.entries) if files else pl.DataFrame()
         anomalies = hits_to_anomalies(
             out, name, version, name, window, confidence, techniques, what="watchlist"

@@ -58,7 +58,7 @@ qname ILIKE '%.evil.example' ESCAPE '\\' AND lower(qtype) = lower('txt')
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -324,12 +324,24 @@ def compile_rule(text: str) -> CompiledRule:
     )
 
 
+_HELPERS = {
+    "answers_text": "array_to_string(answers, ',') AS answers_text",
+    "ttls_text": "array_to_string(CAST(ttls AS VARCHAR[]), ',') AS ttls_text",
+    "qname_length": "length(qname) AS qname_length",
+}
+
+
 def events_view_sql(
-    files: Sequence[str | Path], since: datetime | None, until: datetime | None
+    files: Sequence[str | Path],
+    since: datetime | None,
+    until: datetime | None,
+    helpers: Iterable[str] | None = None,
 ) -> str:
     """The ``logs`` view over ``files``: canonical columns plus the rule-only helpers.
 
-    Time bounds go inside the view so DuckDB pushes them into the Parquet scan.
+    ``helpers`` names the derived columns to add (``answers_text``, ``ttls_text``,
+    ``qname_length``; default all).  Time bounds go inside the view so DuckDB pushes
+    them into the Parquet scan.
     """
     if not files:
         raise ValueError("no lake files to read")
@@ -340,12 +352,12 @@ def events_view_sql(
     if until is not None:
         conds.append(f"ts < '{_iso(until)}'::TIMESTAMPTZ")
     where = (" WHERE " + " AND ".join(conds)) if conds else ""
+    wanted = (
+        _HELPERS if helpers is None else {k: v for k, v in _HELPERS.items() if k in set(helpers)}
+    )
+    extra = "".join(f", {sql}" for sql in wanted.values())
     return (
-        "CREATE OR REPLACE TEMP VIEW logs AS SELECT *, "
-        "array_to_string(answers, ',') AS answers_text, "
-        "array_to_string(CAST(ttls AS VARCHAR[]), ',') AS ttls_text, "
-        "length(qname) AS qname_length "
-        f"FROM read_parquet([{quoted}]){where}"
+        f"CREATE OR REPLACE TEMP VIEW logs AS SELECT *{extra} FROM read_parquet([{quoted}]){where}"
     )
 
 
@@ -444,7 +456,8 @@ def run_rule(
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.execute(events_view_sql(files, since, until))
+        used = {FIELD_MAP.get(f, f) for f in rule.fields_used}
+        con.execute(events_view_sql(files, since, until, helpers=used))
         sql = rule.sql if limit is None else f"SELECT * FROM ({rule.sql}) LIMIT {int(limit)}"
         return con.sql(sql).pl()
     finally:
