@@ -75,6 +75,7 @@ __all__ = [
     "dnsieve_pipeline",
     "events_view_sql",
     "run_rule",
+    "run_rule_spark",
 ]
 
 #: Sigma-taxonomy and Zeek field names → the column of dnsieve's rule view.
@@ -149,6 +150,9 @@ class CompiledRule:
     techniques: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     fields_used: tuple[str, ...] = ()
+    #: the same rule as Spark SQL over the view ``logs`` (pySigma's Databricks backend),
+    #: or None when that backend is not installed
+    spark_sql: str | None = None
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -300,13 +304,19 @@ def compile_rule(text: str) -> CompiledRule:
         )
     backend = _backend_class()(processing_pipeline=dnsieve_pipeline())
     where: str | None
+    spark = _spark_backend()
+    spark_sql: str | None = None
     if correlations:
         kind = _corr_kind(main)
         sql, where = _correlation_sql(backend, collection, main), None
+        if spark is not None:
+            spark_sql = _correlation_sql(spark, collection, main, dialect="spark")
     else:
         kind = "event"
         where = _where_of(backend, collection, main)
         sql = f"SELECT * FROM logs WHERE {where}"
+        if spark is not None:
+            spark_sql = f"SELECT * FROM logs WHERE {_where_of(spark, collection, main)}"
     tags = tuple(str(t) for t in getattr(main, "tags", []) or [])
     techniques = tuple(m.group(1).upper() for t in tags if (m := _ATTACK_TAG.match(t)))
     level = str(getattr(getattr(main, "level", None), "name", "") or "medium").lower()
@@ -320,6 +330,7 @@ def compile_rule(text: str) -> CompiledRule:
         techniques=techniques,
         tags=tags,
         fields_used=tuple(base_fields),
+        spark_sql=spark_sql,
         description=str(getattr(main, "description", "") or ""),
     )
 
@@ -361,6 +372,15 @@ def events_view_sql(
     )
 
 
+def _spark_backend() -> Any | None:
+    """pySigma's Databricks (Spark SQL) backend with dnsieve's pipeline, if installed."""
+    try:
+        from sigma.backends.databricks import DatabricksBackend
+    except ImportError:
+        return None
+    return DatabricksBackend(processing_pipeline=dnsieve_pipeline())
+
+
 def _where_of(backend: Any, collection: Any, rule: Any) -> str:
     """The SQL predicate of one event rule, converted by the backend."""
     from sigma.exceptions import SigmaError
@@ -389,7 +409,7 @@ def _corr_kind(corr: Any) -> str:
 _CORR_OPS = {"GT": ">", "GTE": ">=", "LT": "<", "LTE": "<=", "EQ": "=", "NEQ": "<>"}
 
 
-def _correlation_sql(backend: Any, collection: Any, corr: Any) -> str:
+def _correlation_sql(backend: Any, collection: Any, corr: Any, dialect: str = "duckdb") -> str:
     """Sliding-window SQL for an ``event_count`` / ``value_count`` correlation.
 
     pySigma's DuckDB backend groups over the whole data and ignores ``timespan``; Sigma
@@ -420,22 +440,68 @@ def _correlation_sql(backend: Any, collection: Any, corr: Any) -> str:
         col = FIELD_MAP.get(str(ref), str(ref)) if ref else None
         if col not in CANONICAL_FIELDS:
             raise RuleRefused(f"value_count field {ref!r} not in dnsieve's schema")
-        agg = f"COUNT(DISTINCT {col})"
+        # Spark has no DISTINCT in window aggregates: the size of the set is the same count.
+        agg = f"collect_set({col})" if dialect == "spark" else f"COUNT(DISTINCT {col})"
     else:
         agg = "COUNT(*)"
     part = f"PARTITION BY {', '.join(groups)} " if groups else ""
     keys = ", ".join(groups)
+    if dialect == "spark":
+        frame = f"ORDER BY CAST(ts AS DOUBLE) RANGE BETWEEN {seconds} PRECEDING AND CURRENT ROW"
+    else:
+        frame = f"ORDER BY ts RANGE BETWEEN INTERVAL {seconds} SECOND PRECEDING AND CURRENT ROW"
+    window = f"{agg} OVER ({part}{frame})"
+    if agg.startswith("collect_set"):
+        window = f"size({window})"
     return (
         f"SELECT {keys + ', ' if keys else ''}min(ts) AS first_ts, max(ts) AS last_ts, "
-        f"max(n) AS {kind} FROM (SELECT *, {agg} OVER ({part}ORDER BY ts RANGE BETWEEN "
-        f"INTERVAL {seconds} SECOND PRECEDING AND CURRENT ROW) AS n FROM logs WHERE {where}) "
-        f"AS windows WHERE n {op} {int(cond.count)}" + (f" GROUP BY {keys}" if keys else "")
+        f"max(n) AS {kind} FROM (SELECT *, {window} AS n "
+        f"FROM logs WHERE {where}) AS windows WHERE n {op} {int(cond.count)}"
+        + (f" GROUP BY {keys}" if keys else "")
     )
 
 
 def _iso(t: datetime) -> str:
     t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
     return t.isoformat()
+
+
+_SPARK_HELPERS = {
+    "answers_text": "array_join(answers, ',') AS answers_text",
+    "ttls_text": "array_join(CAST(ttls AS ARRAY<STRING>), ',') AS ttls_text",
+    "qname_length": "length(qname) AS qname_length",
+}
+
+
+def run_rule_spark(
+    rule: CompiledRule,
+    files: Sequence[str | Path],
+    since: datetime | None = None,
+    until: datetime | None = None,
+    session: Any = None,
+) -> pl.DataFrame:
+    """Run a compiled rule on Spark over the lake's Parquet ``files`` (same result as
+    :func:`run_rule`); only the hits come back to the driver."""
+    if rule.spark_sql is None:
+        raise RuleRefused("pip install pysigma-backend-databricks to run Sigma rules on Spark")
+    from pyspark.sql import functions as F
+
+    from dnsieve.engines.spark import get_session
+
+    spark = session or get_session()
+    if not files:
+        return pl.DataFrame()
+    sdf = spark.read.parquet(*[str(f) for f in files])
+    if since is not None:
+        sdf = sdf.where(F.col("ts") >= F.lit(_iso(since)).cast("timestamp"))
+    if until is not None:
+        sdf = sdf.where(F.col("ts") < F.lit(_iso(until)).cast("timestamp"))
+    used = {FIELD_MAP.get(f, f) for f in rule.fields_used}
+    extra = [v for k, v in _SPARK_HELPERS.items() if k in used]
+    sdf.selectExpr("*", *extra).createOrReplaceTempView("logs")
+    df = pl.from_arrow(spark.sql(rule.spark_sql).toArrow())
+    assert isinstance(df, pl.DataFrame)
+    return df
 
 
 def run_rule(
