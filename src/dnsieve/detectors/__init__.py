@@ -35,6 +35,7 @@ _FAMILIES: tuple[str, ...] = (
     "dnsieve.detectors.visitors",
     "dnsieve.detectors.fastflux",
     "dnsieve.detectors.lookalike",
+    "dnsieve.detectors.dga_host",
 )
 _loaded = False
 
