@@ -11,7 +11,10 @@
    own trailing baseline: a historical lake is scored in full;
 3. ``engine.map_detector`` runs the detector's pure ``score``;
 4. :func:`dnsieve.calibrate.calibrate` turns the pooled candidates into
-   alerts (per-detector tail fit, target false-alarm rate, daily budget).
+   alerts (per-detector tail fit, target false-alarm rate, score floors,
+   popularity prior, and a daily budget that counts episodes: a detector ×
+   entity's windows without a quiet gap longer than ``episode_gap``, the
+   ``[alerts] episode_gap_hours`` setting, 6 h by default).
 
 ``ctx.window`` adapts to the span of the data: an hour for long lakes, down to
 a minute for a capture of a few minutes.  Detectors that cannot work on the
@@ -115,13 +118,20 @@ def detect(
     params: dict[str, dict[str, Any]] | None = None,
     settings: DetectSettings | None = None,
     strict: bool = False,
+    episode_gap: timedelta | None = None,
 ) -> DetectResult:
     """Run the registered detectors (or ``detectors``) over ``lake`` and calibrate.
 
     ``params[name]`` overrides detector ``name``'s constructor arguments (on top
     of what ``settings`` implies).  A detector that raises is reported in the
     summary (``status: error``) and the others go on, unless ``strict``.
+    ``episode_gap`` (default: ``AlertSettings().episode_gap``, 6 h) makes the
+    daily budget count episodes rather than windows.
     """
+    if episode_gap is None:
+        from dnsieve.config import AlertSettings
+
+        episode_gap = AlertSettings().episode_gap
     settings = settings or DetectSettings(engine=engine)  # type: ignore[arg-type,unused-ignore]
     since, until = _utc(since), _utc(until)
     if since is not None and until is not None and since >= until:
@@ -205,6 +215,7 @@ def detect(
         min_exceedances=settings.min_exceedances,
         seed=settings.seed,
         floors=floors,
+        episode_gap=episode_gap,
     )
     for name, d in cal.diagnostics["detectors"].items():
         summary["detectors"][name]["alerts"] = d["alerts"]
