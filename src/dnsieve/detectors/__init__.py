@@ -36,6 +36,7 @@ _FAMILIES: tuple[str, ...] = (
     "dnsieve.detectors.fastflux",
     "dnsieve.detectors.lookalike",
     "dnsieve.detectors.dga_host",
+    "dnsieve.detectors.newdomain",
 )
 _loaded = False
 
