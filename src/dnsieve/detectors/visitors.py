@@ -168,13 +168,17 @@ class VisitorsDetector(Detector):
         base_vis = visited.group_by("registered_domain").agg(baseline_visitors=pl.len())
         cur = cur.with_columns(window_columns(ctx))
         key = ["registered_domain", "window_start", "window_end"]
-        pairs = cur.select([*key, "src_ip"]).unique()
+        pairs = cur.group_by([*key, "src_ip"]).agg(n=pl.len())
         new = pairs.join(known, on="src_ip", how="semi").join(
             visited, on=["registered_domain", "src_ip"], how="anti"
         )
         tot = pairs.group_by(key).agg(visitors=pl.len())
+        # most involved first (most lookups; ties by address)
+        new = new.sort(["n", "src_ip"], descending=[True, False])
         agg = new.group_by(key).agg(
-            new_visitors=pl.len(), sample=pl.col("src_ip").sort().head(self.samples)
+            new_visitors=pl.len(),
+            sample=pl.col("src_ip").sort().head(self.samples),
+            clients=pl.col("src_ip").head(5),
         )
         df = (
             agg.filter(pl.col("new_visitors") >= self.min_new_visitors)
@@ -192,8 +196,24 @@ class VisitorsDetector(Detector):
             * pl.col("new_share")
             * pl.col("rarity").clip(0.0, 1.0)
         )
+        hours = ((pl.col("window_end") - pl.col("window_start")).dt.total_seconds() / 3600).round(1)
+        reason = pl.format(
+            "{} was looked up by {} hosts that had never queried it in the baseline "
+            "({} visitors in {} h; {} of {} baseline hosts knew it{})",
+            pl.col("registered_domain"),
+            pl.col("new_visitors"),
+            pl.col("visitors"),
+            hours,
+            pl.col("baseline_visitors"),
+            pl.lit(n_base_clients),
+            pl.when(pl.col("baseline_visitors") == 0)
+            .then(pl.lit(": a domain never seen here"))
+            .otherwise(pl.lit("")),
+        )
         evidence = df.select(
             evidence_json(
+                reason.alias("reason"),
+                pl.col("clients"),
                 pl.col("visitors"),
                 pl.col("new_visitors"),
                 tidy(pl.col("new_share")),
@@ -284,8 +304,21 @@ class ProfileDetector(Detector):
             * (pl.col("n_current") / m).clip(0.0, 1.0)
             * (pl.col("n_base") / m).clip(0.0, 1.0)
         )
+        reason = pl.format(
+            "{} sent {} queries in {} h, {} % of them to {} domains it had never queried "
+            "(change of its domain mix {}, of its query types {}, Jensen-Shannon 0-1)",
+            pl.col("src_ip"),
+            pl.col("n_current"),
+            ((pl.col("window_end") - pl.col("window_start")).dt.total_seconds() / 3600).round(1),
+            (100 * pl.col("share_new")).round(0).cast(pl.Int64),
+            pl.col("novel_domains"),
+            pl.col("jsd_registered_domain").fill_null(0.0).round(2),
+            pl.col("jsd_qtype").fill_null(0.0).round(2),
+        )
         evidence = df.select(
             evidence_json(
+                reason.alias("reason"),
+                pl.concat_list(pl.col("src_ip")).alias("clients"),
                 pl.col("n_current").alias("queries"),
                 pl.col("n_base").alias("baseline_queries"),
                 tidy(pl.col("jsd_registered_domain")).alias("jsd_domains"),
