@@ -249,3 +249,12 @@ def test_cli_reads_dga_lists(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "no DGA names" in res.output
     res = runner.invoke(app, [*args, "--dga-family", "fam_c"])
     assert res.exit_code == 2
+
+
+def test_campaign_counts_can_be_overridden() -> None:
+    r = simulate(24, 100, 1, campaigns={"dga": 3, "tunnel": 0})
+    per = r.labels.group_by("kind").agg(pl.col("campaign").n_unique())
+    got = dict(per.iter_rows())
+    assert got["dga"] == 3 and "tunnel" not in got
+    with pytest.raises(ValueError, match="unknown campaign kind"):
+        simulate(2, 10, 1, campaigns={"ransomware": 1})

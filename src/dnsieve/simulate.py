@@ -2156,6 +2156,7 @@ def simulate(
     seed: int,
     start: datetime | str | None = None,
     dga_lists: dict[str, list[str]] | None = None,
+    campaigns: dict[str, int] | None = None,
 ) -> SimResult:
     """Simulate ``hours`` of DNS from ``clients`` hosts with injected campaigns.
 
@@ -2163,8 +2164,10 @@ def simulate(
     hour; by default :data:`DEFAULT_START`.  DGA bots use the reimplemented
     generators of :data:`DGA_STYLES`, or, when ``dga_lists`` (family → names,
     see :func:`read_dga_lists`) is given, real families' names: campaign
-    ``i`` takes the ``i``-th family after a seeded offset.  The result
-    depends only on the arguments.
+    ``i`` takes the ``i``-th family after a seeded offset.  ``campaigns``
+    overrides :func:`campaign_counts` for some kinds (``{"dga": 8}``: eight
+    DGA campaigns, one per family of an eight-family list; ``0`` leaves a
+    kind out).  The result depends only on the arguments.
 
     >>> r = simulate(hours=2, clients=5, seed=1)
     >>> r.events.height > 0, r.labels.columns[:3]
@@ -2179,6 +2182,12 @@ def simulate(
     seq = np.random.SeedSequence(seed)
     r_uni, r_cl, r_bg, r_camp, r_fin = (np.random.default_rng(s) for s in seq.spawn(5))
     counts = campaign_counts(hours, clients)
+    for kind, n in (campaigns or {}).items():
+        if kind not in counts:
+            raise ValueError(f"unknown campaign kind {kind!r}")
+        if n < 0:
+            raise ValueError(f"campaign count of {kind} must be >= 0")
+        counts[kind] = int(n)
     reserve = {k: counts[k] for k in ("newdomain", "benign_adoption", "benign_cdn")}
     uni = _build_universe(r_uni, max(1500, 9 * clients), clients, reserve)
     cl = _build_clients(r_cl, clients, t_start, hours)
