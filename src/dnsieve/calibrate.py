@@ -309,11 +309,10 @@ def _entity_ranks(entities: pl.Series) -> NDArray[np.float64]:
 
     dom = entities.str.split("|").list.last()
     # a client address is no domain: only names with a letter are looked up
-    dom = pl.Series("d", dom.to_list(), dtype=pl.String).map_elements(
+    dom = dom.map_elements(
         lambda d: d if any(c.isalpha() for c in d) else None, return_dtype=pl.String
     )
-    ranks = popularity_rank(dom)
-    return ranks.cast(pl.Float64).fill_null(float("nan")).to_numpy()
+    return popularity_rank(dom).cast(pl.Float64).fill_null(float("nan")).to_numpy()
 
 
 @dataclass
@@ -404,7 +403,8 @@ def calibrate(
             popular = prior < 1.0
             n_popular = int(popular.sum())
             # the floor alone does not suffice: the detector's own probability
-            # (its p_value when it gives one, else the population tail) must meet q·w(r)
+            # (its p_value when it gives one, else the population tail) must meet
+            # q·w(r)
             has_local = df.get_column("p_value").fill_nan(None).is_not_null().to_numpy()
             evidence_p = np.where(has_local, local, tail)
             strong = sig & (evidence_p <= q * prior)
