@@ -229,7 +229,8 @@ def newdomain_run(seed: int, clients: int, hours: int) -> dict[str, Any]:
     threats = set(lab.filter(pl.col("threat") == 1)["entity"].to_list())
     benign = set(lab.filter(pl.col("threat") == 0)["entity"].to_list())
     flagged = set(al["entity"].to_list())
-    injected = set(res.labels["entity"].to_list())
+    # Every injected entity, with the domain of client|domain (beacon) labels.
+    injected = {e.split("|")[-1] for e in res.labels["entity"].to_list()}
     return {
         "seed": seed,
         "clients": clients,
@@ -237,7 +238,8 @@ def newdomain_run(seed: int, clients: int, hours: int) -> dict[str, Any]:
         "caught": len(threats & flagged),
         "benign_labelled": len(benign),
         "benign_flagged": len(benign & flagged),
-        "other_alerts": len(flagged - injected),
+        "other_injected_flagged": len((flagged & injected) - threats - benign),
+        "false_alerts": len(flagged - injected),
         "missed": sorted(threats - flagged),
     }
 
@@ -246,7 +248,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--clients", type=int, nargs="+", default=[500])
-    ap.add_argument("--hours", type=int, default=48)
+    ap.add_argument("--hours", type=int, default=72)
     ap.add_argument("--bursts", type=int, nargs="+", default=[10, 40])
     ap.add_argument("--per-run", type=int, default=6, help="bots injected per simulated run")
     ap.add_argument("--skip-newdomain", action="store_true")
@@ -262,6 +264,8 @@ def main() -> None:
                 nd.append(newdomain_run(seed, n, args.hours))
     df = pl.DataFrame(rows)
     pl.Config.set_tbl_rows(200)
+    pl.Config.set_tbl_cols(-1)
+    pl.Config.set_tbl_width_chars(200)
     print("dga_host recall by burst size and lexical evidence (bots caught / injected):")
     print(
         df.group_by("clients", "burst", "lexical")

@@ -51,13 +51,20 @@ from dnsieve.detectors.base import (
     anomaly_frame,
     empty_anomalies,
 )
-from dnsieve.detectors.dga_host import fit_truncated_nb, nb_window_logsf, support_bulk
+from dnsieve.detectors.dga_host import (
+    fisher_combine,
+    fit_truncated_nb,
+    nb_window_logsf,
+    support_bulk,
+)
 from dnsieve.detectors.frames import example_events, utc, window_columns
 
 __all__ = ["NewDomainDetector", "NewDomainPopulation"]
 
 _LOCAL = r"(^|\.)(arpa|local|localdomain|lan|home|internal|localhost|corp|intranet)$"
 _LN10 = math.log(10.0)
+#: Reference law without a population: geometric (size 1) with mean 1.
+_REFERENCE = (1.0, 1.0, 0)
 
 
 @dataclass(frozen=True)
@@ -65,9 +72,8 @@ class NewDomainPopulation:
     """Population state: first sightings, the NB of extra hosts, the daily rate."""
 
     first: pl.DataFrame  # rd, first_seen (new domains only)
-    mean: float
-    size: float
-    bulk_end: int
+    hosts: tuple[float, float, int]  # NB (mean, size, bulk end) of extra hosts
+    returns: tuple[float, float, int]  # NB (mean, size, bulk end) of return hours
     new_per_day: float
     fitted_on: int
     method: str
@@ -116,6 +122,7 @@ class NewDomainDetector(Detector):
     def __init__(
         self,
         spread_hours: float = 3.0,
+        follow_hours: float = 24.0,
         max_warmup_hours: float = 24.0,
         warmup_share: float = 0.25,
         tail_share: float = 0.01,
@@ -123,6 +130,7 @@ class NewDomainDetector(Detector):
         max_clients: int = 5,
     ) -> None:
         self.spread_hours = spread_hours
+        self.follow_hours = follow_hours
         self.max_warmup_hours = max_warmup_hours
         self.warmup_share = warmup_share
         self.tail_share = tail_share
@@ -144,7 +152,7 @@ class NewDomainDetector(Detector):
         ev = _domain_events(data)
         if ev.height == 0:
             return NewDomainPopulation(
-                ev.select("rd", first_seen="ts"), 1.0, 1.0, 0, 0.0, 0, "reference"
+                ev.select("rd", first_seen="ts"), _REFERENCE, _REFERENCE, 0.0, 0, "reference"
             )
         lo, hi = ev["ts"].min(), ev["ts"].max()
         assert isinstance(lo, datetime) and isinstance(hi, datetime)
@@ -158,24 +166,52 @@ class NewDomainDetector(Detector):
             .select("rd", "first_seen")
             .sort("rd")
         )
-        spread = timedelta(hours=self.spread_hours)
         days = max((span_h - warm) / 24.0, 1.0 / 24.0)
         new_per_day = first.height / days
-        done = first.filter(pl.col("first_seen") + spread <= hi)
-        counts = (
-            ev.join(done, on="rd", how="inner")
-            .filter(pl.col("ts") < pl.col("first_seen") + spread)
-            .group_by("rd")
-            .agg(x=pl.col("src_ip").n_unique() - 1)
+        # Domains whose whole follow-up horizon is observed give the population law.
+        done = first.filter(pl.col("first_seen") + timedelta(hours=self.follow_hours) <= hi)
+        stats_ = self._counts(ev.join(done, on="rd", how="inner"), None)
+        n = stats_.height
+        if n < self.min_new_domains:
+            return NewDomainPopulation(first, _REFERENCE, _REFERENCE, new_per_day, n, "reference")
+        fits = []
+        for col in ("extra_hosts", "return_hours"):
+            tally = stats_[col].value_counts().sort(col)
+            v, c = tally[col].to_numpy(), tally["count"].to_numpy()
+            bulk = support_bulk(v, c, self.tail_share)
+            mean, size = fit_truncated_nb(v, c, bulk, 0.5 / n)
+            fits.append((mean, size, bulk))
+        return NewDomainPopulation(first, fits[0], fits[1], new_per_day, n, "truncated-mle")
+
+    def _counts(self, ev: pl.DataFrame, upto: str | None) -> pl.DataFrame:
+        """Per domain (and window, when ``upto`` names the window-end column):
+        ``extra_hosts`` (hosts beyond the first that arrived within
+        ``spread_hours``) and ``return_hours`` (each host's distinct query hours
+        after its first, within ``follow_hours``), counted before ``upto``."""
+        spread = timedelta(hours=self.spread_hours)
+        follow = timedelta(hours=self.follow_hours)
+        ev = ev.filter(pl.col("ts") < pl.col("first_seen") + follow)
+        keys = ["rd"] if upto is None else ["rd", "window_start", upto]
+        if upto is not None:
+            ev = ev.filter(pl.col("ts") < pl.col(upto))
+        per_host = ev.group_by([*keys, "src_ip"]).agg(
+            t=pl.col("ts").min(),
+            hours=pl.col("ts").dt.truncate("1h").n_unique(),
+            q=pl.len(),
+            first_seen=pl.col("first_seen").first(),
         )
-        if counts.height < self.min_new_domains:
-            return NewDomainPopulation(first, 1.0, 1.0, 0, new_per_day, counts.height, "reference")
-        tally = counts["x"].value_counts().sort("x")
-        v, c = tally["x"].to_numpy(), tally["count"].to_numpy()
-        bulk = support_bulk(v, c, self.tail_share)
-        mean, size = fit_truncated_nb(v, c, bulk, 0.5 / counts.height)
-        return NewDomainPopulation(
-            first, mean, size, bulk, new_per_day, counts.height, "truncated-mle"
+        return per_host.group_by(keys).agg(
+            extra_hosts=(
+                pl.col("src_ip").filter(pl.col("t") < pl.col("first_seen") + spread).n_unique() - 1
+            ).clip(0),
+            return_hours=(pl.col("hours").sum() - pl.len()).clip(0),
+            hosts=pl.col("src_ip").n_unique(),
+            last_new=pl.col("t").max(),
+            first_seen=pl.col("first_seen").first(),
+            clients=pl.struct("q", "src_ip")
+            .sort_by(["q", "src_ip"], descending=[True, False])
+            .struct.field("src_ip")
+            .head(self.max_clients),
         )
 
     def population(self, data: pl.DataFrame, ctx: DetectContext) -> int:
@@ -190,51 +226,43 @@ class NewDomainDetector(Detector):
         pop = getattr(self, "population_", None) or self._fit(data)
         if pop.first.height == 0:
             return empty_anomalies()
-        spread = timedelta(hours=self.spread_hours)
-        ev = (
-            _domain_events(data)
-            .join(pop.first, on="rd", how="inner")
-            .filter(
-                (pl.col("ts") < pl.col("first_seen") + spread)
-                & (pl.col("ts") >= utc(ctx.start))
-                & (pl.col("ts") < utc(ctx.end))
-            )
-        )
-        if ev.height == 0:
+        follow = timedelta(hours=self.follow_hours)
+        ev = _domain_events(data).join(pop.first, on="rd", how="inner")
+        ev = ev.filter(pl.col("ts") < pl.col("first_seen") + follow)
+        # The windows of the scored period in which the domain was queried.
+        inside = ev.filter((pl.col("ts") >= utc(ctx.start)) & (pl.col("ts") < utc(ctx.end)))
+        if inside.height == 0:
             return empty_anomalies()
-        ev = ev.with_columns(window_columns(ctx))
-        # Each host counts from its first query of the domain: cumulative hosts per window.
-        firsts = ev.group_by("rd", "src_ip").agg(
-            t=pl.col("ts").min(), q=pl.len(), ws=pl.col("window_start").min()
+        wins = (
+            inside.with_columns(window_columns(ctx))
+            .select("rd", "window_start", "window_end")
+            .unique()
         )
-        wins = ev.select("rd", "window_start", "window_end", "first_seen").unique()
-        rows = (
-            wins.join(firsts, on="rd", how="left")
-            .filter(pl.col("ws") <= pl.col("window_start"))
-            .group_by("rd", "window_start", "window_end", "first_seen")
-            .agg(
-                c=pl.col("src_ip").n_unique(),
-                last_new=pl.col("t").max(),
-                clients=pl.struct("q", "src_ip")
-                .sort_by(["q", "src_ip"], descending=[True, False])
-                .struct.field("src_ip")
-                .head(self.max_clients),
-            )
+        # Everything since the first sighting counts, up to each window's end.
+        rows = self._counts(ev.join(wins, on="rd", how="inner"), "window_end")
+        qs = (
+            inside.with_columns(window_columns(ctx))
+            .group_by("rd", "window_start")
+            .agg(queries=pl.len())
         )
-        qs = ev.group_by("rd", "window_start").agg(queries=pl.len())
         rows = rows.join(qs, on=["rd", "window_start"], how="left").sort("rd", "window_start")
-        c = rows["c"].to_numpy().astype(np.float64)
-        lp = nb_window_logsf(c - 1.0, pop.mean, pop.size, np.ones_like(c))
+        x = rows["extra_hosts"].to_numpy().astype(np.float64)
+        y = rows["return_hours"].to_numpy().astype(np.float64)
+        one = np.ones_like(x)
+        lp_hosts = nb_window_logsf(x, pop.hosts[0], pop.hosts[1], one)
+        lp_return = nb_window_logsf(y, pop.returns[0], pop.returns[1], one)
+        lp = fisher_combine(lp_hosts, lp_return)
         lp = np.maximum(np.nan_to_num(lp, nan=0.0, neginf=-700.0), -700.0)
         rate = max(pop.new_per_day, 1e-9)
         score = np.round(-(lp + math.log(rate)) / _LN10, 6) + 0.0
         from dnsieve.popular import popularity_rank
 
         ranks = popularity_rank(rows["rd"]).to_list()
-        expected_hosts = 1.0 + pop.mean
         evidence = [
-            _evidence(r, rank, pop, expected_hosts, self.spread_hours)
-            for r, rank in zip(rows.iter_rows(named=True), ranks, strict=True)
+            _evidence(r, rank, pop, float(a), float(b), self.spread_hours, self.follow_hours)
+            for r, rank, a, b in zip(
+                rows.iter_rows(named=True), ranks, lp_hosts, lp_return, strict=True
+            )
         ]
         return anomaly_frame(
             self.name,
@@ -303,29 +331,38 @@ def _evidence(
     r: dict[str, Any],
     rank: int | None,
     pop: NewDomainPopulation,
-    expected_hosts: float,
+    lp_hosts: float,
+    lp_return: float,
     spread_hours: float,
+    follow_hours: float,
 ) -> dict[str, Any]:
-    c = int(r["c"])
+    hosts = int(r["hosts"])
+    early = int(r["extra_hosts"]) + 1
     first: datetime = r["first_seen"]
     last: datetime = r["last_new"]
     within = max((last - first).total_seconds() / 3600.0, 0.0)
     reason = (
-        f"never-seen domain {r['rd']} was queried by {c} host(s) within {within:.1f} h of "
-        f"its first query ({first:%Y-%m-%d %H:%M} UTC); here a new domain reaches "
-        f"{expected_hosts:.2f} host(s) in {spread_hours:g} h on average and "
-        f"{pop.new_per_day:.0f} new domains appear a day"
+        f"never-seen domain {r['rd']} was queried by {hosts} host(s) within {within:.1f} h "
+        f"of its first query ({first:%Y-%m-%d %H:%M} UTC), {early} of them in the first "
+        f"{spread_hours:g} h, and they came back in {int(r['return_hours'])} later hour(s); "
+        f"here a new domain reaches {1.0 + pop.hosts[0]:.2f} host(s) in {spread_hours:g} h "
+        f"on average and {pop.new_per_day:.0f} new domains appear a day"
     )
     return {
         "reason": reason,
         "clients": list(r["clients"] or []),
-        "distinct_clients": c,
+        "distinct_clients": hosts,
+        "clients_first_hours": early,
+        "return_hours": int(r["return_hours"]),
         "queries_in_window": int(r["queries"] or 0),
         "first_seen": first.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
         "hours_to_last_new_client": round(within, 3),
-        "population_mean_extra_hosts": round(pop.mean, 4),
-        "population_nb_size": round(pop.size, 4),
+        "p_hosts": float(f"{math.exp(lp_hosts):.3g}"),
+        "p_return": float(f"{math.exp(lp_return):.3g}"),
+        "population_mean_extra_hosts": round(pop.hosts[0], 4),
+        "population_mean_return_hours": round(pop.returns[0], 4),
         "population_fit": pop.method,
         "new_domains_per_day": round(pop.new_per_day, 2),
+        "follow_hours": follow_hours,
         "popularity_rank": rank,
     }
