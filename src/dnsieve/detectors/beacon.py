@@ -32,11 +32,14 @@ than Poisson, so the population share is what a typical series shows here.
 
 **Software, not C2.**  ``ttl_factor`` is 0.5 when the period is within 10 %
 of 1, 2 or 3 times the answers' median TTL (a cache expiring, not an implant).
-``prevalence_factor = 1 − (periodic_clients − 1)/(clients − 1)`` when the
-window holds at least ``min_prevalence_clients`` clients: ``periodic_clients``
-counts the clients whose own lookups of the same domain are on the beat at
-least half the time, so a domain every host polls (update checks, NTP-like
-time sync, telemetry) scores 0, while one host's beacon keeps its full score.
+``prevalence_factor = 1 / periodic_clients``: ``periodic_clients`` counts the
+clients (this one included) whose own lookups of the same domain in the
+window are on the beat at least half the time *with the same period* (within
+the tolerance).  The pattern then belongs to the domain's software, not to
+one host, and its evidence is shared among the hosts that show it: a domain
+twelve hosts poll every 15 minutes (update checks, NTP-like time sync,
+telemetry) scores a twelfth, a domain every host polls about 0, while one
+host's beacon keeps its full score.
 Popular domains are handled by calibration's popularity prior.  The
 binomial tail measures regularity, not threat (software is regular too), so
 it is the score and not a ``p_value``: calibration ranks it in the population.
@@ -133,7 +136,7 @@ class BeaconDetector(Detector):
         self,
         min_gap: float = 2.0,
         min_connections: int = 6,
-        min_prevalence_clients: int = 10,
+        min_prevalence_clients: int = 10,  # kept for settings files; unused
         min_window: float = 6 * 3600.0,
         jitter_tolerance: float = 0.3,
         lookback: float = 24 * 3600.0,
@@ -234,15 +237,21 @@ class BeaconDetector(Detector):
             dom_clients=pl.col("src_ip").n_unique(),
             ttl=pl.col("ttls").explode().drop_nans().median(),
         )
-        periodic = (
-            judged.filter(pl.col("on_beat") >= 0.5 * pl.col("gaps"))
-            .group_by(["registered_domain", *wkey])
+        # clients on the beat with the same domain at the same period (within the tolerance)
+        periodic = judged.filter(pl.col("on_beat") >= 0.5 * pl.col("gaps")).select(
+            "registered_domain", *wkey, pl.col("period").alias("_pp")
+        )
+        same = (
+            judged.select(*pair, *wkey, "period")
+            .join(periodic, on=["registered_domain", *wkey], how="inner")
+            .filter((pl.col("_pp") / pl.col("period") - 1.0).abs() <= tol)
+            .group_by([*pair, *wkey])
             .agg(periodic_clients=pl.len())
         )
         judged = (
             judged.join(dom_clients, on=["registered_domain", *wkey], how="left")
             .join(total_clients, on=wkey, how="left")
-            .join(periodic, on=["registered_domain", *wkey], how="left")
+            .join(same, on=[*pair, *wkey], how="left")
             .with_columns(pl.col("periodic_clients").fill_null(0))
         )
         ratio = pl.col("period") / pl.col("ttl")
@@ -252,14 +261,9 @@ class BeaconDetector(Detector):
             & (ratio <= 3.3)
             & ((ratio - ratio.round(0)).abs() <= 0.1 * ratio.round(0))
         )
-        many = pl.col("all_clients") >= self.min_prevalence_clients
-        others = (pl.col("periodic_clients") - 1).clip(lower_bound=0)
         judged = judged.with_columns(
             ttl_factor=pl.when(ttl_match.fill_null(False)).then(0.5).otherwise(1.0),
-            prevalence_factor=pl.when(many)
-            .then(1.0 - others / (pl.col("all_clients") - 1).clip(lower_bound=1))
-            .otherwise(1.0)
-            .clip(0.0, 1.0),
+            prevalence_factor=1.0 / pl.col("periodic_clients").clip(lower_bound=1),
         )
         log10p = regularity_log10p(judged["beats_k"].to_numpy(), judged["beats_m"].to_numpy(), p0)
         judged = judged.with_columns(
