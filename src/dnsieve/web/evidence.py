@@ -77,8 +77,14 @@ def _client_count(ev: Mapping[str, Any]) -> float | None:
     return None
 
 
-def evidence_sentences(detector: str, entity_type: str, ev: Mapping[str, Any]) -> list[str]:
-    """Short plain-text sentences describing the evidence (most telling first)."""
+def evidence_sentences(
+    detector: str, entity_type: str, ev: Mapping[str, Any], fallback: bool = True
+) -> list[str]:
+    """Short plain-text sentences describing the evidence (most telling first).
+
+    With nothing to say, "<detector> flagged this <entity type>" unless ``fallback``
+    is false (the alert page, which leads with the reason sentence, then shows none).
+    """
     out: list[str] = []
     c, b = ev.get("current"), ev.get("baseline")
     cur: Mapping[str, Any] = c if isinstance(c, Mapping) else {}
@@ -147,7 +153,7 @@ def evidence_sentences(detector: str, entity_type: str, ev: Mapping[str, Any]) -
                 f"busiest unusual hour {h.get('hour', '?')}: {_fmt(h['observed'])} queries "
                 f"where ≈ {_fmt(h['expected'])} were expected"
             )
-    if not out:
+    if not out and fallback:
         out.append(f"{detector} flagged this {entity_type.replace('_', ' × ')}")
     return out
 

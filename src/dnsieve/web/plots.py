@@ -247,7 +247,13 @@ def who_plot(
     keeps a readable height for it, with the count written beside each bar.
     """
     from bokeh.embed import json_item
-    from bokeh.models import ColumnDataSource, FactorRange, LabelSet, Range1d  # type: ignore[attr-defined]
+    from bokeh.models import (  # type: ignore[attr-defined]
+        BasicTicker,
+        ColumnDataSource,
+        FactorRange,
+        LabelSet,
+        Range1d,
+    )
     from bokeh.plotting import figure
 
     counts: dict[str, float] = {}
@@ -313,6 +319,7 @@ def who_plot(
         )
     )  # fmt: skip
     p.ygrid.grid_line_color = None
+    p.xaxis.ticker = BasicTicker(min_interval=1)  # counts: no 0.2 ticks
     return dict(json_item(p))
 
 

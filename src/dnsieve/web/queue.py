@@ -135,7 +135,7 @@ def list_campaigns(
     rows = (
         sa.select(
             *keys,
-            sa.func.count().label("windows"),
+            sa.func.sum(_A.n_windows).label("windows"),  # an alert is an episode
             sa.func.min(_A.window_start).label("first_start"),
             sa.func.max(_A.window_end).label("last_end"),
             p_max.label("threat_probability"),

@@ -117,7 +117,7 @@ def detail(
         with_bokeh=bool(plots),
         alert=alert,
         why=alert_explanation(alert, alert.evidence),
-        summary=evidence_sentences(alert.detector, alert.entity_type, alert.evidence),
+        summary=evidence_sentences(alert.detector, alert.entity_type, alert.evidence, False),
         evidence=labelled_evidence(alert.evidence),
         evidence_raw=evidence_json(alert.evidence),
         windows=alert_windows(alert),
