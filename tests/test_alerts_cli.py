@@ -288,7 +288,7 @@ def test_import_run_output(tmp_path: Path) -> None:
     rep = json.loads(res.stdout)
     assert (rep["inserted"], rep["rejects"]) == (1, {"not_json": 1, "missing_key": 1})
     res = run("alerts", "import", str(f), "--db", db)
-    assert "0 new alert(s), 1 merged" in res.output
+    assert "1 window(s): 0 new alert(s), 1 stored one(s) extended or seen again" in res.output
     (a,) = _list(db)
     assert a["p_value"] == rec["global_p"] and a["times_seen"] == 2
     assert a["evidence"]["top_qtypes"][0]["qtype"] == "NULL"

@@ -555,7 +555,9 @@ def prepare_anomalies(
 
 
 def alerts_to_frame(alerts: Sequence[Alert]) -> pl.DataFrame:
-    """Alerts → Polars frame in the ANOMALY shape plus id, status, threat_probability, features.
+    """Alerts → Polars frame in the ANOMALY shape (the worst window) plus id, status,
+    threat_probability, features and the episode (``episode_start``, ``episode_end``,
+    ``n_windows``): one row per alert, so training rows count episodes.
 
     Evidence and features are JSON strings, as detectors emit them, so the
     frame can go straight back into :func:`dnsieve.threat.features` code.
@@ -570,6 +572,13 @@ def alerts_to_frame(alerts: Sequence[Alert]) -> pl.DataFrame:
                 [a.window_start for a in alerts], dtype=pl.Datetime("us", "UTC")
             ),
             "window_end": pl.Series([a.window_end for a in alerts], dtype=pl.Datetime("us", "UTC")),
+            "episode_start": pl.Series(
+                [a.episode_start for a in alerts], dtype=pl.Datetime("us", "UTC")
+            ),
+            "episode_end": pl.Series(
+                [a.episode_end for a in alerts], dtype=pl.Datetime("us", "UTC")
+            ),
+            "n_windows": pl.Series([a.n_windows for a in alerts], dtype=pl.Int64),
             "score": pl.Series([a.score for a in alerts], dtype=pl.Float64),
             "p_value": pl.Series([a.p_value for a in alerts], dtype=pl.Float64),
             "evidence": [json.dumps(a.evidence, sort_keys=True) for a in alerts],
