@@ -116,8 +116,19 @@ def to_jsonl(alert: Alert) -> dict[str, Any]:
         "episode_end": _iso(alert.episode_end),
         "n_windows": alert.n_windows,
         "windows": alert.windows,
+        **_why(alert),
         "evidence": alert.evidence,
     }
+
+
+def _why(alert: Alert) -> dict[str, Any]:
+    """``reason`` (one sentence with its numbers) and ``clients`` (the addresses to look
+    at) of :func:`dnsieve.explain.explain`."""
+    from dnsieve.explain import explain
+
+    hours = (alert.window_end - alert.window_start).total_seconds() / 3600.0
+    e = explain(alert.detector, alert.entity, alert.evidence, alert.entity_type, hours or None)
+    return {"reason": e.reason, "clients": e.clients}
 
 
 def _risk_score(alert: Alert) -> float:
@@ -147,10 +158,11 @@ def to_ecs(alert: Alert) -> dict[str, Any]:
     start = alert.episode_start or alert.window_start
     end = alert.episode_end or alert.window_end
     duration_ns = int((end - start).total_seconds() * 1_000_000) * 1000
+    why = _why(alert)
     doc: dict[str, Any] = {
         "@timestamp": _iso(start),
         "ecs": {"version": ECS_VERSION},
-        "message": _summary(alert),
+        "message": f"{_summary(alert)}: {why['reason']}",
         "event": {
             "kind": "alert",
             "category": ["network"],
@@ -188,6 +200,7 @@ def to_ecs(alert: Alert) -> dict[str, Any]:
                 "window_start": _iso(alert.window_start),
                 "window_end": _iso(alert.window_end),
                 "windows": alert.windows,
+                **why,
             },
             "evidence": alert.evidence,
         },
