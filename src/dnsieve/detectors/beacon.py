@@ -44,6 +44,11 @@ Popular domains are handled by calibration's popularity prior.  The
 binomial tail measures regularity, not threat (software is regular too), so
 it is the score and not a ``p_value``: calibration ranks it in the population.
 
+A period under ``min_period`` (10 s) is a retry loop or a stream, not a
+call-home timer (implants sleep for tens of seconds to hours: Cobalt Strike's
+default is 60 s): such series are not judged (a Windows host retrying an
+unanswered name every 4 s for 15 minutes in the brimdata capture).
+
 Windows are at least ``min_window`` (6 h) long whatever the run's window;
 on a short capture the window is the capture.  Evidence: the period, jitter
 (MAD), on-beat gaps, the binomial tail, ``reason`` (one sentence) and
@@ -140,6 +145,7 @@ class BeaconDetector(Detector):
         min_window: float = 6 * 3600.0,
         jitter_tolerance: float = 0.3,
         lookback: float = 24 * 3600.0,
+        min_period: float = 10.0,
     ) -> None:
         if not 0.0 < jitter_tolerance < 1.0:
             raise ValueError("jitter_tolerance must be in (0, 1)")
@@ -149,6 +155,7 @@ class BeaconDetector(Detector):
         self.min_prevalence_clients = min_prevalence_clients
         self.jitter_tolerance = jitter_tolerance
         self.lookback = lookback
+        self.min_period = min_period
 
     def _events(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
         ev = scored_period(data, ctx).filter(
@@ -197,7 +204,9 @@ class BeaconDetector(Detector):
         wkey = ["window_start", "window_end"]
         pair = ["src_ip", "registered_domain"]
         per = self._series(ev)
-        judged = per.filter(pl.col("connections") >= self.min_connections)
+        judged = per.filter(
+            (pl.col("connections") >= self.min_connections) & (pl.col("period") >= self.min_period)
+        )
         if judged.height == 0:
             return empty_anomalies()
         # The population null: the typical on-beat share of a judged series here.
