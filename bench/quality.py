@@ -248,10 +248,11 @@ def score_simulation(sim: SimResult, alerts: pl.DataFrame, top1k: frozenset[str]
         "alerts_on_threats": int((m["threat"] == 1).sum()),
         "alerts_on_benign": int((m["threat"] == 0).sum()),
         "false_alerts": false.height,
-        "false_by_detector": dict(
-            false.group_by("detector").len().sort("detector").iter_rows()  # type: ignore[arg-type]
-        ),
-        "false_examples": false.sort("detector")["entity"].head(8).to_list(),
+        "false_by_detector": dict(false.group_by("detector").len().sort("detector").iter_rows()),
+        "false_examples": {
+            d: sorted(set(g["entity"].to_list()))[:3]
+            for (d,), g in false.group_by("detector", maintain_order=True)
+        },
         "active_domains_per_day": round(active, 1),
         "false_per_10k_domains_day": false.height / max(days, 1e-9) / max(active / 1e4, 1e-9),
         "false_on_top1k": on_top,
@@ -357,7 +358,14 @@ def print_grid(runs: list[dict[str, Any]], out: Callable[[str], None]) -> None:
     out("")
     out("Missed attack campaigns and false-alert detectors per run:\n")
     for r in runs:
-        fb = ", ".join(f"{d} {n}" for d, n in r["false_by_detector"].items()) or "none"
+        ex = r["false_examples"]
+        fb = (
+            "; ".join(
+                f"{d} {n} (e.g. {', '.join(ex.get(d, []))})"
+                for d, n in r["false_by_detector"].items()
+            )
+            or "none"
+        )
         out(
             f"- {r['group']} {r['hosts']} hosts seed {r['seed']} ({r['hours']} h): missed "
             f"{', '.join(r['missed']) or 'none'}; false alerts by detector: {fb}"
@@ -483,7 +491,10 @@ def print_dga(lex: list[dict[str, Any]], host: dict[str, Any], out: Callable[[st
         out("|---|---:|---:|---:|---:|---:|")
         for r in lex:
             if not r["n"]:
-                out(f"| {r['family']} | 0 | - | - | - | - |")
+                out(
+                    f"| {r['family']} | 0 (names under a shared suffix such as ddns.net or "
+                    "github.io: no label of their own to score) | - | - | - | - |"
+                )
                 continue
             mark = "*" if r["shipped_trained_on_it"] else ""
             out(
