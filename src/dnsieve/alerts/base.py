@@ -420,9 +420,13 @@ class PreparedAlert:
     suppressed_by: int | None = None
 
     def row(self, now: datetime) -> dict[str, Any]:
-        """The column values of a new row."""
+        """The column values of a new one-window alert (an episode of this window)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out.update(status="new", first_seen=now, last_seen=now)
+        out.update(episode_start=self.window_start, episode_end=self.window_end, n_windows=1)
+        out["windows"] = [
+            window_entry(self.window_start, self.window_end, self.score, self.p_value)
+        ]
         return out
 
 

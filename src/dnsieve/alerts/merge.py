@@ -106,6 +106,9 @@ class EpisodePlan:
     windows: list[tuple[str, str, datetime, datetime, float, float | None, int]] = field(
         default_factory=list
     )
+    #: ``(alert id, status)`` of stored alerts whose status a merge changed (``rows`` do
+    #: not change a stored alert's status)
+    status_changes: list[tuple[str, str]] = field(default_factory=list)
     inserted: int = 0
     merged: int = 0
     joined: int = 0
@@ -302,6 +305,8 @@ def _plan_cluster(
         "windows": summarise_windows(entries),
     }
     plan.rows.append(row)
+    if winner is not None and winner.status != status:
+        plan.status_changes.append((win_id, status))
     if members:
         plan.merged += 1
     else:

@@ -540,7 +540,9 @@ _BIG_EXPONENT = re.compile(r"[eE][+-]?\d{3}")
 
 def _ts_text(ts: datetime, dialect: str) -> str:
     """A UTC time as the bulk path writes it (the same text SQLAlchemy writes on SQLite)."""
-    text = ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    text = ts.isoformat(" ", "microseconds")[:26]
     return text if dialect == "sqlite" else text + "+00"
 
 
@@ -712,6 +714,9 @@ def _json_text(value: Any) -> str | None:
 
 
 _JSON_COLUMNS = frozenset({"evidence", "features", "windows"})
+#: Columns an upsert never changes on a stored alert: its key and subjects, and its status (a merge sets that on its own, :meth:`AlertStore._apply`), so
+#: that SQLite leaves the indexes on them alone.
+_KEPT = frozenset({"id", "detector", "entity_type", "entity", "domain", "client", "status"})
 _TS_COLUMNS = frozenset(
     {"window_start", "window_end", "first_seen", "last_seen", "episode_start", "episode_end"}
 )
@@ -767,6 +772,7 @@ class AlertStore:
         self._db_gen: int | None = None
         self._db_gen_at: float | None = None
         self._has_gen: bool | None = None  # whether the database has that counter (0005)
+        self._windows_text: str | None = None
         #: The clock of the cache's TTL (seconds; injectable for tests).
         self.clock: Callable[[], float] = time.monotonic
 
@@ -827,8 +833,18 @@ class AlertStore:
             ins = ins.from_select(_COLUMNS, source)
         ex = ins.excluded
         return ins.on_conflict_do_update(
-            index_elements=[_A.id], set_={c: ex[c] for c in _COLUMNS if c != "id"}
+            index_elements=[_A.id], set_={c: ex[c] for c in _COLUMNS if c not in _KEPT}
         )
+
+    def _windows_sql(self) -> str:
+        """The window upsert, compiled once, for positional rows (driver ``executemany``)."""
+        if self._windows_text is None:
+            cols = [c.name for c in alert_windows.columns]
+            stmt = self._windows_stmt()
+            self._windows_text = str(stmt.compile(dialect=self.engine.dialect, column_keys=cols))
+            if self.dialect == "postgresql":  # psycopg's positional placeholders
+                self._windows_text = re.sub(r"%\((\w+)\)s", "%s", self._windows_text)
+        return self._windows_text
 
     def _windows_stmt(self) -> Any:
         ins = self._insert(alert_windows)
@@ -982,6 +998,13 @@ class AlertStore:
         alert goes), audit notes, windows."""
         if plan.rows:
             self._bulk_write(conn, sql, [_row_values(r, self.dialect) for r in plan.rows])
+        if plan.status_changes:
+            conn.execute(
+                sa.update(alerts)
+                .where(_A.id == sa.bindparam("_id"))
+                .values(status=sa.bindparam("_status")),
+                [{"_id": i, "_status": st} for i, st in plan.status_changes],
+            )
         for loser, winner in plan.moves:
             conn.execute(
                 sa.update(verdicts).where(verdicts.c.alert_id == loser).values(alert_id=winner)
@@ -1009,9 +1032,12 @@ class AlertStore:
                 ],
             )
         if plan.windows:
-            keys = ("id", "alert_id", "window_start", "window_end", "score", "p_value")
-            rows = [dict(zip((*keys, "times_seen"), w, strict=True)) for w in plan.windows]
-            conn.execute(self._windows_stmt(), rows)
+            d = self.dialect
+            rows = [
+                (wid, aid, _ts_text(ws, d), _ts_text(we, d), score, p, n)
+                for wid, aid, ws, we, score, p, n in plan.windows
+            ]
+            conn.exec_driver_sql(self._windows_sql(), rows)
 
     def _bulk_sql(self) -> str:
         """The upsert of positional column values (SQLite) or of the staged rows (PostgreSQL)."""
