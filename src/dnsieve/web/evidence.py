@@ -184,7 +184,7 @@ def alert_explanation(
 
 
 #: Evidence keys (dotted paths into nested objects) → (label, format), in display order.
-#: Formats: count, num, share (0-1 → %), seconds, bytes, prob, bool, time, text, names
+#: Formats: count, num, share (0-1 → %), seconds, bytes, prob, pvalue, bool, time, text, names
 #: (a list of names), qtypes (the tunnel's ``top_qtypes``), range (a two-number list).
 EVIDENCE_LABELS: dict[str, tuple[str, str]] = {
     "queries": ("queries", "count"),
@@ -254,6 +254,34 @@ EVIDENCE_LABELS: dict[str, tuple[str, str]] = {
     "method": ("how it imitates", "text"),
     "distance": ("edit distance", "count"),
     "hosts": ("hosts", "count"),
+    # host-level DGA (dga_host)
+    "nxdomain_answers": ("NXDOMAIN answers", "count"),
+    "rare_failed_domains": ("failed domains no other host asked for", "count"),
+    "dga_like_domains": ("of them DGA-like", "count"),
+    "mean_dga_probability": ("mean DGA probability of the names", "prob"),
+    "expected_rare_failures": ("such failures expected per host and hour", "num"),
+    "max_failed_domains_per_minute": ("most failed domains in one minute", "count"),
+    "max_other_hosts": ("most other hosts asking for one of them", "count"),
+    "p_count": ("p-value of the count", "pvalue"),
+    "p_lexical": ("p-value of the names' DGA-likeness", "pvalue"),
+    # new domains (newdomain)
+    "clients_first_hours": ("hosts in its first hours", "count"),
+    "hours_to_last_new_client": ("hours until the last new host", "num"),
+    "return_hours": ("later hours with return visits", "count"),
+    "follow_hours": ("hours followed", "num"),
+    "queries_in_window": ("queries in the window", "count"),
+    "new_domains_per_day": ("new domains seen here a day", "num"),
+    "popularity_rank": ("popularity rank", "count"),
+    "p_hosts": ("p-value of the host count", "pvalue"),
+    "p_return": ("p-value of the return visits", "pvalue"),
+    # beacons: the regularity behind the reason
+    "gaps": ("intervals between lookups", "count"),
+    "on_beat_gaps": ("intervals on the beat", "count"),
+    "lookback_gaps": ("intervals over the last 24 h", "count"),
+    "lookback_on_beat_gaps": ("intervals on the beat over the last 24 h", "count"),
+    "null_on_beat_share": ("share on the beat by chance", "share"),
+    "periodic_clients_of_domain": ("clients of the domain on a beat", "count"),
+    "regularity_log10p": ("regularity (−log10 p under irregular timing)", "num"),
     "first_seen": ("first seen", "time"),
     "sample_names": ("sample names", "names"),
     "query_names": ("names queried", "names"),
@@ -278,6 +306,9 @@ _HIDDEN = frozenset(
         "entity_type",
     }
 )
+
+#: ... and key families that describe the population model, not this alert
+_HIDDEN_PREFIXES = ("population_", "prior")
 
 
 def _get(ev: Mapping[str, Any], path: str) -> Any:
@@ -310,6 +341,8 @@ def _value(v: Any, how: str) -> str | None:
         return f"{100 * x:.0f} %" if x >= 0.01 or x == 0 else f"{100 * x:.2g} %"
     if how == "prob" and x is not None:
         return f"{x:.2f}"
+    if how == "pvalue" and x is not None:
+        return f"{x:.2g}" if x > 0 else "< 1e-300"
     if how == "seconds" and x is not None:
         return _duration_text(x)
     if how == "bool" and isinstance(v, bool):
@@ -369,7 +402,7 @@ def labelled_evidence(ev: Mapping[str, Any], max_len: int = 300) -> list[tuple[s
         rows.append((label, text if len(text) <= max_len else text[: max_len - 1] + "…"))
     known_top = {p.split(".", 1)[0] for p in EVIDENCE_LABELS}
     for k in sorted(ev, key=str):
-        if k in _HIDDEN or k in known_top:
+        if k in _HIDDEN or k in known_top or str(k).startswith(_HIDDEN_PREFIXES):
             continue
         v = ev[k]
         if isinstance(v, bool):
@@ -565,7 +598,8 @@ CONTEXT_AFTER = timedelta(days=1)
 
 
 def alert_hourly(lake_path: Path | None, alert: Alert) -> pl.DataFrame | None:
-    """The entity's hourly volume from 3 days before to 1 day after the alert (None: no lake).
+    """The entity's hourly volume from 3 days before to 1 day after the alert's episode
+    (None: no lake).
 
     An unreadable lake gives None too: the plot then falls back to the alerts'
     own figures, and the raw-events card says why the lake could not be read.
@@ -577,8 +611,8 @@ def alert_hourly(lake_path: Path | None, alert: Alert) -> pl.DataFrame | None:
             lake_path,
             alert.entity_type,
             alert.entity,
-            alert.window_start - CONTEXT_BEFORE,
-            alert.window_end + CONTEXT_AFTER,
+            (alert.episode_start or alert.window_start) - CONTEXT_BEFORE,
+            (alert.episode_end or alert.window_end) + CONTEXT_AFTER,
         )
     except EventsUnavailable:
         return None

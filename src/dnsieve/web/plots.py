@@ -30,7 +30,7 @@ from dnsieve.alerts.base import Alert
 from dnsieve.alerts.events import AlertEvents, EventsUnavailable, entity_events
 from dnsieve.web.evidence import alert_windows
 
-__all__ = ["bokeh_script_urls", "domain_who", "precision_plot", "volume_plot", "who_plot"]
+__all__ = ["bokeh_script_urls", "precision_plot", "volume_plot", "who_events", "who_plot"]
 
 BOKEH_ROOT = "/bokeh/"
 
@@ -212,19 +212,28 @@ def volume_plot(
     return dict(json_item(p))
 
 
-def domain_who(lake_path: Path | None, alert: Alert, top: int = 15) -> AlertEvents | None:
-    """For a client × domain alert: every client of its domain in the alert window (lake).
+def who_events(lake_path: Path | None, alert: Alert, top: int = 15) -> AlertEvents | None:
+    """Who queried what over the alert's whole episode (lake), for the who-queried-it chart.
 
-    The pair's own events hold one client only; the domain's show whether that client
-    is alone (a beacon, a tunnel) or one of many.  None for other alerts, without a
-    lake, or when it cannot be read.
+    For a client × domain alert, every client of its domain (the pair's own events hold
+    one client: the domain's show whether that client is alone, as a beacon or a tunnel
+    is, or one of many); for an episode of several windows, the entity over all of them
+    (the alert's raw events cover its worst window only).  None for a one-window alert
+    of a domain or a client (its raw events serve), without a lake, or when the lake
+    cannot be read.
     """
-    if lake_path is None or alert.entity_type != "client_domain" or not alert.domain:
+    if lake_path is None:
+        return None
+    start = getattr(alert, "episode_start", None) or alert.window_start
+    end = getattr(alert, "episode_end", None) or alert.window_end
+    if alert.entity_type == "client_domain" and alert.domain:
+        etype, entity = "domain", alert.domain
+    elif getattr(alert, "n_windows", 1) > 1 and alert.entity_type in ("domain", "client"):
+        etype, entity = alert.entity_type, alert.entity
+    else:
         return None
     try:
-        return entity_events(
-            lake_path, "domain", alert.domain, alert.window_start, alert.window_end, 0, top
-        )
+        return entity_events(lake_path, etype, entity, start, end, 0, top)
     except EventsUnavailable:
         return None
 
@@ -233,16 +242,16 @@ def who_plot(
     alert: Alert,
     related: Sequence[Alert],
     events: AlertEvents | None = None,
-    domain_events: AlertEvents | None = None,
+    episode: AlertEvents | None = None,
     top: int = 15,
 ) -> dict[str, Any] | None:
-    """Who queried the domain (or what the client queried) in the alert window.
+    """Who queried the domain (or what the client queried) in the alert's episode.
 
-    From the lake's events when ``events`` has them (the clients of a domain
-    alert, the registered domains of a client alert) or, for a client × domain
-    alert, from ``domain_events`` (:func:`domain_who`: all clients of its domain,
-    the alert's client in red); else from client × domain alerts on the same
-    domain or client.  One bar is a chart too: a domain queried by a single
+    From the lake: ``episode`` (:func:`who_events`: the whole episode, or for a client
+    × domain alert every client of its domain, the alert's client in red) when it has
+    them, else ``events`` (the alert window's: the clients of a domain alert, the
+    registered domains of a client alert); else from client × domain alerts on the
+    same domain or client.  One bar is a chart too: a domain queried by a single
     client (a tunnel, a DGA name, a beacon) is the usual case, and the chart
     keeps a readable height for it, with the count written beside each bar.
     """
@@ -258,11 +267,14 @@ def who_plot(
 
     counts: dict[str, float] = {}
     source = "alerts"
-    if events is not None and events.who_of is not None and events.who.height:
-        counts = {str(n): float(q) for n, q in events.who.iter_rows()}
+    span = "the alert window"
+    if episode is not None and episode.who_of is not None and episode.who.height:
+        counts = {str(n): float(q) for n, q in episode.who.iter_rows()}
         source = "lake"
-    elif domain_events is not None and domain_events.who_of and domain_events.who.height:
-        counts = {str(n): float(q) for n, q in domain_events.who.iter_rows()}
+        if getattr(alert, "n_windows", 1) > 1:
+            span = "the episode"
+    elif events is not None and events.who_of is not None and events.who.height:
+        counts = {str(n): float(q) for n, q in events.who.iter_rows()}
         source = "lake"
     for a in (alert, *related) if source == "alerts" else ():
         if a.entity_type != "client_domain" or "|" not in a.entity:
@@ -294,7 +306,7 @@ def who_plot(
     colors = ["#d62728" if mark is not None and k == mark else "#1f77b4" for k, _ in items][::-1]
     what = "clients of the domain" if alert.entity_type != "client" else "domains it queried"
     label = (
-        f"queries in the alert window ({what}, lake events)"
+        f"queries in {span} ({what}, lake events)"
         if source == "lake"
         else "queries (client × domain alerts)"
     )

@@ -22,7 +22,7 @@ from dnsieve.web.evidence import (
     feature_rows,
     labelled_evidence,
 )
-from dnsieve.web.plots import domain_who, volume_plot, who_plot
+from dnsieve.web.plots import volume_plot, who_events, who_plot
 from dnsieve.web.queue import (
     SORTS,
     Campaign,
@@ -106,7 +106,7 @@ def detail(
         k: v
         for k, v in (
             ("volume", volume_plot(alert, related, alert_hourly(lake_path, alert))),
-            ("who", who_plot(alert, related, raw.result, domain_who(lake_path, alert))),
+            ("who", who_plot(alert, related, raw.result, who_events(lake_path, alert))),
         )
         if v is not None
     }
