@@ -87,7 +87,7 @@ def test_lookalike_reason_names_the_brand_and_the_busiest_client() -> None:
             {"queries": 400, "nxdomain": 320, "nx_share": 0.8, "failed_domains": 176},
             Explanation(
                 "10.1.2.3 got 320 NXDOMAIN answers for 176 distinct domains in 1 h "
-                "(80 % of its queries)",
+                "(80\u00a0% of its queries)",
                 ["10.1.2.3"],
             ),
         ),

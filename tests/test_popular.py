@@ -22,7 +22,10 @@ from dnsieve.popular import (
     [
         ("google.com", True, "web"),
         ("WWW.Google.com.", True, "web"),  # case and trailing dot
-        ("a1.d.akamaiedge.net", True, "cdn"),  # suffix match
+        ("a1.d.akamaiedge.net", False, "cdn"),  # tenant platform: category, not rank
+        ("dga-site.github.io", False, "saas"),
+        ("github.io", True, "saas"),
+        ("x.y.windowsupdate.com", True, "os_update"),  # suffix match
         ("events.data.microsoft.com", True, "telemetry"),  # most specific entry wins
         ("microsoft.com", True, "web"),
         ("download.windowsupdate.com", True, "os_update"),
@@ -43,7 +46,7 @@ def test_shipped_lookup(name: str, listed: bool, category: str | None) -> None:
 
 def test_rank_dtype_nulls_and_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV_VAR, raising=False)
-    s = pl.Series(["x.cloudfront.net", None, "google.com", "x.cloudfront.net", "nope.test"])
+    s = pl.Series(["x.amazonaws.com", None, "google.com", "x.amazonaws.com", "nope.test"])
     r = popularity_rank(s)
     assert r.dtype == pl.UInt32
     assert len(r) == len(s)

@@ -270,11 +270,12 @@ def test_distinct_clients_series_catches_masquerade() -> None:
     )
     assert ev["p_local"]["driver"] == "clients"
     assert ev["p_local"]["clients"] < 1e-6 < ev["p_local"]["queries"]
-    assert ev["clients"]["current_per_hour"][1] == 40
+    assert ev["client_series"]["current_per_hour"][1] == 40
+    assert "from up to 40 clients an hour" in ev["reason"] and ev["clients"] == []
     # without the clients column it is the queries-only model
     q_only = det.score(df.drop("clients"), CTX).filter(pl.col("entity") == "d0.example")
     assert all(
-        (json.loads(e) if isinstance(e, str) else e).get("clients") is None
+        (json.loads(e) if isinstance(e, str) else e).get("client_series") is None
         for e in q_only["evidence"]
     )
 

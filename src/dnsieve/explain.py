@@ -43,7 +43,8 @@ MAX_CLIENTS = 5
 #: A reason longer than this is cut (with "…"): it is one sentence, not a report.
 MAX_REASON = 400
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SPACES = re.compile(" {2,}")
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def fmt_count(v: float) -> str:
 
 
 def _pct(share: float) -> str:
-    return f"{100 * share:.0f} %"
+    return f"{100 * share:.0f}\u00a0%"  # a no-break space: "92 %" never splits
 
 
 def _duration(seconds: float) -> str:
@@ -153,7 +154,7 @@ def _clients(evidence: Mapping[str, Any], client: str | None) -> list[str]:
 
 def _clean(text: str, limit: int = MAX_REASON) -> str:
     """One line of plain text: control characters out, whitespace collapsed, capped."""
-    t = " ".join(_CONTROL.sub(" ", text).split())
+    t = _SPACES.sub(" ", _CONTROL.sub(" ", text)).strip(" ")  # keeps no-break spaces
     return t if len(t) <= limit else t[: limit - 1] + "…"
 
 

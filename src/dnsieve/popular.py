@@ -22,10 +22,15 @@ Two sources, merged:
 A name matches an entry when it equals it or ends with ``"." + entry``
 (``a1.d.akamaiedge.net`` matches ``akamaiedge.net``); the most specific
 matching entry gives the category, and the best (smallest) rank of any
-matching source is the rank.
+matching source is the rank.  **Tenant platforms** (entries that are
+themselves public suffixes in the PSL's private section: ``github.io``,
+``cloudfront.net``, ``azurewebsites.net``, ``akamaiedge.net`` ...) lend their
+*category* to the names under them (a CloudFront distribution is CDN
+traffic) but not their *rank*: ``anyone.github.io`` is anyone's site, and a
+DGA or phishing page hosted there is not popular.
 
->>> popularity_rank(pl.Series(["www.google.com", "qxzvbnrt.biz", None])).to_list()
-[1, None, None]
+>>> popularity_rank(pl.Series(["www.google.com", "qxzvbnrt.biz", None, "x.github.io"])).to_list()
+[1, None, None, None]
 >>> popular_category(pl.Series(["a1.d.akamaiedge.net", "example.test"])).to_list()
 ['cdn', None]
 """
@@ -90,16 +95,26 @@ class PopularList:
         ranks: list[pl.Expr] = []
         cats: list[pl.Expr] = []
         # Most specific suffix first: its category wins; ranks take the minimum.
+        tenants = _tenant_mask(self.table["domain"])
         for k in range(self.max_labels, 0, -1):
-            tab = self.table.rename(
-                {"domain": f"sfx{k}", "rank": f"rank{k}", "category": f"cat{k}"}
+            tab = self.table.select(
+                pl.col("domain").alias(f"sfx{k}"),
+                pl.col("rank").alias(f"rank{k}"),
+                pl.col("category").alias(f"cat{k}"),
+                tenants.alias(f"tenant{k}"),
             )
             uniq = uniq.with_columns(
                 pl.when(pl.col("labels").list.len() >= k)
                 .then(pl.col("labels").list.slice(-k, k).list.join("."))
                 .alias(f"sfx{k}")
             ).join(tab, on=f"sfx{k}", how="left")
-            ranks.append(pl.col(f"rank{k}"))
+            # A tenant platform ranks only itself, not the sites under it.
+            exact = pl.col("name") == pl.col(f"sfx{k}")
+            ranks.append(
+                pl.when(pl.col(f"tenant{k}").fill_null(False) & ~exact)
+                .then(None)
+                .otherwise(pl.col(f"rank{k}"))
+            )
             cats.append(pl.col(f"cat{k}"))
         uniq = uniq.select(
             "name",
@@ -108,6 +123,14 @@ class PopularList:
         )
         out = pl.DataFrame({"name": names}).join(uniq, on="name", how="left", maintain_order="left")
         return out.select("rank", "category")
+
+
+def _tenant_mask(domains: pl.Series) -> pl.Series:
+    """True for entries that are public suffixes (PSL private section)."""
+    from dnsieve.domains import _psl
+
+    psl = _psl(True)
+    return pl.Series([bool(psl.is_public(d)) for d in domains.to_list()], dtype=pl.Boolean)
 
 
 def _read_shipped() -> pl.DataFrame:
@@ -203,8 +226,7 @@ def popular_category(domains: pl.Series, path: str | Path | None = None) -> pl.S
 def is_popular(
     domains: pl.Series, max_rank: int = 10_000, path: str | Path | None = None
 ) -> pl.Series:
-    """True where a name is a listed service or ranks within ``max_rank``."""
-    look = load_popular(path).lookup(domains)
-    return (
-        look["category"].is_not_null() | (look["rank"].fill_null(max_rank + 1) <= max_rank)
-    ).alias("is_popular")
+    """True where a name has a popularity rank within ``max_rank`` (names
+    under a tenant platform such as ``github.io`` are not popular)."""
+    rank = popularity_rank(domains, path)
+    return (rank.fill_null(max_rank + 1) <= max_rank).alias("is_popular")

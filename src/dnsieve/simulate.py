@@ -1530,7 +1530,10 @@ def read_dga_lists(
         pl.concat(parts)
         .drop_nulls()
         .with_columns(
-            pl.col("family").map_elements(_canonical_family, return_dtype=pl.String),
+            pl.col("family")
+            .str.strip_chars()
+            .str.to_lowercase()
+            .str.replace_all("new_goz", "newgoz", literal=True),
             pl.col("domain").str.strip_chars().str.to_lowercase().str.strip_chars_end("."),
         )
         .filter(pl.col("domain").str.contains(r"^[a-z0-9-]+(\.[a-z0-9-]+)+$"))
@@ -1918,9 +1921,10 @@ def _inject_adoption(ctx: _Ctx, i: int) -> None:
     k = len(users)
     if k == 0:
         return
-    rollout = float(rng.uniform(2.0, 48.0)) * _HOUR_US
+    # The rollout ends well before the simulation does (every adopter shows up).
+    rollout = min(float(rng.uniform(2.0, 48.0)) * _HOUR_US, 0.5 * (ctx.end_us() - lo))
     onset = lo + (rng.beta(1.0, 1.5, k) * rollout).astype(np.int64)
-    rate = rng.lognormal(np.log(2.0), 0.6, k)
+    rate = rng.lognormal(np.log(0.8), 0.6, k)
     ts, j = _sporadic(ctx, users, onset, ctx.end_us(), rate, 0.15)
     ts = np.concatenate([onset, ts])
     cli = np.concatenate([users, users[j]])
@@ -1946,13 +1950,13 @@ def _inject_cdn(ctx: _Ctx, i: int) -> None:
     if site is None:
         return
     lo = ctx.window(3600, 2 * 3600, office=True)[0]
-    users = _adopters(ctx, 0.1, 0.4, 10, 4000)
+    users = _adopters(ctx, 0.05, 0.2, 10, 2000)
     k = len(users)
     if k == 0:
         return
-    rollout = float(rng.uniform(0.5, 6.0)) * _HOUR_US
+    rollout = min(float(rng.uniform(0.5, 6.0)) * _HOUR_US, 0.5 * (ctx.end_us() - lo))
     onset = lo + (rng.beta(1.0, 2.0, k) * rollout).astype(np.int64)
-    rate = rng.lognormal(np.log(4.0), 0.5, k)
+    rate = rng.lognormal(np.log(0.6), 0.5, k)
     ts, j = _sporadic(ctx, users, onset, ctx.end_us(), rate, 0.4)
     ts = np.concatenate([onset, ts])
     cli = np.concatenate([users, users[j]])
@@ -2004,7 +2008,7 @@ def _inject_update_burst(
     share = float(rng.uniform(0.2, 0.6))
     k = min(len(on), max(10, round(len(on) * share)))
     hosts = rng.choice(on, size=k, replace=False)
-    per = rng.integers(2, 11, k)
+    per = rng.integers(1, 7, k)
     cli = np.repeat(hosts, per)
     ts = rng.integers(lo, hi, len(cli))
     frame = _site_campaign(ctx, site, ts, cli, f"benign_update_burst-{i:02d}")
@@ -2127,7 +2131,9 @@ def campaign_counts(hours: int, clients: int) -> dict[str, int]:
 
     ``per week × hours / 168``, times ``sqrt(clients / 500)`` above
     :data:`REFERENCE_CLIENTS` hosts (a bigger network sees more of
-    everything), rounded, and at least one of each kind.
+    everything), rounded, and at least one of each kind.  Benign anomalies
+    always outnumber the attacks: in short runs, where every kind's floor of
+    one dominates, benign kinds are topped up in turn (most frequent first).
 
     >>> campaign_counts(168, 200)["beacon"], campaign_counts(168, 8000)["beacon"]
     (5, 20)
@@ -2135,7 +2141,13 @@ def campaign_counts(hours: int, clients: int) -> dict[str, int]:
     pop = max(1.0, clients / REFERENCE_CLIENTS) ** 0.5
     scale = hours / 168.0 * pop
     per = {**CAMPAIGNS_PER_WEEK, **BENIGN_PER_WEEK}
-    return {kind: max(1, round(n * scale)) for kind, n in per.items()}
+    out = {kind: max(1, round(n * scale)) for kind, n in per.items()}
+    order = sorted(BENIGN_PER_WEEK, key=lambda k: -BENIGN_PER_WEEK[k])
+    j = 0
+    while sum(out[k] for k in BENIGN_KINDS) <= sum(out[k] for k in THREAT_KINDS):
+        out[order[j % len(order)]] += 1
+        j += 1
+    return out
 
 
 def simulate(
@@ -2144,6 +2156,7 @@ def simulate(
     seed: int,
     start: datetime | str | None = None,
     dga_lists: dict[str, list[str]] | None = None,
+    campaigns: dict[str, int] | None = None,
 ) -> SimResult:
     """Simulate ``hours`` of DNS from ``clients`` hosts with injected campaigns.
 
@@ -2151,8 +2164,10 @@ def simulate(
     hour; by default :data:`DEFAULT_START`.  DGA bots use the reimplemented
     generators of :data:`DGA_STYLES`, or, when ``dga_lists`` (family → names,
     see :func:`read_dga_lists`) is given, real families' names: campaign
-    ``i`` takes the ``i``-th family after a seeded offset.  The result
-    depends only on the arguments.
+    ``i`` takes the ``i``-th family after a seeded offset.  ``campaigns``
+    overrides :func:`campaign_counts` for some kinds (``{"dga": 8}``: eight
+    DGA campaigns, one per family of an eight-family list; ``0`` leaves a
+    kind out).  The result depends only on the arguments.
 
     >>> r = simulate(hours=2, clients=5, seed=1)
     >>> r.events.height > 0, r.labels.columns[:3]
@@ -2167,6 +2182,12 @@ def simulate(
     seq = np.random.SeedSequence(seed)
     r_uni, r_cl, r_bg, r_camp, r_fin = (np.random.default_rng(s) for s in seq.spawn(5))
     counts = campaign_counts(hours, clients)
+    for kind, n in (campaigns or {}).items():
+        if kind not in counts:
+            raise ValueError(f"unknown campaign kind {kind!r}")
+        if n < 0:
+            raise ValueError(f"campaign count of {kind} must be >= 0")
+        counts[kind] = int(n)
     reserve = {k: counts[k] for k in ("newdomain", "benign_adoption", "benign_cdn")}
     uni = _build_universe(r_uni, max(1500, 9 * clients), clients, reserve)
     cl = _build_clients(r_cl, clients, t_start, hours)

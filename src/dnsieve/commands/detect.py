@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from dnsieve.explain import Explanation, explain, one_in
+
 __all__ = ["alerts_to_records", "parse_time", "register", "render_summary", "write_alerts"]
 
 
@@ -31,10 +33,17 @@ def parse_time(value: str | None, option: str) -> datetime | None:
 
 
 def alerts_to_records(alerts: pl.DataFrame) -> list[dict[str, Any]]:
-    """Alerts as JSON-ready dicts; ``evidence`` becomes a nested object, times ISO-8601."""
+    """Alerts as JSON-ready dicts; ``evidence`` becomes a nested object, times ISO-8601,
+    and each record gains ``reason`` and ``clients`` (:func:`dnsieve.explain.explain`)."""
     out = []
     for row in alerts.iter_rows(named=True):
+        explainable = {"detector", "entity"} <= row.keys() and all(
+            isinstance(row.get(k), datetime) for k in ("window_start", "window_end")
+        )
+        why = _explain_row(row) if explainable else None
         rec: dict[str, Any] = {}
+        if why is not None:
+            rec["reason"], rec["clients"] = why.reason, why.clients
         for k, v in row.items():
             if k == "evidence":
                 try:
@@ -91,34 +100,39 @@ def render_summary(
         console.print("no alerts")
         return
     a = Table(title=f"top alerts ({alerts.height:,} in all)", title_justify="left")
-    for col in ("detector", "entity", "window start", "score", "global p", "why"):
+    for col in ("detector", "entity", "window start", "rarity", "client", "why"):
         a.add_column(col, overflow="fold")
     for row in alerts.head(top).iter_rows(named=True):
+        why = _explain_row(row)
+        p = row.get("global_p")
+        p = p if p is not None else row.get("p_value")
         a.add_row(
             escape(row["detector"]),
             escape(str(row["entity"])),
             f"{row['window_start']:%Y-%m-%d %H:%M}",
-            f"{row['score']:.2f}",
-            f"{row['global_p']:.2e}" if row.get("global_p") is not None else "",
-            escape(_why(row.get("evidence"))),
+            one_in(p),
+            escape(", ".join(why.clients[:2])),
+            escape(why.reason),
         )
     console.print(a)
 
 
-def _why(evidence: str | None) -> str:
-    """One line from an evidence object (volume: baseline vs current demand)."""
-    try:
-        ev = json.loads(evidence or "{}")
-    except ValueError:
-        return ""
-    if "baseline" in ev and "current" in ev:
-        b, c = ev["baseline"], ev["current"]
-        return (
-            f"{c.get('queries')} queries in {c.get('hours')} h vs "
-            f"{b.get('expected_queries_per_hour')}/h expected (×{ev.get('effect', {}).get('demand_ratio')})"
-        )
-    keys = [k for k in ev if not isinstance(ev[k], dict | list)][:3]
-    return ", ".join(f"{k}={ev[k]}" for k in keys)
+def _explain_row(row: dict[str, Any]) -> Explanation:
+    """:func:`dnsieve.explain.explain` of one alert row (evidence as JSON text or a dict)."""
+    ev = row.get("evidence")
+    if isinstance(ev, str):
+        try:
+            ev = json.loads(ev or "{}")
+        except ValueError:
+            ev = None
+    hours = (row["window_end"] - row["window_start"]).total_seconds() / 3600.0
+    return explain(
+        str(row["detector"]),
+        str(row["entity"]),
+        ev if isinstance(ev, dict) else None,
+        row.get("entity_type"),
+        hours or None,
+    )
 
 
 def register(app: typer.Typer) -> None:

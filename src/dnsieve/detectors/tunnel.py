@@ -182,7 +182,7 @@ def _reason() -> pl.Expr:
     )
     n_clients = pl.col("clients")
     return pl.format(
-        "{} sent {} queries with {} distinct{}{}-char subdomains under {} in {} ({} {} %){}",
+        "{} sent {} queries with {} distinct{}{}-char subdomains under {} in {} ({} {}\u00a0%){}",
         pl.col("top_client").fill_null("an unknown client"),
         _thousands(pl.col("top_client_queries").fill_null(pl.col("queries"))),
         _thousands(pl.col("top_client_unique").fill_null(pl.col("unique_subdomains"))),
