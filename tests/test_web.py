@@ -459,7 +459,7 @@ def test_users_migration_matches_the_tables(tmp_path: Path) -> None:
     from dnsieve.web.users import tokens_table, users_table
 
     with AlertStore.open(tmp_path / "m.db") as s:
-        assert current_revision(s.engine) == "0006"
+        assert current_revision(s.engine) == "0007"
         insp = sa.inspect(s.engine)
         for table in (users_table, tokens_table):
             assert {c["name"] for c in insp.get_columns(table.name)} == set(table.columns.keys())
