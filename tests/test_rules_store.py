@@ -103,3 +103,31 @@ def test_cli_import_watchlist_hits_and_hostile_names(
     res = runner.invoke(app, ["rules", "hunt", hostile, "--lake", str(lake), "--db", db, "--json"])
     expected = Lake(lake).scan().filter(pl.col("registered_domain") == "wrccdc.org").collect()
     assert json.loads(res.output)["events"] == expected.height > 0
+
+
+def test_run_raises_alerts_for_enabled_definitions_only(tmp_path: Path) -> None:
+    """``dnsieve run`` evaluates enabled definitions; a re-run adds nothing twice."""
+    from dnsieve.commands.run import run_job
+
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    with AlertStore.open(db) as store:
+        ds = DefinitionStore(store)
+        ds.add("competition", "watchlist", "wrccdc.org  # WRCCDC\n", "ana", "watch it")
+        ds.add("draft-only", "watchlist", "wrccdc.org\n", "ana", "not enabled")
+        ds.set_state("competition", "enabled", "admin")
+    log = DATA / "zeek" / "brim_dns_head.log"
+    _, res, alerts = run_job([log], tmp_path / "lake", store_url=db)
+    rules = alerts.filter(pl.col("detector").str.starts_with("rule:"))
+    assert rules["detector"].unique().to_list() == ["rule:competition"]
+    assert rules["entity"].to_list() == ["wrccdc.org"]
+    evidence = json.loads(rules["evidence"][0])
+    assert evidence["definition"] == "competition" and evidence["families"] == ["WRCCDC"]
+    assert "wrccdc.org" in evidence["reason"] and evidence["clients"]
+    assert res.summary["store"]["definitions"]["competition"]["status"] == "ok"
+    with AlertStore.open(db) as store:
+        stored = [a for a in store.iter_alerts() if a.detector == "rule:competition"]
+    assert len(stored) == 1
+    run_job([log], tmp_path / "lake", store_url=db)
+    with AlertStore.open(db) as store:
+        again = [a for a in store.iter_alerts() if a.detector == "rule:competition"]
+    assert [a.id for a in again] == [a.id for a in stored]

@@ -66,7 +66,7 @@ def run_job(
         if store_url is not False:
             gap = getattr(getattr(settings, "alerts", None), "episode_gap", None)
             res.summary["store"], alerts = _store_alerts(
-                store_url, paths, reports, alerts, lake, gap
+                store_url, paths, reports, alerts, lake, gap, res
             )
     res.summary["alerts"] = alerts.height
     counts = alerts.group_by("detector").len() if alerts.height else None
@@ -86,14 +86,23 @@ def _store_alerts(
     alerts: pl.DataFrame,
     lake: Any,
     gap: timedelta | None = None,
+    res: Any = None,
 ) -> tuple[dict[str, Any], pl.DataFrame]:
+    from dnsieve.alerts.definitions import DefinitionStore
     from dnsieve.alerts.feedback import score_and_store
     from dnsieve.alerts.store import AlertStore
+    from dnsieve.rules.evaluate import definition_alerts
 
     with AlertStore.open(None if url is True else url) as store:  # type: ignore[arg-type]
         if gap is not None:  # [alerts] episode_gap_hours: windows this close are one alert
             store.episode_gap = gap
         run_id = store.start_run({"paths": [str(p) for p in paths]})
+        # The analysts' own threat definitions: enabled Sigma rules and watchlists raise
+        # alerts of their own; anomaly rules promote candidates whatever the budget.
+        defs = DefinitionStore(store).active()
+        rules_summary: dict[str, Any] = {}
+        if defs and res is not None:
+            alerts, rules_summary = definition_alerts(defs, lake, res, alerts)
         report, scored = score_and_store(store, alerts, events=lake.scan())
         rejects: dict[str, int] = {}
         for r in reports:
@@ -111,7 +120,10 @@ def _store_alerts(
             },
             rejects=rejects,
         )
-        return {"db": store.url, "run": run_id, **report.to_dict()}, scored.drop("features")
+        out = {"db": store.url, "run": run_id, **report.to_dict()}
+        if rules_summary:
+            out["definitions"] = rules_summary
+        return out, scored.drop("features")
 
 
 def register(app: typer.Typer) -> None:

@@ -36,6 +36,7 @@ __all__ = [
     "HuntResult",
     "apply_anomaly_rules",
     "check_definition",
+    "definition_alerts",
     "evaluate",
     "hits_to_anomalies",
     "hunt",
@@ -345,7 +346,7 @@ def evaluate(
             continue
         try:
             res = hunt(d, lake, since, until, window)
-        except (RuleRefused, ValueError, pl.exceptions.PolarsError) as exc:
+        except (RuleRefused, ValueError, ImportError, pl.exceptions.PolarsError) as exc:
             summary[d.name] = {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
             continue
         summary[d.name] = {"status": "ok", **res.to_dict()}
@@ -424,3 +425,44 @@ def apply_anomaly_rules(defs: Iterable[Any], anomalies: pl.DataFrame) -> pl.Data
         pl.Series("promoted", [bool(h) for h in hits], dtype=pl.Boolean),
         pl.Series("rule_severity", sev, dtype=pl.String),
     )
+
+
+def definition_alerts(
+    defs: Sequence[Any], lake: Any, result: Any, alerts: pl.DataFrame
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The job's alerts plus what the active definitions add, for the scored period.
+
+    ``result`` is the :class:`dnsieve.pipeline.DetectResult` (its summary gives the period
+    and window, its ``anomalies`` the scored candidates).  Sigma and watchlist hits become
+    alerts of their own; candidates an anomaly rule matches are kept whatever the budget
+    (``promoted``) unless calibration already kept them.
+    """
+    summary = getattr(result, "summary", {}) or {}
+    since = _parse(summary.get("start"))
+    until = _parse(summary.get("end"))
+    window = float(summary.get("window_seconds") or 3600.0)
+    rule_alerts, info = evaluate(defs, lake, since, until, window)
+    frames = [alerts]
+    if rule_alerts.height:
+        frames.append(rule_alerts)
+    candidates = getattr(result, "anomalies", None)
+    if candidates is not None and candidates.height and any(d.kind == "anomaly" for d in defs):
+        marked = apply_anomaly_rules(defs, candidates).filter(pl.col("promoted"))
+        keys = ["detector", "entity", "window_start"]
+        if alerts.height:
+            marked = marked.join(alerts.select(keys), on=keys, how="anti")
+        if marked.height:
+            frames.append(marked.drop("rule_hits", "promoted", "rule_severity"))
+        for d in defs:
+            if d.kind == "anomaly":
+                info[d.name] = {"status": "ok", "promoted": marked.height}
+    out = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else alerts
+    return out, info
+
+
+def _parse(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
