@@ -192,10 +192,11 @@ def create_app(
 
     from bokeh.util.paths import static_path
 
-    from dnsieve.web.routes import alerts, allowlist, api, auth, model, review, runs
+    from dnsieve.web.routes import alerts, allowlist, api, auth, definitions, model, review, runs
 
-    for r in (auth, alerts, review, allowlist, model, runs, api):
+    for r in (auth, alerts, review, allowlist, definitions, model, runs, api):
         app.include_router(r.router)
+    app.include_router(definitions.api_router)
     app.mount(
         "/static",
         StaticFiles(directory=str(resources.files("dnsieve.web") / "static")),
