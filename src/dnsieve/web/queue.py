@@ -100,7 +100,8 @@ def _where(q: QueueQuery, now: datetime, store: AlertStore) -> list[sa.ColumnEle
 
 @dataclass(frozen=True)
 class Campaign:
-    """The alerts of one detector on one entity (its windows), as one row of the queue."""
+    """The alerts (episodes) of one detector on one entity, as one row of the queue:
+    ``windows`` counts the windows of all of them, and the span is theirs."""
 
     detector: str
     entity_type: str
@@ -136,8 +137,8 @@ def list_campaigns(
         sa.select(
             *keys,
             sa.func.sum(_A.n_windows).label("windows"),  # an alert is an episode
-            sa.func.min(_A.window_start).label("first_start"),
-            sa.func.max(_A.window_end).label("last_end"),
+            sa.func.min(sa.func.coalesce(_A.episode_start, _A.window_start)).label("first_start"),
+            sa.func.max(sa.func.coalesce(_A.episode_end, _A.window_end)).label("last_end"),
             p_max.label("threat_probability"),
             s_max.label("score"),
             sa.func.min(_A.p_value).label("p_value"),
