@@ -279,8 +279,12 @@ def grid(
     demo_hours: int,
     work: Path,
     keep_db: dict[str, str],
+    progress: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every (size, seed) run and the demo (unless ``demo_hours`` is 0); one dict per run."""
+    """Every (size, seed) run and the demo (unless ``demo_hours`` is 0); one dict per run.
+
+    ``progress`` is called with the runs so far after each one (partial results survive
+    an interrupted run)."""
     top1k = top_domains()
     runs: list[dict[str, Any]] = []
     todo = [(h, s, "tuning" if s <= 3 else "held-out") for h in sizes for s in seeds]
@@ -296,6 +300,8 @@ def grid(
         keep_db[f"{hosts}-{seed}-{group}"] = job.db
         runs.append(res)
         _labels_cache[job.db] = sim.labels
+        if progress is not None:
+            progress(runs)
         log(
             f"grid {hosts} hosts seed {seed} {hours} h: {res['alerts']} alerts, "
             f"{res['false_alerts']} false, missed {len(res['missed'])} ({res['seconds']} s)"
@@ -811,7 +817,12 @@ def main(argv: list[str] | None = None) -> int:
     dbs: dict[str, str] = {}
     try:
         if "grid" in sections or "feedback" in sections:
-            runs = grid(sizes, seeds, hours_for, a.demo_hours, work, dbs)
+
+            def save(runs: list[dict[str, Any]]) -> None:
+                if a.json:
+                    a.json.write_text(json.dumps({**report, "grid": runs}, default=str) + "\n")
+
+            runs = grid(sizes, seeds, hours_for, a.demo_hours, work, dbs, save)
             report["grid"] = runs
             print_grid(runs, out)
         if "dga" in sections:
