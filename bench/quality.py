@@ -365,7 +365,7 @@ def print_grid(runs: list[dict[str, Any]], out: Callable[[str], None]) -> None:
     out("")
     out("Missed attack campaigns and false-alert detectors per run:\n")
     for r in runs:
-        ex = r["false_examples"]
+        ex = r["false_examples"] if isinstance(r["false_examples"], dict) else {}
         fb = (
             "; ".join(
                 f"{d} {n} (e.g. {', '.join(ex.get(d, []))})"
@@ -748,6 +748,27 @@ def print_feedback(rows: list[dict[str, Any]], repeats: int, out: Callable[[str]
 # ----------------------------------------------------------------------------- main
 
 
+def print_reports(paths: Sequence[Path], out: Callable[[str], None]) -> int:
+    """Print the tables of one or more ``--json`` files (e.g. sections run apart), merged."""
+    merged: dict[str, Any] = {"grid": [], "feedback": [], "captures": []}
+    for path in paths:
+        rep = json.loads(path.read_text())
+        for key in ("grid", "feedback", "captures"):
+            merged[key] += rep.get(key) or []
+        if rep.get("dga"):
+            merged["dga"] = rep["dga"]
+        repeats = rep.get("args", {}).get("repeats", 1)
+    if merged["grid"]:
+        print_grid(merged["grid"], out)
+    if merged.get("dga"):
+        print_dga(merged["dga"]["lexical"], merged["dga"]["host"], out)
+    if merged["captures"]:
+        print_captures(merged["captures"], out)
+    if merged["feedback"]:
+        print_feedback(merged["feedback"], repeats, out)
+    return 0
+
+
 def _hours_for(default: int, overrides: list[str]) -> Callable[[int], int]:
     table = {}
     for item in overrides:
@@ -778,7 +799,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="random-verdict repeats")
     ap.add_argument("--json", type=Path, default=None, help="write every figure here")
     ap.add_argument("--keep", type=Path, default=None, help="work directory to keep")
+    ap.add_argument(
+        "--report",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="print the tables of earlier --json files (merged) instead of running",
+    )
     a = ap.parse_args(argv)
+    if a.report:
+        return print_reports(a.report, print)
     if a.quick:
         a.seeds, a.sizes, a.hours, a.demo_hours = "1,4", "200", 48, 48
         a.dga_hours, a.repeats = 48, 1
