@@ -368,7 +368,7 @@ def print_grid(runs: list[dict[str, Any]], out: Callable[[str], None]) -> None:
         ex = r["false_examples"] if isinstance(r["false_examples"], dict) else {}
         fb = (
             "; ".join(
-                f"{d} {n} (e.g. {', '.join(ex.get(d, []))})"
+                f"{d} {n}" + (f" (e.g. {', '.join(ex[d])})" if ex.get(d) else "")
                 for d, n in r["false_by_detector"].items()
             )
             or "none"
