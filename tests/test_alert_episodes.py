@@ -342,3 +342,20 @@ def test_nearby_episode_lookup_walks_the_entity_index(tmp_path: Path) -> None:
         q = "EXPLAIN QUERY PLAN " + NEAR_EPISODES_SQLITE
         plan = [r[3] for r in conn.execute(sa.text(q), {"k": '[["d", "e", "a", "b"]]'})]
     assert any("USING INDEX ix_alerts_entity (entity=? AND detector=?" in p for p in plan), plan
+
+
+def test_training_labels_match_anywhere_in_the_episode(store: AlertStoreProtocol) -> None:
+    """A labelled window that is not the episode's worst still labels the episode's one
+    training row (the threat model's rows count episodes)."""
+    import io
+
+    from dnsieve.alerts.base import alerts_to_frame
+    from dnsieve.threat.training import label_anomalies, read_labels
+
+    store.upsert_anomalies(windows("t.example", [0, 1, 2, 3]))  # the worst window: 15:00
+    labels, _ = read_labels(
+        io.StringIO("entity,label,window_start,window_end\n"
+                    "t.example,threat,2024-05-01T12:10:00Z,2024-05-01T12:20:00Z\n")
+    )  # fmt: skip
+    frame = alerts_to_frame(store.list_alerts())
+    assert frame.height == 1 and label_anomalies(frame, labels).tolist() == [1]
