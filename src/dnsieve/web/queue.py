@@ -222,14 +222,23 @@ def detectors(store: AlertStore) -> list[str]:
 
 
 def related_alerts(
-    store: AlertStore, alert: Alert, limit: int = 25, now: datetime | None = None
+    store: AlertStore,
+    alert: Alert,
+    limit: int = 25,
+    now: datetime | None = None,
+    clients: Sequence[str] = (),
 ) -> list[Alert]:
-    """Other alerts on the same entity, domain or client, newest first."""
+    """Other alerts on the same entity, domain or client, newest first.
+
+    ``clients`` (the clients the alert's reason names, :func:`dnsieve.explain.explain`)
+    adds their alerts: a DGA name's infected host, a tunnel's sender.
+    """
     same = [_A.entity == alert.entity]
     if alert.domain:
         same.append(_A.domain == alert.domain)
     if alert.client:
         same.append(_A.client == alert.client)
+    same += [_A.client == c for c in dict.fromkeys(clients) if c and c != alert.client]
     q = (
         store.select_alerts(now)
         .where(sa.or_(*same), _A.id != alert.id)
