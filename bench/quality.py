@@ -279,12 +279,17 @@ def grid(
     demo_hours: int,
     work: Path,
     keep_db: dict[str, str],
+    progress: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every (size, seed) run and the demo; returns one result dict per run."""
+    """Every (size, seed) run and the demo (unless ``demo_hours`` is 0); one dict per run.
+
+    ``progress`` is called with the runs so far after each one (partial results survive
+    an interrupted run)."""
     top1k = top_domains()
     runs: list[dict[str, Any]] = []
     todo = [(h, s, "tuning" if s <= 3 else "held-out") for h in sizes for s in seeds]
-    todo.append((500, 7, "demo"))
+    if demo_hours > 0:
+        todo.append((500, 7, "demo"))
     for hosts, seed, group in todo:
         hours = demo_hours if group == "demo" else hours_for(hosts)
         t0 = time.perf_counter()
@@ -295,6 +300,8 @@ def grid(
         keep_db[f"{hosts}-{seed}-{group}"] = job.db
         runs.append(res)
         _labels_cache[job.db] = sim.labels
+        if progress is not None:
+            progress(runs)
         log(
             f"grid {hosts} hosts seed {seed} {hours} h: {res['alerts']} alerts, "
             f"{res['false_alerts']} false, missed {len(res['missed'])} ({res['seconds']} s)"
@@ -358,10 +365,10 @@ def print_grid(runs: list[dict[str, Any]], out: Callable[[str], None]) -> None:
     out("")
     out("Missed attack campaigns and false-alert detectors per run:\n")
     for r in runs:
-        ex = r["false_examples"]
+        ex = r["false_examples"] if isinstance(r["false_examples"], dict) else {}
         fb = (
             "; ".join(
-                f"{d} {n} (e.g. {', '.join(ex.get(d, []))})"
+                f"{d} {n}" + (f" (e.g. {', '.join(ex[d])})" if ex.get(d) else "")
                 for d, n in r["false_by_detector"].items()
             )
             or "none"
@@ -741,6 +748,27 @@ def print_feedback(rows: list[dict[str, Any]], repeats: int, out: Callable[[str]
 # ----------------------------------------------------------------------------- main
 
 
+def print_reports(paths: Sequence[Path], out: Callable[[str], None]) -> int:
+    """Print the tables of one or more ``--json`` files (e.g. sections run apart), merged."""
+    merged: dict[str, Any] = {"grid": [], "feedback": [], "captures": []}
+    for path in paths:
+        rep = json.loads(path.read_text())
+        for key in ("grid", "feedback", "captures"):
+            merged[key] += rep.get(key) or []
+        if rep.get("dga"):
+            merged["dga"] = rep["dga"]
+        repeats = rep.get("args", {}).get("repeats", 1)
+    if merged["grid"]:
+        print_grid(merged["grid"], out)
+    if merged.get("dga"):
+        print_dga(merged["dga"]["lexical"], merged["dga"]["host"], out)
+    if merged["captures"]:
+        print_captures(merged["captures"], out)
+    if merged["feedback"]:
+        print_feedback(merged["feedback"], repeats, out)
+    return 0
+
+
 def _hours_for(default: int, overrides: list[str]) -> Callable[[int], int]:
     table = {}
     for item in overrides:
@@ -762,7 +790,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="HOSTS=H",
         help="fewer hours for a size (repeatable), e.g. 8000=24",
     )
-    ap.add_argument("--demo-hours", type=int, default=168)
+    ap.add_argument("--demo-hours", type=int, default=168, help="0: no demo run")
     ap.add_argument("--sections", default="grid,dga,captures,feedback")
     ap.add_argument("--families", default=",".join(HELD_OUT_FAMILIES))
     ap.add_argument("--dga-hosts", type=int, default=500)
@@ -771,7 +799,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="random-verdict repeats")
     ap.add_argument("--json", type=Path, default=None, help="write every figure here")
     ap.add_argument("--keep", type=Path, default=None, help="work directory to keep")
+    ap.add_argument(
+        "--report",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="print the tables of earlier --json files (merged) instead of running",
+    )
     a = ap.parse_args(argv)
+    if a.report:
+        return print_reports(a.report, print)
     if a.quick:
         a.seeds, a.sizes, a.hours, a.demo_hours = "1,4", "200", 48, 48
         a.dga_hours, a.repeats = 48, 1
@@ -805,12 +842,17 @@ def main(argv: list[str] | None = None) -> int:
             if shortened
             else ""
         )
-        + f"; demo: 500 hosts, seed 7, {a.demo_hours} h\n"
+        + (f"; demo: 500 hosts, seed 7, {a.demo_hours} h\n" if a.demo_hours else "\n")
     )
     dbs: dict[str, str] = {}
     try:
         if "grid" in sections or "feedback" in sections:
-            runs = grid(sizes, seeds, hours_for, a.demo_hours, work, dbs)
+
+            def save(runs: list[dict[str, Any]]) -> None:
+                if a.json:
+                    a.json.write_text(json.dumps({**report, "grid": runs}, default=str) + "\n")
+
+            runs = grid(sizes, seeds, hours_for, a.demo_hours, work, dbs, save)
             report["grid"] = runs
             print_grid(runs, out)
         if "dga" in sections:

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from dnsieve.alerts import AlertStore, AlertStoreProtocol, MemoryAlertStore, alert_id
 from dnsieve.alerts.export import to_ecs, to_jsonl
 from dnsieve.alerts.merge import DEFAULT_EPISODE_GAP, MAX_WINDOWS, merge_statuses
-from dnsieve.alerts.store import current_revision
+from dnsieve.alerts.store import NEAR_EPISODES_SQLITE, current_revision
 from dnsieve.episodes import collapse_episodes
 from test_alert_store import (  # noqa: F401  (fixtures)
     T0,
@@ -333,3 +333,29 @@ def test_upgrade_of_the_demo_store(tmp_path: Path) -> None:
         after = s.list_alerts(status="all", include_suppressed=True, limit=None)
         assert len(after) == collapse_episodes(frame, DEFAULT_EPISODE_GAP).height < n
         assert sum(a.n_windows for a in after) == n
+
+
+def test_nearby_episode_lookup_walks_the_entity_index(tmp_path: Path) -> None:
+    """The upsert's look-up of a pair's stored episodes is an index search on SQLite (the
+    entity index of 0006), not a scan of the alerts."""
+    with AlertStore.open(tmp_path / "p.db") as s, s.engine.connect() as conn:
+        q = "EXPLAIN QUERY PLAN " + NEAR_EPISODES_SQLITE
+        plan = [r[3] for r in conn.execute(sa.text(q), {"k": '[["d", "e", "a", "b"]]'})]
+    assert any("USING INDEX ix_alerts_entity (entity=? AND detector=?" in p for p in plan), plan
+
+
+def test_training_labels_match_anywhere_in_the_episode(store: AlertStoreProtocol) -> None:
+    """A labelled window that is not the episode's worst still labels the episode's one
+    training row (the threat model's rows count episodes)."""
+    import io
+
+    from dnsieve.alerts.base import alerts_to_frame
+    from dnsieve.threat.training import label_anomalies, read_labels
+
+    store.upsert_anomalies(windows("t.example", [0, 1, 2, 3]))  # the worst window: 15:00
+    labels, _ = read_labels(
+        io.StringIO("entity,label,window_start,window_end\n"
+                    "t.example,threat,2024-05-01T12:10:00Z,2024-05-01T12:20:00Z\n")
+    )  # fmt: skip
+    frame = alerts_to_frame(store.list_alerts())
+    assert frame.height == 1 and label_anomalies(frame, labels).tolist() == [1]

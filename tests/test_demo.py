@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from dnsieve.alerts.store import AlertStore
@@ -167,3 +168,26 @@ def test_cli_renders_the_truth_report() -> None:
     assert "missed campaigns (4)" in text and "10.0.0.5; qwkx.biz, zzpr.net" in text
     assert "1 alert: 0 point at an injected campaign" in text
     assert "microsoft.com (fastflux ×1)" in text
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_alert_lines_show_the_reason_escaped_at_any_width(width: int) -> None:
+    """Narrow consoles list each alert on two lines (facts, then the reason), wide ones
+    get a table; hostile names and reasons are never read as rich markup."""
+    from rich.console import Console
+
+    from dnsieve.commands.detect import AlertLine, print_alert_lines
+    from dnsieve.explain import Explanation
+
+    hostile = "[bold red]x[/].evil.example"
+    why = Explanation(
+        f"10.0.0.7 sent 6,028 queries under {hostile} in 1 h (TXT 92 %)", ["10.0.0.7"]
+    )
+    console = Console(record=True, width=width)
+    print_alert_lines(
+        [AlertLine("tunnel", hostile, "2024-03-05 06:00", "1 in 11 M", why)], console, "top"
+    )
+    text = console.export_text()
+    assert text.count(hostile) == 2  # the entity and inside the reason, literally
+    assert "6,028 queries" in text and "1 in 11 M" in text
+    assert ("┃" in text) == (width >= 130)

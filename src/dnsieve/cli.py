@@ -332,55 +332,59 @@ def _serve_demo(db_url: str, port: int, lake: Path | None = None) -> None:
 def _render_truth(alerts: pl.DataFrame, out: Console, report: TruthReport | None = None) -> None:
     """Alerts against the simulation's ground truth: the top alerts with their reason,
     recall per injected kind, each missed campaign, and the alerts nothing was injected on."""
+    from dnsieve.commands.detect import AlertLine, print_alert_lines
     from dnsieve.explain import explain
 
     if alerts.height:
-        t = Table(
-            title="alerts against the injected campaigns (ground truth)", title_justify="left"
-        )
-        for col in ("detector", "entity", "window start", "P(threat)", "truth", "why"):
-            t.add_column(col, overflow="fold")
+        items = []
         tp = (
             alerts.get_column("threat_probability")
             if "threat_probability" in alerts.columns
             else None
         )
         has_ev = "evidence" in alerts.columns
-        for i, row in enumerate(alerts.head(30).iter_rows(named=True)):
+        for i, row in enumerate(alerts.head(20).iter_rows(named=True)):
             kind = row["truth"]
             p = tp[i] if tp is not None else None
             ev = _evidence_of(row["evidence"]) if has_ev else None
             hours = (row["window_end"] - row["window_start"]).total_seconds() / 3600.0
-            why = explain(row["detector"], str(row["entity"]), ev, row.get("entity_type"), hours)
-            t.add_row(
-                escape(str(row["detector"])),
-                escape(str(row["entity"])),
-                f"{row['window_start']:%Y-%m-%d %H:%M}",
-                "" if p is None else f"{p:.2f}",
-                (
-                    "[red]no campaign[/red]"
-                    if not kind
-                    else f"[yellow]{escape(kind)}[/yellow]"
-                    if kind.startswith("benign_")
-                    else f"[green]{escape(kind)}[/green]"
-                ),
-                escape(why.reason),
+            tag = (
+                "[red]no campaign[/red]"
+                if not kind
+                else f"[yellow]{escape(kind)}[/yellow]"
+                if kind.startswith("benign_")
+                else f"[green]{escape(kind)}[/green]"
             )
-        out.print(t)
+            items.append(
+                AlertLine(
+                    str(row["detector"]),
+                    str(row["entity"]),
+                    f"{row['window_start']:%Y-%m-%d %H:%M}",
+                    "" if p is None else f"{p:.2f}",
+                    explain(row["detector"], str(row["entity"]), ev, row.get("entity_type"), hours),
+                    tag,
+                )
+            )
+        print_alert_lines(
+            items, out, "alerts against the injected campaigns (ground truth)", "P(threat)"
+        )
     if report is None:
         hits = alerts.get_column("truth").is_not_null().sum() if alerts.height else 0
         out.print(f"{hits} of {alerts.height} alerts point at an injected campaign")
         return
     r = Table(
         title="recall per injected kind",
-        caption="a campaign is caught when at least one alert overlaps it",
+        caption=(
+            "caught: at least one alert overlaps the campaign; for a benign anomaly, "
+            "that an analyst had one more alert to dismiss"
+        ),
         title_justify="left",
     )
     for col, just in (("kind", "left"), ("caught", "right"), ("recall", "right")):
         r.add_column(col, justify=just)  # type: ignore[arg-type]
     for row in report.per_kind.iter_rows(named=True):
         style = "green" if row["recall"] >= 0.9 else "yellow" if row["recall"] >= 0.5 else "red"
-        kind = escape(row["kind"]) + ("" if row["threat"] else " (benign anomaly: alerted)")
+        kind = escape(row["kind"]) + ("" if row["threat"] else " (benign)")
         r.add_row(
             kind,
             f"{row['caught']} of {row['campaigns']}",
@@ -389,12 +393,11 @@ def _render_truth(alerts: pl.DataFrame, out: Console, report: TruthReport | None
     out.print(r)
     if report.missed.height:
         m = Table(title=f"missed campaigns ({report.missed.height})", title_justify="left")
-        for col in ("kind", "campaign", "entity", "from (UTC)", "to (UTC)", "what was injected"):
-            m.add_column(col, overflow="fold")
+        for col in ("kind", "entity", "from (UTC)", "to (UTC)", "what was injected"):
+            m.add_column(col, overflow="fold", no_wrap=col.endswith("(UTC)"))
         for row in report.missed.iter_rows(named=True):
             m.add_row(
                 escape(row["kind"]),
-                escape(str(row["campaign"])),
                 escape(str(row["entity"])),
                 f"{row['window_start']:%Y-%m-%d %H:%M}",
                 f"{row['window_end']:%Y-%m-%d %H:%M}",

@@ -535,6 +535,15 @@ def _run(row: RowMapping) -> RunRecord:
 
 _COLUMNS: list[str] = [c.name for c in alerts.columns]
 _STAGE = "dnsieve_alerts_stage"
+#: The stored episodes of ``[detector, entity, lo, hi]`` pairs (a JSON array) that
+#: overlap ``[lo, hi]``: one search of ix_alerts_entity per pair (SQLite).
+NEAR_EPISODES_SQLITE = (
+    "SELECT a.id FROM json_each(:k) AS k JOIN alerts AS a"
+    " ON a.entity = json_extract(k.value, '$[1]')"
+    " AND a.detector = json_extract(k.value, '$[0]')"
+    " AND a.episode_start <= json_extract(k.value, '$[3]')"
+    " AND a.episode_end >= json_extract(k.value, '$[2]')"
+)
 _BIG_EXPONENT = re.compile(r"[eE][+-]?\d{3}")
 
 
@@ -976,13 +985,7 @@ class AlertStore:
                 "hi": [k[3] for k in keys],
             }
         else:
-            q = sa.text(
-                "SELECT a.id FROM json_each(:k) AS k JOIN alerts AS a"
-                " ON a.entity = json_extract(k.value, '$[1]')"
-                " AND a.detector = json_extract(k.value, '$[0]')"
-                " AND a.episode_start <= json_extract(k.value, '$[3]')"
-                " AND a.episode_end >= json_extract(k.value, '$[2]')"
-            )
+            q = sa.text(NEAR_EPISODES_SQLITE)
             params = {
                 "k": json.dumps(
                     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,11 +12,21 @@ import polars as pl
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from dnsieve.explain import Explanation, explain, one_in
 
-__all__ = ["alerts_to_records", "parse_time", "register", "render_summary", "write_alerts"]
+__all__ = [
+    "AlertLine",
+    "alerts_to_records",
+    "parse_time",
+    "print_alert_lines",
+    "register",
+    "render_summary",
+    "write_alerts",
+]
 
 
 def parse_time(value: str | None, option: str) -> datetime | None:
@@ -99,22 +110,76 @@ def render_summary(
     if alerts.height == 0:
         console.print("no alerts")
         return
-    a = Table(title=f"top alerts ({alerts.height:,} in all)", title_justify="left")
-    for col in ("detector", "entity", "window start", "rarity", "client", "why"):
-        a.add_column(col, overflow="fold")
+    title = f"top alerts ({alerts.height:,} in all)"
+    items = []
     for row in alerts.head(top).iter_rows(named=True):
-        why = _explain_row(row)
         p = row.get("global_p")
         p = p if p is not None else row.get("p_value")
-        a.add_row(
-            escape(row["detector"]),
-            escape(str(row["entity"])),
-            f"{row['window_start']:%Y-%m-%d %H:%M}",
-            one_in(p),
-            escape(", ".join(why.clients[:2])),
-            escape(why.reason),
+        items.append(
+            AlertLine(
+                str(row["detector"]),
+                str(row["entity"]),
+                f"{row['window_start']:%Y-%m-%d %H:%M}",
+                one_in(p),
+                _explain_row(row),
+            )
         )
-    console.print(a)
+    print_alert_lines(items, console, title)
+
+
+@dataclass(frozen=True)
+class AlertLine:
+    """One alert as the CLI lists it: who, when, how rare, why (and an optional tag)."""
+
+    detector: str
+    entity: str
+    window: str
+    figure: str  # the comparable figure: the rarity, or P(threat)
+    why: Explanation
+    extra: str = ""  # already rich markup (e.g. the demo's ground-truth tag)
+
+
+#: Below this console width alerts are listed as two lines each (facts, then the reason)
+#: instead of a table whose reason column would wrap a word per line.
+WIDE_CONSOLE = 130
+
+
+def print_alert_lines(
+    items: list[AlertLine], console: Console, title: str, figure: str = "rarity"
+) -> None:
+    """Alerts with their reason and client: a table on a wide console, else two lines each.
+
+    ``figure`` names the items' comparable figure (their ``figure`` field).
+
+    Every attacker-controlled string (entities, reasons, clients) is escaped for rich.
+    """
+    if console.width >= WIDE_CONSOLE:
+        t = Table(title=title, title_justify="left")
+        for col in ("detector", "entity", "window start", figure, "client", "why"):
+            t.add_column(col, overflow="fold", no_wrap=col in ("window start", figure))
+        if any(i.extra for i in items):
+            t.add_column("truth")
+        for i in items:
+            cells = [
+                escape(i.detector),
+                escape(i.entity),
+                i.window,
+                i.figure,
+                escape(", ".join(i.why.clients[:2])),
+                escape(i.why.reason),
+            ]
+            t.add_row(*cells, *([i.extra] if any(x.extra for x in items) else []))
+        console.print(t)
+        return
+    console.print(f"[italic]{escape(title)}[/italic]")
+    for n, i in enumerate(items, 1):
+        facts = i.window + (f" · {figure} {i.figure}" if i.figure else "")
+        tag = f"  {i.extra}" if i.extra else ""
+        console.print(
+            f"{n:>3}. [bold]{escape(i.detector)}[/bold] {escape(i.entity)}  {facts}{tag}",
+            overflow="fold",
+        )
+        console.print(Padding(Text(i.why.reason), (0, 0, 0, 5)))
 
 
 def _explain_row(row: dict[str, Any]) -> Explanation:

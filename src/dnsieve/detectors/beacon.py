@@ -18,6 +18,10 @@ binomial tail::
 
 so the evidence grows with the number of beats, not only with their
 regularity: six regular lookups are weak evidence, sixty are overwhelming.
+The test is run at three tolerances (a sixth, a third and all of
+``jitter_tolerance``: 5 %, 10 % and 30 %), each with its own fitted null, and
+the most significant is kept at the cost of ``log10(3)`` (Bonferroni): a
+steady timer is judged on how steady it is, a jittery one still within 30 %.
 A missed beat costs one off-beat gap (the others stay on the beat); a
 low-and-slow beacon (a period of up to an hour) gathers its beats over the
 ``lookback`` (24 h by default): the counts of the trailing windows whose period
@@ -154,6 +158,8 @@ class BeaconDetector(Detector):
         self.min_connections = min_connections
         self.min_prevalence_clients = min_prevalence_clients
         self.jitter_tolerance = jitter_tolerance
+        #: tolerances scanned: a sixth, a third and all of the jitter tolerance
+        self.tolerances = (jitter_tolerance / 6, jitter_tolerance / 3, jitter_tolerance)
         self.lookback = lookback
         self.min_period = min_period
 
@@ -188,6 +194,7 @@ class BeaconDetector(Detector):
         conn = conn.with_columns(period=pl.col("gap").median().over(key))
         dev = (pl.col("gap") / pl.col("period") - 1.0).abs()
         return conn.group_by(key).agg(
+            *[(dev <= d).sum().alias(f"_on{i}") for i, d in enumerate(self.tolerances)],
             connections=pl.len(),
             first=pl.col("t").min(),
             last=pl.col("t").max(),
@@ -209,10 +216,14 @@ class BeaconDetector(Detector):
         )
         if judged.height == 0:
             return empty_anomalies()
-        # The population null: the typical on-beat share of a judged series here.
-        share = (judged["on_beat"] / judged["gaps"]).median()
-        p0 = max(poisson_on_beat_share(self.jitter_tolerance), float(share or 0.0))  # type: ignore[arg-type]
-        p0 = min(p0, 0.95)
+        # The population null at each tolerance: the typical on-beat share of a
+        # judged series here, never below the share under Poisson timing.
+        p0s: list[float] = []
+        for i, d in enumerate(self.tolerances):
+            share = (judged[f"_on{i}"] / judged["gaps"]).median()
+            p0s.append(min(0.95, max(poisson_on_beat_share(d), float(share or 0.0))))  # type: ignore[arg-type]
+        p0 = p0s[-1]
+        ks = [f"_on{i}" for i in range(len(self.tolerances))]
         # Trailing windows whose period agrees add their beats (low-and-slow beacons).
         tol = self.jitter_tolerance
         lb_us = int(self.lookback * 1e6)
@@ -222,6 +233,7 @@ class BeaconDetector(Detector):
             pl.col("period").alias("_p"),
             pl.col("gaps").alias("_m"),
             pl.col("on_beat").alias("_k"),
+            *[pl.col(k).alias(f"_p{k}") for k in ks],
         )
         comb = (
             judged.select(*pair, "window_start", "period")
@@ -232,12 +244,18 @@ class BeaconDetector(Detector):
                 & ((pl.col("_p") / pl.col("period") - 1.0).abs() <= tol)
             )
             .group_by([*pair, "window_start"])
-            .agg(beats_m=pl.col("_m").sum(), beats_k=pl.col("_k").sum(), lookback_windows=pl.len())
+            .agg(
+                *[pl.col(f"_p{k}").sum().alias(f"_b{k}") for k in ks],
+                beats_m=pl.col("_m").sum(),
+                beats_k=pl.col("_k").sum(),
+                lookback_windows=pl.len(),
+            )
         )
         judged = judged.join(comb, on=[*pair, "window_start"], how="left").with_columns(
             pl.col("beats_m").fill_null(pl.col("gaps")),
             pl.col("beats_k").fill_null(pl.col("on_beat")),
             pl.col("lookback_windows").fill_null(1),
+            *[pl.col(f"_b{k}").fill_null(pl.col(k)) for k in ks],
         )
         # Population context: clients of the window, clients of the domain, and
         # how many of them are on the beat with it themselves.
@@ -274,9 +292,26 @@ class BeaconDetector(Detector):
             ttl_factor=pl.when(ttl_match.fill_null(False)).then(0.5).otherwise(1.0),
             prevalence_factor=1.0 / pl.col("periodic_clients").clip(lower_bound=1),
         )
-        log10p = regularity_log10p(judged["beats_k"].to_numpy(), judged["beats_m"].to_numpy(), p0)
+        # the tightest tolerance the timer keeps gives the most evidence; the
+        # scan over tolerances costs log10(number of tolerances) (Bonferroni)
+        m = judged["beats_m"].to_numpy()
+        per_tol = np.vstack(
+            [
+                regularity_log10p(judged[f"_b{k}"].to_numpy(), m, p)
+                for k, p in zip(ks, p0s, strict=True)
+            ]
+        )
+        best = per_tol.argmax(axis=0)
+        log10p = np.clip(per_tol.max(axis=0) - math.log10(len(ks)), 0.0, None) + 0.0
+        tol_arr = np.asarray(self.tolerances, dtype=np.float64)
+        idx = np.arange(per_tol.shape[1])
         judged = judged.with_columns(
             regularity=pl.Series(log10p),
+            best_tolerance=pl.Series(tol_arr[best]),
+            best_on_beat=pl.Series(
+                np.vstack([judged[f"_b{k}"].to_numpy() for k in ks])[best, idx].astype(np.int64)
+            ),
+            best_null=pl.Series(np.asarray(p0s)[best]),
         ).with_columns(
             score=pl.col("regularity") * pl.col("ttl_factor") * pl.col("prevalence_factor")
         )
@@ -304,14 +339,15 @@ class BeaconDetector(Detector):
         )
         reason = pl.format(
             "{} looked up {} {} times at a steady {} period (median jitter {} s; "
-            "{} of {} gaps on the beat{}) over {} h: p = 1e-{} under irregular timing",
+            "{} of {} gaps within {} % of it{}) over {} h: p = 1e-{} under irregular timing",
             pl.col("src_ip"),
             pl.col("registered_domain"),
             pl.col("connections"),
             period_txt,
             pl.col("mad").round(1),
-            pl.col("beats_k"),
+            pl.col("best_on_beat"),
             pl.col("beats_m"),
+            (100 * pl.col("best_tolerance")).round(0).cast(pl.Int64),
             pl.when(pl.col("lookback_windows") > 1)
             .then(pl.format(" over the last {} h", pl.lit(round(self.lookback / 3600))))
             .otherwise(pl.lit("")),
@@ -329,6 +365,9 @@ class BeaconDetector(Detector):
             pl.col("beats_m").alias("lookback_gaps"),
             pl.col("beats_k").alias("lookback_on_beat_gaps"),
             pl.lit(round(p0, 4)).alias("null_on_beat_share"),
+            r3("best_tolerance"),
+            pl.col("best_on_beat").alias("best_tolerance_on_beat_gaps"),
+            r3("best_null").alias("best_tolerance_null_share"),
             r3("regularity").alias("regularity_log10p"),
             r3("ttl").alias("median_ttl_s"),
             (pl.col("ttl_factor") < 1.0).alias("period_matches_ttl"),

@@ -143,7 +143,8 @@ def fit_truncated_nb(
         p = size / (size + mean)
         ll = float((cl * stats.nbinom.logpmf(vl, size, p)).sum())
         ll -= total * float(stats.nbinom.logcdf(bulk_end, size, p))
-        return -ll if math.isfinite(ll) else 1e300
+        # Per observation: keeps the optimiser's tolerances meaningful at any size.
+        return -ll / max(total, 1.0) if math.isfinite(ll) else 1e300
 
     res = optimize.minimize(
         nll,

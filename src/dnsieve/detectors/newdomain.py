@@ -12,21 +12,24 @@ nothing can be called new without a look back) and it resolved at least once
 (``NOERROR``; never-resolving names are :mod:`dga_host`'s business).  Local
 and reverse names and single labels are ignored.
 
-**Scored against this network.**  ``c`` is the number of distinct hosts that
-queried the domain within ``spread_hours`` of its first query.  Over the
-population of new domains whose spread is fully observed, ``c − 1`` (the
-hosts beyond the first) follows a negative binomial, fitted by maximum
-likelihood on the population's bulk with the likelihood truncated there
+**Scored against this network.**  From the domain's first query, two counts:
+``extra_hosts``, the hosts beyond the first that queried it within
+``spread_hours``, and ``return_hours``, the hosts' distinct later query hours
+within ``follow_hours`` (a dropper calls back; a one-off visit does not).
+Over the population of new domains whose follow-up is fully observed, each
+follows a negative binomial fitted by maximum likelihood on the
+population's bulk, the likelihood truncated there
 (:func:`dnsieve.detectors.dga_host.support_bulk`,
 :func:`~dnsieve.detectors.dga_host.fit_truncated_nb`): campaigns and
 adoptions lie beyond it and cannot inflate the fit.  The domain's p-value is
-``P(X ≥ c − 1)``; with ``m`` new domains a day on this network,
-``m · p`` is how many new domains a day reach that many hosts that fast by
-chance, and the score is ``−log10(m · p)``: a score of 1 means "once in ten
-days here".  With fewer than ``min_new_domains`` new domains the fit falls
-back to a reference geometric law (r = 1) with a mean of one extra host.
+Fisher's combination of ``P(X ≥ extra_hosts)`` and ``P(Y ≥ return_hours)``;
+with ``m`` new domains a day on this network, ``m · p`` is how many new
+domains a day look like this by chance, and the score is ``−log10(m · p)``:
+a score of 1 means "once in ten days here".  With fewer than
+``min_new_domains`` new domains the fits fall back to a reference geometric
+law (r = 1) with a mean of one.
 
-One row per (domain, window) in the spread, with the hosts counted up to the
+One row per (domain, window) in the follow-up, with the counts up to the
 window's end, so the score grows as hosts arrive; the episode merges them.
 Popular domains are not skipped here: their rank is in the evidence, and
 calibration and the threat model weigh it.

@@ -14,7 +14,9 @@ compare with and they return no candidates.
     ``V_C``, its baseline visitors ``V_B``, and the *new* visitors
     ``N = V_C − V_B`` restricted to hosts active for at least
     ``min_history_hours`` before the window (a newly installed host visits
-    everything for the first time).  With
+    everything for the first time).  Windows are at least ``min_window``
+    (3 h) long: a campaign reaches its hosts over hours, and an hourly window
+    splits it (ten of 200 hosts over two hours are five and five).  With
     ``rarity = 1 − |V_B| / |baseline clients|``::
 
         score = log2(1 + |N|) * (|N| / |V_C|) * rarity
@@ -159,11 +161,16 @@ class VisitorsDetector(Detector):
     score_floor: ClassVar[float] = 3.0
 
     def __init__(
-        self, min_new_visitors: int = 3, samples: int = 10, min_history_hours: float = 12.0
+        self,
+        min_new_visitors: int = 3,
+        samples: int = 10,
+        min_history_hours: float = 12.0,
+        min_window: float = 3 * 3600.0,
     ) -> None:
         self.min_new_visitors = min_new_visitors
         self.samples = samples
         self.min_history_hours = min_history_hours
+        self.min_window = min_window
 
     def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
         every = _usable(data.filter(pl.col("ts").is_not_null()))
@@ -172,7 +179,7 @@ class VisitorsDetector(Detector):
             return empty_anomalies()
         hist = timedelta(hours=self.min_history_hours)
         t_first = every.get_column("ts").min()
-        cur = cur.with_columns(window_columns(ctx))
+        cur = cur.with_columns(window_columns(ctx, min_window=self.min_window))
         # a window's baseline is everything before it: it needs enough history
         cur = cur.filter(pl.col("window_start") >= pl.lit(t_first) + hist)
         if cur.height == 0:

@@ -867,6 +867,8 @@ class _HurdleVolume(Detector):
     """Shared implementation of the domain and client volume detectors."""
 
     entity_col: ClassVar[str] = "registered_domain"
+    #: entities whose name matches this regex are not scored (None: all)
+    skip_names: ClassVar[str | None] = None
     #: column of distinct clients per hour, scored as a second series (None: queries only)
     clients_col: ClassVar[str | None] = None
 
@@ -1015,6 +1017,8 @@ class _HurdleVolume(Detector):
             self.entity_col
         )
         ents = ents.unique().sort()
+        if self.skip_names is not None:
+            ents = ents.filter(~ents.str.contains(self.skip_names))
         out: list[pl.DataFrame] = []
         step = max(int(self.chunk_size), 1)
         for i in range(0, ents.len(), step):
@@ -1437,6 +1441,13 @@ class VolumeDetector(_HurdleVolume):
     )
     entity_col: ClassVar[str] = "registered_domain"
     clients_col: ClassVar[str | None] = "clients"
+    #: Reverse-lookup zones and site-local names are not scored (they enter the
+    #: priors): a burst of PTR lookups under ``103.in-addr.arpa`` is a log or
+    #: scan tool resolving addresses, not a domain that calls home (RITA's
+    #: missing_host capture, p = 2e-11).
+    skip_names: ClassVar[str | None] = (
+        r"(^|\.)(arpa|local|localdomain|lan|home|internal|localhost)$"
+    )
     #: The score is −log10 of the window's predictive p-value under the
     #: domain's own baseline; 8 (p ≤ 1e-8) sits above the benign maxima on real
     #: captures (6.2, docs/volume.md) and is overwhelming local evidence: kept

@@ -100,7 +100,8 @@ def _where(q: QueueQuery, now: datetime, store: AlertStore) -> list[sa.ColumnEle
 
 @dataclass(frozen=True)
 class Campaign:
-    """The alerts of one detector on one entity (its windows), as one row of the queue."""
+    """The alerts (episodes) of one detector on one entity, as one row of the queue:
+    ``windows`` counts the windows of all of them, and the span is theirs."""
 
     detector: str
     entity_type: str
@@ -136,8 +137,8 @@ def list_campaigns(
         sa.select(
             *keys,
             sa.func.sum(_A.n_windows).label("windows"),  # an alert is an episode
-            sa.func.min(_A.window_start).label("first_start"),
-            sa.func.max(_A.window_end).label("last_end"),
+            sa.func.min(sa.func.coalesce(_A.episode_start, _A.window_start)).label("first_start"),
+            sa.func.max(sa.func.coalesce(_A.episode_end, _A.window_end)).label("last_end"),
             p_max.label("threat_probability"),
             s_max.label("score"),
             sa.func.min(_A.p_value).label("p_value"),
@@ -221,14 +222,23 @@ def detectors(store: AlertStore) -> list[str]:
 
 
 def related_alerts(
-    store: AlertStore, alert: Alert, limit: int = 25, now: datetime | None = None
+    store: AlertStore,
+    alert: Alert,
+    limit: int = 25,
+    now: datetime | None = None,
+    clients: Sequence[str] = (),
 ) -> list[Alert]:
-    """Other alerts on the same entity, domain or client, newest first."""
+    """Other alerts on the same entity, domain or client, newest first.
+
+    ``clients`` (the clients the alert's reason names, :func:`dnsieve.explain.explain`)
+    adds their alerts: a DGA name's infected host, a tunnel's sender.
+    """
     same = [_A.entity == alert.entity]
     if alert.domain:
         same.append(_A.domain == alert.domain)
     if alert.client:
         same.append(_A.client == alert.client)
+    same += [_A.client == c for c in dict.fromkeys(clients) if c and c != alert.client]
     q = (
         store.select_alerts(now)
         .where(sa.or_(*same), _A.id != alert.id)

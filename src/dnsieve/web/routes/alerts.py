@@ -94,7 +94,8 @@ def detail(
     events: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="raw events shown")] = 200,
 ) -> HTMLResponse:
     alert = store.get_alert(alert_id)
-    related = related_alerts(store, alert)
+    why = alert_explanation(alert, alert.evidence)
+    related = related_alerts(store, alert, clients=why.clients)
     raw = alert_events(lake_path, alert, events)
     entry = None
     if alert.suppressed_by is not None:
@@ -116,7 +117,7 @@ def detail(
         "alert.html",
         with_bokeh=bool(plots),
         alert=alert,
-        why=alert_explanation(alert, alert.evidence),
+        why=why,
         summary=evidence_sentences(alert.detector, alert.entity_type, alert.evidence, False),
         evidence=labelled_evidence(alert.evidence),
         evidence_raw=evidence_json(alert.evidence),
