@@ -447,12 +447,18 @@ def test_users_migration_matches_the_tables(tmp_path: Path) -> None:
     import sqlalchemy as sa
 
     from dnsieve.alerts.store import current_revision, upgrade
-    from dnsieve.web.users import tokens_table, users_table
+    from dnsieve.web.users import (
+        auth_events_table,
+        sessions_table,
+        throttle_table,
+        tokens_table,
+        users_table,
+    )
 
     with AlertStore.open(tmp_path / "m.db") as s:
-        assert current_revision(s.engine) == "0005"
+        assert current_revision(s.engine) == "0006"
         insp = sa.inspect(s.engine)
-        for table in (users_table, tokens_table):
+        for table in (users_table, tokens_table, sessions_table, throttle_table, auth_events_table):
             assert {c["name"] for c in insp.get_columns(table.name)} == set(table.columns.keys())
         UserStore(s.engine).add_user("root", "admin", PASSWORD)
         # the role CHECK holds in the database too
@@ -466,7 +472,7 @@ def test_users_migration_matches_the_tables(tmp_path: Path) -> None:
             command.downgrade(_alembic_config(conn), "0001")
         assert "web_users" not in sa.inspect(s.engine).get_table_names()
         upgrade(s.engine)
-        assert current_revision(s.engine) == "0005"
+        assert current_revision(s.engine) == "0006"
 
 
 def test_volume_detector_alert_card_and_plot(client: TestClient, store: AlertStore) -> None:

@@ -107,6 +107,7 @@ def register(app: typer.Typer) -> None:
         from dnsieve.cli import err_console
         from dnsieve.web import WebSettings, create_app
         from dnsieve.web.app import SECRET_ENV
+        from dnsieve.web.workers import SERVER_OPTIONS, run_workers
 
         secure = (not _loopback(host)) if https_only is None else https_only
         if lake is None:
@@ -138,8 +139,8 @@ def register(app: typer.Typer) -> None:
                 create_app(settings, lake=lake),
                 host=host,
                 port=port,
-                proxy_headers=False,
                 log_level=log_level.value,
+                **SERVER_OPTIONS,
             )
             return
         import secrets
@@ -156,10 +157,9 @@ def register(app: typer.Typer) -> None:
             workers=workers,
             host=host,
             port=port,
-            proxy_headers=False,
             log_level=log_level.value,
+            **SERVER_OPTIONS,
         )
-        from dnsieve.web.workers import run_workers
 
         run_workers(config)
 

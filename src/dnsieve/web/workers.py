@@ -28,9 +28,20 @@ import socket
 import sys
 from typing import Any
 
-__all__ = ["BalancedWorkers", "reuse_port_supported", "run_workers", "worker_listener"]
+__all__ = [
+    "SERVER_OPTIONS",
+    "BalancedWorkers",
+    "reuse_port_supported",
+    "run_workers",
+    "worker_listener",
+]
 
 log = logging.getLogger("uvicorn.error")
+
+#: uvicorn options of every Alert Manager server (``dnsieve serve``, ``dnsieve demo --serve``):
+#: ``X-Forwarded-*`` headers are not trusted (the client address of the login throttle is the
+#: peer's), and no ``Server: uvicorn`` header tells a scanner what to try.
+SERVER_OPTIONS: dict[str, Any] = {"proxy_headers": False, "server_header": False}
 
 
 def worker_listener(config: Any) -> socket.socket:
@@ -143,6 +154,8 @@ def run_workers(config: Any) -> None:
     """What ``uvicorn.run`` does for ``config.workers > 1``, on balanced TCP listeners."""
     from uvicorn.supervisors import Multiprocess
 
+    for option, value in SERVER_OPTIONS.items():  # the workers are started from this config
+        setattr(config, option, value)
     with contextlib.suppress(KeyboardInterrupt):
         if reuse_port_supported():
             BalancedWorkers(config).run()
