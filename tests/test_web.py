@@ -701,6 +701,7 @@ def test_serve_spreads_connections_over_workers(tmp_path: Path) -> None:
             while b"\r\n\r\n" not in got:
                 got += c.recv(65536)
             assert got.startswith(b"HTTP/1.1 200"), got[:100]
+            assert b"\r\nserver:" not in got.lower(), got[:300]  # no Server: uvicorn
             conns.append(c)
         per_worker = _established_per_process(workers, port)
         assert sum(per_worker.values()) == 16, per_worker

@@ -31,13 +31,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
-from dnsieve.alerts.base import AlertNotFound, AlertStoreError, AmbiguousId
+from dnsieve.alerts.base import AlertNotFound, AlertStoreError, AmbiguousId, InvalidTransition
 from dnsieve.alerts.store import AlertStore
-from dnsieve.threat.allowlist import AllowListError
+from dnsieve.threat.allowlist import AllowListConflict, AllowListError
 from dnsieve.web.deps import LoginRequired
 from dnsieve.web.render import make_environment, page
 from dnsieve.web.security import BodyLimitMiddleware, SecurityHeadersMiddleware, WebSettings
-from dnsieve.web.users import ThrottlePolicy, UserStore
+from dnsieve.web.users import ThrottlePolicy, UnknownToken, UnknownUser, UserError, UserStore
 
 __all__ = [
     "SECRET_ENV",
@@ -164,14 +164,33 @@ def _install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AlertStoreError)
     async def store_error(request: Request, exc: AlertStoreError) -> Response:
-        code = (
-            404 if isinstance(exc, AlertNotFound) else 409 if isinstance(exc, AmbiguousId) else 400
+        conflict = isinstance(exc, AmbiguousId) or (
+            _is_api(request) and isinstance(exc, InvalidTransition)
         )
+        code = 404 if isinstance(exc, AlertNotFound) else 409 if conflict else 400
         return _error(request, code, str(exc))
 
     @app.exception_handler(AllowListError)
     async def allow_error(request: Request, exc: AllowListError) -> Response:
+        if isinstance(exc, AllowListConflict):
+            return _error(request, 409, str(exc))
+        if _is_api(request):  # a value the schema cannot judge: shaped as a schema error
+            detail = [{"loc": ["body"], "msg": str(exc)[:500], "type": "value_error"}]
+            return JSONResponse({"detail": detail}, status_code=422)
         return _error(request, 400, str(exc))
+
+    @app.exception_handler(UserError)
+    async def user_error(request: Request, exc: UserError) -> Response:
+        from dnsieve.web.admin import LastAdmin
+
+        code = (
+            404
+            if isinstance(exc, UnknownUser | UnknownToken)
+            else 409
+            if isinstance(exc, LastAdmin)
+            else 400
+        )
+        return _error(request, code, str(exc))
 
     @app.exception_handler(sqlalchemy.exc.OperationalError)
     async def db_down(request: Request, exc: sqlalchemy.exc.OperationalError) -> Response:
@@ -249,10 +268,11 @@ def create_app(
 
     from bokeh.util.paths import static_path
 
-    from dnsieve.web.routes import alerts, allowlist, api, auth, model, review, runs
+    from dnsieve.web.routes import alerts, allowlist, api, auth, model, review, runs, users
 
-    for r in (auth, alerts, review, allowlist, model, runs, api):
+    for r in (auth, alerts, review, allowlist, model, runs, users, api):
         app.include_router(r.router)
+    app.include_router(users.api_router)
     app.mount(
         "/static",
         StaticFiles(directory=str(resources.files("dnsieve.web") / "static")),

@@ -71,6 +71,8 @@ __all__ = [
     "SessionInfo",
     "ThrottlePolicy",
     "TokenInfo",
+    "UnknownToken",
+    "UnknownUser",
     "User",
     "UserError",
     "UserStore",
@@ -152,6 +154,14 @@ auth_events_table = sa.Table(
 
 class UserError(ValueError):
     """A bad user name, role or password, or an unknown user."""
+
+
+class UnknownUser(UserError):
+    """No user of that name (404 in the API)."""
+
+
+class UnknownToken(UserError):
+    """No token of that id, or no unrevoked one (404 in the API)."""
 
 
 @dataclass(frozen=True)
@@ -283,6 +293,8 @@ class UserStore:
         self._auth_gen = 0  # bumped by every clear: a lookup older than a write is not kept
         #: The clock of the cache's TTL (seconds; injectable for tests).
         self.clock: Callable[[], float] = time.monotonic
+        #: The wall clock of the login throttle (injectable for tests).
+        self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     @contextmanager
     def _write(self, clear: bool = True) -> Iterator[Connection]:
@@ -546,7 +558,7 @@ class UserStore:
     def _user_id(conn: Connection, name: str) -> int:
         uid = conn.execute(sa.select(users_table.c.id).where(users_table.c.name == name)).scalar()
         if uid is None:
-            raise UserError(f"no user {name!r}")
+            raise UnknownUser(f"no user {name!r}")
         return int(uid)
 
     def set_password(
@@ -638,7 +650,7 @@ class UserStore:
         """A new API token for ``name`` (printed once; only its SHA-256 is stored)."""
         user = self.get_user(name)
         if user is None:
-            raise UserError(f"no user {name!r}")
+            raise UnknownUser(f"no user {name!r}")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = now or datetime.now(UTC)
         with self._write() as conn:
@@ -744,7 +756,7 @@ class UserStore:
                 .values(revoked_at=now)
             )
             if res.rowcount == 0:
-                raise UserError(f"no active token {token_id}")
+                raise UnknownToken(f"no active token {token_id}")
             owner = conn.execute(
                 sa.select(users_table.c.name)
                 .select_from(
@@ -764,7 +776,7 @@ class UserStore:
     ) -> int:
         """Whole seconds before ``account`` may try to log in from ``address`` again
         (0: now), by ``policy``'s back-off over the failures in the database."""
-        now = now or datetime.now(UTC)
+        now = now or self.now()
         since = now - timedelta(seconds=policy.window_s)
         acct, addr = _key(account.lower()), _key(address)
         t = throttle_table.c
@@ -793,7 +805,7 @@ class UserStore:
         self, account: str, address: str, policy: ThrottlePolicy, now: datetime | None = None
     ) -> None:
         """Count a failed login of ``account`` from ``address`` (and audit it)."""
-        now = now or datetime.now(UTC)
+        now = now or self.now()
         since = now - timedelta(seconds=policy.window_s)
         acct, addr = _key(account.lower()), _key(address)
         t = throttle_table.c
@@ -875,7 +887,7 @@ class UserStore:
     ) -> None:
         """Add a line to the audit log (also written to the ``dnsieve.web.audit`` logger)."""
         with self._write(clear=False) as conn:
-            self._event(conn, event, account, address, actor, detail, now or datetime.now(UTC))
+            self._event(conn, event, account, address, actor, detail, now or self.now())
 
     def auth_events(
         self, limit: int = 100, account: str | None = None, event: str | None = None
