@@ -282,7 +282,7 @@ def test_allowlist_entry_hides_covered_alerts(client: TestClient, store: AlertSt
         json={"kind": "domain", "value": "x.com", "reason": "r", "expires": "99999999999999w"},
         headers={"X-CSRF-Token": tok},
     )
-    assert silly.status_code == 400
+    assert silly.status_code == 422 and "expiry" in silly.json()["detail"][0]["msg"]
 
 
 def test_review_model_rollback_and_runs(client: TestClient, store: AlertStore) -> None:
