@@ -545,3 +545,37 @@ def test_worker_config_drops_the_server_header() -> None:
         workers.BalancedWorkers = original  # type: ignore[misc]
     assert ran == [config]
     assert config.server_header is False and config.proxy_headers is False
+
+
+# --------------------------------------------------------------------------- the same faults elsewhere
+
+
+def test_a_long_next_is_dropped_not_echoed(client: TestClient) -> None:
+    """The login page echoed any ``next`` (60 KB came back in the page and the form)."""
+    r = client.get("/login", params={"next": "/alerts?q=" + "a" * 10_000})
+    assert r.status_code == 200 and "a" * 3000 not in r.text
+    r = client.get("/alerts", params={"q": "x" * 200}, follow_redirects=False)
+    assert r.headers["location"].startswith("/login?next=")  # a normal one is kept
+
+
+def test_a_password_the_login_form_cannot_carry_is_refused(store: AlertStore) -> None:
+    """The form reads 1,024 characters of a password: a longer one could never log in."""
+    from dnsieve.web.users import MAX_PASSWORD, UserError
+
+    users = UserStore(store.engine)
+    with pytest.raises(UserError, match="at most"):
+        users.set_password("viewer", "p" * (MAX_PASSWORD + 1))
+    users.set_password("viewer", "p" * MAX_PASSWORD)
+    assert users.authenticate("viewer", "p" * MAX_PASSWORD) is not None
+
+
+def test_deeply_nested_json_is_a_documented_400(client: TestClient) -> None:
+    token = UserStore(client.app.state.store.engine).new_token("analyst")  # type: ignore[attr-defined]
+    r = client.post(
+        "/api/allowlist",
+        content=b"[" * 200_000 + b"]" * 200_000,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert r.status_code == 400
+    spec = client.app.openapi()  # type: ignore[attr-defined]
+    assert "400" in spec["paths"]["/api/allowlist"]["post"]["responses"]

@@ -56,7 +56,7 @@ class ErrorDetail(BaseModel):
 
 
 _ERRORS: dict[int, str] = {
-    400: "the body is not UTF-8 text",
+    400: "the body cannot be parsed (not UTF-8, or JSON nested too deeply)",
     401: "no API token (or session), or a revoked or unknown one",
     403: "the user's role is too low, or a session-cookie call lacks its X-CSRF-Token header",
     404: "no such resource",

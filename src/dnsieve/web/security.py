@@ -55,6 +55,8 @@ __all__ = [
 ]
 
 CSRF_FIELD = "csrf_token"
+#: The longest post-login redirect target kept (a longer one is dropped, not echoed).
+MAX_NEXT = 2048
 CSRF_HEADER = "x-csrf-token"
 
 #: The Content-Security-Policy of every response.  Scripts only from this
@@ -153,9 +155,13 @@ def safe_next(value: str | None, default: str = "/alerts") -> str:
 
     >>> safe_next("/alerts?page=2"), safe_next("//evil.com"), safe_next("https://x")
     ('/alerts?page=2', '/alerts', '/alerts')
+    >>> safe_next("/" + "a" * MAX_NEXT)  # not carried from page to page
+    '/alerts'
+
     """
     if (
         not value
+        or len(value) > MAX_NEXT
         or not value.startswith("/")
         or value.startswith("//")
         or "\\" in value

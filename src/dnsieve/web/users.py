@@ -64,6 +64,7 @@ from sqlalchemy.engine import Connection, Engine
 from dnsieve.alerts.store import UTCDateTime
 
 __all__ = [
+    "MAX_PASSWORD",
     "MIN_PASSWORD",
     "ROLES",
     "AuthEvent",
@@ -86,6 +87,8 @@ audit_log = logging.getLogger("dnsieve.web.audit")
 Role = Literal["viewer", "analyst", "admin"]
 ROLES: tuple[str, ...] = get_args(Role)
 MIN_PASSWORD = 12
+#: The longest password: the login form reads no more (a longer one could never log in).
+MAX_PASSWORD = 1024
 TOKEN_PREFIX = "dnsv_"
 LAST_USED_EVERY = timedelta(minutes=1)
 #: Ended or expired sessions are deleted this long after they began (the longest
@@ -356,6 +359,8 @@ class UserStore:
     def check_password(password: str) -> str:
         if len(password) < MIN_PASSWORD:
             raise UserError(f"a password needs at least {MIN_PASSWORD} characters")
+        if len(password) > MAX_PASSWORD:  # the login form reads no more than this
+            raise UserError(f"a password has at most {MAX_PASSWORD} characters")
         if "\x00" in password:
             raise UserError("a password cannot contain NUL characters")
         return password

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from dnsieve.web.deps import ApiUser, CsrfForm, PageUser, UsersDep, client_ip
 from dnsieve.web.render import page
 from dnsieve.web.security import safe_next
+from dnsieve.web.users import MAX_PASSWORD
 
 router = APIRouter(include_in_schema=False)
 
@@ -30,7 +31,7 @@ def login(request: Request, form: CsrfForm, users: UsersDep) -> Response:
     (:class:`~dnsieve.web.users.ThrottlePolicy`); a good login starts a new server-side
     session (and a new CSRF token)."""
     name = str(form.get("username") or "")[:64]
-    password = str(form.get("password") or "")[:1024]
+    password = str(form.get("password") or "")[: MAX_PASSWORD + 1]  # too long: never right
     target = safe_next(str(form.get("next") or ""))
     ip = client_ip(request)
     policy = request.app.state.throttle
