@@ -10,6 +10,7 @@ documented interval (``UserStore.auth_cache_ttl``) instead of sleeping.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -579,3 +580,46 @@ def test_deeply_nested_json_is_a_documented_400(client: TestClient) -> None:
     assert r.status_code == 400
     spec = client.app.openapi()  # type: ignore[attr-defined]
     assert "400" in spec["paths"]["/api/allowlist"]["post"]["responses"]
+
+
+def test_a_huge_request_head_gets_431(store: AlertStore) -> None:
+    """uvicorn's httptools parser read any amount of headers (an 8 MB one was answered 200):
+    the servers dnsieve starts stop at MAX_HEAD_BYTES."""
+    import threading
+
+    import uvicorn
+
+    from dnsieve.web.workers import MAX_HEAD_BYTES, SERVER_OPTIONS
+
+    port = _free_port()
+    app = create_app(WebSettings(), store=store)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", **SERVER_OPTIONS)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+
+    def ask(head: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as c:
+            with contextlib.suppress(OSError):  # the server may close before all is sent
+                c.sendall(head + b"\r\n")
+            got = b""
+            with contextlib.suppress(OSError):
+                while chunk := c.recv(65536):
+                    got += chunk
+            return got.split(b"\r\n", 1)[0]
+
+    try:
+        _wait_listening(port)
+        base = b"GET /login HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+        assert ask(base) == b"HTTP/1.1 200 OK"
+        assert ask(base + b"X-Pad: " + b"a" * (MAX_HEAD_BYTES // 2) + b"\r\n") == b"HTTP/1.1 200 OK"
+        big = base + b"X-Pad: " + b"a" * (8 << 20) + b"\r\n"
+        assert ask(big).startswith(b"HTTP/1.1 431")
+        many = base + b"".join(b"X-%d: a\r\n" % i for i in range(20_000))
+        assert ask(many).startswith(b"HTTP/1.1 431")
+        url = b"GET /login?next=/" + b"a" * (MAX_HEAD_BYTES + 1) + b" HTTP/1.1\r\nHost: t\r\n"
+        assert ask(url).startswith(b"HTTP/1.1 4")
+    finally:
+        server.should_exit = True
+        thread.join(30)
