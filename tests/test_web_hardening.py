@@ -546,6 +546,15 @@ def test_worker_config_drops_the_server_header() -> None:
         workers.BalancedWorkers = original  # type: ignore[misc]
     assert ran == [config]
     assert config.server_header is False and config.proxy_headers is False
+    # the protocol travels as an import path: a class would be unpickled (importing the app)
+    # before a worker answers the supervisor's health check, and a slow worker is killed
+    assert isinstance(config.http, str)
+    from uvicorn.importer import import_from_string
+
+    if workers.BoundedHttpToolsProtocol is None:  # no httptools: h11 has its own limit
+        assert config.http == "h11"
+    else:
+        assert import_from_string(config.http) is workers.BoundedHttpToolsProtocol
 
 
 # --------------------------------------------------------------------------- the same faults elsewhere

@@ -107,7 +107,10 @@ BoundedHttpToolsProtocol = _bounded_httptools()
 SERVER_OPTIONS: dict[str, Any] = {
     "proxy_headers": False,
     "server_header": False,
-    "http": BoundedHttpToolsProtocol or "h11",
+    # an import path, not the class: a worker process imports it when its server starts, after
+    # it answers the supervisor's health checks (unpickling the class would import the app
+    # first, and a worker slower than the 5 s check was killed and restarted forever)
+    "http": f"{__name__}:BoundedHttpToolsProtocol" if BoundedHttpToolsProtocol else "h11",
 }
 
 
