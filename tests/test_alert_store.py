@@ -39,7 +39,9 @@ from dnsieve.alerts import (
     alert_id,
 )
 from dnsieve.alerts.base import status_filter
+from dnsieve.alerts.merge import DEFAULT_EPISODE_GAP
 from dnsieve.alerts.store import DB_ENV, current_revision, metadata, resolve_db_url
+from dnsieve.episodes import collapse_episodes
 from dnsieve.threat.allowlist import AllowListError
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -226,30 +228,42 @@ def test_protocol_is_implemented(store: AlertStoreProtocol) -> None:
     assert isinstance(store, AlertStoreProtocol)
 
 
+def _episodes(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame's episodes at the stores' default gap: what they must hold."""
+    return collapse_episodes(frame, DEFAULT_EPISODE_GAP)
+
+
 def test_upsert_real_anomalies_is_idempotent(
     store: AlertStoreProtocol, anomalies: pl.DataFrame
 ) -> None:
     n = anomalies.height
-    assert n > 50
+    episodes = _episodes(anomalies)
+    assert n > 50 and 10 < episodes.height < n  # per-minute windows: campaigns span several
     first = store.upsert_anomalies(anomalies, now=T0, batch_size=40)
-    assert (first.received, first.inserted, first.merged, sum(first.rejects.values())) == (
-        n,
-        n,
-        0,
-        0,
-    )
+    assert (first.received, first.new_windows, sum(first.rejects.values())) == (n, n, 0)
+    assert first.inserted == episodes.height + first.joined  # bridged batches merged away
     again = store.upsert_anomalies(anomalies, now=T0 + timedelta(hours=1), batch_size=1000)
-    assert (again.inserted, again.merged) == (0, n)
+    assert (again.inserted, again.merged, again.new_windows) == (0, episodes.height, 0)
     stored = store.list_alerts(limit=None)
-    assert len(stored) == n
-    assert {a.times_seen for a in stored} == {2}
+    assert len(stored) == episodes.height
+    assert sum(a.n_windows for a in stored) == n
+    assert all(a.times_seen == 2 * a.n_windows for a in stored)
     assert all(a.first_seen == T0 and a.last_seen == T0 + timedelta(hours=1) for a in stored)
+    want = {
+        (r["detector"], r["entity"], r["episode_start"], r["episode_end"], r["n_windows"])
+        for r in episodes.iter_rows(named=True)
+    }
+    got = {(a.detector, a.entity, a.episode_start, a.episode_end, a.n_windows) for a in stored}
+    assert got == want
     row = anomalies.row(0, named=True)
-    got = store.get_alert(
-        alert_id(row["detector"], row["entity"], row["window_start"], row["window_end"])
-    )
-    assert got.entity == row["entity"] and got.evidence == json.loads(row["evidence"])
-    assert got.status == "new"
+    wid = alert_id(row["detector"], row["entity"], row["window_start"], row["window_end"])
+    got_alert = store.get_alert(wid)  # a window's id finds its episode
+    assert got_alert.entity == row["entity"] and got_alert.status == "new"
+    assert got_alert.episode_start is not None and got_alert.episode_start <= row["window_start"]
+    top = anomalies.filter(
+        (pl.col("detector") == got_alert.detector) & (pl.col("entity") == got_alert.entity)
+    ).sort("score", "window_start", descending=[True, False])
+    assert got_alert.evidence == json.loads(top["evidence"][0])
 
 
 def test_merge_keeps_max_score_and_its_evidence(store: AlertStoreProtocol) -> None:
@@ -366,7 +380,7 @@ def test_verdicts_are_audited_and_survive_reruns(
     assert trail[0].at == T0 + timedelta(minutes=5)
     assert len(store.audit_trail()) == 4
     assert store.count_by_status() == {
-        "new": anomalies.height - 3,
+        "new": _episodes(anomalies).height - 3,
         "needs_review": 1,
         "benign": 1,
         "not_relevant": 1,
@@ -420,11 +434,12 @@ def test_filters_and_iteration(store: AlertStoreProtocol, anomalies: pl.DataFram
     ent = by_det[0].entity
     assert {a.entity for a in store.list_alerts(entity=ent)} == {ent}
     streamed = list(store.iter_alerts(batch=7))
-    assert len(streamed) == anomalies.height == len({a.id for a in streamed})
+    n = _episodes(anomalies).height
+    assert len(streamed) == n == len({a.id for a in streamed})
     keys = [(a.window_start, a.id) for a in streamed]
     assert keys == sorted(keys)
     store.record_verdict(streamed[0].id, "benign", "alice")
-    assert len(list(store.iter_alerts(status="open"))) == anomalies.height - 1
+    assert len(list(store.iter_alerts(status="open"))) == n - 1
     assert [a.id for a in store.iter_alerts(status="benign")] == [streamed[0].id]
 
 
@@ -589,6 +604,7 @@ def test_migrations_create_the_schema(db_url: str) -> None:
             "ix_alerts_entity",
             "ix_alerts_detector",
         } <= _index_names(s)
+        assert {"ix_alert_windows_alert"} <= {i["name"] for i in insp.get_indexes("alert_windows")}
         if s.dialect == "postgresql":  # the queue search's trigram index (pg_trgm is trusted)
             assert {"ix_alerts_entity_trgm", "ix_alerts_domain_rev"} <= _index_names(s)
     with AlertStore.open(db_url) as s:  # re-opening is a no-op
@@ -783,7 +799,8 @@ def _snapshot(store: AlertStoreProtocol) -> dict[str, tuple[Any, ...]]:
         a.id: (
             a.detector, a.entity_type, a.entity, a.domain, a.client, a.window_start,
             a.window_end, a.score, a.p_value, a.threat_probability, a.severity, a.evidence,
-            a.features, a.times_seen, a.suppressed_by, a.status,
+            a.features, a.times_seen, a.suppressed_by, a.status, a.episode_start,
+            a.episode_end, a.n_windows, a.windows,
         )
         for a in store.list_alerts(status="all", include_suppressed=True, now=T0)
     }  # fmt: skip
@@ -816,10 +833,13 @@ def test_bulk_upsert_matches_the_per_row_semantics(
         assert reports["AlertStore"] == reports["MemoryAlertStore"]
         assert reports["AlertStore"][0]["rejects"] == {"bad_score": 1}
         assert reports["AlertStore"][0]["suppressed"] > 0
-        assert reports["AlertStore"][2]["merged"] == 10
+        third = reports["AlertStore"][2]  # windows seen before: their episodes, no new one
+        assert (third["inserted"], third["new_windows"], third["received"]) == (0, 0, 10)
+        assert 0 < third["merged"] <= 10
         got, want = _snapshot(sql), _snapshot(mem)
         assert got == want
-        assert max(v[13] for v in got.values()) == 6  # itself, 3 repeats, then 2 more runs
+        assert len(got) == _episodes(frame).height  # the bad row aside
+        assert max(v[13] for v in got.values()) >= 6  # itself, 3 repeats, then 2 more runs
         # the bulk path writes SQLite/PostgreSQL times that SQL comparisons still match
         a = next(iter(sql.list_alerts(limit=1)))
         t = metadata.tables["alerts"].c
@@ -1035,10 +1055,11 @@ def test_store_without_the_generation_counter(db_url: str) -> None:
 
     from dnsieve.alerts.store import _alembic_config
 
-    with AlertStore.open(db_url) as s, s.engine.connect() as conn, conn.begin():
-        command.downgrade(_alembic_config(conn), "0004")
-    with AlertStore.open(db_url, migrate=False) as s:
+    with AlertStore.open(db_url) as s:
         s.upsert_anomalies(_tied_frame(3), now=T0)
+        with s.engine.connect() as conn, conn.begin():
+            command.downgrade(_alembic_config(conn), "0004")
+    with AlertStore.open(db_url, migrate=False) as s:
         assert s.count_alerts("all", now=T0) == 3
         assert "store_state" not in sa.inspect(s.engine).get_table_names()
 
@@ -1060,7 +1081,7 @@ def test_summaries_are_alerts_without_documents(store_sql: AlertStore) -> None:
     for item in items:
         assert isinstance(item, AlertSummary) and isinstance(item.suppressed, bool)
         want = asdict(full[item.id])
-        del want["evidence"], want["features"]
+        del want["evidence"], want["features"], want["windows"]
         assert asdict(item) == want
     assert sum(i.suppressed for i in items) == 1
 

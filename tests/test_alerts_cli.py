@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from dnsieve.alerts import AlertStore
 from dnsieve.cli import app
-from test_alert_store import one, real_anomalies
+from test_alert_store import _episodes, one, real_anomalies
 
 
 @pytest.fixture
@@ -39,10 +39,11 @@ def _list(db: str, *args: str) -> list[dict[str, Any]]:
 
 def test_list_filters_and_env_default(db: str, tmp_path: Path) -> None:
     rows = _list(db)
-    assert len(rows) == 66
+    n = _episodes(real_anomalies()).height + 1  # one alert per episode, and the hostile one
+    assert len(rows) == n
     assert {r["detector"] for r in _list(db, "--detector", "nxdomain")} == {"nxdomain"}
     res = run("alerts", "list", "--limit", "5", env={"DNSIEVE_DB": db})
-    assert res.exit_code == 0 and "5 alert(s)" in res.output and "new 66" in res.output
+    assert res.exit_code == 0 and "5 alert(s)" in res.output and f"new {n}" in res.output
     res = run("alerts", "list", "--status", "bogus", "--db", db)
     assert res.exit_code == 2 and "unknown status" in res.output
 
@@ -107,9 +108,12 @@ def test_export_formats_and_statuses(db: str, tmp_path: Path) -> None:
     run("alerts", "verdict", rows[0]["id"], "benign", "--no-learn", "--db", db)
     out = tmp_path / "open.jsonl"
     res = run("alerts", "export", "--out", str(out), "--db", db)
-    assert res.exit_code == 0 and "exported 65" in res.output
+    n = len(rows)  # exports count episodes, as the queue does
+    assert res.exit_code == 0 and f"exported {n - 1}" in res.output
     recs = [json.loads(x) for x in out.read_text().splitlines()]
-    assert len(recs) == 65 and all(r["status"] == "new" for r in recs)
+    assert len(recs) == n - 1 and all(r["status"] == "new" for r in recs)
+    assert sum(r["n_windows"] for r in recs) + rows[0]["n_windows"] == len(real_anomalies()) + 1
+    assert all(1 <= len(r["windows"]) <= r["n_windows"] for r in recs)
     for key in (
         "id",
         "detector",
@@ -125,7 +129,8 @@ def test_export_formats_and_statuses(db: str, tmp_path: Path) -> None:
     res = run("alerts", "export", "--format", "ecs", "--status", "all", "--db", db)
     assert res.exit_code == 0
     docs = [json.loads(x) for x in res.stdout.splitlines()]
-    assert len(docs) == 66 and docs[0]["event"]["kind"] == "alert"
+    assert len(docs) == n and docs[0]["event"]["kind"] == "alert"
+    assert all(d["event"]["start"] <= d["dnsieve"]["alert"]["window_start"] for d in docs)
     assert any(d["dnsieve"]["alert"]["status"] == "benign" for d in docs)
     assert run("alerts", "export", "--format", "xml", "--db", db).exit_code == 2
 
@@ -283,7 +288,7 @@ def test_import_run_output(tmp_path: Path) -> None:
     rep = json.loads(res.stdout)
     assert (rep["inserted"], rep["rejects"]) == (1, {"not_json": 1, "missing_key": 1})
     res = run("alerts", "import", str(f), "--db", db)
-    assert "0 new alert(s), 1 merged" in res.output
+    assert "1 window(s): 0 new alert(s), 1 stored one(s) extended or seen again" in res.output
     (a,) = _list(db)
     assert a["p_value"] == rec["global_p"] and a["times_seen"] == 2
     assert a["evidence"]["top_qtypes"][0]["qtype"] == "NULL"

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from dnsieve.calibrate import calibrate, fit_tail, mean_max_test
+from dnsieve.calibrate import calibrate, fit_tail, floor_decision, mean_max_test, popular_prior
 from dnsieve.detectors.base import DetectContext, anomaly_frame
 from dnsieve.detectors.volume import VolumeDetector
 
@@ -179,8 +179,8 @@ def test_declustering_counts_a_long_anomaly_once() -> None:
 
 def test_score_floor_decides_small_captures_and_guards_large_ones() -> None:
     """A small capture (no tail can be fitted): the floor alone decides.  A large
-    population: the floor removes tail-significant scores below it, and lets a
-    top-5 % score at or above it through."""
+    population: the floor removes tail-significant scores below it, and keeps
+    every score at or above it."""
     small = _frame(3, np.array([9.0, 5.0, 1.0]), np.full(3, 0.5), "tunnel")
     plain = calibrate(small)
     assert plain.alerts.height == 0
@@ -204,3 +204,101 @@ def test_score_floor_decides_small_captures_and_guards_large_ones() -> None:
     # another detector is untouched by this detector's floor
     other = calibrate(big, target_far=1.0, budget_per_day=10**6, floors={"volume": 100.0})
     assert other.alerts.height == base.alerts.height
+
+
+@pytest.mark.parametrize(
+    ("scores", "tail_significant", "floor", "expected"),
+    [
+        ([9.0, 5.0, 1.0], [False, False, False], 4.5, [True, True, False]),  # floor suffices
+        ([9.0, 4.0], [True, True], 4.5, [True, False]),  # and is required
+        ([4.5], [False], 4.5, [True]),  # at the floor is enough
+        ([0.0, 100.0], [True, False], 1e9, [False, False]),
+    ],
+)
+def test_floor_decision_table(scores, tail_significant, floor, expected) -> None:
+    got = floor_decision(np.array(scores), np.array(tail_significant), floor)
+    assert got.tolist() == expected
+
+
+def _windows(entities: list[str], scores: list[float], det: str = "tunnel") -> pl.DataFrame:
+    n = len(entities)
+    starts = [T0 + timedelta(hours=i % 5) for i in range(n)]
+    return anomaly_frame(
+        det, "domain", entities, starts, [s + timedelta(hours=1) for s in starts], scores
+    )
+
+
+def test_pooling_more_data_never_drops_an_overwhelming_score() -> None:
+    """The issue's RogueRobin case in miniature: eight C2 domains at 7-18 over a
+    floor of 4.5 alert in their own capture and still alert when pooled with
+    two stronger tunnels and a population of benign names."""
+    c2 = [f"c2-{i}.example" for i in range(8)]
+    c2_scores = [7.3, 7.3, 7.3, 7.3, 17.6, 17.9, 18.0, 18.0]
+    own = calibrate(_windows(c2, c2_scores), floors={"tunnel": 4.5}, budget_per_day=100)
+    assert set(own.alerts["entity"]) == set(c2)
+    rng = np.random.default_rng(0)
+    benign = [f"benign-{i}.example" for i in range(300)]
+    pooled_frame = _windows(
+        [*c2, "dnscat.example", "iodine.example", *benign],
+        [*c2_scores, 35.2, 40.8, *rng.exponential(0.3, 300).tolist()],
+    )
+    pooled = calibrate(pooled_frame, floors={"tunnel": 4.5}, budget_per_day=100)
+    assert set(c2) | {"dnscat.example", "iodine.example"} <= set(pooled.alerts["entity"])
+    assert not any(e.startswith("benign") for e in pooled.alerts["entity"])
+
+
+@pytest.mark.parametrize(
+    ("rank", "weight"),
+    [(1.0, 1e-6), (1_000.0, 1e-3), (500_000.0, 0.5), (5_000_000.0, 1.0), (float("nan"), 1.0)],
+)
+def test_popular_prior_table(rank: float, weight: float) -> None:
+    assert popular_prior(np.array([rank]))[0] == pytest.approx(weight)
+
+
+def test_popular_domains_need_overwhelming_evidence() -> None:
+    """The same floor-passing score on an unknown domain alerts, on google.com
+    (rank 1) it does not; a volume window whose own p-value is overwhelming
+    passes the prior on a popular news site."""
+    frame = _windows(["google.com", "unknown-c2.example"], [12.0, 12.0], det="beacon")
+    cal = calibrate(frame, floors={"beacon": 10.0})
+    assert cal.alerts["entity"].to_list() == ["unknown-c2.example"]
+    off = calibrate(frame, floors={"beacon": 10.0}, popular_scale=None)
+    assert off.alerts.height == 2
+    row = cal.anomalies.filter(pl.col("entity") == "google.com")
+    assert row["prior"][0] == pytest.approx(1e-6)
+    # volume: tiny local p on wsj.com (a listed news site) → kept; a mild one → not
+    rng = np.random.default_rng(1)
+    n = 400
+    ents = ["wsj.com", "microsoft.com", *[f"d{i}.example" for i in range(n - 2)]]
+    scores = np.concatenate([[46.0, 9.0], rng.exponential(1.0, n - 2)])
+    vol = anomaly_frame(
+        "volume", "domain", ents, [T0] * n, [T0 + timedelta(hours=3)] * n,
+        scores.tolist(), (10.0 ** -scores).tolist(),
+    )  # fmt: skip
+    out = calibrate(vol, population={"volume": 100_000}, floors={"volume": 8.0})
+    assert "wsj.com" in out.alerts["entity"].to_list()
+    assert "microsoft.com" not in out.alerts["entity"].to_list()
+
+
+def test_budget_counts_episodes_not_windows() -> None:
+    """One tunnel significant for 30 consecutive hours and four short anomalies,
+    a budget of 3 a day: by windows the tunnel takes every slot; by episodes it
+    is one alert (all its windows kept with it) and two others get through."""
+    ents = ["tunnel.example"] * 30 + [f"other-{i}.example" for i in range(4)]
+    starts = [T0 + timedelta(hours=h) for h in range(30)] + [
+        T0 + timedelta(hours=2 + 3 * i) for i in range(4)
+    ]
+    scores = [50.0] * 30 + [20.0, 19.0, 18.0, 17.0]
+    frame = anomaly_frame(
+        "tunnel", "domain", ents, starts, [s + timedelta(hours=1) for s in starts], scores
+    )
+    by_window = calibrate(frame, floors={"tunnel": 4.5}, budget_per_day=3)
+    assert set(by_window.alerts["entity"]) == {"tunnel.example"}
+    by_episode = calibrate(
+        frame, floors={"tunnel": 4.5}, budget_per_day=3, episode_gap=timedelta(hours=6)
+    )
+    kept = by_episode.alerts
+    assert set(kept["entity"]) == {"tunnel.example", "other-0.example", "other-1.example"}
+    assert kept.filter(pl.col("entity") == "tunnel.example").height == 30
+    assert by_episode.diagnostics["budget_counts"] == "episodes"
+    assert {"episode_start", "episode_end"} <= set(by_episode.anomalies.columns)

@@ -163,10 +163,25 @@ def test_profile_ranks_changed_host_first() -> None:
 def test_visitors_and_profile_need_a_baseline() -> None:
     for name in ("visitors", "profile"):
         ex = get(name).example(0)
-        ctx = DetectContext(
-            start=ex["ts"].min(), end=ex["ts"].max() + timedelta(seconds=1), window=86400.0
-        )  # type: ignore[operator]
+        lo, hi = ex["ts"].min(), ex["ts"].max()
+        # one window over all the data: nothing before it to compare with
+        ctx = DetectContext(start=lo, end=hi + timedelta(seconds=1), window=4 * 86400.0)  # type: ignore[operator]
         assert get(name)().score(ex, ctx).height == 0
+
+
+def test_visitors_baseline_is_everything_before_the_window() -> None:
+    """A one-shot run over the whole capture (ctx.start = first event): day two
+    is scored against day one, so the masquerading domain is found without a
+    pre-start baseline."""
+    ex = get("visitors").example(0)
+    lo, hi = ex["ts"].min(), ex["ts"].max()
+    ctx = DetectContext(start=lo, end=hi + timedelta(seconds=1), window=86400.0)  # type: ignore[operator]
+    out = get("visitors")().score(ex, ctx)
+    assert out["entity"].to_list() == ["invoice-docs.top"]
+    ev = json.loads(out["evidence"][0])
+    assert ev["new_visitors"] == 8 and ev["new_domain"] is True
+    assert "8 hosts that had never queried it" in ev["reason"]
+    assert ev["clients"] and len(ev["clients"]) == 5
 
 
 def test_tunnel_slow_exfiltration_over_long_window() -> None:

@@ -114,7 +114,8 @@ def test_simulation_volume_campaigns(tmp_path: Path) -> None:
     alert = [hit(out.alerts, r) for r in vol.iter_rows(named=True)]
     assert all(cand)
     assert sum(alert) >= 2
-    injected = set(labels.filter(pl.col("entity_type") == "domain").get_column("entity").to_list())
+    # Injected entities: labelled domains and the C2 domains of beacons (client|domain).
+    injected = set(labels.get_column("entity").str.split("|").list.last().to_list())
     false = out.alerts.filter(~pl.col("entity").is_in(list(injected)))
     active = out.summary["calibration"]["detectors"]["volume"]["population"] / (168 // 3)
     days = 6  # the first day is baseline only

@@ -91,11 +91,10 @@ def test_real_background_is_quiet(shared_data: Path) -> None:
     for sub in ("missing_host", "proxy_rolling"):
         assert _alerts([rita / sub]) == [], sub
     # GoTo (LogMeIn) clients check in every 1800 s with ~0 jitter: real,
-    # benign software beaconing that DNS alone cannot tell from an implant.
-    assert sorted(_alerts([rita / "proxy"])) == [
-        ("beacon", "192.168.0.15|getgo.com"),
-        ("beacon", "192.168.0.15|gotomeeting.com"),
-    ]
+    # benign software beaconing.  Through this proxy most series are automated
+    # (the fitted null on-beat share is 0.64), and 8 lookups in 4 h are not
+    # overwhelming: no alert (docs/detectors.md).
+    assert _alerts([rita / "proxy"]) == []
     # The one RITA sample that is a tunnel: dnscat2 over *.dnsc.r-1x.com.
     assert _alerts([rita / "json_with_all_fields"]) == [("tunnel", "r-1x.com")]
 

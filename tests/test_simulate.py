@@ -13,7 +13,15 @@ from typer.testing import CliRunner
 
 from dnsieve.ingest import read_file
 from dnsieve.ingest.base import IngestStats, ReadContext
-from dnsieve.simulate import LABEL_COLUMNS, SimResult, simulate, write_zeek, zeek_header
+from dnsieve.simulate import (
+    BENIGN_KINDS,
+    LABEL_COLUMNS,
+    THREAT_KINDS,
+    SimResult,
+    simulate,
+    write_zeek,
+    zeek_header,
+)
 
 HOURS, CLIENTS, SEED = 24, 100, 11
 
@@ -136,12 +144,19 @@ def test_unknown_format_is_refused(sim: SimResult, tmp_path: Path) -> None:
 def test_labels_cover_every_kind(sim: SimResult) -> None:
     labels = sim.labels
     assert tuple(labels.columns) == LABEL_COLUMNS
-    assert set(labels["kind"]) == {"masquerade", "volume_spike", "dga", "tunnel", "beacon", "exfil"}
+    assert set(labels["kind"]) == set(THREAT_KINDS) | set(BENIGN_KINDS)
+    assert set(THREAT_KINDS) == {"masquerade", "volume_spike", "dga", "tunnel", "beacon", "exfil",
+                                 "newdomain"}  # fmt: skip
     fams = set(zip(labels["kind"], labels["detector_family"], strict=True))
     assert {("masquerade", "visitors"), ("masquerade", "volume"), ("volume_spike", "volume"),
-            ("dga", "nxdomain"), ("dga", "dga"), ("tunnel", "tunnel"), ("beacon", "beacon"),
-            ("exfil", "exfil")} <= fams  # fmt: skip
+            ("dga", "nxdomain"), ("dga", "dga_host"), ("dga", "dga"), ("tunnel", "tunnel"),
+            ("beacon", "beacon"), ("exfil", "exfil"), ("newdomain", "newdomain"),
+            ("benign_adoption", "newdomain"), ("benign_cdn", "fastflux"),
+            ("benign_update_burst", "volume"), ("benign_nx_misconfig", "nxdomain")} <= fams  # fmt: skip
     assert set(labels["entity_type"]) <= {"domain", "client", "client_domain"}
+    # threat: 1 for attacks, 0 for the benign anomalies (contract 3 of issue 11).
+    assert labels["threat"].dtype == pl.Int8
+    assert (labels["threat"] == 0).to_list() == labels["kind"].str.starts_with("benign_").to_list()
 
 
 def test_every_label_entity_appears_in_its_window(sim: SimResult) -> None:
@@ -175,12 +190,13 @@ def test_campaign_properties(sim: SimResult) -> None:
     tun = ev.filter(pl.col("campaign").str.starts_with("tunnel"))
     assert tun["qname"].str.len_bytes().mean() > 60  # type: ignore[operator]
     assert tun["qtype"].is_in(["TXT", "NULL", "CNAME", "MX"]).mean() > 0.7  # type: ignore[operator]
-    # Beacon: regular inter-arrival (coefficient of variation under 10 %).
+    # Beacon: regular inter-arrival, period 1 min - 1 h, jitter at most 30 %
+    # (uniform ±30 % has a coefficient of variation of 0.3 / sqrt(3) = 0.17).
     bea = ev.filter(pl.col("campaign") == "beacon-00")
     gaps = np.diff(bea["ts"].dt.epoch("us").to_numpy()) / 1e6
     assert len(gaps) > 10
-    assert gaps.std() / gaps.mean() < 0.1
-    assert 50 < gaps.mean() < 1000
+    assert gaps.std() / gaps.mean() < 0.2
+    assert 40 < gaps.mean() < 3600 * 1.3
     # Masquerade: the visitors in the window never queried the domain before it.
     lab = sim.labels.filter(
         (pl.col("kind") == "masquerade") & (pl.col("detector_family") == "visitors")

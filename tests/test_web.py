@@ -194,7 +194,12 @@ def test_detail_page_evidence_plot_and_related(client: TestClient, store: AlertS
     html = client.get(f"/alerts/{vol.id}").text
     q = vol.evidence["queries"]
     assert f"queried {q} time" in html
-    assert "Features" in html and "neg_log_p" in html
+    # the threat model's inputs in words behind a toggle, not its feature names
+    assert "What the threat model weighed" in html and "rarity in the population" in html
+    assert "neg_log_p" not in html.split('class="raw-evidence"')[0]
+    # the reason up front, the raw evidence JSON kept behind a <details> toggle
+    assert '<p class="reason">' in html and f"was queried {q:,} time" in html
+    assert '<details class="raw-evidence">' in html
     related = [
         a for a in store.list_alerts(status="all") if a.domain == vol.domain and a.id != vol.id
     ]
@@ -207,6 +212,9 @@ def test_detail_page_evidence_plot_and_related(client: TestClient, store: AlertS
     assert client.get("/static/app.js").status_code == 200
     api = client.get(f"/api/alerts/{vol.id[:10]}").json()
     assert api["alert"]["id"] == vol.id and api["summary"][0].startswith("queried")
+    assert api["reason"].startswith(f"{vol.entity} was queried") and api["rarity"].startswith(
+        "1 in"
+    )
     assert client.get("/alerts/ffffffffffff").status_code == 404
     assert client.get("/api/alerts/ffffffffffff").status_code == 404
 
@@ -435,7 +443,8 @@ def test_users_commands(tmp_path: Path) -> None:
 
 
 def test_related_windows_are_linked(client: TestClient, store: AlertStore) -> None:
-    store.upsert_anomalies(one(HOSTILE[0], score=9.0, start=T0 + timedelta(hours=3)))
+    # 12 h later: past the episode gap (6 h), so a second episode (alert) of the entity
+    store.upsert_anomalies(one(HOSTILE[0], score=9.0, start=T0 + timedelta(hours=12)))
     login(client, "viewer")
     first = store.list_alerts(entity=HOSTILE[0], order="recent")
     assert len(first) == 2

@@ -34,9 +34,36 @@ the population of its own detector:
    anomaly is significant when its global p-value ``max(tail(s), p_local)`` is
    at most ``q``: it must be rare in the population *and* improbable under its
    own local model (``p_local`` is the detector's ``p_value`` when it gives one).
-4. **Alert budget.**  At most ``budget_per_day`` alerts per UTC day (by
-   ``window_start``), across detectors, the most significant first.  The
-   budget is a ceiling: quiet days produce fewer alerts, or none.
+4. **A strong local signal is kept.**  A detector's ``score_floor`` is its
+   bar of overwhelming evidence (set above the benign maxima measured on real
+   traffic, docs/detectors.md).  A score at or above it is significant
+   whatever the population: pooling more data may raise the tail threshold,
+   but it never drops an anomaly whose own evidence is overwhelming (a
+   capture of three C2 sessions and the same sessions among eighteen captures
+   give the same alerts).  Below the floor nothing alerts.
+5. **Popular domains need overwhelming evidence** (a prior).  The prior
+   probability that an anomaly on a popular domain is worth an alert falls
+   with its popularity rank ``r`` (:func:`dnsieve.popular.popularity_rank`):
+   ``w(r) = min(1, r / popular_scale)`` (``popular_scale`` = 1,000,000, the
+   length of a full top list: a domain past it is as unknown as any other).
+   The required tail probability scales with it: an anomaly on a popular
+   domain is significant only when it is significant as above *and* its
+   evidence ``p`` is at most ``q · w(r)``, so the floor alone does not
+   suffice.  ``p`` is the detector's own ``p_value`` when it gives a
+   calibrated one (the volume model's predictive p-value: a 23-fold spike on
+   a news site has p ≈ 1e-46 and passes), else the population tail, which
+   only an extreme outlier of a large population takes to ``q·w(r)``
+   (``google.com``, rank 1, needs ``p ≤ q·1e-6``): a single host polling a
+   popular telemetry endpoint like a beacon is software, not an alert.
+6. **Alert budget, by episode.**  At most ``budget_per_day`` alerts per UTC
+   day, across detectors, the most significant first.  With ``episode_gap``
+   the budget counts *episodes* (:func:`dnsieve.episodes.assign_episodes`):
+   one detector × entity's significant windows without a quiet gap longer
+   than ``episode_gap`` are one alert, ranked by and dated on its worst
+   window, so one tunnel does not spend a day's budget hour by hour.  Every
+   significant window of a kept episode is marked ``alert`` (the store keeps
+   one alert per episode with its windows as evidence).  The budget is a
+   ceiling: quiet days produce fewer alerts, or none.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -53,6 +80,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from typing import Any, Literal
 
 import numpy as np
@@ -68,6 +96,7 @@ __all__ = [
     "fit_tail",
     "floor_decision",
     "mean_max_test",
+    "popular_prior",
 ]
 
 Regime = Literal["bounded", "exponential", "heavy", "insufficient"]
@@ -244,28 +273,46 @@ def _cluster_maxima(df: pl.DataFrame, scores: NDArray[np.float64]) -> NDArray[np
 def floor_decision(
     scores: NDArray[np.float64],
     significant: NDArray[np.bool_],
-    tail_p: NDArray[np.float64],
     floor: float,
-    empirical: bool,
-    top_share: float = 0.05,
 ) -> NDArray[np.bool_]:
-    """Significance of a detector with a score floor (small captures).
+    """Significance of a detector with a score floor (its bar of overwhelming evidence).
 
-    Population calibration ranks a score among its detector's other scores; a
-    single capture may hold two domains, too few to fit a tail, and on a few
-    hundred entity-windows no tail reaches a false-alarm rate of 1e-4 per
-    entity-day.  The floor, set per detector above the benign maxima measured
-    on real traffic (docs/detectors.md), is then the absolute evidence bar and
-    the population rank guards against floods: significant ⇔ score ≥ floor and
-    (significant by the tail, or no tail fitted (``empirical``), or
-    ``tail_p ≤ top_share``).
+    A score at or above the floor is significant whatever the population (a
+    strong local signal is never dropped because more data came in); below
+    the floor nothing is, even when the population tail would call it rare
+    (small or quiet populations make weak scores look rare).
 
-    >>> floor_decision(np.array([5.0, 5.0, 1.0]), np.array([False, True, True]),
-    ...                np.array([0.5, 0.01, 0.01]), 4.0, empirical=False).tolist()
-    [False, True, False]
+    >>> floor_decision(np.array([5.0, 5.0, 1.0]), np.array([False, True, True]), 4.0).tolist()
+    [True, True, False]
     """
-    top = np.nan_to_num(tail_p, nan=1.0) <= top_share
-    return np.asarray((scores >= floor) & (significant | empirical | top), dtype=np.bool_)
+    del significant  # kept in the signature: the tail no longer vetoes a floored score
+    return np.asarray(scores >= floor, dtype=np.bool_)
+
+
+def popular_prior(ranks: ArrayLike, scale: float = 1_000_000.0) -> NDArray[np.float64]:
+    """Prior weight ``w(r) = min(1, r/scale)`` of an alert on a domain of popularity rank ``r``.
+
+    Unranked domains (NaN) weigh 1.  The required tail probability of an
+    anomaly on the domain is ``q · w(r)``.
+
+    >>> popular_prior(np.array([1.0, 5e5, 2e6, np.nan])).tolist()
+    [1e-06, 0.5, 1.0, 1.0]
+    """
+    r = np.asarray(ranks, dtype=np.float64)
+    w = np.clip(r / float(scale), 0.0, 1.0)
+    return np.where(np.isfinite(r), np.maximum(w, 1e-12), 1.0)
+
+
+def _entity_ranks(entities: pl.Series) -> NDArray[np.float64]:
+    """Popularity rank of each entity's domain (``client|domain`` → domain; NaN if none)."""
+    from dnsieve.popular import popularity_rank
+
+    dom = entities.str.split("|").list.last()
+    # a client address is no domain: only names with a letter are looked up
+    dom = dom.map_elements(
+        lambda d: d if any(c.isalpha() for c in d) else None, return_dtype=pl.String
+    )
+    return popularity_rank(dom).cast(pl.Float64).fill_null(float("nan")).to_numpy()
 
 
 @dataclass
@@ -287,7 +334,9 @@ def calibrate(
     seed: int = 0,
     decluster: bool = True,
     floors: Mapping[str, float] | None = None,
-    floor_top_share: float = 0.05,
+    floor_top_share: float | None = None,
+    popular_scale: float | None = 1_000_000.0,
+    episode_gap: timedelta | None = None,
 ) -> CalibrationResult:
     """Turn scored candidates (ANOMALY shape) into alerts; see the module doc.
 
@@ -298,13 +347,16 @@ def calibrate(
     With ``decluster`` the tail is fitted on cluster maxima (see the module
     doc); every row still gets the tail probability of its own score.
 
-    ``floors[detector]`` is that detector's absolute evidence bar
+    ``floors[detector]`` is that detector's bar of overwhelming evidence
     (``Detector.score_floor``, see :func:`floor_decision`): with a floor, a
-    candidate is significant when its score reaches the floor *and* it is
-    significant by the tail, or no tail could be fitted (too few candidates),
-    or it is in the top ``floor_top_share`` of its population.  The daily
-    budget applies after that, to every detector alike.
+    candidate is significant exactly when its score reaches the floor.
+    ``floor_top_share`` is accepted for compatibility and ignored.
+    ``popular_scale`` sets the popularity prior (module doc, item 5; None
+    turns it off).  With ``episode_gap`` the daily budget counts episodes
+    (item 6); without it, windows.  Adds ``prior`` (the popularity weight) and,
+    with ``episode_gap``, ``episode_start``/``episode_end`` to the anomalies.
     """
+    del floor_top_share
     if target_far <= 0 or budget_per_day < 0:
         raise ValueError("target_far must be > 0 and budget_per_day ≥ 0")
     population = dict(population or {})
@@ -312,6 +364,7 @@ def calibrate(
         "tail_p": pl.Float64,
         "global_p": pl.Float64,
         "significant": pl.Boolean,
+        "prior": pl.Float64,
         "alert": pl.Boolean,
     }
     if anomalies.height == 0:
@@ -342,12 +395,26 @@ def calibrate(
         sig = gp <= q
         floor = (floors or {}).get(det)
         if floor is not None:
-            sig = floor_decision(
-                scores, sig, tail, float(floor), fit.model == "empirical", floor_top_share
-            )
+            sig = floor_decision(scores, sig, float(floor))
+        prior = np.ones(df.height)
+        n_popular = 0
+        if popular_scale is not None:
+            prior = popular_prior(_entity_ranks(df.get_column("entity")), popular_scale)
+            popular = prior < 1.0
+            n_popular = int(popular.sum())
+            # the floor alone does not suffice: the detector's own probability
+            # (its p_value when it gives one, else the population tail) must meet
+            # q·w(r)
+            has_local = df.get_column("p_value").fill_nan(None).is_not_null().to_numpy()
+            evidence_p = np.where(has_local, local, tail)
+            strong = sig & (evidence_p <= q * prior)
+            sig = np.where(popular, strong, sig)
         parts.append(
             df.drop("_r").with_columns(
-                pl.Series("tail_p", tail), pl.Series("global_p", gp), pl.Series("significant", sig)
+                pl.Series("tail_p", tail),
+                pl.Series("global_p", gp),
+                pl.Series("significant", sig),
+                pl.Series("prior", prior, dtype=pl.Float64),
             )
         )
         per_det[det] = {
@@ -358,27 +425,24 @@ def calibrate(
             "q_per_window": q,
             "score_threshold": fit.score_at(q),
             "score_floor": None if floor is None else float(floor),
+            "popular_candidates": n_popular,
             "significant": int(sig.sum()),
             "tail": fit.to_dict(),
         }
     scored = pl.concat(parts)
-    scored = scored.with_columns(pl.col("window_start").dt.date().alias("_day"))
-    ranked = scored.filter(pl.col("significant")).sort(
-        ["_day", "global_p", "score", "detector", "entity"],
-        descending=[False, False, True, False, False],
-    )
-    kept = ranked.group_by("_day", maintain_order=True).head(budget_per_day)
-    keys = kept.select("detector", "entity", "window_start").with_columns(
-        pl.lit(True).alias("alert")
-    )
+    keys = _budget(scored, budget_per_day, episode_gap)
     scored = scored.join(keys, on=["detector", "entity", "window_start"], how="left").with_columns(
         pl.col("alert").fill_null(False)
     )
+    if episode_gap is not None:
+        from dnsieve.episodes import assign_episodes
+
+        scored = assign_episodes(scored, episode_gap)
     for det, d in per_det.items():
         sub = scored.filter(pl.col("detector") == det)
         d["alerts"] = int(sub.get_column("alert").sum())
         d["dropped_by_budget"] = d["significant"] - d["alerts"]
-    scored = scored.drop("_day").sort(["detector", "entity", "window_start"])
+    scored = scored.sort(["detector", "entity", "window_start"])
     alerts = scored.filter(pl.col("alert")).sort(
         ["global_p", "score", "detector", "entity"],
         descending=[False, True, False, False],
@@ -387,6 +451,52 @@ def calibrate(
     diag = {
         "target_far_per_entity_day": target_far,
         "budget_per_day": budget_per_day,
+        "budget_counts": "windows" if episode_gap is None else "episodes",
+        "episode_gap_hours": None if episode_gap is None else episode_gap.total_seconds() / 3600,
+        "popular_scale": popular_scale,
         "detectors": per_det,
     }
     return CalibrationResult(scored, alerts, diag)
+
+
+def _budget(
+    scored: pl.DataFrame, budget_per_day: int, episode_gap: timedelta | None
+) -> pl.DataFrame:
+    """(detector, entity, window_start, alert=True) of the windows the daily budget keeps.
+
+    Without ``episode_gap`` every significant window is one unit of budget,
+    dated by its ``window_start``.  With it, the significant windows are
+    grouped into episodes (:func:`dnsieve.episodes.assign_episodes`); an
+    episode is one unit, ranked by and dated on its worst window (lowest
+    ``global_p``, then highest score), and all its windows are kept with it.
+    """
+    sig = scored.filter(pl.col("significant")).select(
+        "detector", "entity", "window_start", "window_end", "global_p", "score"
+    )
+    order = ["_day", "global_p", "score", "detector", "entity"]
+    desc = [False, False, True, False, False]
+    if episode_gap is None:
+        ranked = sig.with_columns(pl.col("window_start").dt.date().alias("_day")).sort(
+            order, descending=desc
+        )
+        kept = ranked.group_by("_day", maintain_order=True).head(budget_per_day)
+        return kept.select("detector", "entity", "window_start").with_columns(
+            pl.lit(True).alias("alert")
+        )
+    from dnsieve.episodes import assign_episodes
+
+    ep = assign_episodes(sig, episode_gap)
+    ekey = ["detector", "entity", "episode_start"]
+    worst = (
+        ep.sort(["global_p", "score", "window_start"], descending=[False, True, False])
+        .group_by(ekey, maintain_order=True)
+        .first()
+        .with_columns(pl.col("window_start").dt.date().alias("_day"))
+        .sort(order, descending=desc)
+    )
+    kept = worst.group_by("_day", maintain_order=True).head(budget_per_day).select(ekey)
+    return (
+        ep.join(kept, on=ekey, how="inner")
+        .select("detector", "entity", "window_start")
+        .with_columns(pl.lit(True).alias("alert"))
+    )

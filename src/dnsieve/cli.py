@@ -8,7 +8,7 @@ import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import polars as pl
 import typer
@@ -20,6 +20,9 @@ from rich.table import Table
 from dnsieve.config import ConfigError, Settings, load_settings, settings_as_toml
 from dnsieve.ingest.sniff import FORMATS
 from dnsieve.lake import FileReport, Lake
+
+if TYPE_CHECKING:
+    from dnsieve.demo import TruthReport
 
 app = typer.Typer(
     name="dnsieve",
@@ -289,7 +292,7 @@ def demo(
         res = run_demo(target, hours=hours, clients=clients, seed=seed, settings=settings)
         render_ingest_summary(res.reports, Lake.from_settings(settings, res.lake), console)
         render_summary(res.summary, res.alerts, console)
-        _render_truth(res.alerts, console)
+        _render_truth(res.alerts, console, res.truth)
         if directory is not None:
             console.print(
                 f"logs: {escape(str(res.log))}\nground truth: {escape(str(res.labels))}\n"
@@ -327,27 +330,109 @@ def _serve_demo(db_url: str, port: int, lake: Path | None = None) -> None:
     uvicorn.run(app_, host="127.0.0.1", port=port, log_level="warning", **SERVER_OPTIONS)
 
 
-def _render_truth(alerts: pl.DataFrame, out: Console) -> None:
-    """Alerts against the simulation's ground truth."""
-    if alerts.height == 0:
-        return
-    t = Table(title="alerts against the injected campaigns (ground truth)", title_justify="left")
-    for col in ("detector", "entity", "window start", "P(threat)", "truth"):
-        t.add_column(col, overflow="fold")
-    tp = alerts.get_column("threat_probability") if "threat_probability" in alerts.columns else None
-    for i, row in enumerate(alerts.head(30).iter_rows(named=True)):
-        truth = row["truth"]
-        p = tp[i] if tp is not None else None
-        t.add_row(
-            escape(str(row["detector"])),
-            escape(str(row["entity"])),
-            f"{row['window_start']:%Y-%m-%d %H:%M}",
-            "" if p is None else f"{p:.2f}",
-            f"[green]{escape(truth)}[/green]" if truth else "[red]no campaign[/red]",
+def _render_truth(alerts: pl.DataFrame, out: Console, report: TruthReport | None = None) -> None:
+    """Alerts against the simulation's ground truth: the top alerts with their reason,
+    recall per injected kind, each missed campaign, and the alerts nothing was injected on."""
+    from dnsieve.commands.detect import AlertLine, print_alert_lines
+    from dnsieve.explain import explain
+
+    if alerts.height:
+        items = []
+        tp = (
+            alerts.get_column("threat_probability")
+            if "threat_probability" in alerts.columns
+            else None
         )
-    out.print(t)
-    hits = alerts.get_column("truth").is_not_null().sum()
-    out.print(f"{hits} of {alerts.height} alerts point at an injected campaign")
+        has_ev = "evidence" in alerts.columns
+        for i, row in enumerate(alerts.head(20).iter_rows(named=True)):
+            kind = row["truth"]
+            p = tp[i] if tp is not None else None
+            ev = _evidence_of(row["evidence"]) if has_ev else None
+            hours = (row["window_end"] - row["window_start"]).total_seconds() / 3600.0
+            tag = (
+                "[red]no campaign[/red]"
+                if not kind
+                else f"[yellow]{escape(kind)}[/yellow]"
+                if kind.startswith("benign_")
+                else f"[green]{escape(kind)}[/green]"
+            )
+            items.append(
+                AlertLine(
+                    str(row["detector"]),
+                    str(row["entity"]),
+                    f"{row['window_start']:%Y-%m-%d %H:%M}",
+                    "" if p is None else f"{p:.2f}",
+                    explain(row["detector"], str(row["entity"]), ev, row.get("entity_type"), hours),
+                    tag,
+                )
+            )
+        print_alert_lines(
+            items, out, "alerts against the injected campaigns (ground truth)", "P(threat)"
+        )
+    if report is None:
+        hits = alerts.get_column("truth").is_not_null().sum() if alerts.height else 0
+        out.print(f"{hits} of {alerts.height} alerts point at an injected campaign")
+        return
+    r = Table(
+        title="recall per injected kind",
+        caption=(
+            "caught: at least one alert overlaps the campaign; for a benign anomaly, "
+            "that an analyst had one more alert to dismiss"
+        ),
+        title_justify="left",
+    )
+    for col, just in (("kind", "left"), ("caught", "right"), ("recall", "right")):
+        r.add_column(col, justify=just)  # type: ignore[arg-type]
+    for row in report.per_kind.iter_rows(named=True):
+        style = "green" if row["recall"] >= 0.9 else "yellow" if row["recall"] >= 0.5 else "red"
+        kind = escape(row["kind"]) + ("" if row["threat"] else " (benign)")
+        r.add_row(
+            kind,
+            f"{row['caught']} of {row['campaigns']}",
+            f"[{style}]{row['recall']:.0%}[/{style}]" if row["threat"] else f"{row['recall']:.0%}",
+        )
+    out.print(r)
+    if report.missed.height:
+        m = Table(title=f"missed campaigns ({report.missed.height})", title_justify="left")
+        for col in ("kind", "entity", "from (UTC)", "to (UTC)", "what was injected"):
+            m.add_column(col, overflow="fold", no_wrap=col.endswith("(UTC)"))
+        for row in report.missed.iter_rows(named=True):
+            m.add_row(
+                escape(row["kind"]),
+                escape(str(row["entity"])),
+                f"{row['window_start']:%Y-%m-%d %H:%M}",
+                f"{row['window_end']:%Y-%m-%d %H:%M}",
+                escape(str(row["description"] or "")),
+            )
+        out.print(m)
+    else:
+        out.print("[green]every injected attack campaign drew at least one alert[/green]")
+    out.print(
+        f"{report.alerts} alert{'s' if report.alerts != 1 else ''}: "
+        f"{report.on_attacks} point at an injected campaign (an attack), "
+        f"{report.on_benign} at an injected benign anomaly, "
+        f"{report.not_injected} at entities where nothing was injected"
+    )
+    if report.not_injected:
+        top = ", ".join(
+            f"{escape(str(r['entity']))} ({escape(str(r['detector']))} ×{r['alerts']})"
+            for r in report.false_entities.head(5).iter_rows(named=True)
+        )
+        more = report.false_entities.height - 5
+        out.print(f"  not injected: {top}" + (f" and {more} more" if more > 0 else ""))
+
+
+def _evidence_of(value: object) -> dict[str, Any] | None:
+    """An alert frame's evidence cell (a JSON string or a dict) as a dict."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        try:
+            got = json.loads(value)
+        except ValueError:
+            return None
+        return got if isinstance(got, dict) else None
+    return None
 
 
 def _demo_samples(settings: Settings, directory: Path | None) -> None:

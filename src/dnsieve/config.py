@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -28,6 +29,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
+    "AlertSettings",
     "ConfigError",
     "DetectSettings",
     "DomainSettings",
@@ -169,6 +171,28 @@ class DetectSettings(BaseModel):
         return {}
 
 
+class AlertSettings(_Section):
+    """How windows become alerts (the ``[alerts]`` section).
+
+    >>> AlertSettings().episode_gap_hours
+    6.0
+    >>> AlertSettings().episode_gap
+    datetime.timedelta(seconds=21600)
+    """
+
+    episode_gap_hours: float = Field(
+        default=6.0,
+        ge=0.0,
+        le=24.0 * 92,
+        description="quiet hours after which a detector x entity's windows start a new alert",
+    )
+
+    @property
+    def episode_gap(self) -> timedelta:
+        """:attr:`episode_gap_hours` as a :class:`~datetime.timedelta`."""
+        return timedelta(hours=self.episode_gap_hours)
+
+
 class Settings(_Section):
     """The whole settings tree.  Later subsystems add their sections here."""
 
@@ -176,6 +200,7 @@ class Settings(_Section):
     lake: LakeSettings = Field(default_factory=LakeSettings)
     domains: DomainSettings = Field(default_factory=DomainSettings)
     detect: DetectSettings = Field(default_factory=DetectSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
 
 def _env_tree(env: Mapping[str, str]) -> dict[str, Any]:

@@ -16,7 +16,15 @@ from typing import Any
 
 import polars as pl
 
-__all__ = ["DemoResult", "create_demo_admin", "label_alerts", "run_demo"]
+__all__ = [
+    "BENIGN_PREFIX",
+    "DemoResult",
+    "TruthReport",
+    "create_demo_admin",
+    "label_alerts",
+    "run_demo",
+    "truth_report",
+]
 
 
 @dataclass
@@ -32,23 +40,36 @@ class DemoResult:
     reports: list[Any]
     summary: dict[str, Any]
     alerts: pl.DataFrame  # with a ``truth`` column: the matched campaign kind, or null
+    #: the stored alerts (one per episode) against the labels: recall per kind, missed
+    #: campaigns, alerts where nothing was injected
+    truth: TruthReport | None = None
 
 
-def label_alerts(alerts: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
-    """Add ``truth``: the kind of the injected campaign an alert overlaps, else null.
+def _labels(labels: pl.DataFrame) -> pl.DataFrame:
+    """The label rows with ``campaign`` and ``threat`` (derived for older label files:
+    one campaign per kind × entity, and ``benign_*`` kinds are not threats)."""
+    lab = labels
+    if "campaign" not in lab.columns:
+        lab = lab.with_columns(pl.format("{}-{}", "kind", "entity").alias("campaign"))
+    if "threat" not in lab.columns:
+        lab = lab.with_columns(
+            (~pl.col("kind").str.starts_with(BENIGN_PREFIX)).cast(pl.Int8).alias("threat")
+        )
+    return lab.with_columns(
+        pl.col("window_start").cast(pl.String).str.to_datetime(time_zone="UTC").alias("_ls"),
+        pl.col("window_end").cast(pl.String).str.to_datetime(time_zone="UTC").alias("_le"),
+        pl.col("threat").cast(pl.Int8),
+    )
+
+
+def _matches(alerts: pl.DataFrame, lab: pl.DataFrame) -> pl.DataFrame:
+    """``(_i, campaign, kind, threat)``: alert row ``_i`` overlaps a label of that campaign.
 
     An alert matches a label with the same entity whose window overlaps it; a
     ``client|domain`` alert also matches a label on either of its parts.
     """
-    if alerts.height == 0:
-        return alerts.with_columns(pl.lit(None, dtype=pl.String).alias("truth"))
-    lab = labels.select(
-        pl.col("entity").alias("_e"),
-        pl.col("kind").alias("truth"),
-        pl.col("window_start").str.to_datetime(time_zone="UTC").alias("_ls"),
-        pl.col("window_end").str.to_datetime(time_zone="UTC").alias("_le"),
-    )
-    keyed = alerts.with_row_index("_i").with_columns(
+    keyed = alerts.select("entity", "window_start", "window_end").with_row_index("_i")
+    keyed = keyed.with_columns(
         pl.concat_list(
             pl.col("entity"),
             pl.col("entity").str.split("|").list.first(),
@@ -57,14 +78,149 @@ def label_alerts(alerts: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
         .list.unique()
         .alias("_keys")
     )
-    matches = (
+    return (
         keyed.explode("_keys")
-        .join(lab, left_on="_keys", right_on="_e", how="inner")
+        .join(
+            lab.select(pl.col("entity").alias("_e"), "campaign", "kind", "threat", "_ls", "_le"),
+            left_on="_keys",
+            right_on="_e",
+            how="inner",
+        )
         .filter((pl.col("window_start") < pl.col("_le")) & (pl.col("window_end") > pl.col("_ls")))
-        .group_by("_i")
-        .agg(pl.col("truth").sort().first())
+        .select("_i", "campaign", "kind", "threat")
+        .unique()
     )
-    return keyed.join(matches, on="_i", how="left").sort("_i").drop("_i", "_keys")
+
+
+def label_alerts(alerts: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
+    """Add ``truth``: the kind of the injected campaign an alert overlaps, else null.
+
+    An alert matches a label with the same entity whose window overlaps it; a
+    ``client|domain`` alert also matches a label on either of its parts.  An alert
+    on both an attack and a benign anomaly is the attack's.
+    """
+    if alerts.height == 0:
+        return alerts.with_columns(pl.lit(None, dtype=pl.String).alias("truth"))
+    m = (
+        _matches(alerts, _labels(labels))
+        .sort(["_i", "threat", "kind"], descending=[False, True, False])
+        .group_by("_i", maintain_order=True)
+        .agg(pl.col("kind").first().alias("truth"))
+    )
+    return alerts.with_row_index("_i").join(m, on="_i", how="left").sort("_i").drop("_i")
+
+
+#: Label kinds that start with this are injected *benign* anomalies (threat = 0).
+BENIGN_PREFIX = "benign_"
+
+
+@dataclass(frozen=True)
+class TruthReport:
+    """The demo's alerts against its ground truth, per campaign.
+
+    * ``per_kind``: ``kind, threat, campaigns, caught, recall`` (attacks first);
+    * ``missed``: one row per attack campaign no alert overlaps: ``kind, campaign,
+      entity`` (its hosts and names, shortened), ``window_start, window_end, description``;
+    * ``alerts``: how many alerts in all; ``on_attacks`` of them overlap an injected
+      attack, ``on_benign`` only an injected benign anomaly, ``not_injected`` neither;
+    * ``false_entities``: the entities of the ``not_injected`` alerts, the most alerted
+      first: ``detector, entity, alerts``.
+    """
+
+    per_kind: pl.DataFrame
+    missed: pl.DataFrame
+    alerts: int
+    on_attacks: int
+    on_benign: int
+    not_injected: int
+    false_entities: pl.DataFrame
+
+    def recall(self, kind: str) -> float | None:
+        """The share of ``kind``'s campaigns caught (None: none injected)."""
+        row = self.per_kind.filter(pl.col("kind") == kind)
+        return None if row.height == 0 else float(row["recall"][0])
+
+
+def _campaign_entity(rows: pl.DataFrame, max_names: int = 2) -> str:
+    """A campaign's subject in a few words: its hosts first, then its names."""
+    hosts = rows.filter(pl.col("entity_type") == "client")["entity"].unique().sort().to_list()
+    names = rows.filter(pl.col("entity_type") != "client")["entity"].unique().sort().to_list()
+    parts = list(hosts)
+    if names:
+        shown = ", ".join(names[:max_names])
+        more = len(names) - max_names
+        parts.append(
+            shown + (f" and {more} other name{'s' if more != 1 else ''}" if more > 0 else "")
+        )
+    return "; ".join(parts)
+
+
+def truth_report(alerts: pl.DataFrame, labels: pl.DataFrame) -> TruthReport:
+    """Recall per injected kind, the missed campaigns and the alerts nothing was injected on.
+
+    A campaign (the label file's ``campaign`` column) is *caught* when at least one
+    alert overlaps one of its labels (:func:`label_alerts`' matching).  Recall is per
+    attack kind (``threat`` = 1); benign anomalies (``benign_*``) are reported with
+    how many of them drew an alert, which is what an analyst would have to dismiss.
+    """
+    lab = _labels(labels)
+    m = (
+        _matches(alerts, lab)
+        if alerts.height
+        else pl.DataFrame(
+            schema={"_i": pl.UInt32, "campaign": pl.String, "kind": pl.String, "threat": pl.Int8}
+        )
+    )
+    caught = set(m["campaign"].to_list())
+    camps = lab.group_by("campaign").agg(
+        pl.col("kind").first(),
+        pl.col("threat").max(),
+        pl.col("_ls").min().alias("window_start"),
+        pl.col("_le").max().alias("window_end"),
+        pl.col("description").first() if "description" in lab.columns else pl.lit(""),
+    )
+    camps = camps.with_columns(pl.col("campaign").is_in(list(caught)).alias("caught"))
+    per_kind = (
+        camps.group_by("kind")
+        .agg(
+            pl.col("threat").max(),
+            pl.len().alias("campaigns"),
+            pl.col("caught").sum().alias("caught"),
+        )
+        .with_columns((pl.col("caught") / pl.col("campaigns")).alias("recall"))
+        .sort(["threat", "kind"], descending=[True, False])
+    )
+    missed_c = camps.filter((pl.col("threat") == 1) & ~pl.col("caught")).sort(
+        "window_start", "campaign"
+    )
+    missed = missed_c.with_columns(
+        pl.Series(
+            "entity",
+            [_campaign_entity(lab.filter(pl.col("campaign") == c)) for c in missed_c["campaign"]],
+            dtype=pl.String,
+        )
+    ).select("kind", "campaign", "entity", "window_start", "window_end", "description")
+    per_alert = m.group_by("_i").agg(pl.col("threat").max())
+    on_attacks = int((per_alert["threat"] == 1).sum())
+    on_benign = int((per_alert["threat"] == 0).sum())
+    hit = set(per_alert["_i"].to_list())
+    free = alerts.with_row_index("_i").filter(~pl.col("_i").is_in(list(hit)))
+    false_entities = (
+        free.group_by("detector", "entity")
+        .agg(pl.len().alias("alerts"))
+        .sort(["alerts", "detector", "entity"], descending=[True, False, False])
+        if free.height
+        else pl.DataFrame(schema={"detector": pl.String, "entity": pl.String, "alerts": pl.UInt32})
+    )
+    return TruthReport(
+        per_kind=per_kind,
+        missed=missed,
+        alerts=alerts.height,
+        on_attacks=on_attacks,
+        on_benign=on_benign,
+        not_injected=free.height,
+        false_entities=false_entities,
+    )
 
 
 def run_demo(
@@ -75,6 +231,8 @@ def run_demo(
     settings: Any = None,
 ) -> DemoResult:
     """Simulate, ingest, detect, score and store under ``directory``."""
+    from dnsieve.alerts.base import alerts_to_frame
+    from dnsieve.alerts.store import AlertStore
     from dnsieve.commands.run import run_job
     from dnsieve.config import load_settings
     from dnsieve.simulate import simulate, write_zeek
@@ -87,7 +245,10 @@ def run_demo(
     reports, res, alerts = run_job(
         [paths["log"]], lake, "auto", settings or load_settings(), store_url=db
     )
-    labels = pl.read_csv(paths["labels"])
+    labels = pl.read_csv(paths["labels"], infer_schema_length=None)
+    # the truth is told about what the analyst sees: the stored alerts (one per episode)
+    with AlertStore.open(db) as store:
+        stored = alerts_to_frame(store.list_alerts(status="all", include_suppressed=True))
     return DemoResult(
         directory=directory,
         log=paths["log"],
@@ -98,6 +259,7 @@ def run_demo(
         reports=reports,
         summary=res.summary,
         alerts=label_alerts(alerts, labels),
+        truth=truth_report(stored, labels),
     )
 
 

@@ -11,7 +11,10 @@
    own trailing baseline: a historical lake is scored in full;
 3. ``engine.map_detector`` runs the detector's pure ``score``;
 4. :func:`dnsieve.calibrate.calibrate` turns the pooled candidates into
-   alerts (per-detector tail fit, target false-alarm rate, daily budget).
+   alerts (per-detector tail fit, target false-alarm rate, score floors,
+   popularity prior, and a daily budget that counts episodes: a detector ×
+   entity's windows without a quiet gap longer than ``episode_gap``, the
+   ``[alerts] episode_gap_hours`` setting, 6 h by default).
 
 ``ctx.window`` adapts to the span of the data: an hour for long lakes, down to
 a minute for a capture of a few minutes.  Detectors that cannot work on the
@@ -27,6 +30,7 @@ scored, for the calibration's exceedance rate; default: rows emitted).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -43,7 +47,7 @@ from dnsieve.detectors.base import DetectContext, Detector, empty_anomalies
 from dnsieve.engines import get_engine
 from dnsieve.lake import Lake
 
-__all__ = ["DetectResult", "DetectSettings", "choose_window", "detect"]
+__all__ = ["DetectResult", "DetectSettings", "add_top_clients", "choose_window", "detect"]
 
 _NICE_WINDOWS = (60, 300, 600, 900, 1800, 3600)
 
@@ -115,13 +119,20 @@ def detect(
     params: dict[str, dict[str, Any]] | None = None,
     settings: DetectSettings | None = None,
     strict: bool = False,
+    episode_gap: timedelta | None = None,
 ) -> DetectResult:
     """Run the registered detectors (or ``detectors``) over ``lake`` and calibrate.
 
     ``params[name]`` overrides detector ``name``'s constructor arguments (on top
     of what ``settings`` implies).  A detector that raises is reported in the
     summary (``status: error``) and the others go on, unless ``strict``.
+    ``episode_gap`` (default: ``AlertSettings().episode_gap``, 6 h) makes the
+    daily budget count episodes rather than windows.
     """
+    if episode_gap is None:
+        from dnsieve.config import AlertSettings
+
+        episode_gap = AlertSettings().episode_gap
     settings = settings or DetectSettings(engine=engine)  # type: ignore[arg-type,unused-ignore]
     since, until = _utc(since), _utc(until)
     if since is not None and until is not None and since >= until:
@@ -205,7 +216,17 @@ def detect(
         min_exceedances=settings.min_exceedances,
         seed=settings.seed,
         floors=floors,
+        episode_gap=episode_gap,
     )
+    try:
+        alerts_out = add_top_clients(lk, cal.alerts)
+        anomalies_out = _patch_evidence(cal.anomalies, alerts_out)
+    except Exception as exc:  # enrichment is a convenience: never lose the alerts for it
+        if strict:
+            raise
+        summary["top_clients_error"] = f"{type(exc).__name__}: {exc}"
+        alerts_out, anomalies_out = cal.alerts, cal.anomalies
+    cal = type(cal)(anomalies_out, alerts_out, cal.diagnostics)
     for name, d in cal.diagnostics["detectors"].items():
         summary["detectors"][name]["alerts"] = d["alerts"]
     for info in summary["detectors"].values():
@@ -213,3 +234,77 @@ def detect(
     summary["calibration"] = cal.diagnostics
     summary["alerts"] = cal.alerts.height
     return DetectResult(cal.anomalies, cal.alerts, summary)
+
+
+_NO_CLIENTS = r'"clients":\s*\[\s*\]'
+
+
+def add_top_clients(lake: Lake, alerts: pl.DataFrame, k: int = 5) -> pl.DataFrame:
+    """Fill an empty evidence ``clients`` list of domain alerts from the lake.
+
+    Detectors that work on hourly aggregates (``volume``) see no client
+    addresses; for each such alert the ``k`` clients that queried the domain
+    most in the alert's window (ties by address) are written into its
+    evidence, so the analyst knows whom to look at (evidence contract:
+    most involved first, at most 5).  Other rows are returned unchanged.
+    """
+    if alerts.height == 0 or "evidence" not in alerts.columns:
+        return alerts
+    need = alerts.with_row_index("_i").filter(
+        (pl.col("entity_type") == "domain") & pl.col("evidence").str.contains(_NO_CLIENTS)
+    )
+    if need.height == 0:
+        return alerts
+    lo = need.get_column("window_start").min()
+    hi = need.get_column("window_end").max()
+    wins = need.select(
+        "_i", pl.col("entity").alias("registered_domain"), "window_start", "window_end"
+    )
+    doms = wins.get_column("registered_domain").unique().implode()
+    ev = (
+        lake.scan(lo, hi)  # type: ignore[arg-type]
+        .filter(pl.col("registered_domain").is_in(doms))
+        .select("ts", "src_ip", "registered_domain")
+        .collect()
+    )
+    if ev.height == 0:
+        return alerts
+    ts_type = wins.schema["window_start"]
+    ev = ev.with_columns(pl.col("ts").cast(ts_type))
+    top = (
+        ev.join(wins, on="registered_domain", how="inner")
+        .filter(
+            (pl.col("ts") >= pl.col("window_start"))
+            & (pl.col("ts") < pl.col("window_end"))
+            & pl.col("src_ip").is_not_null()
+        )
+        .group_by("_i", "src_ip")
+        .len()
+        .sort(["_i", "len", "src_ip"], descending=[False, True, False])
+        .group_by("_i", maintain_order=True)
+        .agg(pl.col("src_ip").head(k).alias("_top"))
+    )
+    if top.height == 0:
+        return alerts
+    fill = dict(zip(top.get_column("_i").to_list(), top.get_column("_top").to_list(), strict=True))
+    out = []
+    for i, text in enumerate(alerts.get_column("evidence").to_list()):
+        if i in fill and text:
+            d = json.loads(text)
+            d["clients"] = [str(c) for c in fill[i]]
+            text = json.dumps(d, separators=(",", ":"))
+        out.append(text)
+    return alerts.with_columns(pl.Series("evidence", out, dtype=pl.String))
+
+
+def _patch_evidence(anomalies: pl.DataFrame, alerts: pl.DataFrame) -> pl.DataFrame:
+    """Carry the alerts' enriched evidence back onto the same rows of ``anomalies``."""
+    if alerts.height == 0 or anomalies.height == 0:
+        return anomalies
+    key = ["detector", "entity", "window_start"]
+    new = alerts.select(*key, pl.col("evidence").alias("_ev"))
+    return (
+        anomalies.join(new, on=key, how="left")
+        .with_columns(pl.coalesce("_ev", "evidence").alias("evidence"))
+        .drop("_ev")
+    )

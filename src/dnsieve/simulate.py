@@ -77,10 +77,16 @@ from dnsieve.domains import DomainSplitter
 from dnsieve.ingest.codes import qtype_code
 
 __all__ = [
+    "BENIGN_KINDS",
     "DEFAULT_START",
+    "DGA_STYLES",
     "EVENTS_PER_CLIENT_WEEK",
     "LABEL_COLUMNS",
+    "THREAT_KINDS",
     "SimResult",
+    "campaign_counts",
+    "dga_style_names",
+    "read_dga_lists",
     "simulate",
     "write_zeek",
     "zeek_header",
@@ -92,7 +98,7 @@ DEFAULT_START = datetime(2024, 3, 4, tzinfo=UTC)
 #: Approximate background events per client per simulated week (documented figure).
 EVENTS_PER_CLIENT_WEEK = 950
 
-#: Columns of ``labels.csv`` in order.
+#: Columns of ``labels.csv`` in order (``threat``: 1 attack, 0 benign anomaly).
 LABEL_COLUMNS: tuple[str, ...] = (
     "kind",
     "entity_type",
@@ -102,9 +108,12 @@ LABEL_COLUMNS: tuple[str, ...] = (
     "detector_family",
     "description",
     "campaign",
+    "threat",
 )
 
-#: Campaign instances per simulated week (at least one of each in any run).
+#: Attack campaigns per simulated week at up to :data:`REFERENCE_CLIENTS` hosts
+#: (at least one of each in any run; more hosts, more campaigns: see
+#: :func:`campaign_counts`).
 CAMPAIGNS_PER_WEEK: dict[str, int] = {
     "masquerade": 4,
     "volume_spike": 4,
@@ -112,7 +121,28 @@ CAMPAIGNS_PER_WEEK: dict[str, int] = {
     "tunnel": 3,
     "beacon": 5,
     "exfil": 3,
+    "newdomain": 3,
 }
+
+#: Benign anomalies per simulated week (label kinds ``benign_*``, threat 0).  They
+#: outnumber the attacks: most anomalies an analyst sees are not threats.
+BENIGN_PER_WEEK: dict[str, int] = {
+    "benign_adoption": 10,
+    "benign_update_burst": 8,
+    "benign_cdn": 5,
+    "benign_nx_misconfig": 6,
+}
+
+#: Attack kinds (threat = 1) and benign-anomaly kinds (threat = 0).
+THREAT_KINDS: tuple[str, ...] = tuple(CAMPAIGNS_PER_WEEK)
+BENIGN_KINDS: tuple[str, ...] = tuple(BENIGN_PER_WEEK)
+
+#: Population up to which campaign counts are the per-week figures; above it
+#: they grow with the square root of the population (4x at 8,000 hosts).
+REFERENCE_CLIENTS = 500
+
+#: Lexical styles of the reimplemented DGA generators (see :func:`dga_style_names`).
+DGA_STYLES: tuple[str, ...] = ("hash", "letters", "pronounceable", "wordpair", "short")
 
 INTERNAL_ZONE = "corp.local"
 
@@ -487,6 +517,9 @@ class _Universe:
     host_rd: list[str]  # registered domain of each host name (PSL split)
     site_ok: np.ndarray  # every host of the site splits to the site's name
     index: dict[str, int]
+    # Sites the background never visits (weight 0), kept for campaigns that
+    # need a never-seen domain with real answers: kind -> site indices.
+    reserved: dict[str, list[int]] = field(default_factory=dict)
 
 
 _FIXED_CHILDREN: dict[str, tuple[str, ...]] = {
@@ -532,7 +565,56 @@ def _cdnp_children(rng: np.random.Generator, parent: str, n: int) -> list[tuple[
     return list(seen.items())
 
 
-def _build_universe(rng: np.random.Generator, n_generated: int, n_clients: int) -> _Universe:
+# Never-seen sites for campaigns: (name style, TLDs, host names, kind).
+_RESERVED_STYLE: dict[str, tuple[tuple[str, ...], tuple[str, ...], int]] = {
+    "newdomain": (
+        ("com", "net", "xyz", "top", "online", "site", "info", "live", "shop", "click"),
+        ("", "www", "login", "secure", "account", "portal", "cdn", "docs"),
+        _KIND_WEB,
+    ),
+    "benign_adoption": (
+        ("io", "com", "app", "ai", "co", "cloud", "dev"),
+        ("app", "api", "www", "cdn", "auth", "ws", "static", "events", "files"),
+        _KIND_WEB,
+    ),
+    "benign_cdn": (("net", "com", "io"), (), _KIND_CDN),
+}
+
+
+def _reserved_sites(
+    rng: np.random.Generator, kind: str, n: int, known: set[str]
+) -> list[tuple[str, int, list[str]]]:
+    """``n`` never-seen sites for ``kind`` campaigns: (name, site kind, host names)."""
+    tlds, host_names, site_kind = _RESERVED_STYLE[kind]
+    out: list[tuple[str, int, list[str]]] = []
+    while len(out) < n:
+        lab = _site_label(rng)
+        if kind == "benign_cdn":
+            lab += ("cdn", "edge", "static", "cache", "-cdn", "-edge")[int(rng.integers(6))]
+            hosts = list(
+                dict.fromkeys(
+                    f"{('e', 'a', 'edge', 'img', 's', 'v')[int(rng.integers(6))]}"
+                    f"{int(rng.integers(1, 9999))}"
+                    for _ in range(int(rng.integers(30, 160)))
+                )
+            )
+        else:
+            k = int(rng.integers(1, 4 if kind == "newdomain" else 7))
+            hosts = [host_names[j] for j in sorted(rng.permutation(len(host_names))[:k])]
+        name = f"{lab}.{tlds[int(rng.integers(len(tlds)))]}"
+        if name in known:
+            continue
+        known.add(name)
+        out.append((name, site_kind, hosts))
+    return out
+
+
+def _build_universe(
+    rng: np.random.Generator,
+    n_generated: int,
+    n_clients: int,
+    reserve: dict[str, int] | None = None,
+) -> _Universe:
     names: list[str] = []
     labels: list[str] = []
     suffixes: list[str] = []
@@ -594,12 +676,19 @@ def _build_universe(rng: np.random.Generator, n_generated: int, n_clients: int) 
         extra = [_SMALL_HOSTS[j] for j in extra_order[i][: n_extra[i]]]
         add(name, _KIND_WEB, ["www", "", *extra], True)
         made += 1
+    reserved: dict[str, list[int]] = {}
+    for rkind, count in sorted((reserve or {}).items()):
+        for name, skind, hl in _reserved_sites(rng, rkind, count, known):
+            reserved.setdefault(rkind, []).append(len(names))
+            add(name, skind, hl, True)
 
     n = len(names)
     kind_a = np.array(kinds, dtype=np.int8)
     gen_a = np.array(gen, dtype=bool)
     rank = np.arange(1, n + 1, dtype=np.float64)
     weight = 1.0 / rank
+    res_idx = np.array([j for v in reserved.values() for j in v], dtype=np.int64)
+    weight[res_idx] = 0.0  # the background never visits a reserved site
     ttl = np.where(
         kind_a == _KIND_CDN,
         rng.integers(20, 61, n),
@@ -615,6 +704,7 @@ def _build_universe(rng: np.random.Generator, n_generated: int, n_clients: int) 
     active_q[inter] = rng.uniform(0.02, 0.15, int(inter.sum()))
     wk_inter = (~gen_a) & (kind_a == _KIND_WEB) & (rng.random(n) < 0.1)
     active_q[wk_inter] = rng.uniform(0.1, 0.4, int(wk_inter.sum()))
+    active_q[res_idx] = 1.0
 
     # IP tables: one block of `pool` addresses per site.
     ip_start = np.zeros(n, dtype=np.int64)
@@ -675,7 +765,7 @@ def _build_universe(rng: np.random.Generator, n_generated: int, n_clients: int) 
         active_q=active_q, host_start=host_start, n_hosts=n_hosts, host_fqdn=host_fqdn,
         host_nx=host_nx, host_srv=host_srv, ip4=ip4, ip6=ip6, typos=typos, host_rd=host_rd,
         site_ok=site_ok,
-        index={nm: j for j, nm in enumerate(names)},
+        index={nm: j for j, nm in enumerate(names)}, reserved=reserved,
     )  # fmt: skip
 
 
@@ -1116,8 +1206,19 @@ class _Ctx:
     taken_names: set[str]
     taken_sites: set[int]
     free_clients: list[int]
-    labels: list[dict[str, str]] = field(default_factory=list)
+    labels: list[dict[str, str | int]] = field(default_factory=list)
     frames: list[pl.DataFrame] = field(default_factory=list)
+    dga_lists: dict[str, list[str]] = field(default_factory=dict)
+    splitter: DomainSplitter = field(default_factory=DomainSplitter)
+
+    def reserved(self, kind: str) -> int | None:
+        """A never-seen site kept for ``kind`` campaigns (None when all are used)."""
+        left = self.uni.reserved.get(kind, [])
+        return left.pop(0) if left else None
+
+    def end_us(self) -> int:
+        """The end of the simulated period (µs)."""
+        return self.t0_us + self.hours * 3_600_000_000
 
     def window(self, lo_s: float, hi_s: float, office: bool = False) -> tuple[int, int]:
         """A random [start, end) in µs of duration U(lo, hi) after the warm-up.
@@ -1158,7 +1259,10 @@ class _Ctx:
                 return name
 
     def add(self, frame: pl.DataFrame, kind: str, rows: list[tuple[str, str, str, str]]) -> None:
-        """Record a campaign's events and its label rows (entity_type, entity, family, text)."""
+        """Record a campaign's events and its label rows (entity_type, entity, family, text).
+
+        ``threat`` is 0 for the ``benign_*`` kinds and 1 for attacks.
+        """
         if frame.height == 0:
             return
         ts = frame["ts_us"].to_numpy()
@@ -1177,6 +1281,7 @@ class _Ctx:
                     "detector_family": family,
                     "description": text,
                     "campaign": camp,
+                    "threat": 0 if kind.startswith("benign_") else 1,
                 }
             )
 
@@ -1271,7 +1376,8 @@ def _inject_volume(ctx: _Ctx, i: int, stats: tuple[np.ndarray, np.ndarray, np.nd
         return
     site = int(cand[int(rng.integers(len(cand)))])
     ctx.taken_sites.add(site)
-    factor = float(rng.uniform(8, 25))
+    # Several sizes: about 3x, 8x and 25x the site's busy-hour level.
+    factor = float((3.0, 8.0, 25.0)[i % 3] * rng.uniform(0.85, 1.2))
     # The jump is relative to the site's busy-hour level: the 90th percentile of
     # its hours with traffic (not its mean over all hours, which for an
     # intermittent site is far below what a normal active hour looks like).
@@ -1294,23 +1400,176 @@ def _inject_volume(ctx: _Ctx, i: int, stats: tuple[np.ndarray, np.ndarray, np.nd
     )
 
 
-def _dga_names(rng: np.random.Generator, n: int, style: str) -> list[str]:
-    out = []
-    if style == "letters":
-        lens = rng.integers(12, 21, n)
-        mat = _random_chars(rng, n, 20, _LETTERS)
-        for row, k in zip(mat, lens.tolist(), strict=True):
-            out.append(bytes(row[:k]).decode() + "." + _DGA_TLDS[int(rng.integers(len(_DGA_TLDS)))])
+# Extra dictionary words for word-pair DGAs (suppobox/matsnu draw from their own lists).
+_DGA_WORDS: tuple[str, ...] = (
+    *WORDS,
+    "about", "above", "across", "action", "answer", "before", "behind", "better", "border",
+    "bottom", "branch", "breath", "bring", "broken", "butter", "cannot", "carry", "caught",
+    "center", "chance", "change", "charge", "choose", "circle", "common", "corner", "cotton",
+    "country", "course", "danger", "decide", "degree", "depend", "direct", "doctor", "during",
+    "either", "enough", "except", "expect", "family", "father", "figure", "finger", "finish",
+    "follow", "forget", "format", "former", "gather", "gentle", "handle", "happen", "heavy",
+    "hunger", "impact", "inside", "island", "kitten", "labour", "ladder", "leader", "listen",
+    "little", "longer", "machine", "manner", "matter", "member", "middle", "minute", "modern",
+    "moment", "mother", "motion", "muscle", "narrow", "nation", "nature", "nearly", "needle",
+    "notice", "number", "object", "office", "orange", "period", "person", "plenty", "pocket",
+    "powder", "public", "rabbit", "reason", "record", "remain", "repeat", "result", "return",
+    "saddle", "season", "second", "settle", "shadow", "should", "silent", "simple", "single",
+    "sister", "social", "spirit", "spread", "square", "stream", "street", "strong", "sudden",
+    "supply", "symbol", "system", "temper", "thirty", "though", "thread", "ticket", "travel",
+    "twenty", "unless", "valley", "vessel", "visit", "wonder", "yellow", "window", "winter",
+)  # fmt: skip
+
+# TLD pools by DGA style; each campaign draws 1-4 of its style's pool.
+_DGA_STYLE_TLDS: dict[str, tuple[str, ...]] = {
+    "hash": ("com", "net", "org", "info", "biz", "ru", "cn", "in"),
+    "letters": ("com", "net", "org", "info", "biz", "ru", "top", "xyz", "cc", "ws", "cn"),
+    "pronounceable": ("com", "net", "org", "info", "biz", "ru", "su", "in", "co"),
+    "wordpair": ("com", "net", "org", "info", "biz", "ru"),
+    "short": ("cc", "ws", "tk", "su", "ru", "pw", "cn", "biz", "info", "top", "xyz", "eu"),
+}
+_CONSONANTS = np.frombuffer(b"bcdfghjklmnpqrstvwxz", np.uint8)
+_VOWELS_B = np.frombuffer(b"aeiouy", np.uint8)
+_ALNUM = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789", np.uint8)
+
+
+def dga_style_names(
+    rng: np.random.Generator, n: int, style: str, family_seed: int | None = None
+) -> list[str]:
+    """``n`` names from a reimplemented DGA generator of lexical ``style``.
+
+    Styles (:data:`DGA_STYLES`), each like a family of the public DGA lists:
+
+    ``hash``           16-32 hex or base32 characters (bamital-like hash names)
+    ``letters``        8-20 uniformly random letters (conficker/cryptolocker-like)
+    ``pronounceable``  alternating consonants and vowels, 6-14 letters (pykspa/necurs-like)
+    ``wordpair``       two or three dictionary words, sometimes hyphenated (suppobox/matsnu-like)
+    ``short``          4-6 letters and digits (short-label generators)
+
+    A family's fixed traits (its 1-4 TLDs from the style's pool, hash length
+    and alphabet, word separator) come from ``family_seed``: calls with the
+    same ``family_seed`` give names of one family (by default they are drawn
+    from ``rng``).
+
+    >>> a = dga_style_names(np.random.default_rng(0), 50, "hash", family_seed=3)
+    >>> b = dga_style_names(np.random.default_rng(1), 50, "hash", family_seed=3)
+    >>> {len(x.split(".")[0]) for x in a + b}.__len__(), a[0] != b[0]
+    (1, True)
+    """
+    if style not in DGA_STYLES:
+        raise ValueError(f"unknown DGA style {style!r}; choose one of {', '.join(DGA_STYLES)}")
+    fam = rng if family_seed is None else np.random.default_rng([family_seed, 0xD6A])
+    pool = _DGA_STYLE_TLDS[style]
+    k_tld = int(fam.integers(1, 5))
+    tlds = [pool[j] for j in fam.permutation(len(pool))[:k_tld].tolist()]
+    sep = "-" if fam.random() < 0.3 else ""
+    parity = int(fam.integers(2))
+    hash_len = int(fam.choice([16, 20, 24, 32]))
+    hash_alpha = _HEX if fam.random() < 0.6 else _B32
+    tld = np.array(tlds, dtype=object)[rng.integers(0, len(tlds), n)]
+    if style == "wordpair":
+        nw = rng.integers(2, 4, n)
+        w = rng.integers(0, len(_DGA_WORDS), (n, 3)).tolist()
+        labels = [
+            sep.join(_DGA_WORDS[j] for j in row[:k]) for row, k in zip(w, nw.tolist(), strict=True)
+        ]
+    elif style == "pronounceable":
+        width = 14
+        cons = _random_chars(rng, n, width, _CONSONANTS)
+        vows = _random_chars(rng, n, width, _VOWELS_B)
+        mat = np.where(np.arange(width)[None, :] % 2 == parity, cons, vows)
+        lens = rng.integers(6, width + 1, n).tolist()
+        labels = [bytes(row[:k]).decode() for row, k in zip(mat, lens, strict=True)]
     else:
-        for _ in range(n):
-            words = [WORDS[int(rng.integers(len(WORDS)))] for _ in range(int(rng.integers(2, 4)))]
-            out.append("".join(words) + "." + ("com", "net")[int(rng.integers(2))])
-    return out
+        lo, hi, alphabet = {
+            "hash": (hash_len, hash_len, hash_alpha),
+            "letters": (8, 20, _LETTERS),
+            "short": (4, 6, _ALNUM),
+        }[style]
+        mat = _random_chars(rng, n, hi, alphabet)
+        if style == "short":
+            mat[:, 0] = _LETTERS[mat[:, 0] % 26]  # a label starting with a letter
+        lens = rng.integers(lo, hi + 1, n).tolist()
+        labels = [bytes(row[:k]).decode() for row, k in zip(mat, lens, strict=True)]
+    return [f"{lab}.{t}" for lab, t in zip(labels, tld.tolist(), strict=True)]
 
 
-def _inject_dga(ctx: _Ctx, i: int) -> None:
+def _canonical_family(name: str) -> str:
+    """Family names as the DGA model's training canonicalises them (``new_goz`` → ``newgoz``)."""
+    return name.strip().lower().replace("new_goz", "newgoz")
+
+
+def read_dga_lists(
+    sources: str | Path | Sequence[str | Path], families: Sequence[str] | None = None
+) -> dict[str, list[str]]:
+    """Real DGA names by family from CSV files (``family,domain``) or directories of them.
+
+    Names are lower-cased, stripped of a trailing dot and de-duplicated;
+    rows without a dot, or with characters other than letters, digits, ``-``
+    and ``.``, are skipped.  ``families`` keeps only those families
+    (canonical names: lower case, ``new_goz`` read as ``newgoz``), as a
+    leave-family-out evaluation needs.  Raises ``ValueError`` when a file
+    has no ``domain`` column or nothing is left.
+    """
+    items = [sources] if isinstance(sources, str | Path) else list(sources)
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        files.extend(sorted(path.glob("*.csv")) if path.is_dir() else [path])
+    if not files:
+        raise ValueError("no DGA list files given")
+    parts = []
+    for f in files:
+        df = pl.read_csv(f, infer_schema_length=0)
+        cols = {c.strip().lower(): c for c in df.columns}
+        if "domain" not in cols:
+            raise ValueError(f"{f}: no 'domain' column (expected family,domain)")
+        fam = pl.col(cols["family"]) if "family" in cols else pl.lit(f.stem)
+        parts.append(df.select(family=fam.cast(pl.String), domain=pl.col(cols["domain"])))
+    names = (
+        pl.concat(parts)
+        .drop_nulls()
+        .with_columns(
+            pl.col("family")
+            .str.strip_chars()
+            .str.to_lowercase()
+            .str.replace_all("new_goz", "newgoz", literal=True),
+            pl.col("domain").str.strip_chars().str.to_lowercase().str.strip_chars_end("."),
+        )
+        .filter(pl.col("domain").str.contains(r"^[a-z0-9-]+(\.[a-z0-9-]+)+$"))
+        .unique(["family", "domain"], maintain_order=True)
+    )
+    if families is not None:
+        wanted = {_canonical_family(f) for f in families}
+        names = names.filter(pl.col("family").is_in(sorted(wanted)))
+    out: dict[str, list[str]] = {}
+    for fam, dom in zip(names["family"].to_list(), names["domain"].to_list(), strict=True):
+        out.setdefault(fam, []).append(dom)
+    if not out:
+        raise ValueError("no DGA names left after reading and filtering the lists")
+    return dict(sorted(out.items()))
+
+
+def _inject_dga(ctx: _Ctx, i: int, style_offset: int) -> None:
+    """1-3 bots of one DGA family query a day's list of its names in bursts every 1-3 h.
+
+    The family is a real one from ``ctx.dga_lists`` when lists were given
+    (campaign ``i`` takes the ``i``-th family, cycling, after a seeded
+    offset), else a reimplemented generator of style ``DGA_STYLES[i + offset]``.
+    """
     rng = ctx.rng
-    style = ("letters", "words")[(i + int(rng.integers(2))) % 2]
+    if ctx.dga_lists:
+        fams = list(ctx.dga_lists)
+        family = fams[(i + style_offset) % len(fams)]
+        pool = [n for n in ctx.dga_lists[family] if n not in ctx.taken_names]
+        if not pool:
+            return
+        desc = f"{family} DGA (real family list)"
+    else:
+        family = DGA_STYLES[(i + style_offset) % len(DGA_STYLES)]
+        pool = []
+        family_seed = int(rng.integers(1 << 31))
+        desc = f"{family}-style DGA (generated)"
     lo, hi = ctx.window(6 * 3600, 36 * 3600)
     bots = sorted({ctx.client() for _ in range(int(rng.integers(1, 4)))})
     day_us = 86_400_000_000
@@ -1323,11 +1582,18 @@ def _inject_dga(ctx: _Ctx, i: int) -> None:
         while t < hi:
             day = (t - ctx.t0_us) // day_us
             if day not in lists:
-                names = [
-                    n
-                    for n in _dga_names(rng, int(rng.integers(300, 800)), style)
-                    if n not in ctx.taken_names
-                ]
+                want = int(rng.integers(300, 800))
+                if pool:
+                    pick = rng.permutation(len(pool))[:want].tolist()
+                    names = [pool[j] for j in pick]
+                else:
+                    names = [
+                        n
+                        for n in dga_style_names(rng, want, family, family_seed)
+                        if n not in ctx.taken_names
+                    ]
+                if not names:
+                    break
                 lists[day] = (names, int(rng.integers(len(names) // 4, len(names))))
             names, live = lists[day]
             k = min(int(rng.integers(40, 200)), live + 1)
@@ -1343,6 +1609,7 @@ def _inject_dga(ctx: _Ctx, i: int) -> None:
     ts = np.concatenate(ts_l)
     live_names = {lst[lv] for lst, lv in lists.values() if lv < len(lst)}
     qn = pl.Series(q_l, dtype=pl.String)
+    rdom = ctx.splitter.split_series(qn)["registered_domain"]
     is_live = qn.is_in(list(live_names)).to_numpy()
     n = len(q_l)
     a, b, c = rng.integers(1, 255, 3).tolist()
@@ -1353,7 +1620,7 @@ def _inject_dga(ctx: _Ctx, i: int) -> None:
             "ts_us": ts,
             "client": np.concatenate(c_l),
             "qname": qn,
-            "registered_domain": qn,
+            "registered_domain": rdom,
             "qtype": "A",
             "rcode": pl.Series(["NOERROR" if x else "NXDOMAIN" for x in is_live.tolist()]),
             "answers": pl.Series([ip if x else None for x in is_live.tolist()], dtype=pl.String),
@@ -1364,9 +1631,13 @@ def _inject_dga(ctx: _Ctx, i: int) -> None:
         camp,
     )
     ctx.taken_names.update(q_l)
-    desc = f"{style} DGA, bursts of NXDOMAIN every 1-3 h"
-    rows = [("client", ctx.cl.ips[b], "nxdomain", f"{desc} from an infected host") for b in bots]
-    rows += [("domain", d, "dga", f"{style} DGA name") for d in dict.fromkeys(q_l)]
+    ctx.taken_names.update(rdom.to_list())
+    desc += ", bursts of NXDOMAIN every 1-3 h"
+    rows = []
+    for b in bots:
+        rows.append(("client", ctx.cl.ips[b], "dga_host", f"{desc} from an infected host"))
+        rows.append(("client", ctx.cl.ips[b], "nxdomain", f"{desc} from an infected host"))
+    rows += [("domain", d, "dga", f"{family} DGA name") for d in dict.fromkeys(rdom.to_list())]
     ctx.add(frame, "dga", rows)
 
 
@@ -1449,9 +1720,11 @@ def _inject_tunnel(ctx: _Ctx, i: int) -> None:
 
 def _inject_beacon(ctx: _Ctx, i: int) -> None:
     rng = ctx.rng
-    lo, hi = ctx.window(12 * 3600, 48 * 3600)
-    interval = float(rng.uniform(60, 900))
-    jitter = float(rng.uniform(0.0, 0.1))
+    # Periods from a minute to an hour (log-uniform: low-and-slow beacons are
+    # as common as chatty ones), jitter up to 30 %, long enough for 20+ beats.
+    interval = float(np.exp(rng.uniform(np.log(60), np.log(3600))))
+    jitter = float(rng.uniform(0.0, 0.3))
+    lo, hi = ctx.window(max(12 * 3600, 20 * interval), max(48 * 3600, 30 * interval))
     n_max = int((hi - lo) / (interval * 1e6 * (1 - jitter))) + 2
     gaps = interval * 1e6 * (1 + rng.uniform(-jitter, jitter, n_max))
     ts = lo + np.cumsum(gaps).astype(np.int64)
@@ -1545,6 +1818,260 @@ def _inject_exfil(ctx: _Ctx, i: int) -> None:
     )
 
 
+_HOUR_US = 3_600_000_000
+
+
+def _sporadic(
+    ctx: _Ctx, who: np.ndarray, onset: np.ndarray, until: int, rate: np.ndarray, on_share: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson queries of hosts ``who`` from their ``onset`` (µs) until ``until``.
+
+    Each host queries at ``rate[j]`` per hour times its activity that hour:
+    ``on_share`` × machine on + (1 − ``on_share``) × user present (diurnal).
+    Returns (times in µs, position in ``who``), vectorised over hosts × hours.
+    """
+    if len(who) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    h0 = max(0, int((int(onset.min()) - ctx.t0_us) // _HOUR_US))
+    h1 = min(ctx.hours, int((until - ctx.t0_us) // _HOUR_US) + 1)
+    if h1 <= h0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    hrs = np.arange(h0, h1)
+    act = on_share * ctx.cl.on[np.ix_(who, hrs)] + (1.0 - on_share) * ctx.cl.user[np.ix_(who, hrs)]
+    cnt = ctx.rng.poisson(rate[:, None] * act)
+    cell = np.repeat(np.arange(cnt.size), cnt.ravel())
+    host = cell // len(hrs)
+    ts = ctx.t0_us + hrs[cell % len(hrs)] * _HOUR_US + ctx.rng.integers(0, _HOUR_US, len(cell))
+    keep = (ts >= onset[host]) & (ts < until)
+    return ts[keep].astype(np.int64), host[keep].astype(np.int64)
+
+
+def _adopters(ctx: _Ctx, share_lo: float, share_hi: float, k_min: int, k_max: int) -> np.ndarray:
+    """A share of the workstations (at least ``k_min``, at most ``k_max``), drawn at random."""
+    ws = np.flatnonzero(~ctx.cl.server)
+    share = float(ctx.rng.uniform(share_lo, share_hi))
+    k = min(len(ws), int(np.clip(round(ctx.cl.n * share), k_min, k_max)))
+    return np.sort(ctx.rng.choice(ws, size=k, replace=False)) if k else ws[:0]
+
+
+def _site_campaign(
+    ctx: _Ctx, site: int, ts: np.ndarray, clients: np.ndarray, camp: str
+) -> pl.DataFrame:
+    """Events of ``clients`` visiting ``site`` at ``ts``: real host names and answers.
+
+    Times outside the simulated period are dropped.
+    """
+    inside = (ts >= ctx.t0_us) & (ts < ctx.end_us() - 60_000_000)
+    ts, clients = ts[inside], clients[inside]
+    order = np.argsort(ts, kind="stable")
+    ev = _Events(ts[order], clients[order], np.full(len(ts), site, dtype=np.int64))
+    return _site_events_frame(ctx.rng, ctx.uni, ctx.tabs, ev, camp, noise=False)
+
+
+def _inject_newdomain(ctx: _Ctx, i: int) -> None:
+    """A never-seen domain that 3-30 hosts start to query within hours (phishing/Emotet-like).
+
+    Each victim's first contact (1-4 queries in two minutes) falls within
+    1-4 h of the campaign start; afterwards it keeps checking in
+    sporadically (0.05-0.5 queries per hour of machine time) for 1-3 days.
+    """
+    rng = ctx.rng
+    site = ctx.reserved("newdomain")
+    if site is None:
+        return
+    lo, hi = ctx.window(24 * 3600, 72 * 3600, office=True)
+    victims = _adopters(ctx, 0.004, 0.012, 3, 30)
+    k = len(victims)
+    if k == 0:
+        return
+    spread = float(rng.uniform(1.0, 4.0)) * _HOUR_US
+    first = lo + (rng.beta(1.0, 1.8, k) * spread).astype(np.int64)
+    per = rng.integers(1, 5, k)
+    ts1 = np.repeat(first, per) + rng.integers(0, 120_000_000, int(per.sum()))
+    c1 = np.repeat(victims, per)
+    ts2, j2 = _sporadic(ctx, victims, first + 120_000_000, hi, rng.uniform(0.05, 0.5, k), 0.7)
+    ts = np.concatenate([ts1, ts2])
+    cli = np.concatenate([c1, victims[j2]])
+    keep = ts < ctx.end_us()
+    frame = _site_campaign(ctx, site, ts[keep], cli[keep], f"newdomain-{i:02d}")
+    name = ctx.uni.names[site]
+    ctx.add(
+        frame,
+        "newdomain",
+        [
+            (
+                "domain",
+                name,
+                "newdomain",
+                f"never-seen domain: {k} hosts began querying it within "
+                f"{spread / _HOUR_US:.1f} h, then sporadically",
+            )
+        ],
+    )
+
+
+def _inject_adoption(ctx: _Ctx, i: int) -> None:
+    """Benign: a new SaaS domain that dozens of hosts adopt over hours to days and keep using."""
+    rng = ctx.rng
+    site = ctx.reserved("benign_adoption")
+    if site is None:
+        return
+    lo = ctx.window(3600, 2 * 3600, office=True)[0]
+    users = _adopters(ctx, 0.03, 0.12, 12, 600)
+    k = len(users)
+    if k == 0:
+        return
+    # The rollout ends well before the simulation does (every adopter shows up).
+    rollout = min(float(rng.uniform(2.0, 48.0)) * _HOUR_US, 0.5 * (ctx.end_us() - lo))
+    onset = lo + (rng.beta(1.0, 1.5, k) * rollout).astype(np.int64)
+    rate = rng.lognormal(np.log(0.8), 0.6, k)
+    ts, j = _sporadic(ctx, users, onset, ctx.end_us(), rate, 0.15)
+    ts = np.concatenate([onset, ts])
+    cli = np.concatenate([users, users[j]])
+    frame = _site_campaign(ctx, site, ts, cli, f"benign_adoption-{i:02d}")
+    ctx.add(
+        frame,
+        "benign_adoption",
+        [
+            (
+                "domain",
+                ctx.uni.names[site],
+                "newdomain",
+                f"new SaaS service adopted by {k} hosts over {rollout / _HOUR_US:.0f} h and kept",
+            )
+        ],
+    )
+
+
+def _inject_cdn(ctx: _Ctx, i: int) -> None:
+    """Benign: a new CDN (many host names, low TTLs, rotating answers) used by many hosts at once."""
+    rng = ctx.rng
+    site = ctx.reserved("benign_cdn")
+    if site is None:
+        return
+    lo = ctx.window(3600, 2 * 3600, office=True)[0]
+    users = _adopters(ctx, 0.05, 0.2, 10, 2000)
+    k = len(users)
+    if k == 0:
+        return
+    rollout = min(float(rng.uniform(0.5, 6.0)) * _HOUR_US, 0.5 * (ctx.end_us() - lo))
+    onset = lo + (rng.beta(1.0, 2.0, k) * rollout).astype(np.int64)
+    rate = rng.lognormal(np.log(0.6), 0.5, k)
+    ts, j = _sporadic(ctx, users, onset, ctx.end_us(), rate, 0.4)
+    ts = np.concatenate([onset, ts])
+    cli = np.concatenate([users, users[j]])
+    frame = _site_campaign(ctx, site, ts, cli, f"benign_cdn-{i:02d}")
+    name = ctx.uni.names[site]
+    text = (
+        f"new CDN: {int(ctx.uni.n_hosts[site])} host names, TTL <= {int(ctx.uni.ttl[site])} s, "
+        f"{int(ctx.uni.pool[site])} addresses, used by {k} hosts"
+    )
+    ctx.add(
+        frame,
+        "benign_cdn",
+        [("domain", name, "fastflux", text), ("domain", name, "newdomain", text)],
+    )
+
+
+def _inject_update_burst(
+    ctx: _Ctx, i: int, stats: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    """Benign: many hosts hit one vendor domain within an hour (software update or backup)."""
+    rng, uni = ctx.rng, ctx.uni
+    visitors, _count, _first = stats
+    backup = bool(i % 2 == 1)
+    lo, hi = ctx.window(20 * 60, 90 * 60, office=not backup)
+    if backup:  # backups run at night: move the burst to 00-05 UTC of its day when possible
+        day0 = lo - (lo - ctx.t0_us) % (24 * _HOUR_US) + int(rng.uniform(0, 5)) * _HOUR_US
+        if day0 >= ctx.t0_us + int(ctx.warm_s * 1e6) and day0 + (hi - lo) <= ctx.end_us():
+            lo, hi = day0, day0 + (hi - lo)
+    mand = {uni.index[m] for m in _MANDATORY if m in uni.index}
+    cand = [
+        int(c)
+        for c in np.flatnonzero(
+            ((uni.kind == _KIND_AUTO) | ((uni.kind == _KIND_WEB) & ~uni.generated))
+            & uni.site_ok
+            & (visitors >= 1)
+        ).tolist()
+        if c not in ctx.taken_sites and c not in mand
+    ]
+    if not cand:
+        return
+    auto = [c for c in cand if uni.kind[c] == _KIND_AUTO]
+    pick = auto or cand
+    site = pick[int(rng.integers(len(pick)))]
+    ctx.taken_sites.add(site)
+    hour = min(ctx.hours - 1, int((lo - ctx.t0_us) // _HOUR_US))
+    on = np.flatnonzero(ctx.cl.on[:, hour] > 0) if backup else np.flatnonzero(~ctx.cl.server)
+    if len(on) == 0:
+        on = np.arange(ctx.cl.n)
+    share = float(rng.uniform(0.2, 0.6))
+    k = min(len(on), max(10, round(len(on) * share)))
+    hosts = rng.choice(on, size=k, replace=False)
+    per = rng.integers(1, 7, k)
+    cli = np.repeat(hosts, per)
+    ts = rng.integers(lo, hi, len(cli))
+    frame = _site_campaign(ctx, site, ts, cli, f"benign_update_burst-{i:02d}")
+    what = "nightly backup" if backup else "software update"
+    text = f"{what}: {k} hosts, {len(cli)} queries in {(hi - lo) / 6e7:.0f} min"
+    name = uni.names[site]
+    ctx.add(
+        frame,
+        "benign_update_burst",
+        [("domain", name, "volume", text), ("domain", name, "visitors", text)],
+    )
+
+
+def _inject_nx_misconfig(ctx: _Ctx, i: int) -> None:
+    """Benign: a misconfigured host retries a few stale internal names (NXDOMAIN) for hours."""
+    rng = ctx.rng
+    lo, hi = ctx.window(2 * 3600, 24 * 3600)
+    client = ctx.client()
+    k = int(rng.integers(1, 7))
+    names = []
+    for _ in range(k):
+        w = WORDS[int(rng.integers(len(WORDS)))]
+        tail = ("-old", "-legacy", f"{int(rng.integers(1, 20)):02d}", "-test", "-bak")
+        names.append(f"{w}{tail[int(rng.integers(len(tail)))]}.{INTERNAL_ZONE}")
+    names = list(dict.fromkeys(names))
+    period = float(rng.uniform(5 * 60, 30 * 60)) * 1e6
+    starts = lo + np.arange(0, max(1, int((hi - lo) // period))) * int(period)
+    per_burst = len(names) * int(rng.integers(1, 4))
+    ts = np.repeat(starts, per_burst) + rng.integers(0, 5_000_000, len(starts) * per_burst)
+    q = np.tile(np.arange(per_burst) % len(names), len(starts))
+    n = len(ts)
+    order = np.argsort(ts, kind="stable")
+    qn = pl.Series(names, dtype=pl.String).gather(q[order])
+    frame = _raw_frame(
+        {
+            "ts_us": ts[order],
+            "client": np.full(n, client),
+            "qname": qn,
+            "registered_domain": INTERNAL_ZONE,
+            "qtype": pl.Series(np.where(rng.random(n) < 0.7, "A", "AAAA").tolist()),
+            "rcode": "NXDOMAIN",
+            "answers": None,
+            "ttl": None,
+            "rtt_us": rng.integers(300, 3_000, n),
+        },
+        n,
+        f"benign_nx_misconfig-{i:02d}",
+    )
+    ctx.add(
+        frame,
+        "benign_nx_misconfig",
+        [
+            (
+                "client",
+                ctx.cl.ips[client],
+                "nxdomain",
+                f"misconfigured host retries {len(names)} stale internal name(s) "
+                f"every {period / 6e7:.0f} min ({n} NXDOMAIN)",
+            )
+        ],
+    )
+
+
 # --------------------------------------------------------------------------- assembly
 
 
@@ -1599,17 +2126,48 @@ def _finalize(
     )
 
 
+def campaign_counts(hours: int, clients: int) -> dict[str, int]:
+    """Campaigns of each kind (attacks and benign anomalies) for a simulation.
+
+    ``per week × hours / 168``, times ``sqrt(clients / 500)`` above
+    :data:`REFERENCE_CLIENTS` hosts (a bigger network sees more of
+    everything), rounded, and at least one of each kind.  Benign anomalies
+    always outnumber the attacks: in short runs, where every kind's floor of
+    one dominates, benign kinds are topped up in turn (most frequent first).
+
+    >>> campaign_counts(168, 200)["beacon"], campaign_counts(168, 8000)["beacon"]
+    (5, 20)
+    """
+    pop = max(1.0, clients / REFERENCE_CLIENTS) ** 0.5
+    scale = hours / 168.0 * pop
+    per = {**CAMPAIGNS_PER_WEEK, **BENIGN_PER_WEEK}
+    out = {kind: max(1, round(n * scale)) for kind, n in per.items()}
+    order = sorted(BENIGN_PER_WEEK, key=lambda k: -BENIGN_PER_WEEK[k])
+    j = 0
+    while sum(out[k] for k in BENIGN_KINDS) <= sum(out[k] for k in THREAT_KINDS):
+        out[order[j % len(order)]] += 1
+        j += 1
+    return out
+
+
 def simulate(
     hours: int,
     clients: int,
     seed: int,
     start: datetime | str | None = None,
+    dga_lists: dict[str, list[str]] | None = None,
+    campaigns: dict[str, int] | None = None,
 ) -> SimResult:
     """Simulate ``hours`` of DNS from ``clients`` hosts with injected campaigns.
 
     ``start`` (ISO-8601 text or datetime; naive means UTC) is floored to the
-    hour; by default :data:`DEFAULT_START`.  The result depends only on the
-    arguments.
+    hour; by default :data:`DEFAULT_START`.  DGA bots use the reimplemented
+    generators of :data:`DGA_STYLES`, or, when ``dga_lists`` (family → names,
+    see :func:`read_dga_lists`) is given, real families' names: campaign
+    ``i`` takes the ``i``-th family after a seeded offset.  ``campaigns``
+    overrides :func:`campaign_counts` for some kinds (``{"dga": 8}``: eight
+    DGA campaigns, one per family of an eight-family list; ``0`` leaves a
+    kind out).  The result depends only on the arguments.
 
     >>> r = simulate(hours=2, clients=5, seed=1)
     >>> r.events.height > 0, r.labels.columns[:3]
@@ -1623,7 +2181,15 @@ def simulate(
     t0_us = int((t_start - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()) * 1_000_000
     seq = np.random.SeedSequence(seed)
     r_uni, r_cl, r_bg, r_camp, r_fin = (np.random.default_rng(s) for s in seq.spawn(5))
-    uni = _build_universe(r_uni, max(1500, 9 * clients), clients)
+    counts = campaign_counts(hours, clients)
+    for kind, n in (campaigns or {}).items():
+        if kind not in counts:
+            raise ValueError(f"unknown campaign kind {kind!r}")
+        if n < 0:
+            raise ValueError(f"campaign count of {kind} must be >= 0")
+        counts[kind] = int(n)
+    reserve = {k: counts[k] for k in ("newdomain", "benign_adoption", "benign_cdn")}
+    uni = _build_universe(r_uni, max(1500, 9 * clients), clients, reserve)
     cl = _build_clients(r_cl, clients, t_start, hours)
     bg_ev = _background_arrays(r_bg, uni, cl, hours, t0_us, rate=_RATE)
     tabs = _build_tables(r_uni, uni, cl)
@@ -1643,25 +2209,31 @@ def simulate(
         taken_names=set(uni.names) | set(uni.typos) | {INTERNAL_ZONE},
         taken_sites={0},
         free_clients=free,
+        dga_lists=dict(dga_lists or {}),
     )
     vis = _site_visitors(ctx)
-    scale = hours / 168.0
-    for kind, per_week in CAMPAIGNS_PER_WEEK.items():
-        for i in range(max(1, round(per_week * scale))):
-            if kind == "masquerade":
-                _inject_masquerade(ctx, i, vis)
-            elif kind == "volume_spike":
-                _inject_volume(ctx, i, vis)
-            elif kind == "dga":
-                _inject_dga(ctx, i)
-            elif kind == "tunnel":
-                _inject_tunnel(ctx, i)
-            elif kind == "beacon":
-                _inject_beacon(ctx, i)
-            else:
-                _inject_exfil(ctx, i)
+    n_styles = len(ctx.dga_lists) or len(DGA_STYLES)
+    dga_offset = int(r_camp.integers(n_styles))
+    injectors: dict[str, Callable[[int], None]] = {
+        "masquerade": lambda i: _inject_masquerade(ctx, i, vis),
+        "volume_spike": lambda i: _inject_volume(ctx, i, vis),
+        "dga": lambda i: _inject_dga(ctx, i, dga_offset),
+        "tunnel": lambda i: _inject_tunnel(ctx, i),
+        "beacon": lambda i: _inject_beacon(ctx, i),
+        "exfil": lambda i: _inject_exfil(ctx, i),
+        "newdomain": lambda i: _inject_newdomain(ctx, i),
+        "benign_adoption": lambda i: _inject_adoption(ctx, i),
+        "benign_update_burst": lambda i: _inject_update_burst(ctx, i, vis),
+        "benign_cdn": lambda i: _inject_cdn(ctx, i),
+        "benign_nx_misconfig": lambda i: _inject_nx_misconfig(ctx, i),
+    }
+    for kind, count in counts.items():
+        for i in range(count):
+            injectors[kind](i)
     events = _finalize(bg, ctx.frames, cl, r_fin)
-    labels = pl.DataFrame(ctx.labels, schema=dict.fromkeys(LABEL_COLUMNS, pl.String)).sort(
+    schema: dict[str, pl.DataType] = {c: pl.String() for c in LABEL_COLUMNS}
+    schema["threat"] = pl.Int8()
+    labels = pl.DataFrame(ctx.labels, schema=schema).sort(
         ["window_start", "campaign", "detector_family", "entity"]
     )
     stats = {
@@ -1669,6 +2241,8 @@ def simulate(
         "background_events": bg.height,
         "injected_events": events.height - bg.height,
         "campaigns": int(labels["campaign"].n_unique()),
+        "threat_campaigns": int(labels.filter(pl.col("threat") == 1)["campaign"].n_unique()),
+        "benign_campaigns": int(labels.filter(pl.col("threat") == 0)["campaign"].n_unique()),
         "label_rows": labels.height,
     }
     return SimResult(events, labels, t_start, hours, clients, seed, stats)

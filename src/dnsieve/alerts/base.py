@@ -4,9 +4,11 @@ Everything here is pure: both :class:`dnsieve.alerts.store.AlertStore` (SQL)
 and :class:`dnsieve.alerts.memory.MemoryAlertStore` build on it, so the two
 agree on ids, merging, severity and the status workflow.
 
-Alert ids are idempotent: the hex SHA-256 prefix of (detector, entity,
-window start, window end), so re-running a detection or replaying a stream
-finds the same alert again.
+An alert is one detector × entity *episode*: a run of windows no more than the
+episode gap apart (:mod:`dnsieve.episodes`, :mod:`dnsieve.alerts.merge`).  Ids are
+idempotent: a window's id is the hex SHA-256 prefix of (detector, entity, window
+start, window end), and an alert has the id of its first window, so re-running a
+detection or replaying a stream, in any order or batches, finds the same alert.
 
 >>> from datetime import datetime, UTC
 >>> t0, t1 = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, 1, tzinfo=UTC)
@@ -28,7 +30,7 @@ import math
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 import polars as pl
@@ -62,6 +64,7 @@ __all__ = [
     "severity_of",
     "status_filter",
     "validate_allow",
+    "window_entry",
 ]
 
 Status = Literal["new", "needs_review", "threat", "benign", "not_relevant"]
@@ -169,9 +172,21 @@ def _epoch_us(ts: datetime) -> int:
 
 
 def alert_id(detector: str, entity: str, window_start: datetime, window_end: datetime) -> str:
-    """Stable id: hex SHA-256 prefix (96 bits) of detector, entity and window (µs, UTC)."""
+    """Stable id of one window: hex SHA-256 prefix (96 bits) of detector, entity and window
+    (µs, UTC).  An alert (an episode of windows) has the id of its first window."""
     key = f"{detector}\x1f{entity}\x1f{_epoch_us(window_start)}\x1f{_epoch_us(window_end)}"
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:ID_HEX]
+
+
+def window_entry(
+    start: datetime, end: datetime, score: float, p_value: float | None
+) -> dict[str, Any]:
+    """One window of an alert's ``windows`` evidence (times ISO 8601 UTC).
+
+    >>> window_entry(datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, 1, tzinfo=UTC), 2.5, None)
+    {'start': '2024-01-01T00:00:00Z', 'end': '2024-01-01T01:00:00Z', 'score': 2.5, 'p_value': None}
+    """
+    return {"start": _iso(start), "end": _iso(end), "score": float(score), "p_value": p_value}
 
 
 # --------------------------------------------------------------------------- records
@@ -200,12 +215,35 @@ class Alert:
     last_seen: datetime
     times_seen: int
     suppressed_by: int | None
+    #: the episode: first window's start, last window's end, number of distinct windows
+    episode_start: datetime | None = None
+    episode_end: datetime | None = None
+    n_windows: int = 1
+    #: the episode's windows as evidence, oldest first: ``{"start", "end", "score",
+    #: "p_value"}`` each; for a long episode a capped selection (:func:`summarise_windows`)
+    windows: list[dict[str, Any]] | None = None
     suppressed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.episode_start is None:
+            object.__setattr__(self, "episode_start", self.window_start)
+        if self.episode_end is None:
+            object.__setattr__(self, "episode_end", self.window_end)
+        if self.windows is None:
+            one = [window_entry(self.window_start, self.window_end, self.score, self.p_value)]
+            object.__setattr__(self, "windows", one)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (times as ISO 8601 UTC)."""
         out = asdict(self)
-        for k in ("window_start", "window_end", "first_seen", "last_seen"):
+        for k in (
+            "window_start",
+            "window_end",
+            "first_seen",
+            "last_seen",
+            "episode_start",
+            "episode_end",
+        ):
             out[k] = _iso(out[k])
         return out
 
@@ -232,6 +270,9 @@ class AlertSummary:
     last_seen: datetime
     times_seen: int
     suppressed_by: int | None
+    episode_start: datetime | None = None
+    episode_end: datetime | None = None
+    n_windows: int = 1
     suppressed: bool = False
 
 
@@ -324,7 +365,9 @@ class RunRecord:
 
 @dataclass
 class UpsertReport:
-    """Outcome of one :meth:`AlertStoreProtocol.upsert_anomalies` call."""
+    """Outcome of one :meth:`AlertStoreProtocol.upsert_anomalies` call: ``received``
+    windows; ``inserted`` new alerts (episodes) and ``merged`` stored ones they extended
+    or saw again; ``suppressed``: the written alerts an allow-list entry hides."""
 
     received: int = 0
     inserted: int = 0
@@ -332,13 +375,20 @@ class UpsertReport:
     suppressed: int = 0
     rejects: Counter[str] = field(default_factory=Counter)
     repaired: Counter[str] = field(default_factory=Counter)
+    #: the alerts (episodes) the call wrote, in the order they were written
     ids: list[str] = field(default_factory=list)
+    #: windows never stored before (the others were seen again)
+    new_windows: int = 0
+    #: stored episodes merged into another one because a window bridged them
+    joined: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "received": self.received,
             "inserted": self.inserted,
             "merged": self.merged,
+            "new_windows": self.new_windows,
+            "joined": self.joined,
             "suppressed": self.suppressed,
             "rejects": dict(self.rejects),
             "repaired": dict(self.repaired),
@@ -370,9 +420,13 @@ class PreparedAlert:
     suppressed_by: int | None = None
 
     def row(self, now: datetime) -> dict[str, Any]:
-        """The column values of a new row."""
+        """The column values of a new one-window alert (an episode of this window)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out.update(status="new", first_seen=now, last_seen=now)
+        out.update(episode_start=self.window_start, episode_end=self.window_end, n_windows=1)
+        out["windows"] = [
+            window_entry(self.window_start, self.window_end, self.score, self.p_value)
+        ]
         return out
 
 
@@ -501,14 +555,13 @@ def prepare_anomalies(
             features=features,
             suppressed_by=rule.id if rule is not None else None,
         )
-    prepared = list(out.values())
-    report.suppressed += sum(p.suppressed_by is not None for p in prepared)
-    report.ids += [p.id for p in prepared]
-    return prepared
+    return list(out.values())
 
 
 def alerts_to_frame(alerts: Sequence[Alert]) -> pl.DataFrame:
-    """Alerts → Polars frame in the ANOMALY shape plus id, status, threat_probability, features.
+    """Alerts → Polars frame in the ANOMALY shape (the worst window) plus id, status,
+    threat_probability, features and the episode (``episode_start``, ``episode_end``,
+    ``n_windows``): one row per alert, so training rows count episodes.
 
     Evidence and features are JSON strings, as detectors emit them, so the
     frame can go straight back into :func:`dnsieve.threat.features` code.
@@ -523,6 +576,13 @@ def alerts_to_frame(alerts: Sequence[Alert]) -> pl.DataFrame:
                 [a.window_start for a in alerts], dtype=pl.Datetime("us", "UTC")
             ),
             "window_end": pl.Series([a.window_end for a in alerts], dtype=pl.Datetime("us", "UTC")),
+            "episode_start": pl.Series(
+                [a.episode_start for a in alerts], dtype=pl.Datetime("us", "UTC")
+            ),
+            "episode_end": pl.Series(
+                [a.episode_end for a in alerts], dtype=pl.Datetime("us", "UTC")
+            ),
+            "n_windows": pl.Series([a.n_windows for a in alerts], dtype=pl.Int64),
             "score": pl.Series([a.score for a in alerts], dtype=pl.Float64),
             "p_value": pl.Series([a.p_value for a in alerts], dtype=pl.Float64),
             "evidence": [json.dumps(a.evidence, sort_keys=True) for a in alerts],
@@ -577,9 +637,14 @@ class AlertStoreProtocol(Protocol):
     in memory, for tests of other layers: :class:`~dnsieve.alerts.memory.MemoryAlertStore`)."""
 
     def upsert_anomalies(
-        self, frame: pl.DataFrame, now: datetime | None = None, batch_size: int = 5000
+        self,
+        frame: pl.DataFrame,
+        now: datetime | None = None,
+        batch_size: int = 5000,
+        gap: timedelta | None = None,
     ) -> UpsertReport:
-        """Insert new alerts, merge repeated ones; statuses and verdicts are never touched."""
+        """Merge windows into episodes (alerts) ``gap`` apart at most (the store's
+        ``episode_gap`` by default); statuses and verdicts are kept."""
         ...
 
     def get_alert(self, id_or_prefix: str, now: datetime | None = None) -> Alert:

@@ -112,8 +112,23 @@ def to_jsonl(alert: Alert) -> dict[str, Any]:
         "first_seen": _iso(alert.first_seen),
         "last_seen": _iso(alert.last_seen),
         "suppressed_by": alert.suppressed_by,
+        "episode_start": _iso(alert.episode_start),
+        "episode_end": _iso(alert.episode_end),
+        "n_windows": alert.n_windows,
+        "windows": alert.windows,
+        **_why(alert),
         "evidence": alert.evidence,
     }
+
+
+def _why(alert: Alert) -> dict[str, Any]:
+    """``reason`` (one sentence with its numbers) and ``clients`` (the addresses to look
+    at) of :func:`dnsieve.explain.explain`."""
+    from dnsieve.explain import explain
+
+    hours = (alert.window_end - alert.window_start).total_seconds() / 3600.0
+    e = explain(alert.detector, alert.entity, alert.evidence, alert.entity_type, hours or None)
+    return {"reason": e.reason, "clients": e.clients}
 
 
 def _risk_score(alert: Alert) -> float:
@@ -136,11 +151,18 @@ def _split(domain: str) -> tuple[str, str, str]:
 
 
 def to_ecs(alert: Alert) -> dict[str, Any]:
-    """An alert as an Elastic Common Schema document (nested objects)."""
+    """An alert (one episode) as an Elastic Common Schema document (nested objects).
+
+    ``event.start``/``event.end``/``event.duration`` span the episode; its worst window
+    and its windows are under ``dnsieve.alert``."""
+    start = alert.episode_start or alert.window_start
+    end = alert.episode_end or alert.window_end
+    duration_ns = int((end - start).total_seconds() * 1_000_000) * 1000
+    why = _why(alert)
     doc: dict[str, Any] = {
-        "@timestamp": _iso(alert.window_start),
+        "@timestamp": _iso(start),
         "ecs": {"version": ECS_VERSION},
-        "message": _summary(alert),
+        "message": f"{_summary(alert)}: {why['reason']}",
         "event": {
             "kind": "alert",
             "category": ["network"],
@@ -148,8 +170,9 @@ def to_ecs(alert: Alert) -> dict[str, Any]:
             "module": "dnsieve",
             "dataset": "dnsieve.alert",
             "id": alert.id,
-            "start": _iso(alert.window_start),
-            "end": _iso(alert.window_end),
+            "start": _iso(start),
+            "end": _iso(end),
+            "duration": duration_ns,
             "created": _iso(alert.first_seen),
             "risk_score": _risk_score(alert),
             "severity": ECS_SEVERITY.get(alert.severity, 21),
@@ -173,6 +196,11 @@ def to_ecs(alert: Alert) -> dict[str, Any]:
                 "times_seen": alert.times_seen,
                 "last_seen": _iso(alert.last_seen),
                 "suppressed_by": alert.suppressed_by,
+                "n_windows": alert.n_windows,
+                "window_start": _iso(alert.window_start),
+                "window_end": _iso(alert.window_end),
+                "windows": alert.windows,
+                **why,
             },
             "evidence": alert.evidence,
         },
@@ -200,7 +228,11 @@ def _summary(alert: Alert) -> str:
     tp = (
         f" P(threat) {alert.threat_probability:.2f}" if alert.threat_probability is not None else ""
     )
-    return f"dnsieve {alert.detector} alert on {alert.entity}: score {alert.score:.3g}{tp} [{alert.status}]"
+    span = f" over {alert.n_windows} windows" if alert.n_windows > 1 else ""
+    return (
+        f"dnsieve {alert.detector} alert on {alert.entity}: score {alert.score:.3g}{tp}"
+        f"{span} [{alert.status}]"
+    )
 
 
 def _dump(doc: Mapping[str, Any]) -> str:

@@ -23,7 +23,7 @@ import dataclasses
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import polars as pl
@@ -48,6 +48,14 @@ from dnsieve.alerts.base import (
     status_filter,
     validate_allow,
 )
+from dnsieve.alerts.merge import (
+    DEFAULT_EPISODE_GAP,
+    MERGE_ACTOR,
+    EpisodePlan,
+    Window,
+    plan_upsert,
+    window_of,
+)
 from dnsieve.threat.allowlist import AllowListError, AllowMatcher, Rule
 
 __all__ = ["MemoryAlertStore"]
@@ -64,12 +72,16 @@ def _now(now: datetime | None) -> datetime:
 class MemoryAlertStore:
     """Dictionaries behind a lock; same ids, merging, workflow and allow-list rules as SQL."""
 
+    episode_gap: timedelta = DEFAULT_EPISODE_GAP
+
     def __init__(self) -> None:
         self._alerts: dict[str, Alert] = {}
         self._audit: list[AuditEntry] = []
         self._allow: dict[int, AllowEntry] = {}
         self._models: dict[int, ModelVersion] = {}
         self._runs: dict[int, RunRecord] = {}
+        #: window id → [alert id, start, end, score, p_value, times_seen]
+        self._windows: dict[str, list[Any]] = {}
         self._lock = threading.RLock()
 
     def close(self) -> None:
@@ -97,44 +109,85 @@ class MemoryAlertStore:
     # ------------------------------------------------------------------ alerts
 
     def upsert_anomalies(
-        self, frame: pl.DataFrame, now: datetime | None = None, batch_size: int = 5000
+        self,
+        frame: pl.DataFrame,
+        now: datetime | None = None,
+        batch_size: int = 5000,
+        gap: timedelta | None = None,
     ) -> UpsertReport:
         now = _now(now)
+        gap = self.episode_gap if gap is None else gap
         report = UpsertReport()
         with self._lock:
             for off in range(0, frame.height, max(1, batch_size)):
                 prepared = prepare_anomalies(
                     frame.slice(off, batch_size), AllowMatcher(self._rules(now)), report
                 )
-                for p in prepared:
-                    old = self._alerts.get(p.id)
-                    if old is None:
-                        self._alerts[p.id] = Alert(**p.row(now), suppressed=False)
-                        report.inserted += 1
-                        continue
-                    report.merged += 1
-                    higher = p.score > old.score
-                    pv = old.p_value
-                    if p.p_value is not None and (pv is None or p.p_value < pv):
-                        pv = p.p_value
-                    tp = (
-                        p.threat_probability
-                        if p.threat_probability is not None
-                        else old.threat_probability
-                    )
-                    self._alerts[p.id] = dataclasses.replace(
-                        old,
-                        score=p.score if higher else old.score,
-                        evidence=p.evidence if higher else old.evidence,
-                        p_value=pv,
-                        threat_probability=tp,
-                        severity=severity_of(tp, pv),
-                        features=p.features if p.features is not None else old.features,
-                        last_seen=now,
-                        times_seen=old.times_seen + p.times_seen,
-                        suppressed_by=p.suppressed_by,
-                    )
+                batch = [window_of(p) for p in prepared]
+                known = {w.id: self._windows[w.id][0] for w in batch if w.id in self._windows}
+                plan = plan_upsert(batch, known, self._near(batch, known, gap), gap, now)
+                self._apply(plan, now)
+                report.inserted += plan.inserted
+                report.merged += plan.merged
+                report.new_windows += plan.new_windows
+                report.joined += plan.joined
+                report.suppressed += sum(r["suppressed_by"] is not None for r in plan.rows)
+                report.ids += [r["id"] for r in plan.rows]
         return report
+
+    def _near(
+        self, batch: Sequence[Window], known: Mapping[str, str], gap: timedelta
+    ) -> dict[str, Alert]:
+        out = {aid: self._alerts[aid] for aid in known.values()}
+        keys: dict[tuple[str, str], list[Window]] = {}
+        for w in batch:
+            if w.id not in known:
+                keys.setdefault((w.detector, w.entity), []).append(w)
+        for a in self._alerts.values():
+            ws = keys.get((a.detector, a.entity))
+            if not ws or a.episode_start is None or a.episode_end is None:
+                continue
+            lo = min(w.start for w in ws) - gap
+            hi = max(w.end for w in ws) + gap
+            if a.episode_start <= hi and a.episode_end >= lo:
+                out[a.id] = a
+        return out
+
+    def _apply(self, plan: EpisodePlan, now: datetime) -> None:
+        for r in plan.rows:
+            self._alerts[r["id"]] = Alert(**r, suppressed=False)
+        for loser, winner in plan.moves:
+            self._audit = [
+                dataclasses.replace(e, alert_id=winner) if e.alert_id == loser else e
+                for e in self._audit
+            ]
+            for rec in self._windows.values():
+                if rec[0] == loser:
+                    rec[0] = winner
+            self._alerts.pop(loser, None)
+        for n in plan.notes:
+            self._audit.append(
+                AuditEntry(
+                    len(self._audit) + 1,
+                    n.alert_id,
+                    MERGE_ACTOR,
+                    now,
+                    n.old_status,
+                    n.new_status,
+                    n.comment,
+                    None,
+                )
+            )
+        for wid, aid, start, end, score, p, times in plan.windows:
+            old = self._windows.get(wid)
+            if old is None:
+                self._windows[wid] = [aid, start, end, score, p, times]
+                continue
+            old[0] = aid
+            old[3] = max(old[3], score)
+            if p is not None and (old[4] is None or p < old[4]):
+                old[4] = p
+            old[5] += times
 
     def resolve_id(self, id_or_prefix: str) -> str:
         """Full alert id from an id or a unique prefix."""
@@ -144,6 +197,10 @@ class MemoryAlertStore:
         if p in self._alerts:
             return p
         found = sorted(k for k in self._alerts if k.startswith(p))
+        if not found:  # a window's id, or the id of an episode merged into another
+            found = sorted({r[0] for k, r in self._windows.items() if k.startswith(p)})
+            if len(found) == 1:
+                return str(found[0])
         if not found:
             raise AlertNotFound(f"no alert with id {id_or_prefix!r}")
         if len(found) > 1:

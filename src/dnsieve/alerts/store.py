@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -59,7 +59,6 @@ from dnsieve.alerts.base import (
     AuditEntry,
     InvalidTransition,
     ModelVersion,
-    PreparedAlert,
     RunRecord,
     UpsertReport,
     VerdictResult,
@@ -68,6 +67,14 @@ from dnsieve.alerts.base import (
     prepare_anomalies,
     status_filter,
     validate_allow,
+)
+from dnsieve.alerts.merge import (
+    DEFAULT_EPISODE_GAP,
+    MERGE_ACTOR,
+    EpisodePlan,
+    Window,
+    plan_upsert,
+    window_of,
 )
 from dnsieve.threat.allowlist import (
     AllowListConflict,
@@ -91,6 +98,7 @@ __all__ = [
 DB_ENV = "DNSIEVE_DB"
 DEFAULT_DB_NAME = "alerts.db"
 _PG_MIGRATION_LOCK = 0x646E7376  # "dnsv": serialises concurrent migrations on PostgreSQL
+_PG_UPSERT_LOCK = 0x646E7365  # "dnse": serialises episode upserts on PostgreSQL
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +217,27 @@ alerts = sa.Table(
     sa.Column("last_seen", UTCDateTime, nullable=False),
     sa.Column("times_seen", sa.Integer, nullable=False),
     sa.Column("suppressed_by", sa.Integer, sa.ForeignKey("allowlist.id")),
+    # the episode (migration 0006): its span, its number of distinct windows, and a capped
+    # selection of them as evidence (dnsieve.alerts.merge.summarise_windows)
+    sa.Column("episode_start", UTCDateTime),
+    sa.Column("episode_end", UTCDateTime),
+    sa.Column("n_windows", sa.Integer, nullable=False),
+    sa.Column("windows", _json()),
+)
+
+#: Every window ever stored, by its own id (:func:`~dnsieve.alerts.base.alert_id` of the
+#: window), with the alert (episode) it belongs to: a window seen again counts once, and
+#: any window's id (or a merged episode's old id) still finds its alert (migration 0006).
+alert_windows = sa.Table(
+    "alert_windows",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("alert_id", sa.String(64), nullable=False),
+    sa.Column("window_start", UTCDateTime, nullable=False),
+    sa.Column("window_end", UTCDateTime, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("p_value", sa.Float),
+    sa.Column("times_seen", sa.Integer, nullable=False),
 )
 
 verdicts = sa.Table(
@@ -440,6 +469,10 @@ def _alert(row: RowMapping) -> Alert:
         last_seen=row["last_seen"],
         times_seen=int(row["times_seen"]),
         suppressed_by=row["suppressed_by"],
+        episode_start=row.get("episode_start"),
+        episode_end=row.get("episode_end"),
+        n_windows=int(row.get("n_windows") or 1),
+        windows=list(row["windows"]) if row.get("windows") is not None else None,
         suppressed=bool(row.get("suppressed", False)),
     )
 
@@ -503,13 +536,23 @@ def _run(row: RowMapping) -> RunRecord:
 
 _COLUMNS: list[str] = [c.name for c in alerts.columns]
 _STAGE = "dnsieve_alerts_stage"
-_SQLITE_TS = "%Y-%m-%d %H:%M:%S%.6f"  # SQLAlchemy's SQLite DATETIME text, naive UTC
+#: The stored episodes of ``[detector, entity, lo, hi]`` pairs (a JSON array) that
+#: overlap ``[lo, hi]``: one search of ix_alerts_entity per pair (SQLite).
+NEAR_EPISODES_SQLITE = (
+    "SELECT a.id FROM json_each(:k) AS k JOIN alerts AS a"
+    " ON a.entity = json_extract(k.value, '$[1]')"
+    " AND a.detector = json_extract(k.value, '$[0]')"
+    " AND a.episode_start <= json_extract(k.value, '$[3]')"
+    " AND a.episode_end >= json_extract(k.value, '$[2]')"
+)
 _BIG_EXPONENT = re.compile(r"[eE][+-]?\d{3}")
 
 
 def _ts_text(ts: datetime, dialect: str) -> str:
     """A UTC time as the bulk path writes it (the same text SQLAlchemy writes on SQLite)."""
-    text = ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    text = ts.isoformat(" ", "microseconds")[:26]
     return text if dialect == "sqlite" else text + "+00"
 
 
@@ -616,45 +659,22 @@ def _key_frame(frame: pl.DataFrame) -> pl.DataFrame | None:
     return f.join(pairs, on=["entity_type", "entity"], how="left", maintain_order="left")
 
 
-def _severity_expr() -> pl.Expr:
-    tp, p = pl.col("threat_probability"), pl.col("p_value")
-    e: Any = pl
-    for cut, name in TP_SEVERITY:
-        e = e.when(tp >= cut).then(pl.lit(name))
-    e = e.when(tp.is_not_null()).then(pl.lit("low"))
-    for cut, name in P_SEVERITY:
-        e = e.when(p <= cut).then(pl.lit(name))
-    return e.otherwise(pl.lit("low"))
-
-
-def _prepared_row(p: PreparedAlert, now: datetime, dialect: str) -> tuple[Any, ...]:
-    row = p.row(now)
-    for c in ("window_start", "window_end", "first_seen", "last_seen"):
-        row[c] = _ts_text(row[c], dialect)
-    row["evidence"] = json.dumps(row["evidence"])
-    row["features"] = json.dumps(row["features"]) if row["features"] is not None else None
-    return tuple(row[c] for c in _COLUMNS)
-
-
-def _batch_rows(
+def _batch_windows(
     frame: pl.DataFrame,
     keyed: pl.DataFrame | None,
     off: int,
     size: int,
     matcher: AllowMatcher,
     report: UpsertReport,
-    now: datetime,
-    dialect: str,
-) -> list[tuple[Any, ...]]:
-    """One batch as rows of column values in table order, unique by id.
+) -> list[Window]:
+    """One batch as windows, unique by window id.
 
     A batch with any row that is not clean is handed to
     :func:`prepare_anomalies` whole, which counts rejects and repairs.
     """
     b = keyed.slice(off, size) if keyed is not None else None
     if b is None or not b["_clean"].all():
-        prepared = prepare_anomalies(frame.slice(off, size), matcher, report)
-        return [_prepared_row(p, now, dialect) for p in prepared]
+        return [window_of(p) for p in prepare_anomalies(frame.slice(off, size), matcher, report)]
     report.received += b.height
     b = b.with_columns(times_seen=pl.lit(1, dtype=pl.Int64))
     if b["id"].n_unique() < b.height:  # merge repeats: max score with its evidence, min p ...
@@ -668,7 +688,6 @@ def _batch_rows(
             pl.col("features").drop_nulls().last(),
             times_seen=pl.len().cast(pl.Int64),
         )
-    suppressed: list[int | None]
     if len(matcher):
         triples = b.select("detector", "entity_type", "entity").unique()
         hits = [matcher.match(d, t, e) for d, t, e in triples.iter_rows()]
@@ -680,33 +699,50 @@ def _batch_rows(
         )
     else:
         b = b.with_columns(suppressed_by=pl.lit(None, dtype=pl.Int64))
-    fmt = _SQLITE_TS if dialect == "sqlite" else _SQLITE_TS + "+00"
-    seen = _ts_text(now, dialect)
-    out = b.select(
+    cols = b.select(
         "id",
         "detector",
         "entity_type",
         "entity",
         "domain",
         "client",
-        pl.col("window_start").dt.strftime(fmt),
-        pl.col("window_end").dt.strftime(fmt),
+        "window_start",
+        "window_end",
         "score",
         "p_value",
         "threat_probability",
-        status=pl.lit("new"),
-        severity=_severity_expr(),
-        evidence=pl.col("evidence").fill_null("{}"),
-        features="features",
-        first_seen=pl.lit(seen),
-        last_seen=pl.lit(seen),
-        times_seen="times_seen",
-        suppressed_by="suppressed_by",
+        pl.col("evidence").fill_null("{}"),
+        "features",
+        "times_seen",
+        "suppressed_by",
     )
-    suppressed = out["suppressed_by"].to_list()
-    report.suppressed += sum(x is not None for x in suppressed)
-    report.ids += out["id"].to_list()
-    return list(zip(*[out[c].to_list() for c in _COLUMNS], strict=True))
+    return [Window(*r) for r in cols.iter_rows()]
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+_JSON_COLUMNS = frozenset({"evidence", "features", "windows"})
+#: Columns an upsert never changes on a stored alert: its key and subjects, and its status (a merge sets that on its own, :meth:`AlertStore._apply`), so
+#: that SQLite leaves the indexes on them alone.
+_KEPT = frozenset({"id", "detector", "entity_type", "entity", "domain", "client", "status"})
+_TS_COLUMNS = frozenset(
+    {"window_start", "window_end", "first_seen", "last_seen", "episode_start", "episode_end"}
+)
+
+
+def _row_values(row: Mapping[str, Any], dialect: str) -> tuple[Any, ...]:
+    """A planned alert row as positional column values, as the bulk statement takes them."""
+    out = []
+    for c in _COLUMNS:
+        v = row[c]
+        if c in _TS_COLUMNS:
+            v = _ts_text(v, dialect)
+        elif c in _JSON_COLUMNS:
+            v = _json_text(v) if c != "evidence" else json.dumps(v or {})
+        out.append(v)
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------- the store
@@ -729,6 +765,9 @@ class AlertStore:
     #: writes that bypass the store (SQL by hand) show after :attr:`cache_ttl` seconds.
     cache_ttl: float = 60.0
     generation_check_s: float = 0.5
+    #: quiet time after which a detector × entity's windows start a new alert (episode);
+    #: commands set it from ``[alerts] episode_gap_hours``
+    episode_gap: timedelta = DEFAULT_EPISODE_GAP
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -743,6 +782,7 @@ class AlertStore:
         self._db_gen: int | None = None
         self._db_gen_at: float | None = None
         self._has_gen: bool | None = None  # whether the database has that counter (0005)
+        self._windows_text: str | None = None
         #: The clock of the cache's TTL (seconds; injectable for tests).
         self.clock: Callable[[], float] = time.monotonic
 
@@ -795,78 +835,225 @@ class AlertStore:
         )
         return [rule_from_mapping(dict(r)) for r in conn.execute(q).mappings()]
 
-    def _upsert_stmt(self, inline: bool = False, source: sa.Select[Any] | None = None) -> Any:
+    def _upsert_stmt(self, source: sa.Select[Any] | None = None) -> Any:
+        """``INSERT ... ON CONFLICT (id) DO UPDATE`` of planned rows: the plan already
+        merged them with the stored ones (read under a lock), so every column is set."""
         ins = self._insert(alerts)
         if source is not None:
             ins = ins.from_select(_COLUMNS, source)
         ex = ins.excluded
-        higher = ex.score > _A.score
-        p_value = sa.case(
-            (_A.p_value.is_(None), ex.p_value),
-            (ex.p_value.is_(None), _A.p_value),
-            (ex.p_value < _A.p_value, ex.p_value),
-            else_=_A.p_value,
-        )
-        tp = sa.func.coalesce(ex.threat_probability, _A.threat_probability)
         return ins.on_conflict_do_update(
-            index_elements=[_A.id],
+            index_elements=[_A.id], set_={c: ex[c] for c in _COLUMNS if c not in _KEPT}
+        )
+
+    def _windows_sql(self) -> str:
+        """The window upsert, compiled once, for positional rows (driver ``executemany``)."""
+        if self._windows_text is None:
+            cols = [c.name for c in alert_windows.columns]
+            stmt = self._windows_stmt()
+            self._windows_text = str(stmt.compile(dialect=self.engine.dialect, column_keys=cols))
+            if self.dialect == "postgresql":  # psycopg's positional placeholders
+                self._windows_text = re.sub(r"%\((\w+)\)s", "%s", self._windows_text)
+        return self._windows_text
+
+    def _windows_stmt(self) -> Any:
+        ins = self._insert(alert_windows)
+        ex, w = ins.excluded, alert_windows.c
+        p_value = sa.case(
+            (w.p_value.is_(None), ex.p_value),
+            (ex.p_value.is_(None), w.p_value),
+            (ex.p_value < w.p_value, ex.p_value),
+            else_=w.p_value,
+        )
+        return ins.on_conflict_do_update(
+            index_elements=[w.id],
             set_={
-                "score": sa.case((higher, ex.score), else_=_A.score),
-                "evidence": sa.case((higher, ex.evidence), else_=_A.evidence),
+                "alert_id": ex.alert_id,
+                "score": sa.case((ex.score > w.score, ex.score), else_=w.score),
                 "p_value": p_value,
-                "threat_probability": tp,
-                "severity": _severity_sql(tp, p_value, inline),
-                "features": sa.func.coalesce(ex.features, _A.features),
-                "last_seen": ex.last_seen,
-                "times_seen": _A.times_seen + ex.times_seen,
-                "suppressed_by": ex.suppressed_by,
+                "times_seen": w.times_seen + ex.times_seen,
             },
         )
 
     def upsert_anomalies(
-        self, frame: pl.DataFrame, now: datetime | None = None, batch_size: int = 5000
+        self,
+        frame: pl.DataFrame,
+        now: datetime | None = None,
+        batch_size: int = 5000,
+        gap: timedelta | None = None,
     ) -> UpsertReport:
-        """Insert new alerts and merge repeated ones, one transaction per batch.
+        """Merge windows into episodes (alerts), one transaction per batch.
 
-        A repeated alert (same id) keeps its status, verdicts and first-seen
-        time; its score becomes the max (with that detection's evidence), its
-        p-value the min, ``times_seen`` grows and ``last_seen`` moves on.
-        Bad rows are counted in the report's ``rejects``, never raised.
+        Each window joins the stored episode of its detector × entity that it comes
+        within ``gap`` of (:attr:`episode_gap` by default), or starts a new one; a
+        window that bridges two episodes merges them, keeping the verdicts and audit
+        trail of both (:mod:`dnsieve.alerts.merge`).  A window seen again counts once
+        in ``n_windows``; the alert keeps its status, verdicts and first-seen time; its
+        score becomes the max (with that window's evidence), its p-value the min,
+        ``times_seen`` grows and ``last_seen`` moves on.  Bad rows are counted in the
+        report's ``rejects``, never raised.
 
-        This is the bulk path (see the module doc): rows are validated, keyed
-        and merged column-wise, then written with one statement per batch.
-        A batch with a row that needs a repair or a reject goes through
-        :func:`~dnsieve.alerts.base.prepare_anomalies` instead, so the
-        report and the stored values are the same either way.
+        Rows are validated, keyed and merged column-wise (the bulk path, see the module
+        doc); a batch with a row that needs a repair or a reject goes through
+        :func:`~dnsieve.alerts.base.prepare_anomalies` instead, so the report and the
+        stored values are the same either way.
         """
         now = _now(now)
+        gap = self.episode_gap if gap is None else gap
         report = UpsertReport()
         size = max(1, batch_size)
         keyed = _key_frame(frame)
         sql = self._bulk_sql()
         for off in range(0, frame.height, size):
             with self._write() as conn:
+                if self.dialect == "postgresql":
+                    conn.execute(
+                        sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_UPSERT_LOCK}
+                    )
                 matcher = AllowMatcher(self._rules(conn, now))
-                rows = _batch_rows(frame, keyed, off, size, matcher, report, now, self.dialect)
-                if not rows:
+                batch = _batch_windows(frame, keyed, off, size, matcher, report)
+                if not batch:
                     continue
-                existing = self._bulk_write(conn, sql, rows)
-                report.merged += existing
-                report.inserted += len(rows) - existing
+                known = self._known_windows(conn, [w.id for w in batch])
+                stored = self._stored_near(conn, batch, known, gap)
+                plan = plan_upsert(batch, known, stored, gap, now)
+                self._apply(conn, sql, plan, now)
+                self._count(report, plan)
         self._changed()
         return report
+
+    @staticmethod
+    def _count(report: UpsertReport, plan: EpisodePlan) -> None:
+        report.inserted += plan.inserted
+        report.merged += plan.merged
+        report.new_windows += plan.new_windows
+        report.joined += plan.joined
+        report.suppressed += sum(r["suppressed_by"] is not None for r in plan.rows)
+        report.ids += [r["id"] for r in plan.rows]
+
+    def _known_windows(self, conn: Connection, ids: Sequence[str]) -> dict[str, str]:
+        """Window id → alert id, for the ids already stored."""
+        w = alert_windows.c
+        out: dict[str, str] = {}
+        for i in range(0, len(ids), 900):
+            q = sa.select(w.id, w.alert_id).where(w.id.in_(ids[i : i + 900]))
+            out.update((str(a), str(b)) for a, b in conn.execute(q))
+        return out
+
+    def _stored_near(
+        self, conn: Connection, batch: Sequence[Window], known: Mapping[str, str], gap: timedelta
+    ) -> dict[str, Alert]:
+        """The stored alerts the plan needs: those of the windows seen again, and every
+        episode of a new window's detector × entity within ``gap`` of the new windows'
+        span (one indexed join on ``(entity, detector, episode_start)``)."""
+        span: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+        for w in batch:
+            if w.id in known:
+                continue
+            k = (w.detector, w.entity)
+            lo, hi = span.get(k, (w.start, w.end))
+            span[k] = (min(lo, w.start), max(hi, w.end))
+        ids = set(known.values())
+        keys = [(d, e, lo - gap, hi + gap) for (d, e), (lo, hi) in span.items()]
+        for i in range(0, len(keys), 2000):
+            ids.update(self._episodes_within(conn, keys[i : i + 2000]))
+        out: dict[str, Alert] = {}
+        wanted = sorted(ids)
+        for i in range(0, len(wanted), 900):
+            q = sa.select(alerts).where(_A.id.in_(wanted[i : i + 900]))
+            if self.dialect == "postgresql":
+                q = q.with_for_update()
+            for r in conn.execute(q).mappings():
+                out[r["id"]] = _alert(r)
+        return out
+
+    def _episodes_within(
+        self, conn: Connection, keys: Sequence[tuple[str, str, datetime, datetime]]
+    ) -> list[str]:
+        if not keys:
+            return []
+        if self.dialect == "postgresql":
+            q = sa.text(
+                "SELECT a.id FROM unnest(CAST(:d AS text[]), CAST(:e AS text[]),"
+                " CAST(:lo AS timestamptz[]), CAST(:hi AS timestamptz[])) AS k(d, e, lo, hi)"
+                " JOIN alerts a ON a.entity = k.e AND a.detector = k.d"
+                " AND a.episode_start <= k.hi AND a.episode_end >= k.lo"
+            )
+            params: dict[str, Any] = {
+                "d": [k[0] for k in keys],
+                "e": [k[1] for k in keys],
+                "lo": [k[2] for k in keys],
+                "hi": [k[3] for k in keys],
+            }
+        else:
+            q = sa.text(NEAR_EPISODES_SQLITE)
+            params = {
+                "k": json.dumps(
+                    [
+                        [d, e, _ts_text(lo, "sqlite"), _ts_text(hi, "sqlite")]
+                        for d, e, lo, hi in keys
+                    ]
+                )
+            }
+        return [str(r[0]) for r in conn.execute(q, params)]
+
+    def _apply(self, conn: Connection, sql: str, plan: EpisodePlan, now: datetime) -> None:
+        """Write a plan: alert rows, merges (verdicts and windows move, then the merged
+        alert goes), audit notes, windows."""
+        if plan.rows:
+            self._bulk_write(conn, sql, [_row_values(r, self.dialect) for r in plan.rows])
+        if plan.status_changes:
+            conn.execute(
+                sa.update(alerts)
+                .where(_A.id == sa.bindparam("_id"))
+                .values(status=sa.bindparam("_status")),
+                [{"_id": i, "_status": st} for i, st in plan.status_changes],
+            )
+        for loser, winner in plan.moves:
+            conn.execute(
+                sa.update(verdicts).where(verdicts.c.alert_id == loser).values(alert_id=winner)
+            )
+            conn.execute(
+                sa.update(alert_windows)
+                .where(alert_windows.c.alert_id == loser)
+                .values(alert_id=winner)
+            )
+            conn.execute(sa.delete(alerts).where(_A.id == loser))
+        if plan.notes:
+            conn.execute(
+                sa.insert(verdicts),
+                [
+                    {
+                        "alert_id": n.alert_id,
+                        "actor": MERGE_ACTOR,
+                        "at": now,
+                        "old_status": n.old_status,
+                        "new_status": n.new_status,
+                        "comment": n.comment,
+                        "model_version": None,
+                    }
+                    for n in plan.notes
+                ],
+            )
+        if plan.windows:
+            d = self.dialect
+            rows = [
+                (wid, aid, _ts_text(ws, d), _ts_text(we, d), score, p, n)
+                for wid, aid, ws, we, score, p, n in plan.windows
+            ]
+            conn.exec_driver_sql(self._windows_sql(), rows)
 
     def _bulk_sql(self) -> str:
         """The upsert of positional column values (SQLite) or of the staged rows (PostgreSQL)."""
         if self.dialect == "postgresql":
             stage = sa.table(_STAGE, *[sa.column(c) for c in _COLUMNS])
-            stmt = self._upsert_stmt(True, sa.select(*[stage.c[c] for c in _COLUMNS]))
+            stmt = self._upsert_stmt(sa.select(*[stage.c[c] for c in _COLUMNS]))
             return str(stmt.compile(dialect=self.engine.dialect))
-        stmt = self._upsert_stmt(True)
+        stmt = self._upsert_stmt()
         return str(stmt.compile(dialect=self.engine.dialect, column_keys=_COLUMNS))
 
-    def _bulk_write(self, conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> int:
-        """Write one batch of unique-id rows; returns how many ids were already stored."""
+    def _bulk_write(self, conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Write one batch of unique-id rows."""
         if self.dialect == "postgresql":
             cols = ", ".join(_COLUMNS)
             conn.exec_driver_sql(
@@ -877,18 +1064,10 @@ class AlertStore:
             with cur, cur.copy(f"COPY {_STAGE} ({cols}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
-            existing = conn.exec_driver_sql(
-                f"SELECT count(*) FROM {_STAGE} s JOIN alerts a ON a.id = s.id"
-            ).scalar_one()
             conn.exec_driver_sql(sql)
-            return int(existing)
-        ids = [r[0] for r in rows]
-        existing = 0
-        for i in range(0, len(ids), 900):
-            q = sa.select(sa.func.count()).where(_A.id.in_(ids[i : i + 900]))
-            existing += int(conn.execute(q).scalar_one())
+            conn.exec_driver_sql(f"DROP TABLE {_STAGE}")
+            return
         conn.exec_driver_sql(sql, rows)
-        return existing
 
     def _select_alerts(self, now: datetime) -> sa.Select[Any]:
         supp = sa.case((_suppressed_expr(now), True), else_=False).label("suppressed")
@@ -1174,6 +1353,18 @@ class AlertStore:
         with self.engine.connect() as conn:
             q = sa.select(_A.id).where(_A.id >= p, _A.id < p + "g").order_by(_A.id).limit(6)
             found = list(conn.execute(q).scalars())
+            if not found:  # a window's id, or the id of an episode merged into another
+                w = alert_windows.c
+                q = (
+                    sa.select(w.alert_id)
+                    .where(w.id >= p, w.id < p + "g")
+                    .distinct()
+                    .order_by(w.alert_id)
+                    .limit(6)
+                )
+                found = list(conn.execute(q).scalars())
+                if len(found) == 1:
+                    return str(found[0])
         if not found:
             raise AlertNotFound(f"no alert with id {id_or_prefix!r}")
         if len(found) > 1 and p not in found:

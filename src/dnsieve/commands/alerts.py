@@ -341,22 +341,31 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
         db: DbOpt = None,
     ) -> None:
-        """Store alerts from a file; re-importing merges, never duplicates, keeps verdicts."""
+        """Store alerts from a file; re-importing merges, never duplicates, keeps verdicts.
+
+        Windows of one detector and entity within ``[alerts] episode_gap_hours`` of each
+        other become one alert (an episode)."""
         from dnsieve.alerts.load import read_anomalies
+        from dnsieve.config import ConfigError, load_settings
 
         if not path.is_file():
             raise fail(f"no such file: {path}", 2)
+        try:
+            gap = load_settings().alerts.episode_gap
+        except ConfigError as exc:
+            raise fail(str(exc), 2) from None
         frame, rejects = read_anomalies(path)
         console, _ = _consoles()
         with open_store_or_exit(db) as store:
-            rep = store.upsert_anomalies(frame)
+            rep = store.upsert_anomalies(frame, gap=gap)
         rep.rejects.update(rejects)
         if as_json:
             typer.echo(json.dumps(rep.to_dict(), indent=2))
             return
         bad = ", ".join(f"{k} {v:,}" for k, v in rep.rejects.items())
         console.print(
-            f"{rep.inserted:,} new alert(s), {rep.merged:,} merged into stored ones, "
+            f"{rep.received:,} window(s): {rep.inserted:,} new alert(s), "
+            f"{rep.merged:,} stored one(s) extended or seen again, "
             f"{rep.suppressed:,} suppressed by the allow-list"
             + (f"; rejected: {bad}" if bad else "")
         )

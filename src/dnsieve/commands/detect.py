@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,9 +12,21 @@ import polars as pl
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
-__all__ = ["alerts_to_records", "parse_time", "register", "render_summary", "write_alerts"]
+from dnsieve.explain import Explanation, explain, one_in
+
+__all__ = [
+    "AlertLine",
+    "alerts_to_records",
+    "parse_time",
+    "print_alert_lines",
+    "register",
+    "render_summary",
+    "write_alerts",
+]
 
 
 def parse_time(value: str | None, option: str) -> datetime | None:
@@ -31,10 +44,17 @@ def parse_time(value: str | None, option: str) -> datetime | None:
 
 
 def alerts_to_records(alerts: pl.DataFrame) -> list[dict[str, Any]]:
-    """Alerts as JSON-ready dicts; ``evidence`` becomes a nested object, times ISO-8601."""
+    """Alerts as JSON-ready dicts; ``evidence`` becomes a nested object, times ISO-8601,
+    and each record gains ``reason`` and ``clients`` (:func:`dnsieve.explain.explain`)."""
     out = []
     for row in alerts.iter_rows(named=True):
+        explainable = {"detector", "entity"} <= row.keys() and all(
+            isinstance(row.get(k), datetime) for k in ("window_start", "window_end")
+        )
+        why = _explain_row(row) if explainable else None
         rec: dict[str, Any] = {}
+        if why is not None:
+            rec["reason"], rec["clients"] = why.reason, why.clients
         for k, v in row.items():
             if k == "evidence":
                 try:
@@ -90,35 +110,94 @@ def render_summary(
     if alerts.height == 0:
         console.print("no alerts")
         return
-    a = Table(title=f"top alerts ({alerts.height:,} in all)", title_justify="left")
-    for col in ("detector", "entity", "window start", "score", "global p", "why"):
-        a.add_column(col, overflow="fold")
+    title = f"top alerts ({alerts.height:,} in all)"
+    items = []
     for row in alerts.head(top).iter_rows(named=True):
-        a.add_row(
-            escape(row["detector"]),
-            escape(str(row["entity"])),
-            f"{row['window_start']:%Y-%m-%d %H:%M}",
-            f"{row['score']:.2f}",
-            f"{row['global_p']:.2e}" if row.get("global_p") is not None else "",
-            escape(_why(row.get("evidence"))),
+        p = row.get("global_p")
+        p = p if p is not None else row.get("p_value")
+        items.append(
+            AlertLine(
+                str(row["detector"]),
+                str(row["entity"]),
+                f"{row['window_start']:%Y-%m-%d %H:%M}",
+                one_in(p),
+                _explain_row(row),
+            )
         )
-    console.print(a)
+    print_alert_lines(items, console, title)
 
 
-def _why(evidence: str | None) -> str:
-    """One line from an evidence object (volume: baseline vs current demand)."""
-    try:
-        ev = json.loads(evidence or "{}")
-    except ValueError:
-        return ""
-    if "baseline" in ev and "current" in ev:
-        b, c = ev["baseline"], ev["current"]
-        return (
-            f"{c.get('queries')} queries in {c.get('hours')} h vs "
-            f"{b.get('expected_queries_per_hour')}/h expected (×{ev.get('effect', {}).get('demand_ratio')})"
+@dataclass(frozen=True)
+class AlertLine:
+    """One alert as the CLI lists it: who, when, how rare, why (and an optional tag)."""
+
+    detector: str
+    entity: str
+    window: str
+    figure: str  # the comparable figure: the rarity, or P(threat)
+    why: Explanation
+    extra: str = ""  # already rich markup (e.g. the demo's ground-truth tag)
+
+
+#: Below this console width alerts are listed as two lines each (facts, then the reason)
+#: instead of a table whose reason column would wrap a word per line.
+WIDE_CONSOLE = 130
+
+
+def print_alert_lines(
+    items: list[AlertLine], console: Console, title: str, figure: str = "rarity"
+) -> None:
+    """Alerts with their reason and client: a table on a wide console, else two lines each.
+
+    ``figure`` names the items' comparable figure (their ``figure`` field).
+
+    Every attacker-controlled string (entities, reasons, clients) is escaped for rich.
+    """
+    if console.width >= WIDE_CONSOLE:
+        t = Table(title=title, title_justify="left")
+        for col in ("detector", "entity", "window start", figure, "client", "why"):
+            t.add_column(col, overflow="fold", no_wrap=col in ("window start", figure))
+        if any(i.extra for i in items):
+            t.add_column("truth")
+        for i in items:
+            cells = [
+                escape(i.detector),
+                escape(i.entity),
+                i.window,
+                i.figure,
+                escape(", ".join(i.why.clients[:2])),
+                escape(i.why.reason),
+            ]
+            t.add_row(*cells, *([i.extra] if any(x.extra for x in items) else []))
+        console.print(t)
+        return
+    console.print(f"[italic]{escape(title)}[/italic]")
+    for n, i in enumerate(items, 1):
+        facts = i.window + (f" · {figure} {i.figure}" if i.figure else "")
+        tag = f"  {i.extra}" if i.extra else ""
+        console.print(
+            f"{n:>3}. [bold]{escape(i.detector)}[/bold] {escape(i.entity)}  {facts}{tag}",
+            overflow="fold",
         )
-    keys = [k for k in ev if not isinstance(ev[k], dict | list)][:3]
-    return ", ".join(f"{k}={ev[k]}" for k in keys)
+        console.print(Padding(Text(i.why.reason), (0, 0, 0, 5)))
+
+
+def _explain_row(row: dict[str, Any]) -> Explanation:
+    """:func:`dnsieve.explain.explain` of one alert row (evidence as JSON text or a dict)."""
+    ev = row.get("evidence")
+    if isinstance(ev, str):
+        try:
+            ev = json.loads(ev or "{}")
+        except ValueError:
+            ev = None
+    hours = (row["window_end"] - row["window_start"]).total_seconds() / 3600.0
+    return explain(
+        str(row["detector"]),
+        str(row["entity"]),
+        ev if isinstance(ev, dict) else None,
+        row.get("entity_type"),
+        hours or None,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -64,7 +64,10 @@ def run_job(
         res = detect(lake, engine=dset.engine, settings=dset, detectors=detectors, until=until)
         alerts = res.alerts
         if store_url is not False:
-            res.summary["store"], alerts = _store_alerts(store_url, paths, reports, alerts, lake)
+            gap = getattr(getattr(settings, "alerts", None), "episode_gap", None)
+            res.summary["store"], alerts = _store_alerts(
+                store_url, paths, reports, alerts, lake, gap
+            )
     res.summary["alerts"] = alerts.height
     counts = alerts.group_by("detector").len() if alerts.height else None
     for name, info in res.summary.get("detectors", {}).items():
@@ -77,12 +80,19 @@ def run_job(
 
 
 def _store_alerts(
-    url: str | bool | None, paths: list[Path], reports: list[Any], alerts: pl.DataFrame, lake: Any
+    url: str | bool | None,
+    paths: list[Path],
+    reports: list[Any],
+    alerts: pl.DataFrame,
+    lake: Any,
+    gap: timedelta | None = None,
 ) -> tuple[dict[str, Any], pl.DataFrame]:
     from dnsieve.alerts.feedback import score_and_store
     from dnsieve.alerts.store import AlertStore
 
     with AlertStore.open(None if url is True else url) as store:  # type: ignore[arg-type]
+        if gap is not None:  # [alerts] episode_gap_hours: windows this close are one alert
+            store.episode_gap = gap
         run_id = store.start_run({"paths": [str(p) for p in paths]})
         report, scored = score_and_store(store, alerts, events=lake.scan())
         rejects: dict[str, int] = {}

@@ -32,20 +32,40 @@ def register(app: typer.Typer) -> None:
         fmt: Annotated[
             str, typer.Option("--format", "-f", help="zeek (TSV) or zeek-json")
         ] = "zeek",
+        dga_list: Annotated[
+            list[Path] | None,
+            typer.Option(
+                "--dga-list",
+                help="real DGA names for the bots: a family,domain CSV or a folder of them "
+                "(repeatable); default: the built-in generators",
+            ),
+        ] = None,
+        dga_family: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--dga-family", help="use only this family of the --dga-list files (repeatable)"
+            ),
+        ] = None,
     ) -> None:
         """Write synthetic enterprise DNS (Zeek dns.log) and labels.csv of injected attacks."""
+        from dnsieve.simulate import read_dga_lists, write_zeek
         from dnsieve.simulate import simulate as run_simulation
-        from dnsieve.simulate import write_zeek
 
         console = Console(highlight=False)
         err = Console(stderr=True, highlight=False)
         if fmt not in ("zeek", "zeek-json"):
             err.print(f"[red]error:[/red] unknown format {escape(fmt)!r}; choose zeek or zeek-json")
             raise typer.Exit(2)
+        if dga_family and not dga_list:
+            err.print("[red]error:[/red] --dga-family needs --dga-list")
+            raise typer.Exit(2)
         t0 = time.perf_counter()
         try:
-            result = run_simulation(hours=hours, clients=clients, seed=seed, start=start)
-        except ValueError as exc:
+            lists = read_dga_lists(dga_list, dga_family) if dga_list else None
+            result = run_simulation(
+                hours=hours, clients=clients, seed=seed, start=start, dga_lists=lists
+            )
+        except (ValueError, OSError) as exc:
             err.print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(2) from None
         t1 = time.perf_counter()
@@ -59,6 +79,7 @@ def register(app: typer.Typer) -> None:
         )
         table = Table(title="injected campaigns", title_justify="left")
         table.add_column("kind")
+        table.add_column("threat")
         table.add_column("campaigns", justify="right")
         table.add_column("label rows", justify="right")
         table.add_column("families")
@@ -67,6 +88,7 @@ def register(app: typer.Typer) -> None:
             sub = labels.filter(labels["kind"] == kind)
             table.add_row(
                 kind,
+                "no (benign)" if kind.startswith("benign_") else "yes",
                 str(sub["campaign"].n_unique()),
                 str(sub.height),
                 ", ".join(sorted(set(sub["detector_family"].to_list()))),

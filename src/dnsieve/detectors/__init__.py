@@ -35,6 +35,8 @@ _FAMILIES: tuple[str, ...] = (
     "dnsieve.detectors.visitors",
     "dnsieve.detectors.fastflux",
     "dnsieve.detectors.lookalike",
+    "dnsieve.detectors.dga_host",
+    "dnsieve.detectors.newdomain",
 )
 _loaded = False
 

@@ -76,8 +76,9 @@ class Detector(ABC):
     entity_type: ClassVar[EntityType]
     requires: ClassVar[InputKind]
     description: ClassVar[str] = ""
-    #: Absolute evidence bar for small inputs, where no population tail can be
-    #: fitted: calibration alerts on a score at or above it (see
+    #: Bar of overwhelming evidence, above the benign maxima on real traffic:
+    #: calibration treats a score at or above it as significant whatever the
+    #: pooled population, and never alerts below it (see
     #: :func:`dnsieve.calibrate.floor_decision`).  None: calibration alone decides.
     score_floor: ClassVar[float | None] = None
 

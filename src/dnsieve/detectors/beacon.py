@@ -1,43 +1,80 @@
 """Beaconing per client × registered domain (ARCHITECTURE §5).
 
 Implants call home on a timer, so the gaps between one client's lookups of its
-C2 domain are regular.  Per (client, registered domain) and window, after
-collapsing lookups closer than ``min_gap`` seconds (A+AAAA pairs, retries)
-into one *connection*:
+C2 domain are regular.  Per (client, registered domain) and window, lookups
+closer than ``min_gap`` seconds (A+AAAA pairs, retries) are first collapsed
+into one *connection*; the gaps between connections are then tested for
+regularity.
 
-* ``skew_score = 1 - |Bowley skew|`` of the inter-arrival times (quartile skew:
-  symmetric gaps score 1), as in RITA;
-* ``mad_score = 1 - min(1, MAD / median)``: the median absolute deviation
-  relative to the period (scale-free jitter);
-* ``count_score = min(1, connections * period / span)``: the lookups fill
-  their span at the estimated period (no long silences between bursts);
-* ``coverage = min(1, span / (0.5 * window))``: a beacon lasts.
+**Regularity test.**  ``P`` is the median gap (the period: robust to missed
+beats and to a few stray lookups).  A gap is *on the beat* when
+``|gap/P − 1| ≤ jitter_tolerance`` (30 % by default: a timer with up to 30 %
+jitter keeps every gap on the beat).  Under the null hypothesis of irregular
+lookups a gap is on the beat with probability ``p0``; the number ``k`` of
+on-beat gaps among ``m`` is then Binomial(m, p0) and the evidence is the
+binomial tail::
 
-Windows are at least ``min_window`` (6 h by default) long whatever the run's
-window, so a beacon every 15 minutes still has 24 connections to judge; on a
-short capture the window is the capture.
+    p = P(K ≥ k | m, p0)            score = −log10(p) · ttl_factor · prevalence_factor
 
-Score::
+so the evidence grows with the number of beats, not only with their
+regularity: six regular lookups are weak evidence, sixty are overwhelming.
+The test is run at three tolerances (a sixth, a third and all of
+``jitter_tolerance``: 5 %, 10 % and 30 %), each with its own fitted null, and
+the most significant is kept at the cost of ``log10(3)`` (Bonferroni): a
+steady timer is judged on how steady it is, a jittery one still within 30 %.
+A missed beat costs one off-beat gap (the others stay on the beat); a
+low-and-slow beacon (a period of up to an hour) gathers its beats over the
+``lookback`` (24 h by default): the counts of the trailing windows whose period
+agrees with this one's (within the tolerance) are added (they are mergeable
+sufficient statistics: ``k`` and ``m`` per window).
 
-    score = (skew_score + mad_score) / 2 * count_score * coverage
-            * ttl_factor * prevalence_factor
+**The null ``p0`` is fitted from the population**: the median on-beat share of
+every (client, domain) series with at least ``min_connections`` connections in
+the run, never below the share under Poisson timing with the same median
+(``2^−(1−δ) − 2^−(1+δ)``, 0.209 for δ = 0.3).  Human browsing is burstier
+than Poisson, so the population share is what a typical series shows here.
 
-``ttl_factor`` is 0.5 when the period is within 10% of 1, 2 or 3 times the
-answers' median TTL (a cache expiring, not an implant) and
-``prevalence_factor = 1 - clients_of_domain / clients`` when the window holds
-at least 10 clients (a domain every host polls is shared software).  Scores
-lie in [0, 1].  Evidence: period estimate (median gap), jitter (MAD),
-connection count, first/last.  Single-label names, ``*.arpa`` and
-``.local``-style names are skipped: they never leave the site.
+**Software, not C2.**  ``ttl_factor`` is 0.5 when the period is within 10 %
+of 1, 2 or 3 times the answers' median TTL (a cache expiring, not an implant).
+``prevalence_factor = 1 / periodic_clients``: ``periodic_clients`` counts the
+clients (this one included) whose own lookups of the same domain in the
+window are on the beat at least half the time *with the same period* (within
+the tolerance).  The pattern then belongs to the domain's software, not to
+one host, and its evidence is shared among the hosts that show it: a domain
+twelve hosts poll every 15 minutes (update checks, NTP-like time sync,
+telemetry) scores a twelfth, a domain every host polls about 0, while one
+host's beacon keeps its full score.
+Popular domains are handled by calibration's popularity prior.  The
+binomial tail measures regularity, not threat (software is regular too), so
+it is the score and not a ``p_value``: calibration ranks it in the population.
+
+A period under ``min_period`` (10 s) is a retry loop or a stream, not a
+call-home timer (implants sleep for tens of seconds to hours: Cobalt Strike's
+default is 60 s): such series are not judged (a Windows host retrying an
+unanswered name every 4 s for 15 minutes in the brimdata capture).
+
+Windows are at least ``min_window`` (6 h) long whatever the run's window;
+on a short capture the window is the capture.  Evidence: the period, jitter
+(MAD), on-beat gaps, the binomial tail, ``reason`` (one sentence) and
+``clients``.  Single-label names, ``*.arpa`` and ``.local``-style names are
+skipped: they never leave the site.
+
+>>> round(poisson_on_beat_share(0.3), 4)
+0.2094
+>>> round(float(regularity_log10p(np.array([19]), np.array([19]), 0.2094)[0]), 1)
+12.9
 """
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
+from numpy.typing import NDArray
+from scipy import stats
 
 from dnsieve.detectors import register
 from dnsieve.detectors.base import (
@@ -56,10 +93,39 @@ from dnsieve.detectors.frames import (
     window_columns,
 )
 
-__all__ = ["BeaconDetector"]
+__all__ = ["BeaconDetector", "poisson_on_beat_share", "regularity_log10p"]
 
 # Names that never leave the site: no implant calls home through them.
 _LOCAL = r"(^|\.)(arpa|local|localdomain|lan|home|internal|localhost)$"
+
+
+def poisson_on_beat_share(tolerance: float) -> float:
+    """P(|gap/median − 1| ≤ tolerance) for exponential gaps (Poisson lookups).
+
+    With the median ``M`` of an exponential, ``P(gap > x·M) = 2^−x``.
+    """
+    return float(2.0 ** -(1.0 - tolerance) - 2.0 ** -(1.0 + tolerance))
+
+
+def regularity_log10p(
+    on_beat: NDArray[np.int64], gaps: NDArray[np.int64], p0: float
+) -> NDArray[np.float64]:
+    """``−log10 P(K ≥ on_beat | gaps, p0)``, K ~ Binomial(gaps, p0), per series.
+
+    >>> regularity_log10p(np.array([0, 5]), np.array([5, 5]), 0.5).round(3).tolist()
+    [0.0, 1.505]
+    """
+    k = np.asarray(on_beat, dtype=np.float64)
+    m = np.asarray(gaps, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        logsf = stats.binom.logsf(k - 1.0, m, p0)
+    out = -np.asarray(logsf, dtype=np.float64) / math.log(10.0)
+    out = np.clip(np.nan_to_num(out, nan=0.0, posinf=300.0), 0.0, 300.0)
+    return np.where(m > 0, out, 0.0) + 0.0  # + 0.0: never -0.0
+
+
+def _fmt_period(s: float) -> str:
+    return f"{s / 60:.1f} min" if s >= 120 else f"{s:.0f} s"
 
 
 @register
@@ -70,37 +136,52 @@ class BeaconDetector(Detector):
     entity_type: ClassVar[EntityType] = "client_domain"
     requires: ClassVar[InputKind] = "events"
     description: ClassVar[str] = "regular inter-arrival times of one client's lookups of one domain"
-    score_floor: ClassVar[float] = 0.9
+    #: −log10 of the binomial tail: a beat pattern with a chance below 1e-10
+    #: under irregular timing (e.g. 19 of 19 gaps on the beat).  Benign maxima
+    #: in docs/detectors.md.
+    score_floor: ClassVar[float] = 10.0
 
     def __init__(
         self,
         min_gap: float = 2.0,
         min_connections: int = 6,
-        min_prevalence_clients: int = 10,
+        min_prevalence_clients: int = 10,  # kept for settings files; unused
         min_window: float = 6 * 3600.0,
+        jitter_tolerance: float = 0.3,
+        lookback: float = 24 * 3600.0,
+        min_period: float = 10.0,
     ) -> None:
+        if not 0.0 < jitter_tolerance < 1.0:
+            raise ValueError("jitter_tolerance must be in (0, 1)")
         self.min_window = min_window
         self.min_gap = min_gap
         self.min_connections = min_connections
         self.min_prevalence_clients = min_prevalence_clients
+        self.jitter_tolerance = jitter_tolerance
+        #: tolerances scanned: a sixth, a third and all of the jitter tolerance
+        self.tolerances = (jitter_tolerance / 6, jitter_tolerance / 3, jitter_tolerance)
+        self.lookback = lookback
+        self.min_period = min_period
 
-    def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
+    def _events(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
         ev = scored_period(data, ctx).filter(
             pl.col("src_ip").is_not_null()
             & pl.col("registered_domain").is_not_null()
             & pl.col("registered_domain").str.contains(".", literal=True)
             & ~pl.col("registered_domain").str.contains(_LOCAL)
         )
-        if ev.height == 0:
-            return empty_anomalies()
-        ev = ev.with_columns(window_columns(ctx, min_window=self.min_window))
+        return ev.with_columns(window_columns(ctx, min_window=self.min_window))
+
+    def population(self, data: pl.DataFrame, ctx: DetectContext) -> int:
+        """Client × domain × window series with at least two connections' worth of lookups."""
+        ev = self._events(data, ctx)
+        key = ["src_ip", "registered_domain", "window_start"]
+        return int(ev.group_by(key).len().filter(pl.col("len") >= 2).height)
+
+    def _series(self, ev: pl.DataFrame) -> pl.DataFrame:
+        """Per (client, domain, window): connections, gaps, period, on-beat gaps, MAD."""
         wkey = ["window_start", "window_end"]
         key = ["src_ip", "registered_domain", *wkey]
-        total_clients = ev.group_by(wkey).agg(all_clients=pl.col("src_ip").n_unique())
-        dom_clients = ev.group_by(["registered_domain", *wkey]).agg(
-            dom_clients=pl.col("src_ip").n_unique(),
-            ttl=pl.col("ttls").explode().drop_nans().median(),
-        )
         t = (
             ev.select([*key, pl.col("ts").dt.epoch("us").alias("t")])
             .unique()
@@ -110,89 +191,191 @@ class BeaconDetector(Detector):
         # A connection starts where the gap to the previous lookup is >= min_gap.
         conn = t.filter(pl.col("gap").is_null() | (pl.col("gap") >= self.min_gap))
         conn = conn.with_columns(gap=pl.col("t").diff().over(key) / 1e6)
-        per = conn.group_by(key).agg(
+        conn = conn.with_columns(period=pl.col("gap").median().over(key))
+        dev = (pl.col("gap") / pl.col("period") - 1.0).abs()
+        return conn.group_by(key).agg(
+            *[(dev <= d).sum().alias(f"_on{i}") for i, d in enumerate(self.tolerances)],
             connections=pl.len(),
             first=pl.col("t").min(),
             last=pl.col("t").max(),
-            q1=pl.col("gap").drop_nulls().quantile(0.25, "linear"),
-            q2=pl.col("gap").drop_nulls().median(),
-            q3=pl.col("gap").drop_nulls().quantile(0.75, "linear"),
-            gaps=pl.col("gap").drop_nulls(),
+            gaps=pl.col("gap").count(),
+            on_beat=(dev <= self.jitter_tolerance).sum(),
+            period=pl.col("period").first(),
+            mad=(pl.col("gap") - pl.col("period")).abs().median(),
         )
-        per = per.filter(pl.col("connections") >= self.min_connections)
-        if per.height == 0:
+
+    def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
+        ev = self._events(data, ctx)
+        if ev.height == 0:
             return empty_anomalies()
-        per = per.with_columns(
-            mad=pl.col("gaps")
-            .list.eval((pl.element() - pl.element().median()).abs().median())
-            .list.first()
-        ).drop("gaps")
-        iqr = pl.col("q3") - pl.col("q1")
-        bowley = (
-            pl.when(iqr > 0)
-            .then((pl.col("q3") + pl.col("q1") - 2 * pl.col("q2")) / iqr)
-            .otherwise(0.0)
+        wkey = ["window_start", "window_end"]
+        pair = ["src_ip", "registered_domain"]
+        per = self._series(ev)
+        judged = per.filter(
+            (pl.col("connections") >= self.min_connections) & (pl.col("period") >= self.min_period)
         )
-        window_s = (pl.col("window_end") - pl.col("window_start")).dt.total_microseconds() / 1e6
-        span = (pl.col("last") - pl.col("first")) / 1e6
-        per = per.join(dom_clients, on=["registered_domain", *wkey], how="left").join(
-            total_clients, on=wkey, how="left"
+        if judged.height == 0:
+            return empty_anomalies()
+        # The population null at each tolerance: the typical on-beat share of a
+        # judged series here, never below the share under Poisson timing.
+        p0s: list[float] = []
+        for i, d in enumerate(self.tolerances):
+            share = (judged[f"_on{i}"] / judged["gaps"]).median()
+            p0s.append(min(0.95, max(poisson_on_beat_share(d), float(share or 0.0))))  # type: ignore[arg-type]
+        p0 = p0s[-1]
+        ks = [f"_on{i}" for i in range(len(self.tolerances))]
+        # Trailing windows whose period agrees add their beats (low-and-slow beacons).
+        tol = self.jitter_tolerance
+        lb_us = int(self.lookback * 1e6)
+        past = per.filter(pl.col("gaps") >= 1).select(
+            *pair,
+            pl.col("window_start").alias("_ws"),
+            pl.col("period").alias("_p"),
+            pl.col("gaps").alias("_m"),
+            pl.col("on_beat").alias("_k"),
+            *[pl.col(k).alias(f"_p{k}") for k in ks],
         )
-        ratio = pl.col("q2") / pl.col("ttl")
+        comb = (
+            judged.select(*pair, "window_start", "period")
+            .join(past, on=pair, how="inner")
+            .filter(
+                (pl.col("_ws") <= pl.col("window_start"))
+                & (pl.col("_ws") > pl.col("window_start") - pl.duration(microseconds=lb_us))
+                & ((pl.col("_p") / pl.col("period") - 1.0).abs() <= tol)
+            )
+            .group_by([*pair, "window_start"])
+            .agg(
+                *[pl.col(f"_p{k}").sum().alias(f"_b{k}") for k in ks],
+                beats_m=pl.col("_m").sum(),
+                beats_k=pl.col("_k").sum(),
+                lookback_windows=pl.len(),
+            )
+        )
+        judged = judged.join(comb, on=[*pair, "window_start"], how="left").with_columns(
+            pl.col("beats_m").fill_null(pl.col("gaps")),
+            pl.col("beats_k").fill_null(pl.col("on_beat")),
+            pl.col("lookback_windows").fill_null(1),
+            *[pl.col(f"_b{k}").fill_null(pl.col(k)) for k in ks],
+        )
+        # Population context: clients of the window, clients of the domain, and
+        # how many of them are on the beat with it themselves.
+        total_clients = ev.group_by(wkey).agg(all_clients=pl.col("src_ip").n_unique())
+        dom_clients = ev.group_by(["registered_domain", *wkey]).agg(
+            dom_clients=pl.col("src_ip").n_unique(),
+            ttl=pl.col("ttls").explode().drop_nans().median(),
+        )
+        # clients on the beat with the same domain at the same period (within the tolerance)
+        periodic = judged.filter(pl.col("on_beat") >= 0.5 * pl.col("gaps")).select(
+            "registered_domain", *wkey, pl.col("period").alias("_pp")
+        )
+        same = (
+            judged.select(*pair, *wkey, "period")
+            .join(periodic, on=["registered_domain", *wkey], how="inner")
+            .filter((pl.col("_pp") / pl.col("period") - 1.0).abs() <= tol)
+            .group_by([*pair, *wkey])
+            .agg(periodic_clients=pl.len())
+        )
+        judged = (
+            judged.join(dom_clients, on=["registered_domain", *wkey], how="left")
+            .join(total_clients, on=wkey, how="left")
+            .join(same, on=[*pair, *wkey], how="left")
+            .with_columns(pl.col("periodic_clients").fill_null(0))
+        )
+        ratio = pl.col("period") / pl.col("ttl")
         ttl_match = (
             (pl.col("ttl") > 0)
             & (ratio >= 0.9)
             & (ratio <= 3.3)
             & ((ratio - ratio.round(0)).abs() <= 0.1 * ratio.round(0))
         )
-        per = per.with_columns(
-            skew_score=1.0 - bowley.abs().clip(0.0, 1.0),
-            mad_score=1.0 - (pl.col("mad") / pl.col("q2")).fill_nan(1.0).clip(0.0, 1.0),
-            count_score=(pl.col("connections") * pl.col("q2") / span.clip(lower_bound=1.0)).clip(
-                0.0, 1.0
-            ),
-            coverage=(span / (0.5 * window_s)).clip(0.0, 1.0),
+        judged = judged.with_columns(
             ttl_factor=pl.when(ttl_match.fill_null(False)).then(0.5).otherwise(1.0),
-            prevalence_factor=pl.when(pl.col("all_clients") >= self.min_prevalence_clients)
-            .then(1.0 - pl.col("dom_clients") / pl.col("all_clients"))
-            .otherwise(1.0),
+            prevalence_factor=1.0 / pl.col("periodic_clients").clip(lower_bound=1),
         )
-        per = per.with_columns(
-            score=(pl.col("skew_score") + pl.col("mad_score"))
-            / 2.0
-            * pl.col("count_score")
-            * pl.col("coverage")
-            * pl.col("ttl_factor")
-            * pl.col("prevalence_factor")
+        # the tightest tolerance the timer keeps gives the most evidence; the
+        # scan over tolerances costs log10(number of tolerances) (Bonferroni)
+        m = judged["beats_m"].to_numpy()
+        per_tol = np.vstack(
+            [
+                regularity_log10p(judged[f"_b{k}"].to_numpy(), m, p)
+                for k, p in zip(ks, p0s, strict=True)
+            ]
         )
-        iso = "%Y-%m-%dT%H:%M:%S%.3fZ"
-        r3 = lambda c: tidy(pl.col(c).cast(pl.Float64)).alias(c)  # noqa: E731
-        evidence = per.select(
-            evidence_json(
-                pl.col("connections"),
-                r3("q2").alias("period_s"),
-                r3("mad").alias("jitter_mad_s"),
-                r3("skew_score"),
-                r3("mad_score"),
-                r3("coverage"),
-                r3("ttl").alias("median_ttl_s"),
-                (pl.col("ttl_factor") < 1.0).alias("period_matches_ttl"),
-                pl.col("dom_clients").alias("clients_of_domain"),
-                pl.from_epoch("first", time_unit="us").dt.to_string(iso).alias("first"),
-                pl.from_epoch("last", time_unit="us").dt.to_string(iso).alias("last"),
-            )
-        ).to_series()
-        entity = per.select(
-            pl.concat_str(["src_ip", "registered_domain"], separator="|")
-        ).to_series()
+        best = per_tol.argmax(axis=0)
+        log10p = np.clip(per_tol.max(axis=0) - math.log10(len(ks)), 0.0, None) + 0.0
+        tol_arr = np.asarray(self.tolerances, dtype=np.float64)
+        idx = np.arange(per_tol.shape[1])
+        judged = judged.with_columns(
+            regularity=pl.Series(log10p),
+            best_tolerance=pl.Series(tol_arr[best]),
+            best_on_beat=pl.Series(
+                np.vstack([judged[f"_b{k}"].to_numpy() for k in ks])[best, idx].astype(np.int64)
+            ),
+            best_null=pl.Series(np.asarray(p0s)[best]),
+        ).with_columns(
+            score=pl.col("regularity") * pl.col("ttl_factor") * pl.col("prevalence_factor")
+        )
+        evidence = judged.select(self._evidence(p0)).to_series()
+        entity = judged.select(pl.concat_str(pair, separator="|")).to_series()
         return anomaly_frame(
             self.name,
             self.entity_type,
             entity,
-            per["window_start"],
-            per["window_end"],
-            per["score"].fill_nan(0.0).fill_null(0.0).round(9).replace(-0.0, 0.0),
+            judged["window_start"],
+            judged["window_end"],
+            judged["score"].fill_nan(0.0).fill_null(0.0).round(9).replace(-0.0, 0.0),
             evidence=evidence,
+        )
+
+    def _evidence(self, p0: float) -> pl.Expr:
+        iso = "%Y-%m-%dT%H:%M:%S%.3fZ"
+        r3 = lambda c: tidy(pl.col(c).cast(pl.Float64)).alias(c)  # noqa: E731
+        hours = ((pl.col("last") - pl.col("first")) / 3.6e9).round(1)
+        period = pl.col("period")
+        period_txt = (
+            pl.when(period >= 120)
+            .then(pl.format("{} min", (period / 60).round(1)))
+            .otherwise(pl.format("{} s", period.round(0).cast(pl.Int64)))
+        )
+        reason = pl.format(
+            "{} looked up {} {} times at a steady {} period (median jitter {} s; "
+            "{} of {} gaps within {} % of it{}) over {} h: p = 1e-{} under irregular timing",
+            pl.col("src_ip"),
+            pl.col("registered_domain"),
+            pl.col("connections"),
+            period_txt,
+            pl.col("mad").round(1),
+            pl.col("best_on_beat"),
+            pl.col("beats_m"),
+            (100 * pl.col("best_tolerance")).round(0).cast(pl.Int64),
+            pl.when(pl.col("lookback_windows") > 1)
+            .then(pl.format(" over the last {} h", pl.lit(round(self.lookback / 3600))))
+            .otherwise(pl.lit("")),
+            hours,
+            pl.col("regularity").floor().cast(pl.Int64),
+        )
+        return evidence_json(
+            reason.alias("reason"),
+            pl.concat_list(pl.col("src_ip")).alias("clients"),
+            pl.col("connections"),
+            r3("period").alias("period_s"),
+            r3("mad").alias("jitter_mad_s"),
+            pl.col("gaps"),
+            pl.col("on_beat").alias("on_beat_gaps"),
+            pl.col("beats_m").alias("lookback_gaps"),
+            pl.col("beats_k").alias("lookback_on_beat_gaps"),
+            pl.lit(round(p0, 4)).alias("null_on_beat_share"),
+            r3("best_tolerance"),
+            pl.col("best_on_beat").alias("best_tolerance_on_beat_gaps"),
+            r3("best_null").alias("best_tolerance_null_share"),
+            r3("regularity").alias("regularity_log10p"),
+            r3("ttl").alias("median_ttl_s"),
+            (pl.col("ttl_factor") < 1.0).alias("period_matches_ttl"),
+            pl.col("dom_clients").alias("clients_of_domain"),
+            pl.col("periodic_clients").alias("periodic_clients_of_domain"),
+            r3("prevalence_factor"),
+            pl.from_epoch("first", time_unit="us").dt.to_string(iso).alias("first"),
+            pl.from_epoch("last", time_unit="us").dt.to_string(iso).alias("last"),
         )
 
     @classmethod

@@ -661,12 +661,16 @@ class DgaDetector(Detector):
             .unique()
             .join(ctx_counts, on=[*key, "client"], how="left")
             .with_columns(pl.col("client_dga_nx").fill_null(0))
+            # Most failing client first (ties by address); groups keep this order.
+            .sort(["client_dga_nx", "client"], descending=[True, False])
             .group_by([*key, "rd"])
             .agg(
                 client_dga_nxdomains=pl.col("client_dga_nx").max(),
                 context_clients=pl.col("client")
                 .filter(pl.col("client_dga_nx") > 0)
-                .unique()
+                .head(self.max_names),
+                top_clients=pl.col("client")
+                .filter(pl.col("client") != "")
                 .sort()
                 .head(self.max_names),
             )
@@ -769,13 +773,41 @@ def _round(v: Any) -> Any:
     return v
 
 
+def _span(r: dict[str, Any]) -> str:
+    secs = (r["window_end"] - r["window_start"]).total_seconds()
+    if secs >= 3600:
+        return f"{secs / 3600:.3g} h"
+    return f"{secs / 60:.3g} min"
+
+
 def _evidence(r: dict[str, Any]) -> dict[str, Any]:
+    p = float(r["dga_probability"])
+    ctx_clients = list(r["context_clients"] or [])
+    n_ctx = int(r["context"])
+    nx, q, n_cl = int(r["nxdomain"]), int(r["queries"]), int(r["clients"])
+    span = _span(r)
+    if ctx_clients and n_ctx > 0:
+        host = ctx_clients[0]
+        reason = (
+            f"{host} got NXDOMAIN answers for {n_ctx + (1 if nx else 0)} DGA-like domains "
+            f"in {span}, {r['rd']} among them (DGA probability {p:.2f})"
+        )
+        if len(ctx_clients) > 1:
+            reason += f"; {len(ctx_clients) - 1} other host(s) too"
+    else:
+        reason = (
+            f"{r['rd']} looks machine-generated (DGA probability {p:.2f}); "
+            f"{q} quer{'y' if q == 1 else 'ies'} ({nx} NXDOMAIN) from {n_cl} host(s) in {span}"
+        )
+    clients = list(dict.fromkeys(ctx_clients + list(r["top_clients"] or [])))[:5]
     return {
-        "dga_probability": round(float(r["dga_probability"]), 4),
+        "reason": reason,
+        "clients": clients,
+        "dga_probability": round(p, 4),
         "scored_label": r["label"],
-        "queries": int(r["queries"]),
-        "nxdomain": int(r["nxdomain"]),
-        "clients": int(r["clients"]),
+        "queries": q,
+        "nxdomain": nx,
+        "distinct_clients": n_cl,
         "client_dga_nxdomains": int(r["context"]),
         "context_clients": list(r["context_clients"] or []),
         "query_names": list(r["query_names"] or []),

@@ -2,22 +2,34 @@
 
 A fast-flux domain resolves to a rapidly changing set of compromised hosts:
 many distinct A/AAAA answers, low TTLs, and addresses scattered over many
-networks.  CDNs also rotate addresses with low TTLs, but from one vantage
-point their answers sit in a handful of networks.  Per registered domain and
-window:
+*networks run by different organisations*.  CDNs also rotate addresses with
+low TTLs, but their answers belong to one or a few autonomous systems (the
+CDN's own, or an ISP hosting its caches).  Per registered domain and window:
 
-* ``distinct_ips``, ``distinct_24`` (IPv4 /24 or IPv6 /48) and
-  ``distinct_16`` (IPv4 /16 or IPv6 /32): the answer spread;
+* ``distinct_ips``, ``distinct_24`` (IPv4 /24 or IPv6 /48),
+  ``distinct_16`` (IPv4 /16 or IPv6 /32) and ``distinct_networks``: distinct
+  origin ASNs from the shipped offline table (:mod:`dnsieve.ipasn`), with
+  addresses the table does not know (IPv6, unannounced) counted by their /16
+  (/32) instead;
 * ``median_ttl`` of the address answers;
 * ``ttl_factor = min(1, 300 / median_ttl)`` (TTLs above 5 min count less).
 
 Score::
 
-    score = ttl_factor * (log2(1 + distinct_16) + 0.5 * log2(1 + distinct_24)) * spread
+    score = ttl_factor * (log2(1 + networks) + 0.5 * log2(1 + distinct_16)) * spread
 
-with ``spread = distinct_16 / distinct_ips`` (1 when every address is in a
-different /16).  Twenty addresses in twenty /16s with TTL 60 score ~6.5; a
-CDN's twenty addresses in two /16s ~0.4.
+with ``spread = networks / distinct_ips`` (1 when every address is in a
+different AS).  Twenty addresses in twenty ASes with TTL 60 score ~6.6; a
+CDN's twenty addresses in one AS ~0.2, however many /16s they span.
+
+**Popular services** (a popularity rank from :mod:`dnsieve.popular`: the
+shipped service list or the user's top list) are not scored with
+``skip_popular``: flux networks serve throwaway domains, and a top-ranked
+domain whose answers look scattered is a CDN seen through anycast or
+geo-DNS.  Names under a listed CDN or cloud *platform* (``x.cloudfront.net``,
+``x.azureedge.net``: category ``cdn``/``cloud``) are skipped too: the
+platform, not the name's owner, chooses their answers.  A CDN not on the list
+is scored, and its ASN count tells it apart from flux.
 """
 
 from __future__ import annotations
@@ -59,12 +71,14 @@ class FastFluxDetector(Detector):
     entity_type: ClassVar[EntityType] = "domain"
     requires: ClassVar[InputKind] = "events"
     description: ClassVar[str] = "many A/AAAA answers over many networks with low TTLs"
-    #: Benign maximum on real traffic: 7.1 (pool.ntp.org in brimdata; AWS ELBs ~6.6).
-    score_floor: ClassVar[float] = 8.0
+    #: Benign maximum on real traffic with the ASN count: 2.6 (trueos.org in
+    #: brimdata); pool.ntp.org (7.1, volunteers in many ASes) is a popular service.
+    score_floor: ClassVar[float] = 5.0
 
-    def __init__(self, min_ips: int = 4, samples: int = 10) -> None:
+    def __init__(self, min_ips: int = 4, samples: int = 10, skip_popular: bool = True) -> None:
         self.min_ips = min_ips
         self.samples = samples
+        self.skip_popular = skip_popular
 
     def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
         ev = scored_period(data, ctx).filter(
@@ -72,6 +86,16 @@ class FastFluxDetector(Detector):
         )
         if ev.height == 0:
             return empty_anomalies()
+        if self.skip_popular:
+            from dnsieve.popular import load_popular
+
+            doms = ev["registered_domain"].unique()
+            look = load_popular().lookup(doms)
+            platform = look["category"].is_in(["cdn", "cloud"])
+            ranked = doms.filter(look["rank"].is_not_null() | platform.fill_null(False))
+            ev = ev.filter(~pl.col("registered_domain").is_in(ranked.implode()))
+            if ev.height == 0:
+                return empty_anomalies()
         ev = ev.with_columns(window_columns(ctx))
         key = ["registered_domain", "window_start", "window_end"]
         ans = (
@@ -104,15 +128,27 @@ class FastFluxDetector(Detector):
         )
         if ans.height == 0:
             return empty_anomalies()
+        from dnsieve.ipasn import asn_of
+
+        uniq = ans.select("answers").unique()
+        uniq = uniq.with_columns(asn=asn_of(uniq["answers"]))
+        ans = ans.join(uniq, on="answers", how="left").with_columns(
+            network=pl.when(pl.col("asn").is_not_null())
+            .then(pl.lit("AS") + pl.col("asn").cast(pl.String))
+            .otherwise(pl.col("net16"))
+        )
         df = (
             ans.group_by(key)
             .agg(
                 distinct_ips=pl.col("answers").n_unique(),
                 distinct_24=pl.col("net24").n_unique(),
                 distinct_16=pl.col("net16").n_unique(),
+                distinct_networks=pl.col("network").n_unique(),
+                asns=pl.col("asn").drop_nulls().unique().sort().head(self.samples),
                 median_ttl=pl.col("ttls").drop_nans().median(),
                 min_ttl=pl.col("ttls").drop_nans().min(),
                 clients=pl.col("src_ip").n_unique(),
+                top_clients=pl.col("src_ip").drop_nulls().unique().sort().head(5),
                 sample=pl.col("answers").unique().sort().head(self.samples),
             )
             .filter(pl.col("distinct_ips") >= self.min_ips)
@@ -122,25 +158,43 @@ class FastFluxDetector(Detector):
         ttl_factor = (
             (300.0 / pl.col("median_ttl").clip(lower_bound=1.0)).clip(0.0, 1.0).fill_null(0.5)
         )
-        spread = pl.col("distinct_16") / pl.col("distinct_ips")
+        spread = pl.col("distinct_networks") / pl.col("distinct_ips")
         df = df.with_columns(
             score=ttl_factor
             * (
-                (1.0 + pl.col("distinct_16").cast(pl.Float64)).log(2)
-                + 0.5 * (1.0 + pl.col("distinct_24").cast(pl.Float64)).log(2)
+                (1.0 + pl.col("distinct_networks").cast(pl.Float64)).log(2)
+                + 0.5 * (1.0 + pl.col("distinct_16").cast(pl.Float64)).log(2)
             )
             * spread,
             spread=spread,
         )
+        ttl_txt = (
+            pl.when(pl.col("median_ttl").is_not_null())
+            .then(pl.format(", median TTL {} s", pl.col("median_ttl").round(0).cast(pl.Int64)))
+            .otherwise(pl.lit(""))
+        )
+        reason = pl.format(
+            "{} resolved to {} addresses in {} networks (ASes) and {} /16s for {} host(s){}",
+            pl.col("registered_domain"),
+            pl.col("distinct_ips"),
+            pl.col("distinct_networks"),
+            pl.col("distinct_16"),
+            pl.col("clients"),
+            ttl_txt,
+        )
         evidence = df.select(
             evidence_json(
+                reason.alias("reason"),
+                pl.col("top_clients").alias("clients"),
                 pl.col("distinct_ips"),
+                pl.col("distinct_networks"),
+                pl.col("asns").alias("asn_sample"),
                 pl.col("distinct_24").alias("distinct_slash24"),
                 pl.col("distinct_16").alias("distinct_slash16"),
                 tidy(pl.col("spread")),
                 pl.col("median_ttl"),
                 pl.col("min_ttl"),
-                pl.col("clients"),
+                pl.col("clients").alias("distinct_clients"),
                 pl.col("sample").alias("answer_sample"),
             )
         ).to_series()

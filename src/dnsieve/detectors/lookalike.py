@@ -383,6 +383,35 @@ def match_names(names: pl.Series) -> pl.DataFrame:
     )
 
 
+#: Clients named in the evidence (``clients``), the busiest first.
+MAX_CLIENTS = 5
+
+_METHOD_WORDS = {
+    "homoglyph": "look-alike characters",
+    "edit_distance": "a typo",
+    "brand_in_label": "the brand inside its name",
+}
+
+
+def _reason(r: dict[str, Any]) -> str:
+    """The evidence's ``reason``, e.g. "paypa1.com imitates paypal.com (a typo, edit
+    distance 1); 10.2.0.5 and 2 other clients queried it 14 times in 1 h"."""
+    how = _METHOD_WORDS.get(str(r["lookalike_method"]), str(r["lookalike_method"]))
+    if r["lookalike_method"] == "edit_distance" and r["lookalike_distance"]:
+        how += f", edit distance {r['lookalike_distance']}"
+    secs = (r["window_end"] - r["window_start"]).total_seconds()
+    span = f"{secs / 3600:g} h" if secs >= 3600 else f"{secs / 60:.0f} min"
+    top = list(r["top_clients"] or [])
+    n, q = int(r["clients"]), int(r["queries"])
+    who = top[0] if top else "an unknown client"
+    if n > 1:
+        who += f" and {n - 1:,} other client{'s' if n > 2 else ''}"
+    return (
+        f"{r['rd']} imitates {r['lookalike_brand']} ({how}); {who} queried it "
+        f"{q:,} time{'s' if q != 1 else ''} in {span}"
+    )
+
+
 @register
 class LookalikeDetector(Detector):
     """Registered domains imitating a popular brand (edit distance, homoglyphs, brand + lure)."""
@@ -424,7 +453,8 @@ class LookalikeDetector(Detector):
         if matches.height == 0:
             return empty_anomalies()
         ev = ev.join(matches, on="rd", how="inner").with_columns(window_columns(ctx))
-        agg = ev.group_by(["window_start", "window_end", "rd"]).agg(
+        key = ["window_start", "window_end", "rd"]
+        agg = ev.group_by(key).agg(
             pl.col("lookalike_brand").first(),
             pl.col("lookalike_method").first(),
             pl.col("lookalike_distance").first(),
@@ -433,13 +463,24 @@ class LookalikeDetector(Detector):
             clients=pl.col("src_ip").drop_nulls().n_unique(),
             query_names=pl.col("qname").drop_nulls().unique().sort().head(self.max_names),
         )
+        top = (  # the clients to look at: the busiest first
+            ev.filter(pl.col("src_ip").is_not_null())
+            .group_by([*key, "src_ip"])
+            .agg(n=pl.len())
+            .sort([*key, "n", "src_ip"], descending=[False, False, False, True, False])
+            .group_by(key, maintain_order=True)
+            .agg(top_clients=pl.col("src_ip").head(MAX_CLIENTS))
+        )
+        agg = agg.join(top, on=key, how="left")
         evidence = [
             {
+                "reason": _reason(r),
+                "clients": list(r["top_clients"] or []),
                 "brand": r["lookalike_brand"],
                 "method": r["lookalike_method"],
                 "distance": r["lookalike_distance"],
                 "queries": r["queries"],
-                "clients": r["clients"],
+                "distinct_clients": r["clients"],
                 "query_names": list(r["query_names"] or []),
             }
             for r in agg.iter_rows(named=True)

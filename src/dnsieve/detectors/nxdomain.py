@@ -107,8 +107,27 @@ class NxdomainDetector(Detector):
             * (0.5 + pl.col("nx_share"))
             + 0.5 * (1.0 + pl.col("burst").cast(pl.Float64)).log(2)
         )
+        span_min = (pl.col("window_end") - pl.col("window_start")).dt.total_seconds() / 60.0
+        span = (
+            pl.when(span_min >= 60)
+            .then((span_min / 60).round(1).cast(pl.String) + " h")
+            .otherwise(span_min.round(0).cast(pl.Int64).cast(pl.String) + " min")
+        )
+        reason = pl.format(
+            "{} got {} NXDOMAIN answers ({}% of its {} queries) for {} distinct registered "
+            "domains in {}, up to {} in one minute",
+            pl.col("src_ip"),
+            pl.col("nxdomain"),
+            (100 * pl.col("nx_share")).round(0).cast(pl.Int64),
+            pl.col("queries"),
+            pl.col("failed_domains"),
+            span.str.replace(r"\.0 h$", " h"),
+            pl.col("burst"),
+        )
         evidence = df.select(
             evidence_json(
+                reason.alias("reason"),
+                pl.concat_list(pl.col("src_ip")).alias("clients"),
                 pl.col("queries"),
                 pl.col("nxdomain"),
                 tidy(pl.col("nx_share")),

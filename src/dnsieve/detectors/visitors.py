@@ -1,15 +1,22 @@
 """Atypical visitors, masquerading traffic and DNS profile changes (ARCHITECTURE §5).
 
-Both detectors compare the scored windows with the *baseline*: the input rows
-before ``ctx.start``.  Without a baseline (a single short capture) there is
-nothing to compare with and they return no candidates.
+Both detectors compare the scored windows with a *baseline*.  For
+``profile`` it is the input rows before ``ctx.start``; for ``visitors`` it is
+everything before the window (the rows before ``ctx.start`` and the earlier
+scored windows alike), so a one-shot run over a whole lake is scored window by
+window, and a window is scored once ``min_history_hours`` (12 h) of data lie
+before it.  Without a baseline (a single short capture) there is nothing to
+compare with and they return no candidates.
 
 ``visitors`` (entity: registered domain)
     Emotet-style campaigns make many hosts suddenly resolve a domain that
     few or none resolved before.  Per domain and window: its current visitors
     ``V_C``, its baseline visitors ``V_B``, and the *new* visitors
-    ``N = V_C − V_B`` restricted to hosts already active in the baseline (a
-    newly installed host visits everything for the first time).  With
+    ``N = V_C − V_B`` restricted to hosts active for at least
+    ``min_history_hours`` before the window (a newly installed host visits
+    everything for the first time).  Windows are at least ``min_window``
+    (3 h) long: a campaign reaches its hosts over hours, and an hourly window
+    splits it (ten of 200 hosts over two hours are five and five).  With
     ``rarity = 1 − |V_B| / |baseline clients|``::
 
         score = log2(1 + |N|) * (|N| / |V_C|) * rarity
@@ -153,52 +160,111 @@ class VisitorsDetector(Detector):
     description: ClassVar[str] = "new or rare domains suddenly visited by many established hosts"
     score_floor: ClassVar[float] = 3.0
 
-    def __init__(self, min_new_visitors: int = 3, samples: int = 10) -> None:
+    def __init__(
+        self,
+        min_new_visitors: int = 3,
+        samples: int = 10,
+        min_history_hours: float = 12.0,
+        min_window: float = 3 * 3600.0,
+    ) -> None:
         self.min_new_visitors = min_new_visitors
         self.samples = samples
+        self.min_history_hours = min_history_hours
+        self.min_window = min_window
 
     def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
-        base = _usable(_baseline(data, ctx))
+        every = _usable(data.filter(pl.col("ts").is_not_null()))
         cur = _usable(scored_period(data, ctx))
-        if base.height == 0 or cur.height == 0:
+        if every.height == 0 or cur.height == 0:
             return empty_anomalies()
-        known = base.select("src_ip").unique()
-        n_base_clients = known.height
-        visited = base.select("registered_domain", "src_ip").unique()
-        base_vis = visited.group_by("registered_domain").agg(baseline_visitors=pl.len())
-        cur = cur.with_columns(window_columns(ctx))
+        hist = timedelta(hours=self.min_history_hours)
+        t_first = every.get_column("ts").min()
+        cur = cur.with_columns(window_columns(ctx, min_window=self.min_window))
+        # a window's baseline is everything before it: it needs enough history
+        cur = cur.filter(pl.col("window_start") >= pl.lit(t_first) + hist)
+        if cur.height == 0:
+            return empty_anomalies()
         key = ["registered_domain", "window_start", "window_end"]
-        pairs = cur.select([*key, "src_ip"]).unique()
-        new = pairs.join(known, on="src_ip", how="semi").join(
-            visited, on=["registered_domain", "src_ip"], how="anti"
+        first_visit = every.group_by("registered_domain", "src_ip").agg(first=pl.col("ts").min())
+        first_active = every.group_by("src_ip").agg(active_since=pl.col("ts").min())
+        pairs = cur.group_by([*key, "src_ip"]).agg(n=pl.len())
+        # new: an established host (active for the history span) whose first
+        # lookup of the domain ever is in this window
+        new = (
+            pairs.join(first_visit, on=["registered_domain", "src_ip"], how="left")
+            .join(first_active, on="src_ip", how="left")
+            .filter(
+                (pl.col("first") >= pl.col("window_start"))
+                & (pl.col("active_since") <= pl.col("window_start") - hist)
+            )
         )
         tot = pairs.group_by(key).agg(visitors=pl.len())
+        # most involved first (most lookups; ties by address)
+        new = new.sort(["n", "src_ip"], descending=[True, False])
         agg = new.group_by(key).agg(
-            new_visitors=pl.len(), sample=pl.col("src_ip").sort().head(self.samples)
+            new_visitors=pl.len(),
+            sample=pl.col("src_ip").sort().head(self.samples),
+            clients=pl.col("src_ip").head(5),
+        )
+        cand = agg.filter(pl.col("new_visitors") >= self.min_new_visitors)
+        if cand.height == 0:
+            return empty_anomalies()
+        starts = cand.select("window_start").unique()
+        known = (
+            starts.join(first_active, how="cross")
+            .filter(pl.col("active_since") <= pl.col("window_start") - hist)
+            .group_by("window_start")
+            .agg(baseline_clients=pl.len())
+        )
+        base_vis = (
+            cand.select(key)
+            .join(first_visit, on="registered_domain", how="inner")
+            .filter(pl.col("first") < pl.col("window_start"))
+            .group_by(key)
+            .agg(baseline_visitors=pl.len())
         )
         df = (
-            agg.filter(pl.col("new_visitors") >= self.min_new_visitors)
-            .join(tot, on=key, how="left")
-            .join(base_vis, on="registered_domain", how="left")
-            .with_columns(pl.col("baseline_visitors").fill_null(0))
+            cand.join(tot, on=key, how="left")
+            .join(base_vis, on=key, how="left")
+            .join(known, on="window_start", how="left")
+            .with_columns(
+                pl.col("baseline_visitors").fill_null(0), pl.col("baseline_clients").fill_null(0)
+            )
+            .filter(pl.col("baseline_clients") > 0)
         )
         if df.height == 0:
             return empty_anomalies()
         df = df.with_columns(
             new_share=pl.col("new_visitors") / pl.col("visitors"),
-            rarity=1.0 - pl.col("baseline_visitors") / float(n_base_clients),
+            rarity=1.0 - pl.col("baseline_visitors") / pl.col("baseline_clients"),
         ).with_columns(
             score=(1.0 + pl.col("new_visitors").cast(pl.Float64)).log(2)
             * pl.col("new_share")
             * pl.col("rarity").clip(0.0, 1.0)
         )
+        hours = ((pl.col("window_end") - pl.col("window_start")).dt.total_seconds() / 3600).round(1)
+        reason = pl.format(
+            "{} was looked up by {} hosts that had never queried it in the baseline "
+            "({} visitors in {} h; {} of {} baseline hosts knew it{})",
+            pl.col("registered_domain"),
+            pl.col("new_visitors"),
+            pl.col("visitors"),
+            hours,
+            pl.col("baseline_visitors"),
+            pl.col("baseline_clients"),
+            pl.when(pl.col("baseline_visitors") == 0)
+            .then(pl.lit(": a domain never seen here"))
+            .otherwise(pl.lit("")),
+        )
         evidence = df.select(
             evidence_json(
+                reason.alias("reason"),
+                pl.col("clients"),
                 pl.col("visitors"),
                 pl.col("new_visitors"),
                 tidy(pl.col("new_share")),
                 pl.col("baseline_visitors"),
-                pl.lit(n_base_clients).alias("baseline_clients"),
+                pl.col("baseline_clients"),
                 (pl.col("baseline_visitors") == 0).alias("new_domain"),
                 pl.col("sample").alias("new_visitor_sample"),
             )
@@ -284,8 +350,21 @@ class ProfileDetector(Detector):
             * (pl.col("n_current") / m).clip(0.0, 1.0)
             * (pl.col("n_base") / m).clip(0.0, 1.0)
         )
+        reason = pl.format(
+            "{} sent {} queries in {} h, {} % of them to {} domains it had never queried "
+            "(change of its domain mix {}, of its query types {}, Jensen-Shannon 0-1)",
+            pl.col("src_ip"),
+            pl.col("n_current"),
+            ((pl.col("window_end") - pl.col("window_start")).dt.total_seconds() / 3600).round(1),
+            (100 * pl.col("share_new")).round(0).cast(pl.Int64),
+            pl.col("novel_domains"),
+            pl.col("jsd_registered_domain").fill_null(0.0).round(2),
+            pl.col("jsd_qtype").fill_null(0.0).round(2),
+        )
         evidence = df.select(
             evidence_json(
+                reason.alias("reason"),
+                pl.concat_list(pl.col("src_ip")).alias("clients"),
                 pl.col("n_current").alias("queries"),
                 pl.col("n_base").alias("baseline_queries"),
                 tidy(pl.col("jsd_registered_domain")).alias("jsd_domains"),

@@ -28,10 +28,14 @@ prior under-rates.
 hardly more than one, so, when the feature rows are given, each candidate's
 value is multiplied by ``1 - diversity × s`` where ``s`` is its largest
 similarity (a Gaussian kernel on standardised features) to the alerts
-already judged or already picked for this batch.  Feature rows of one
-campaign's successive windows differ (counts grow, the baseline moves), so
-``groups`` (e.g. detector × entity per alert) adds the plain rule: an alert
-whose group was already judged or picked counts as identical (``s = 1``).
+already judged or already picked for this batch.  The queue counts
+*episodes*: the store keeps one alert per detector × entity campaign, its
+windows merged (:mod:`dnsieve.alerts.merge`), so one campaign is one candidate
+here however many windows it spans.  The same pair back after a quiet gap is a
+new episode whose feature row differs from the first one's (counts grow, the
+baseline moves), so ``groups`` (detector × entity per alert) adds the plain
+rule: an alert whose group was already judged or picked counts as identical
+(``s = 1``).
 
 ``uncertainty`` is the binary entropy of P(threat) in bits (1 at 0.5, 0 at 0
 or 1).  ``impact`` grows with the calibrated evidence and with the number of

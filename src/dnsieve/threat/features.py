@@ -26,14 +26,17 @@ Feature groups
     context from the events, when they are given (:func:`entity_context`):
     first-seen age of the domain (log hours, and a "new in the last day"
     flag), its distinct clients, NXDOMAIN and odd-qtype share, distinct
-    subdomains; for the client: distinct domains and NXDOMAIN share.
+    subdomains and their mean length; for the client: distinct domains and
+    NXDOMAIN share.
 ``lex_*``
     lexical score of the domain's registered label: the DGA probability of
     :mod:`dnsieve.detectors.dga` when its model is available, the Shannon
     entropy of :mod:`dnsieve.lexical` otherwise (and always).
 ``pop_*``
-    popularity from a configured top list (:class:`TopList`, a local file; no
-    network): listed flag and ``1 - log10(rank)/log10(size + 1)``.
+    popularity: listed flag and ``1 - log10(rank)/6`` (1 at rank 1, 0 from rank
+    one million), from a configured top list (:class:`TopList`, a local file;
+    no network) or else the shipped ranks of
+    :func:`dnsieve.popular.popularity_rank`.
 
 Missing values are 0 (every group has an indicator or is 0-neutral), so the
 matrix never holds NaN.  Domain names are attacker-controlled: they are only
@@ -54,7 +57,6 @@ True
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,8 +80,10 @@ DETECTORS: tuple[str, ...] = (
     "beacon",
     "client_volume",
     "dga",
+    "dga_host",
     "fastflux",
     "lookalike",
+    "newdomain",
     "nxdomain",
     "profile",
     "tunnel",
@@ -99,6 +103,11 @@ EVIDENCE_KEYS: dict[str, tuple[tuple[str, ...], str]] = {
     "ev_encodedness": (("mean_encodedness",), "clip01"),
     "ev_new_visitors": (("new_visitors",), "log1p"),
     "ev_dga_probability": (("dga_probability",), "clip01"),
+    "ev_subdomain_len": (("mean_subdomain_len",), "log1p"),
+    "ev_label_len": (("max_label_len",), "log1p"),
+    "ev_bytes_per_query": (("query_bytes_per_query",), "log1p"),
+    "ev_encoded_bits": (("top_client_bits", "encoded_bits"), "log1p"),
+    "ev_queries_per_client": (("queries_per_client",), "log1p"),
 }
 
 _CTX = (
@@ -108,6 +117,7 @@ _CTX = (
     "ctx_dom_nx_share",
     "ctx_dom_odd_qtype",
     "ctx_dom_subdomains",
+    "ctx_dom_sub_len",
     "ctx_client_domains",
     "ctx_client_nx_share",
 )
@@ -209,7 +219,8 @@ def entity_context(events: pl.DataFrame | pl.LazyFrame) -> tuple[pl.DataFrame, p
 
     Returns ``(domains, clients)``: ``domains`` has ``_domain``,
     ``first_seen``, ``dom_clients``, ``dom_nx_share``, ``dom_odd_qtype``,
-    ``dom_subdomains``; ``clients`` has ``_client``, ``client_domains`` and
+    ``dom_subdomains``, ``dom_sub_len`` (mean subdomain length in characters);
+    ``clients`` has ``_client``, ``client_domains`` and
     ``client_nx_share``.
     """
     lf = events.lazy() if isinstance(events, pl.DataFrame) else events
@@ -224,6 +235,7 @@ def entity_context(events: pl.DataFrame | pl.LazyFrame) -> tuple[pl.DataFrame, p
             nx.mean().alias("dom_nx_share"),
             odd.mean().alias("dom_odd_qtype"),
             pl.col("subdomain").n_unique().alias("dom_subdomains"),
+            pl.col("subdomain").str.len_chars().mean().alias("dom_sub_len"),
         )
         .collect()
     )
@@ -311,6 +323,53 @@ def _lexical(
     return dga, ent
 
 
+#: ``pop_score`` is ``1 - log10(rank) / _POP_DECADES``: 1 at rank 1, 0 at rank 1,000,000.
+_POP_DECADES = 6.0
+
+
+def _shipped_ranks(domains: pl.Series) -> pl.Series | None:
+    """Ranks from :func:`dnsieve.popular.popularity_rank` (None when that module is absent)."""
+    try:
+        from dnsieve.popular import popularity_rank
+    except ImportError:  # pragma: no cover - the module ships with dnsieve
+        return None
+    try:
+        return popularity_rank(domains.fill_null(""))
+    except (OSError, ValueError):  # its data file missing or unreadable: no popularity
+        return None
+
+
+def _popularity(domains: pl.Series, toplist: TopList | None) -> npt.NDArray[np.float64]:
+    """(listed, score) per domain: from ``toplist`` when given, else the shipped ranks."""
+    n = len(domains)
+    pop = np.zeros((n, 2))
+    if n == 0:
+        return pop
+    if toplist is not None and toplist.size:
+        ranks = (
+            domains.alias("_domain")
+            .to_frame()
+            .join(
+                toplist.frame(),
+                left_on="_domain",
+                right_on="domain",
+                how="left",
+                maintain_order="left",
+            )["rank"]
+        )
+    else:
+        shipped = _shipped_ranks(domains)
+        if shipped is None:
+            return pop
+        ranks = shipped
+    r = ranks.cast(pl.Float64).fill_null(np.nan).to_numpy().astype(np.float64)
+    r = np.where(domains.is_null().to_numpy(), np.nan, r)
+    listed = np.isfinite(r) & (r >= 1)
+    pop[:, 0] = listed
+    pop[listed, 1] = np.clip(1.0 - np.log10(r[listed]) / _POP_DECADES, 0.0, 1.0)
+    return pop
+
+
 def anomaly_features(
     anomalies: pl.DataFrame,
     *,
@@ -388,6 +447,7 @@ def anomaly_features(
             .log1p()
             .fill_null(0.0)
             .alias("ctx_dom_subdomains"),
+            pl.col("dom_sub_len").cast(pl.Float64).log1p().fill_null(0.0).alias("ctx_dom_sub_len"),
             pl.col("client_domains")
             .cast(pl.Float64)
             .log1p()
@@ -397,15 +457,7 @@ def anomaly_features(
         )
 
     lex_dga, lex_ent = _lexical(keys["_domain"], lexical)
-    pop = np.zeros((n, 2))
-    if toplist is not None and toplist.size:
-        ranks = keys.select("_domain").join(
-            toplist.frame(), left_on="_domain", right_on="domain", how="left", maintain_order="left"
-        )["rank"]
-        r = ranks.to_numpy().astype(np.float64)
-        listed = ~np.isnan(r)
-        pop[:, 0] = listed
-        pop[listed, 1] = 1.0 - np.log10(r[listed]) / math.log10(toplist.size + 1)
+    pop = _popularity(keys["_domain"], toplist)
     X = np.column_stack(
         [
             out.to_numpy().astype(np.float64),

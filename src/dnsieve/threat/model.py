@@ -1,14 +1,19 @@
 """P(threat | anomaly features): prior, online update, decay, drift, safe serialisation.
 
-The model's logit is a *prior* plus a *learned correction*::
+The model's probability is a *prior* plus a *learned correction*, mixed with
+the *verdicts of similar alerts*::
 
-    logit P(threat | x) = prior(x) + f_θ(standardise(x))
+    p₀(x) = σ(prior(x) + f_θ(standardise(x)))
+    P(threat | x) = (c·p₀(x) + Σ_j k(x, x_j)·w_j·y_j) / (c + Σ_j k(x, x_j)·w_j)
 
-``prior(x)`` works with zero labels: a monotone function of the calibrated
-anomaly evidence (``-log10 p``, else the detector's log score) plus a
-per-detector prior log-odds (:data:`DETECTOR_PRIORS`: a tunnel or an NXDOMAIN
-burst is a threat more often than a fast-flux CDN).  ``f_θ`` starts at 0 and
-is learned from verdicts:
+``prior(x)`` works with zero labels.  With ``prior="shipped"`` (the default)
+it is the initial model of :mod:`dnsieve.threat.initial`: a logistic
+regression that ``scripts/train_threat.py`` trained on real C2 and tunnel
+captures, ThreatFox and DGA domains, benign top lists and simulated campaigns
+and benign anomalies.  ``prior="builtin"`` is the hand-set fallback: a
+monotone function of the calibrated anomaly evidence (``-log10 p``, else the
+detector's log score) plus a per-detector prior log-odds
+(:data:`DETECTOR_PRIORS`).  ``f_θ`` starts at 0 and is learned from verdicts:
 
 ``kind="linear"``
     ``f(z) = w·z + b``: a logistic regression (the calibrated baseline: the
@@ -24,6 +29,19 @@ current value, by L-BFGS on the weighted log loss plus ``l2/2·|θ|²``
 (a Gaussian prior centred on "trust the prior").  This is the exact MAP
 estimate for the linear model, deterministic for both, and takes
 milliseconds for thousands of verdicts.
+
+**Verdict memory.**  ``f_θ`` generalises along feature directions but, held
+back by its anchor and L2 prior, moves slowly.  The second formula above makes
+a verdict count at once where it was given: ``y_j`` is verdict *j* (1 threat,
+0 benign), ``w_j`` its decay weight and ``k`` a Gaussian kernel on the
+standardised features (``exp(-|Δz|²/(2·memory_bandwidth·d))``, ``d`` the
+number of features).  It is a Beta-binomial update: the model's own
+probability counts as ``c = memory_strength`` verdicts, so one ``threat``
+verdict on an alert with p₀ = 0.13 lifts it (and its near-duplicates, such as
+the same campaign's other windows) to (0.13·c + 1)/(c + 1), and every further
+similar verdict weighs in with the same weight: the learning rate falls as
+1/(number of similar verdicts), as it should.  Alerts unlike any judged one
+keep p₀.
 
 **Decay.**  A verdict of age ``a`` days weighs ``0.5 ** (a / half_life_days)``,
 so last year's benign does not silence this year's threat: as verdicts fade
@@ -68,6 +86,7 @@ import polars as pl
 from scipy import optimize, stats
 
 from dnsieve.threat.features import DETECTORS, FEATURE_NAMES
+from dnsieve.threat.initial import align, load_initial
 
 __all__ = [
     "DETECTOR_PRIORS",
@@ -83,7 +102,7 @@ __all__ = [
     "score_drift",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _MAGIC = b"DNSIEVE-THREAT\x00"
 _ALLOWED_DTYPES = {"<f8", "<i8"}
 
@@ -160,6 +179,9 @@ class ThreatModel:
     def __init__(
         self,
         kind: Literal["linear", "mlp"] = "mlp",
+        prior: Literal["shipped", "builtin"] = "shipped",
+        memory_strength: float = 1.0,
+        memory_bandwidth: float = 0.1,
         hidden: int = 8,
         l2: float = 1.0,
         half_life_days: float = 90.0,
@@ -174,6 +196,9 @@ class ThreatModel:
         seed: int = 0,
     ) -> None:
         self.kind = kind
+        self.prior = prior
+        self.memory_strength = memory_strength
+        self.memory_bandwidth = memory_bandwidth
         self.hidden = hidden
         self.l2 = l2
         self.half_life_days = half_life_days
@@ -192,12 +217,28 @@ class ThreatModel:
     def _init_state(self) -> None:
         if self.kind not in ("linear", "mlp"):
             raise ValueError(f"kind must be 'linear' or 'mlp', got {self.kind!r}")
+        if self.prior not in ("shipped", "builtin"):
+            raise ValueError(f"prior must be 'shipped' or 'builtin', got {self.prior!r}")
+        if not self.memory_strength > 0 or not self.memory_bandwidth > 0:
+            raise ValueError("memory_strength and memory_bandwidth must be positive")
         d = len(FEATURE_NAMES)
         self.mean_: F = np.zeros(d)
         self.var_: F = np.ones(d)
         self.n_seen_: float = 0.0
         self.theta_: F = self._initial_theta(d)
         self.anchor_: F = np.zeros((0, d))
+        self.prior_w_: F = np.zeros(0)
+        self.prior_b_: F = np.zeros(0)
+        self.prior_center_: F = np.zeros(0)
+        self.prior_scale_: F = np.zeros(0)
+        init = load_initial() if self.prior == "shipped" else None
+        if init is not None:
+            self.prior_w_ = init.w.copy()
+            self.prior_b_ = np.array([init.b])
+            self.prior_center_ = init.center.copy()
+            self.prior_scale_ = init.scale.copy()
+            self.mean_, self.var_ = init.mean.copy(), init.var.copy()
+            self.anchor_ = self._anchor_rows(init.anchor.copy())
         self.X_buf_: F = np.zeros((0, d))
         self.y_buf_: F = np.zeros(0)
         self.t_buf_: F = np.zeros(0)
@@ -217,6 +258,9 @@ class ThreatModel:
         """Hyperparameters (the ``__init__`` arguments)."""
         return {
             "kind": self.kind,
+            "prior": self.prior,
+            "memory_strength": self.memory_strength,
+            "memory_bandwidth": self.memory_bandwidth,
             "hidden": self.hidden,
             "l2": self.l2,
             "half_life_days": self.half_life_days,
@@ -236,11 +280,23 @@ class ThreatModel:
         return f"ThreatModel({args})"
 
     # ------------------------------------------------------------------ maths
+    @property
+    def has_shipped_prior(self) -> bool:
+        """Whether the prior is the trained initial model (else the hand-set one)."""
+        return bool(self.prior_w_.size)
+
     def prior_logit(self, X: npt.ArrayLike) -> F:
-        """The zero-label logit: detector prior + slope × evidence strength (0 if not ``use_prior``)."""
+        """The zero-label logit (0 if not ``use_prior``).
+
+        The shipped initial model when loaded, else the hand-set prior: detector
+        prior + slope × evidence strength.
+        """
         X = self._check(X)
         if not self.use_prior:
             return np.zeros(X.shape[0])
+        if self.has_shipped_prior:
+            z = (X - self.prior_center_) / self.prior_scale_
+            return np.asarray(self.prior_b_[0] + z @ self.prior_w_, dtype=np.float64)
         det = X[:, : len(DETECTORS)]
         lscore = X[:, len(DETECTORS) : 2 * len(DETECTORS)].sum(axis=1)
         i = FEATURE_NAMES.index("neg_log_p")
@@ -302,15 +358,41 @@ class ThreatModel:
         return np.nan_to_num(A, nan=0.0, posinf=30.0, neginf=-30.0)
 
     # ------------------------------------------------------------- public API
-    def decision_function(self, X: npt.ArrayLike) -> F:
-        """The logit of P(threat) for each row."""
+    def base_logit(self, X: npt.ArrayLike) -> F:
+        """The logit of p₀: prior + learned correction, before the verdict memory."""
         A = self._check(X)
         f, _ = self._f(self.theta_, self._z(A))
         return np.asarray(self.prior_logit(A) + f, dtype=np.float64)
 
+    def similarity(self, X: npt.ArrayLike) -> F:
+        """Kernel weight ``k(x, x_j)·w_j`` of each row (axis 0) to each buffered verdict (axis 1)."""
+        A = self._check(X)
+        if self.y_buf_.shape[0] == 0:
+            return np.zeros((A.shape[0], 0))
+        Za = self._z(A)
+        Zb = self._z(self.X_buf_)
+        d2 = np.sum(Za * Za, axis=1)[:, None] + np.sum(Zb * Zb, axis=1)[None, :] - 2.0 * (Za @ Zb.T)
+        h2 = self.memory_bandwidth * Za.shape[1]
+        K = np.exp(-np.maximum(d2, 0.0) / (2.0 * h2))
+        return np.asarray(K * self.sample_weights()[None, :], dtype=np.float64)
+
     def predict_proba(self, X: npt.ArrayLike) -> F:
-        """P(threat) for each row (1-D array)."""
-        return _sigmoid(self.decision_function(X))
+        """P(threat) for each row (1-D array): p₀ mixed with the similar verdicts."""
+        A = self._check(X)
+        p0 = _sigmoid(self.base_logit(A))
+        if self.y_buf_.shape[0] == 0:
+            return p0
+        out = np.empty_like(p0)
+        c = self.memory_strength
+        for lo in range(0, A.shape[0], 4096):  # bounded memory for big queues
+            K = self.similarity(A[lo : lo + 4096])
+            out[lo : lo + 4096] = (c * p0[lo : lo + 4096] + K @ self.y_buf_) / (c + K.sum(axis=1))
+        return np.asarray(np.clip(out, 1e-9, 1.0 - 1e-9), dtype=np.float64)
+
+    def decision_function(self, X: npt.ArrayLike) -> F:
+        """The logit of P(threat) for each row."""
+        p = self.predict_proba(X)
+        return np.asarray(np.log(p) - np.log1p(-p), dtype=np.float64)
 
     def observe(self, X: npt.ArrayLike) -> ThreatModel:
         """Update the running standardiser with a batch of scored anomalies.
@@ -324,7 +406,7 @@ class ThreatModel:
             return self
         bm = A.mean(axis=0)
         bv = A.var(axis=0)
-        if self.n_seen_ == 0:
+        if self.n_seen_ == 0 and not self.has_shipped_prior:
             self.mean_, self.var_ = bm, np.maximum(bv, 1e-6)
         else:
             a = 1.0 - 2.0 ** (-1.0 / self.scaler_half_life)
@@ -378,7 +460,7 @@ class ThreatModel:
             tt = np.asarray(
                 [_epoch(t) for t in np.atleast_1d(np.asarray(ts, dtype=object))], dtype=np.float64
             )
-        if self.n_seen_ == 0:
+        if self.n_seen_ == 0 and not self.has_shipped_prior:
             self.observe(A)
         self.X_buf_ = np.vstack([self.X_buf_, A])
         self.y_buf_ = np.concatenate([self.y_buf_, yy])
@@ -434,6 +516,10 @@ class ThreatModel:
             "X_buf": self.X_buf_,
             "y_buf": self.y_buf_,
             "t_buf": self.t_buf_,
+            "prior_w": self.prior_w_,
+            "prior_b": self.prior_b_,
+            "prior_center": self.prior_center_,
+            "prior_scale": self.prior_scale_,
         }
 
     def metadata(self) -> dict[str, Any]:
@@ -464,7 +550,14 @@ class ThreatModel:
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> ThreatModel:
-        """Rebuild a model from :meth:`to_bytes` output; raises :class:`ModelFormatError`."""
+        """Rebuild a model from :meth:`to_bytes` output; raises :class:`ModelFormatError`.
+
+        A blob of an older format or feature layout is migrated: its verdicts
+        and anchor rows are re-laid out by feature name (a new feature is 0 in
+        old rows), it gets the current shipped prior, and, when its learned
+        correction no longer fits the layout, that is refitted from its
+        verdicts.  So an upgrade never loses a verdict.
+        """
         if not blob.startswith(_MAGIC) or len(blob) < len(_MAGIC) + 4:
             raise ModelFormatError("not a dnsieve threat model (bad magic)")
         (hlen,) = struct.unpack_from("<I", blob, len(_MAGIC))
@@ -473,13 +566,18 @@ class ThreatModel:
             header = json.loads(blob[start : start + hlen].decode())
             meta = header["meta"]
             entries = header["arrays"]
+            names = [str(n) for n in meta["feature_names"]]
+            params = dict(meta["params"])
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ModelFormatError(f"corrupt model header: {exc}") from None
-        if meta.get("format") != FORMAT_VERSION:
-            raise ModelFormatError(f"unsupported model format {meta.get('format')!r}")
-        if meta.get("feature_names") != list(FEATURE_NAMES):
-            raise ModelFormatError("model was trained on a different feature layout")
-        m = cls(**meta["params"])
+        fmt = meta.get("format")
+        if fmt not in (1, FORMAT_VERSION):
+            raise ModelFormatError(f"unsupported model format {fmt!r}")
+        known = set(cls().get_params())
+        try:
+            m = cls(**{k: v for k, v in params.items() if k in known})
+        except (TypeError, ValueError) as exc:
+            raise ModelFormatError(f"bad model parameters: {exc}") from None
         body = memoryview(blob)[start + hlen :]
         arrays: dict[str, F] = {}
         for e in entries:
@@ -493,18 +591,47 @@ class ThreatModel:
             arrays[e["name"]] = (
                 np.frombuffer(body, dtype=e["dtype"], count=count, offset=off).reshape(shape).copy()
             )
+        same = names == list(FEATURE_NAMES)
+        d_old = len(names)
         try:
-            m.mean_, m.var_, m.theta_ = arrays["mean"], arrays["var"], arrays["theta"]
-            m.anchor_ = arrays["anchor"].reshape(-1, len(FEATURE_NAMES))
-            m.X_buf_, m.y_buf_, m.t_buf_ = arrays["X_buf"], arrays["y_buf"], arrays["t_buf"]
-        except KeyError as exc:
-            raise ModelFormatError(f"missing array {exc}") from None
-        if m.theta_.shape != m._initial_theta(len(FEATURE_NAMES)).shape:
-            raise ModelFormatError("parameter vector does not match the model kind")
-        m.version_ = int(meta["version"])
-        m.n_verdicts_ = int(meta["n_verdicts"])
-        m.n_seen_ = float(meta["n_seen"])
-        m.now_ = float(meta["now"])
+            X_buf = arrays["X_buf"].reshape(-1, d_old)
+            anchor = arrays["anchor"].reshape(-1, d_old)
+            m.y_buf_, m.t_buf_ = arrays["y_buf"], arrays["t_buf"]
+            theta = arrays["theta"]
+            mean, var = arrays["mean"], arrays["var"]
+        except (KeyError, ValueError) as exc:
+            raise ModelFormatError(f"missing or malformed array {exc}") from None
+        if X_buf.shape[0] != m.y_buf_.shape[0] or m.t_buf_.shape != m.y_buf_.shape:
+            raise ModelFormatError("verdict buffer arrays disagree in length")
+        if same:
+            m.X_buf_, m.anchor_, m.mean_, m.var_ = X_buf, anchor, mean, var
+        else:
+            m.X_buf_ = align(X_buf, names, FEATURE_NAMES, 0.0)
+            m.anchor_ = align(anchor, names, FEATURE_NAMES, 0.0)
+            if not m.has_shipped_prior:
+                m.mean_ = align(mean, names, FEATURE_NAMES, 0.0)
+                m.var_ = align(var, names, FEATURE_NAMES, 1.0)
+        if fmt == FORMAT_VERSION and same and "prior_w" in arrays:
+            m.prior_w_, m.prior_b_ = arrays["prior_w"], arrays["prior_b"]
+            m.prior_center_, m.prior_scale_ = arrays["prior_center"], arrays["prior_scale"]
+            if m.prior_w_.size and (
+                m.prior_w_.shape != (len(FEATURE_NAMES),)
+                or m.prior_b_.shape != (1,)
+                or m.prior_center_.shape != m.prior_w_.shape
+                or m.prior_scale_.shape != m.prior_w_.shape
+            ):
+                raise ModelFormatError("prior arrays do not match the feature layout")
+        m.version_ = int(meta.get("version", 0))
+        m.n_verdicts_ = int(meta.get("n_verdicts", 0))
+        m.n_seen_ = float(meta.get("n_seen", 0.0))
+        m.now_ = float(meta.get("now", 0.0))
+        migrated = not (same and fmt == FORMAT_VERSION)
+        if not migrated:
+            if theta.shape != m._initial_theta(len(FEATURE_NAMES)).shape:
+                raise ModelFormatError("parameter vector does not match the model kind")
+            m.theta_ = theta
+        elif m.y_buf_.shape[0]:
+            m.refit()  # the old correction was learned against another prior/layout
         return m
 
 

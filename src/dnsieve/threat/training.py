@@ -172,8 +172,13 @@ def label_anomalies(anomalies: pl.DataFrame, labels: pl.DataFrame) -> npt.NDArra
     a = anomalies.select(
         pl.int_range(n).alias("_i"),
         pl.col("detector").cast(pl.String).alias("_det"),
-        pl.col("window_start").alias("_aws"),
-        pl.col("window_end").alias("_awe"),
+        # an alert is an episode: a label anywhere in its span is about it
+        pl.col("episode_start" if "episode_start" in anomalies.columns else "window_start")
+        .fill_null(pl.col("window_start"))
+        .alias("_aws"),
+        pl.col("episode_end" if "episode_end" in anomalies.columns else "window_end")
+        .fill_null(pl.col("window_end"))
+        .alias("_awe"),
         ent.alias("k0"),
         pl.when(pl.col("entity_type") == "client_domain")
         .then(parts.struct.field("field_1"))

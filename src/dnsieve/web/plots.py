@@ -21,14 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from dnsieve.alerts.base import Alert
-from dnsieve.alerts.events import AlertEvents
+from dnsieve.alerts.events import AlertEvents, EventsUnavailable, entity_events
+from dnsieve.web.evidence import alert_windows
 
-__all__ = ["bokeh_script_urls", "precision_plot", "volume_plot", "who_plot"]
+__all__ = ["bokeh_script_urls", "precision_plot", "volume_plot", "who_events", "who_plot"]
 
 BOKEH_ROOT = "/bokeh/"
 
@@ -136,12 +138,16 @@ def volume_plot(
         toolbar_location="above",
         y_axis_label="queries per hour",
     )
-    # the detector's other outlier windows faintly, this alert's window stronger
-    for a, alpha in [(o, 0.08) for o in same if o.id != alert.id] + [(alert, 0.18)]:
+    # the detector's other episodes faintly, this alert's episode a little stronger and
+    # each of its windows strongest
+    spans = [(o.window_start, o.window_end, 0.08) for o in same if o.id != alert.id]
+    spans.append((alert.window_start, alert.window_end, 0.08))
+    spans += [(w.start, w.end, 0.18) for w in alert_windows(alert)]
+    for left, right, alpha in spans:
         p.add_layout(
             BoxAnnotation(
-                left=a.window_start,
-                right=a.window_end,
+                left=left,
+                right=right,
                 fill_alpha=alpha,
                 fill_color="#d62728",
                 line_alpha=0,
@@ -206,25 +212,68 @@ def volume_plot(
     return dict(json_item(p))
 
 
+def who_events(lake_path: Path | None, alert: Alert, top: int = 15) -> AlertEvents | None:
+    """Who queried what over the alert's whole episode (lake), for the who-queried-it chart.
+
+    For a client × domain alert, every client of its domain (the pair's own events hold
+    one client: the domain's show whether that client is alone, as a beacon or a tunnel
+    is, or one of many); for an episode of several windows, the entity over all of them
+    (the alert's raw events cover its worst window only).  None for a one-window alert
+    of a domain or a client (its raw events serve), without a lake, or when the lake
+    cannot be read.
+    """
+    if lake_path is None:
+        return None
+    start = getattr(alert, "episode_start", None) or alert.window_start
+    end = getattr(alert, "episode_end", None) or alert.window_end
+    if alert.entity_type == "client_domain" and alert.domain:
+        etype, entity = "domain", alert.domain
+    elif getattr(alert, "n_windows", 1) > 1 and alert.entity_type in ("domain", "client"):
+        etype, entity = alert.entity_type, alert.entity
+    else:
+        return None
+    try:
+        return entity_events(lake_path, etype, entity, start, end, 0, top)
+    except EventsUnavailable:
+        return None
+
+
 def who_plot(
     alert: Alert,
     related: Sequence[Alert],
     events: AlertEvents | None = None,
+    episode: AlertEvents | None = None,
     top: int = 15,
 ) -> dict[str, Any] | None:
-    """Who queried the domain (or what the client queried) in the alert window.
+    """Who queried the domain (or what the client queried) in the alert's episode.
 
-    From the lake's events when ``events`` has them (the clients of a domain
-    alert, the registered domains of a client alert), else from client ×
-    domain alerts on the same domain or client.
+    From the lake: ``episode`` (:func:`who_events`: the whole episode, or for a client
+    × domain alert every client of its domain, the alert's client in red) when it has
+    them, else ``events`` (the alert window's: the clients of a domain alert, the
+    registered domains of a client alert); else from client × domain alerts on the
+    same domain or client.  One bar is a chart too: a domain queried by a single
+    client (a tunnel, a DGA name, a beacon) is the usual case, and the chart
+    keeps a readable height for it, with the count written beside each bar.
     """
     from bokeh.embed import json_item
-    from bokeh.models import ColumnDataSource, FactorRange
+    from bokeh.models import (  # type: ignore[attr-defined]
+        BasicTicker,
+        ColumnDataSource,
+        FactorRange,
+        LabelSet,
+        Range1d,
+    )
     from bokeh.plotting import figure
 
     counts: dict[str, float] = {}
     source = "alerts"
-    if events is not None and events.who_of is not None and events.who.height:
+    span = "the alert window"
+    if episode is not None and episode.who_of is not None and episode.who.height:
+        counts = {str(n): float(q) for n, q in episode.who.iter_rows()}
+        source = "lake"
+        if getattr(alert, "n_windows", 1) > 1:
+            span = "the episode"
+    elif events is not None and events.who_of is not None and events.who.height:
         counts = {str(n): float(q) for n, q in events.who.iter_rows()}
         source = "lake"
     for a in (alert, *related) if source == "alerts" else ():
@@ -244,27 +293,45 @@ def who_plot(
     if not counts:
         return None
     items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-    names = [k if len(k) <= 60 else k[:59] + "…" for k, _ in items][::-1]
+    # distinct labels even when two long names share their first 59 characters
+    names: list[str] = []
+    for k, _ in items:
+        label = k if len(k) <= 60 else k[:59] + "…"
+        while label in names:
+            label += " "
+        names.append(label)
+    names = names[::-1]
     vals = [v for _, v in items][::-1]
+    mark = alert.client if alert.entity_type == "client_domain" else None
+    colors = ["#d62728" if mark is not None and k == mark else "#1f77b4" for k, _ in items][::-1]
+    what = "clients of the domain" if alert.entity_type != "client" else "domains it queried"
+    label = (
+        f"queries in {span} ({what}, lake events)"
+        if source == "lake"
+        else "queries (client × domain alerts)"
+    )
+    hi = max(vals) if vals else 1.0
     p = figure(
-        y_range=FactorRange(factors=list(dict.fromkeys(names))),
-        height=40 + 22 * len(names),
+        y_range=FactorRange(factors=names),
+        x_range=Range1d(start=0, end=hi * 1.18 or 1.0),
+        height=max(150, 70 + 24 * len(names)),
         sizing_mode="stretch_width",
         tools="save",
         toolbar_location="above",
-        x_axis_label=(
-            "queries in the alert window (lake events)"
-            if source == "lake"
-            else "queries (client × domain alerts)"
-        ),
+        x_axis_label=label,
     )
-    p.hbar(
-        y="name",
-        right="q",
-        height=0.7,
-        source=ColumnDataSource({"name": names, "q": vals}),
-        color="#1f77b4",
+    src = ColumnDataSource(
+        {"name": names, "q": vals, "color": colors, "text": [f"{v:,.0f}" for v in vals]}
     )
+    p.hbar(y="name", right="q", height=0.7, source=src, color="color")
+    p.add_layout(
+        LabelSet(
+            x="q", y="name", text="text", source=src, x_offset=4, y_offset=-7,
+            text_font_size="11px", text_color="#333333",
+        )
+    )  # fmt: skip
+    p.ygrid.grid_line_color = None
+    p.xaxis.ticker = BasicTicker(min_interval=1)  # counts: no 0.2 ticks
     return dict(json_item(p))
 
 

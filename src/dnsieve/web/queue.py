@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import sqlalchemy as sa
 
 from dnsieve.alerts.base import Alert, AlertSummary, AllowEntry, ModelVersion, status_filter
 from dnsieve.alerts.store import AlertStore, metadata
+from dnsieve.explain import Explanation, explain
 
 __all__ = [
     "SORTS",
@@ -33,6 +35,7 @@ __all__ = [
     "feature_percentiles",
     "list_campaigns",
     "list_queue",
+    "queue_explanations",
     "related_alerts",
     "review_queue",
     "rollback_model",
@@ -97,7 +100,8 @@ def _where(q: QueueQuery, now: datetime, store: AlertStore) -> list[sa.ColumnEle
 
 @dataclass(frozen=True)
 class Campaign:
-    """The alerts of one detector on one entity (its windows), as one row of the queue."""
+    """The alerts (episodes) of one detector on one entity, as one row of the queue:
+    ``windows`` counts the windows of all of them, and the span is theirs."""
 
     detector: str
     entity_type: str
@@ -107,6 +111,7 @@ class Campaign:
     last_end: datetime
     threat_probability: float | None
     score: float
+    p_value: float | None = None  # the rarest window's calibrated tail probability
 
 
 def list_campaigns(
@@ -131,11 +136,12 @@ def list_campaigns(
     rows = (
         sa.select(
             *keys,
-            sa.func.count().label("windows"),
-            sa.func.min(_A.window_start).label("first_start"),
-            sa.func.max(_A.window_end).label("last_end"),
+            sa.func.sum(_A.n_windows).label("windows"),  # an alert is an episode
+            sa.func.min(sa.func.coalesce(_A.episode_start, _A.window_start)).label("first_start"),
+            sa.func.max(sa.func.coalesce(_A.episode_end, _A.window_end)).label("last_end"),
             p_max.label("threat_probability"),
             s_max.label("score"),
+            sa.func.min(_A.p_value).label("p_value"),
             sa.func.count().over().label("_total"),  # groups in all, in the same pass
         )
         .where(*conds)
@@ -186,20 +192,53 @@ def list_queue(
     return items, counted
 
 
+def queue_explanations(
+    store: AlertStore, items: Sequence[AlertSummary | Alert]
+) -> dict[str, Explanation]:
+    """The reason sentence and clients of each alert of a queue page, by alert id.
+
+    A page's summaries carry no evidence (the queue's query stays off that column);
+    the page's own evidence is read here in one primary-key look-up of its ids.
+    """
+    evidence: dict[str, Any] = {a.id: a.evidence for a in items if isinstance(a, Alert)}
+    ids = [a.id for a in items if a.id not in evidence]
+    if ids:
+        q = sa.select(_A.id, _A.evidence).where(_A.id.in_(ids))
+        with store.engine.connect() as conn:
+            evidence.update({r.id: r.evidence for r in conn.execute(q)})
+    out: dict[str, Explanation] = {}
+    for a in items:
+        hours = (a.window_end - a.window_start).total_seconds() / 3600.0
+        ev = evidence.get(a.id)
+        out[a.id] = explain(
+            a.detector, a.entity, ev if isinstance(ev, dict) else None, a.entity_type, hours
+        )
+    return out
+
+
 def detectors(store: AlertStore) -> list[str]:
     """The detectors that have alerts (for the filter menu)."""
     return store.detector_names()
 
 
 def related_alerts(
-    store: AlertStore, alert: Alert, limit: int = 25, now: datetime | None = None
+    store: AlertStore,
+    alert: Alert,
+    limit: int = 25,
+    now: datetime | None = None,
+    clients: Sequence[str] = (),
 ) -> list[Alert]:
-    """Other alerts on the same entity, domain or client, newest first."""
+    """Other alerts on the same entity, domain or client, newest first.
+
+    ``clients`` (the clients the alert's reason names, :func:`dnsieve.explain.explain`)
+    adds their alerts: a DGA name's infected host, a tunnel's sender.
+    """
     same = [_A.entity == alert.entity]
     if alert.domain:
         same.append(_A.domain == alert.domain)
     if alert.client:
         same.append(_A.client == alert.client)
+    same += [_A.client == c for c in dict.fromkeys(clients) if c and c != alert.client]
     q = (
         store.select_alerts(now)
         .where(sa.or_(*same), _A.id != alert.id)

@@ -17,6 +17,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup, escape
 
+from dnsieve.explain import one_in
 from dnsieve.web.security import CSRF_FIELD, csrf_token
 
 __all__ = ["flash", "inline_code", "make_environment", "page"]
@@ -67,7 +68,12 @@ def make_environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        time=_fmt_time, prob=_fmt_p, num=_fmt_num, thousands=_fmt_thousands, code=inline_code
+        time=_fmt_time,
+        prob=_fmt_p,
+        num=_fmt_num,
+        thousands=_fmt_thousands,
+        code=inline_code,
+        one_in=one_in,
     )
     # |tojson must keep key order: a Bokeh json_item defines each model at its
     # first occurrence and refers to it by id afterwards; sorted keys put some

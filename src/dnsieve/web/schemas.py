@@ -125,6 +125,9 @@ class CampaignPublic(_Out):
     last_end: datetime
     threat_probability: float | None
     score: float
+    p_value: float | None = Field(
+        default=None, description="the rarest window's calibrated tail probability"
+    )
 
 
 class CampaignPage(BaseModel):
@@ -159,6 +162,15 @@ class AuditPublic(_Out):
 
 class AlertDetailPublic(BaseModel):
     alert: AlertPublic
+    reason: str = Field(
+        default="", description="why it was raised: one plain-text sentence with the numbers"
+    )
+    clients: list[str] = Field(
+        default_factory=list, description="the client addresses to look at, most involved first"
+    )
+    rarity: str = Field(
+        default="", description='the calibrated p-value as "1 in N" windows of its detector'
+    )
     summary: list[str] = Field(description="the evidence in plain words")
     related: list[AlertPublic]
     audit: list[AuditPublic]

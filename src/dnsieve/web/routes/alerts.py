@@ -12,8 +12,17 @@ from dnsieve.alerts.base import VERDICTS, InvalidTransition
 from dnsieve.alerts.events import MAX_LIMIT
 from dnsieve.web.actions import QueueParams, give_verdict
 from dnsieve.web.deps import AnalystPage, CsrfForm, LakePathDep, PageUser, StoreDep
-from dnsieve.web.evidence import alert_events, alert_hourly, evidence_rows, evidence_sentences
-from dnsieve.web.plots import volume_plot, who_plot
+from dnsieve.web.evidence import (
+    alert_events,
+    alert_explanation,
+    alert_hourly,
+    alert_windows,
+    evidence_json,
+    evidence_sentences,
+    feature_rows,
+    labelled_evidence,
+)
+from dnsieve.web.plots import volume_plot, who_events, who_plot
 from dnsieve.web.queue import (
     SORTS,
     Campaign,
@@ -21,6 +30,7 @@ from dnsieve.web.queue import (
     feature_percentiles,
     list_campaigns,
     list_queue,
+    queue_explanations,
     related_alerts,
 )
 from dnsieve.web.render import flash, page
@@ -63,6 +73,7 @@ def queue(request: Request, user: PageUser, store: StoreDep, q: QueueParams) -> 
         "queue.html",
         q=q,
         items=items,
+        why=queue_explanations(store, items),
         campaigns=campaigns,
         total=total,
         pages=pages,
@@ -83,7 +94,8 @@ def detail(
     events: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="raw events shown")] = 200,
 ) -> HTMLResponse:
     alert = store.get_alert(alert_id)
-    related = related_alerts(store, alert)
+    why = alert_explanation(alert, alert.evidence)
+    related = related_alerts(store, alert, clients=why.clients)
     raw = alert_events(lake_path, alert, events)
     entry = None
     if alert.suppressed_by is not None:
@@ -95,19 +107,24 @@ def detail(
         k: v
         for k, v in (
             ("volume", volume_plot(alert, related, alert_hourly(lake_path, alert))),
-            ("who", who_plot(alert, related, raw.result)),
+            ("who", who_plot(alert, related, raw.result, who_events(lake_path, alert))),
         )
         if v is not None
     }
+    related_why = queue_explanations(store, related)
     return page(
         request,
         "alert.html",
         with_bokeh=bool(plots),
         alert=alert,
-        summary=evidence_sentences(alert.detector, alert.entity_type, alert.evidence),
-        evidence=evidence_rows(alert.evidence),
-        features=feature_percentiles(store, alert),
+        why=why,
+        summary=evidence_sentences(alert.detector, alert.entity_type, alert.evidence, False),
+        evidence=labelled_evidence(alert.evidence),
+        evidence_raw=evidence_json(alert.evidence),
+        windows=alert_windows(alert),
+        features=feature_rows(feature_percentiles(store, alert)),
         related=related,
+        related_why=related_why,
         audit=store.audit_trail(alert.id),
         entry=entry,
         plots=plots,

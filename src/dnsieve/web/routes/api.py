@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 
 from dnsieve.alerts.events import MAX_LIMIT
+from dnsieve.explain import one_in
 from dnsieve.threat.metrics import precision_report
 from dnsieve.web.actions import (
     QueueParams,
@@ -22,7 +23,7 @@ from dnsieve.web.actions import (
     model_summary,
 )
 from dnsieve.web.deps import AdminApi, AnalystApi, ApiUser, LakePathDep, StoreDep, api_user
-from dnsieve.web.evidence import alert_events, evidence_sentences
+from dnsieve.web.evidence import alert_events, alert_explanation, evidence_sentences
 from dnsieve.web.queue import (
     list_campaigns,
     list_queue,
@@ -109,8 +110,12 @@ def counts(store: StoreDep, include_suppressed: bool = False) -> dict[str, int]:
 def get_alert(store: StoreDep, alert_id: AlertId) -> AlertDetailPublic:
     """One alert (id or unique prefix): evidence in words, related alerts, audit trail."""
     a = store.get_alert(alert_id)
+    why = alert_explanation(a, a.evidence)
     return AlertDetailPublic(
         alert=AlertPublic.of(a),
+        reason=why.reason,
+        clients=why.clients,
+        rarity=one_in(a.p_value),
         summary=evidence_sentences(a.detector, a.entity_type, a.evidence),
         related=[AlertPublic.of(r) for r in related_alerts(store, a)],
         audit=[AuditPublic.of(e) for e in store.audit_trail(a.id)],

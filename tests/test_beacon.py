@@ -1,0 +1,179 @@
+"""Beacon scoring maths: regularity under jitter, missed beats, low-and-slow
+periods and population context (docs/detectors.md, ``beacon``).
+
+Series are generated here with a seeded RNG: a timer of period ``P`` whose
+gaps carry uniform jitter of ±``jitter``·P (the simulator's model), beats
+dropped at random with probability ``missed``, against irregular lookups
+(Poisson, and bursty human browsing) that must stay far below the floor.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from dnsieve.detectors import get
+from dnsieve.detectors.base import DetectContext
+from dnsieve.detectors.beacon import poisson_on_beat_share, regularity_log10p
+from dnsieve.detectors.frames import example_events
+
+T0 = datetime(2024, 3, 4, tzinfo=UTC)
+FLOOR = float(get("beacon").score_floor)  # type: ignore[arg-type]
+
+
+def _rows(ts: np.ndarray, client: str, domain: str, ttl: float = 30.0) -> list[dict]:
+    return [
+        {
+            "ts": T0 + timedelta(seconds=float(t)),
+            "src_ip": client,
+            "qname": "api." + domain,
+            "qtype": "A",
+            "rcode": "NOERROR",
+            "answers": ["203.0.113.9"],
+            "ttls": [ttl],
+            "registered_domain": domain,
+            "subdomain": "api",
+            "tld": domain.rsplit(".", 1)[1],
+        }
+        for t in ts
+    ]
+
+
+def _timer(rng: np.random.Generator, period: float, jitter: float, missed: float, span: float):
+    n = int(span / (period * (1 - jitter))) + 2
+    t = np.cumsum(period * (1 + rng.uniform(-jitter, jitter, n)))
+    t = t[t < span]
+    return t[rng.random(t.size) >= missed]
+
+
+def _background(rng: np.random.Generator, span: float, clients: int = 12) -> list[dict]:
+    """Bursty browsing: sessions of a few quick lookups at Poisson times."""
+    rows: list[dict] = []
+    for c in range(clients):
+        starts = np.cumsum(rng.exponential(1800.0, int(span / 1800) + 5))
+        for s in starts[starts < span]:
+            burst = s + np.cumsum(rng.exponential(20.0, int(rng.integers(1, 6))))
+            dom = ("news.example", "shop.example", "wiki.example")[int(rng.integers(3))]
+            rows += _rows(burst[burst < span], f"10.9.0.{c + 2}", dom, ttl=300.0)
+    return rows
+
+
+def _score(rows: list[dict], span: float, window: float = 3600.0) -> pl.DataFrame:
+    ev = example_events(rows)
+    ctx = DetectContext(start=T0, end=T0 + timedelta(seconds=span), window=window)
+    return get("beacon")().score(ev, ctx)
+
+
+def _best(out: pl.DataFrame, entity: str) -> float:
+    s = out.filter(pl.col("entity") == entity)["score"]
+    return float(s.max()) if s.len() else 0.0  # type: ignore[arg-type]
+
+
+def test_poisson_on_beat_share_and_binomial_tail() -> None:
+    # P(|g/M − 1| ≤ δ) for exponential gaps with median M
+    assert poisson_on_beat_share(0.3) == pytest.approx(2**-0.7 - 2**-1.3)
+    # all of m gaps on the beat: −log10 p0^m
+    for m in (6, 19, 60):
+        got = regularity_log10p(np.array([m]), np.array([m]), 0.25)[0]
+        assert got == pytest.approx(-m * np.log10(0.25), rel=1e-9)
+    # no gaps, or as many on the beat as chance predicts: no evidence
+    assert regularity_log10p(np.array([0, 25]), np.array([0, 100]), 0.25).tolist()[0] == 0.0
+    assert regularity_log10p(np.array([25]), np.array([100]), 0.25)[0] < 0.5
+
+
+@pytest.mark.parametrize(
+    ("period", "jitter", "missed"),
+    [
+        (60.0, 0.0, 0.0),
+        (300.0, 0.1, 0.0),
+        (300.0, 0.3, 0.0),  # the issue's worst jitter
+        (300.0, 0.0, 0.2),  # one beat in five missed
+        (600.0, 0.3, 0.3),  # jitter and missed beats together
+        (1800.0, 0.2, 0.1),
+        (3600.0, 0.3, 0.0),  # low and slow: six beats per 6 h window, 24 h lookback
+    ],
+)
+def test_timers_reach_the_floor(period: float, jitter: float, missed: float) -> None:
+    rng = np.random.default_rng(int(period) + int(100 * jitter) + int(10 * missed))
+    span = 2 * 86400.0
+    rows = _rows(_timer(rng, period, jitter, missed, span), "10.9.1.1", "c2-timer.net")
+    out = _score(rows + _background(rng, span), span)
+    assert _best(out, "10.9.1.1|c2-timer.net") >= FLOOR
+    # browsing never comes near it
+    others = out.filter(pl.col("entity") != "10.9.1.1|c2-timer.net")["score"]
+    assert others.len() == 0 or float(others.max()) < FLOOR / 2  # type: ignore[arg-type]
+
+
+def test_evidence_grows_with_beats_not_only_regularity() -> None:
+    """Six perfectly regular lookups are weak evidence; sixty are overwhelming."""
+    six = _rows(np.arange(6) * 600.0 + 60.0, "10.9.1.2", "six.example")
+    sixty = _rows(np.arange(60) * 300.0 + 60.0, "10.9.1.3", "sixty.example")
+    browsing = _background(np.random.default_rng(2), 6 * 3600.0)
+    out = _score(six + sixty + browsing, 6 * 3600.0, window=6 * 3600.0)
+    assert _best(out, "10.9.1.2|six.example") < FLOOR < _best(out, "10.9.1.3|sixty.example")
+
+
+def test_the_null_is_fitted_from_the_population() -> None:
+    """Where every series is a timer, a timer is not surprising: the on-beat
+    share under the null is the population's median, not a constant."""
+    rng = np.random.default_rng(7)
+    span = 6 * 3600.0
+    timers = [
+        row
+        for c in range(5)
+        for row in _rows(_timer(rng, 300.0, 0.05, 0.0, span), f"10.9.5.{c}", f"svc{c}.example")
+    ]
+    alone = _score(timers, span)
+    crowd = _score(timers + _background(rng, span, clients=30), span)
+    ev_alone = json.loads(alone["evidence"][0])
+    ev_crowd = json.loads(crowd.filter(pl.col("entity") == "10.9.5.0|svc0.example")["evidence"][0])
+    assert ev_alone["null_on_beat_share"] > 0.9
+    assert ev_crowd["null_on_beat_share"] < 0.5
+    assert _best(crowd, "10.9.5.0|svc0.example") > 5 * _best(alone, "10.9.5.0|svc0.example")
+
+
+def test_poisson_lookups_score_low() -> None:
+    rng = np.random.default_rng(3)
+    span = 86400.0
+    ts = np.cumsum(rng.exponential(300.0, 400))
+    out = _score(_rows(ts[ts < span], "10.9.1.4", "random.example"), span)
+    assert _best(out, "10.9.1.4|random.example") < 3.0
+
+
+def test_a_domain_every_host_polls_is_software() -> None:
+    """Population context: the same period from every host to one domain."""
+    rng = np.random.default_rng(4)
+    span = 12 * 3600.0
+    rows: list[dict] = []
+    for c in range(12):
+        rows += _rows(
+            _timer(rng, 900.0, 0.05, 0.0, span) + c * 7, f"10.9.2.{c}", "telemetry.example"
+        )
+    rows += _rows(_timer(rng, 900.0, 0.05, 0.0, span), "10.9.2.99", "c2-lonely.net")
+    out = _score(rows + _background(rng, span, clients=30), span)
+    assert _best(out, "10.9.2.99|c2-lonely.net") >= FLOOR
+    assert _best(out, "10.9.2.3|telemetry.example") < FLOOR / 2
+    ev = json.loads(out.filter(pl.col("entity") == "10.9.2.3|telemetry.example")["evidence"][0])
+    assert ev["periodic_clients_of_domain"] == 12
+
+
+def test_period_matching_the_ttl_is_halved() -> None:
+    rng = np.random.default_rng(5)
+    ts = _timer(rng, 300.0, 0.01, 0.0, 6 * 3600.0)
+    cache = _score(_rows(ts, "10.9.3.1", "cache.example", ttl=300.0), 6 * 3600.0)
+    timer = _score(_rows(ts, "10.9.3.1", "cache.example", ttl=30.0), 6 * 3600.0)
+    assert cache["score"].max() == pytest.approx(0.5 * timer["score"].max())  # type: ignore[operator]
+
+
+def test_reason_and_clients() -> None:
+    rng = np.random.default_rng(6)
+    rows = _rows(_timer(rng, 240.0, 0.05, 0.0, 6 * 3600.0), "10.9.4.1", "fresh-c2.top")
+    out = _score(rows, 6 * 3600.0)
+    ev = json.loads(out.sort("score", descending=True)["evidence"][0])
+    assert ev["clients"] == ["10.9.4.1"]
+    assert ev["reason"].startswith("10.9.4.1 looked up fresh-c2.top ")
+    assert "4.0 min period" in ev["reason"] and "gaps within" in ev["reason"]
