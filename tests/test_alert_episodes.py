@@ -283,7 +283,7 @@ def test_upgrade_from_0005_keeps_alerts_and_verdicts(db_url: str) -> None:
             {"id": old_id, "t": t},
         )
     upgrade(s.engine)
-    assert current_revision(s.engine) == "0006"
+    assert current_revision(s.engine) == "0007"  # 0006 (episodes), then 0007 (web sessions)
     a = s.get_alert(old_id)
     assert (a.status, a.n_windows, a.episode_start, a.episode_end) == (
         "threat",

@@ -465,7 +465,7 @@ def test_users_migration_matches_the_tables(tmp_path: Path) -> None:
     )
 
     with AlertStore.open(tmp_path / "m.db") as s:
-        assert current_revision(s.engine) == "0006"
+        assert current_revision(s.engine) == "0007"
         insp = sa.inspect(s.engine)
         for table in (users_table, tokens_table, sessions_table, throttle_table, auth_events_table):
             assert {c["name"] for c in insp.get_columns(table.name)} == set(table.columns.keys())
@@ -481,7 +481,7 @@ def test_users_migration_matches_the_tables(tmp_path: Path) -> None:
             command.downgrade(_alembic_config(conn), "0001")
         assert "web_users" not in sa.inspect(s.engine).get_table_names()
         upgrade(s.engine)
-        assert current_revision(s.engine) == "0006"
+        assert current_revision(s.engine) == "0007"
 
 
 def test_volume_detector_alert_card_and_plot(client: TestClient, store: AlertStore) -> None:

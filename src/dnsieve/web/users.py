@@ -5,7 +5,7 @@ Passwords are hashed with Argon2id (:mod:`argon2`); API tokens are random
 full entropy, so a fast hash is enough and lookups stay O(1)).  There are no
 default credentials: the first admin is created by ``dnsieve users add``.
 
-Sessions live on the server (migration ``0006``): the session cookie carries
+Sessions live on the server (migration ``0007``): the session cookie carries
 only a random 256-bit session id, stored as its SHA-256 beside the user.
 Logging out ends that session; a password change, a role change or disabling
 the account ends every session of the user, and a password change also
