@@ -283,7 +283,8 @@ def test_upgrade_from_0005_keeps_alerts_and_verdicts(db_url: str) -> None:
             {"id": old_id, "t": t},
         )
     upgrade(s.engine)
-    assert current_revision(s.engine) == "0007"
+    # 0006 (episodes), 0007 (web sessions), 0008 (threat definitions)
+    assert current_revision(s.engine) == "0008"
     a = s.get_alert(old_id)
     assert (a.status, a.n_windows, a.episode_start, a.episode_end) == (
         "threat",

@@ -590,7 +590,7 @@ def test_runs(store: AlertStoreProtocol) -> None:
 
 def test_migrations_create_the_schema(db_url: str) -> None:
     with AlertStore.open(db_url) as s:
-        assert current_revision(s.engine) == "0007"
+        assert current_revision(s.engine) == "0008"
         insp = sa.inspect(s.engine)
         for table in metadata.sorted_tables:
             cols = {c["name"] for c in insp.get_columns(table.name)}
@@ -608,7 +608,7 @@ def test_migrations_create_the_schema(db_url: str) -> None:
         if s.dialect == "postgresql":  # the queue search's trigram index (pg_trgm is trusted)
             assert {"ix_alerts_entity_trgm", "ix_alerts_domain_rev"} <= _index_names(s)
     with AlertStore.open(db_url) as s:  # re-opening is a no-op
-        assert current_revision(s.engine) == "0007"
+        assert current_revision(s.engine) == "0008"
 
 
 def _index_names(store: AlertStore) -> set[str]:

@@ -274,3 +274,14 @@ def test_small_capture_uses_the_reference_law() -> None:
     e = json.loads(out["evidence"][0])
     assert e["population_fit"] == "reference"
     assert out["score"][0] >= DgaHostDetector.score_floor
+
+
+def test_censored_fit_weighs_the_tail() -> None:
+    """Censoring keeps values above the bulk as "> K": a heavier tail than truncation."""
+    v = np.array([0, 1, 2, 9, 15])
+    c = np.array([9000, 700, 60, 30, 20])
+    m_t, r_t = fit_truncated_nb(v, c, 2, 1e-6)
+    m_c, r_c = fit_truncated_nb(v, c, 2, 1e-6, censor=True)
+    tail_t = nb_window_logsf(np.array([6]), m_t, r_t, np.array([1.0]))[0]
+    tail_c = nb_window_logsf(np.array([6]), m_c, r_c, np.array([1.0]))[0]
+    assert tail_c > tail_t

@@ -290,7 +290,7 @@ def test_allowlist_entry_hides_covered_alerts(client: TestClient, store: AlertSt
         json={"kind": "domain", "value": "x.com", "reason": "r", "expires": "99999999999999w"},
         headers={"X-CSRF-Token": tok},
     )
-    assert silly.status_code == 400
+    assert silly.status_code == 422 and "expiry" in silly.json()["detail"][0]["msg"]
 
 
 def test_review_model_rollback_and_runs(client: TestClient, store: AlertStore) -> None:
@@ -456,12 +456,18 @@ def test_users_migration_matches_the_tables(tmp_path: Path) -> None:
     import sqlalchemy as sa
 
     from dnsieve.alerts.store import current_revision, upgrade
-    from dnsieve.web.users import tokens_table, users_table
+    from dnsieve.web.users import (
+        auth_events_table,
+        sessions_table,
+        throttle_table,
+        tokens_table,
+        users_table,
+    )
 
     with AlertStore.open(tmp_path / "m.db") as s:
-        assert current_revision(s.engine) == "0007"
+        assert current_revision(s.engine) == "0008"
         insp = sa.inspect(s.engine)
-        for table in (users_table, tokens_table):
+        for table in (users_table, tokens_table, sessions_table, throttle_table, auth_events_table):
             assert {c["name"] for c in insp.get_columns(table.name)} == set(table.columns.keys())
         UserStore(s.engine).add_user("root", "admin", PASSWORD)
         # the role CHECK holds in the database too
@@ -475,7 +481,7 @@ def test_users_migration_matches_the_tables(tmp_path: Path) -> None:
             command.downgrade(_alembic_config(conn), "0001")
         assert "web_users" not in sa.inspect(s.engine).get_table_names()
         upgrade(s.engine)
-        assert current_revision(s.engine) == "0005"
+        assert current_revision(s.engine) == "0008"
 
 
 def test_volume_detector_alert_card_and_plot(client: TestClient, store: AlertStore) -> None:
@@ -704,6 +710,7 @@ def test_serve_spreads_connections_over_workers(tmp_path: Path) -> None:
             while b"\r\n\r\n" not in got:
                 got += c.recv(65536)
             assert got.startswith(b"HTTP/1.1 200"), got[:100]
+            assert b"\r\nserver:" not in got.lower(), got[:300]  # no Server: uvicorn
             conns.append(c)
         per_worker = _established_per_process(workers, port)
         assert sum(per_worker.values()) == 16, per_worker

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +288,8 @@ def test_login_next_is_never_an_open_redirect(client: TestClient) -> None:
 
 
 def test_login_rate_limiting(client: TestClient) -> None:
+    frozen = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # the back-off's clock stands still
+    client.app.state.users.now = lambda: frozen  # type: ignore[attr-defined]
     tok = csrf_of(client.get("/login").text)
 
     def attempt(user: str, password: str) -> Any:
@@ -307,6 +310,8 @@ def test_login_rate_limiting(client: TestClient) -> None:
 
 def test_login_rate_limit_per_ip(store: AlertStore) -> None:
     app = create_app(WebSettings(login_max_failures_ip=8), store=store)
+    frozen = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    app.state.users.now = lambda: frozen
     with TestClient(app) as c:
         tok = csrf_of(c.get("/login").text)
         codes = [

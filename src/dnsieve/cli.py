@@ -318,6 +318,7 @@ def _serve_demo(db_url: str, port: int, lake: Path | None = None) -> None:
 
     from dnsieve.demo import create_demo_admin
     from dnsieve.web import WebSettings, create_app
+    from dnsieve.web.workers import SERVER_OPTIONS
 
     password = create_demo_admin(db_url)
     console.print(
@@ -326,7 +327,7 @@ def _serve_demo(db_url: str, port: int, lake: Path | None = None) -> None:
     )
     settings = WebSettings(db_url=db_url, secret_key=secrets.token_urlsafe(32), freeze_gc=True)
     app_ = create_app(settings, lake=lake)
-    uvicorn.run(app_, host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(app_, host="127.0.0.1", port=port, log_level="warning", **SERVER_OPTIONS)
 
 
 def _render_truth(alerts: pl.DataFrame, out: Console, report: TruthReport | None = None) -> None:

@@ -77,6 +77,7 @@ from dnsieve.alerts.merge import (
     window_of,
 )
 from dnsieve.threat.allowlist import (
+    AllowListConflict,
     AllowListError,
     AllowMatcher,
     Rule,
@@ -1648,7 +1649,7 @@ class AlertStore:
             if row is None:
                 raise AlertNotFound(f"no allow-list entry {entry_id}")
             if row["removed_at"] is not None:
-                raise AllowListError(f"allow-list entry {entry_id} was already removed")
+                raise AllowListConflict(f"allow-list entry {entry_id} was already removed")
             conn.execute(
                 sa.update(allowlist).where(allowlist.c.id == entry_id).values(removed_at=now)
             )
@@ -1682,9 +1683,9 @@ class AlertStore:
             if row is None:
                 raise AlertNotFound(f"no allow-list entry {entry_id}")
             if row["removed_at"] is not None:
-                raise AllowListError(f"allow-list entry {entry_id} was removed")
+                raise AllowListConflict(f"allow-list entry {entry_id} was removed")
             if row["expires_at"] is not None and row["expires_at"] <= now:
-                raise AllowListError(f"allow-list entry {entry_id} has already expired")
+                raise AllowListConflict(f"allow-list entry {entry_id} has already expired")
             conn.execute(
                 sa.update(allowlist).where(allowlist.c.id == entry_id).values(expires_at=at)
             )

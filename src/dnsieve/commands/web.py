@@ -107,6 +107,7 @@ def register(app: typer.Typer) -> None:
         from dnsieve.cli import err_console
         from dnsieve.web import WebSettings, create_app
         from dnsieve.web.app import SECRET_ENV
+        from dnsieve.web.workers import SERVER_OPTIONS, run_workers
 
         secure = (not _loopback(host)) if https_only is None else https_only
         if lake is None:
@@ -138,8 +139,8 @@ def register(app: typer.Typer) -> None:
                 create_app(settings, lake=lake),
                 host=host,
                 port=port,
-                proxy_headers=False,
                 log_level=log_level.value,
+                **SERVER_OPTIONS,
             )
             return
         import secrets
@@ -156,10 +157,9 @@ def register(app: typer.Typer) -> None:
             workers=workers,
             host=host,
             port=port,
-            proxy_headers=False,
             log_level=log_level.value,
+            **SERVER_OPTIONS,
         )
-        from dnsieve.web.workers import run_workers
 
         run_workers(config)
 
@@ -188,9 +188,18 @@ def register(app: typer.Typer) -> None:
     @users_app.command("passwd")
     def passwd(
         name: Annotated[str, typer.Argument(help="user name")],
+        keep_tokens: Annotated[
+            bool,
+            typer.Option(
+                "--keep-tokens",
+                help="do not revoke the user's API tokens (only if the old password was not"
+                " leaked: whoever knew it may have made a token)",
+            ),
+        ] = False,
         db: DbOpt = None,
     ) -> None:
-        """Set a user's password (read from stdin or prompted)."""
+        """Set a user's password (read from stdin or prompted); ends the user's sessions
+        and revokes their API tokens."""
         require_web()
         from dnsieve.web.users import UserError, UserStore
 
@@ -199,26 +208,154 @@ def register(app: typer.Typer) -> None:
             if users.get_user(name) is None:
                 raise fail(f"no user {name!r}")
             try:
-                users.set_password(name, read_password())
+                ended, revoked = users.set_password(
+                    name, read_password(), actor="cli", revoke_tokens=not keep_tokens
+                )
             except UserError as exc:
                 raise fail(str(exc), 2) from None
-            typer.echo(f"password of {name} changed")
+            typer.echo(
+                f"password of {name} changed; {ended} sessions ended, {revoked} tokens revoked"
+            )
 
-    @users_app.command("token")
-    def token(
+    @users_app.command("role")
+    def role(
         name: Annotated[str, typer.Argument(help="user name")],
+        new_role: Annotated[str, typer.Argument(metavar="ROLE", help="viewer, analyst or admin")],
         db: DbOpt = None,
     ) -> None:
-        """Print a new API token for the user (use it as 'Authorization: Bearer TOKEN')."""
+        """Change a user's role; their sessions end (they log in again under the new role)."""
         require_web()
         from dnsieve.web.users import UserError, UserStore
 
         with open_store_or_exit(db) as store:
             try:
-                tok = UserStore(store.engine).new_token(name)
+                ended = UserStore(store.engine).set_role(name, new_role, actor="cli")
+            except UserError as exc:
+                raise fail(str(exc), 2) from None
+            typer.echo(f"{name} is now {new_role.strip().lower()}; {ended} sessions ended")
+
+    def _set_disabled(name: str, disabled: bool, db: str | None) -> None:
+        require_web()
+        from dnsieve.web.users import UserError, UserStore
+
+        with open_store_or_exit(db) as store:
+            try:
+                ended = UserStore(store.engine).set_disabled(name, disabled, actor="cli")
+            except UserError as exc:
+                raise fail(str(exc)) from None
+            state = f"disabled; {ended} sessions ended" if disabled else "enabled"
+            typer.echo(f"{name} {state}")
+
+    @users_app.command("disable")
+    def disable(name: Annotated[str, typer.Argument(help="user name")], db: DbOpt = None) -> None:
+        """Disable a user: no login, sessions ended, tokens refused (kept for 'enable')."""
+        _set_disabled(name, True, db)
+
+    @users_app.command("enable")
+    def enable(name: Annotated[str, typer.Argument(help="user name")], db: DbOpt = None) -> None:
+        """Enable a disabled user again (their unrevoked tokens work again)."""
+        _set_disabled(name, False, db)
+
+    @users_app.command("token")
+    def token(
+        name: Annotated[
+            str | None, typer.Argument(help="user name (to make a token)", show_default=False)
+        ] = None,
+        revoke: Annotated[
+            int | None,
+            typer.Option(
+                "--revoke",
+                metavar="ID",
+                min=1,
+                help="revoke the token with this id (see 'dnsieve users tokens')",
+                show_default=False,
+            ),
+        ] = None,
+        db: DbOpt = None,
+    ) -> None:
+        """Print a new API token for the user (use it as 'Authorization: Bearer TOKEN'), or
+        revoke one with --revoke ID."""
+        require_web()
+        from dnsieve.web.users import UserError, UserStore
+
+        if (name is None) == (revoke is None):
+            raise fail("give a user name (a new token) or --revoke ID, not both", 2)
+        with open_store_or_exit(db) as store:
+            users = UserStore(store.engine)
+            try:
+                if revoke is not None:
+                    info = users.get_token(revoke)
+                    if info is None or info.revoked_at is not None:
+                        raise UserError(f"no active token {revoke}")
+                    if name is not None and info.user != name:
+                        raise UserError(f"token {revoke} is not {name}'s")
+                    users.revoke_token(revoke, actor="cli")
+                    typer.echo(f"token {revoke} of {info.user} ({info.prefix}…) revoked")
+                    return
+                assert name is not None
+                tok = users.new_token(name, actor="cli")
             except UserError as exc:
                 raise fail(str(exc)) from None
             typer.echo(tok)
+
+    @users_app.command("tokens")
+    def tokens(
+        name: Annotated[str | None, typer.Argument(help="user name (default: everyone)")] = None,
+        all_: Annotated[bool, typer.Option("--all", help="revoked tokens too")] = False,
+        db: DbOpt = None,
+    ) -> None:
+        """API tokens: id, user, first characters, created, last used, revoked (never the
+        token itself, which is not stored)."""
+        require_web()
+        from rich.markup import escape
+        from rich.table import Table
+
+        from dnsieve.cli import console
+        from dnsieve.web.users import UserStore
+
+        with open_store_or_exit(db) as store:
+            users = UserStore(store.engine)
+            if name is not None and users.get_user(name) is None:
+                raise fail(f"no user {name!r}")
+            rows = users.list_tokens(name, active=not all_)
+        table = Table("id", "user", "token", "created", "last used", "revoked", box=None)
+
+        def when(t: object) -> str:
+            return "-" if t is None else f"{t:%Y-%m-%d %H:%M:%S}Z"
+
+        for t in rows:
+            table.add_row(
+                str(t.id),
+                escape(t.user),
+                escape(t.prefix) + "…",
+                when(t.created_at),
+                when(t.last_used),
+                when(t.revoked_at),
+            )
+        console.print(table if rows else "no tokens")
+
+    @users_app.command("audit")
+    def audit(
+        name: Annotated[str | None, typer.Argument(help="only this account")] = None,
+        limit: Annotated[int, typer.Option(min=1, max=100_000, help="lines")] = 50,
+        db: DbOpt = None,
+    ) -> None:
+        """The authentication audit log, newest first: logins, failures, throttled attempts,
+        logouts, password/role changes, tokens made and revoked."""
+        require_web()
+        from rich.markup import escape
+
+        from dnsieve.cli import console
+        from dnsieve.web.users import UserStore
+
+        with open_store_or_exit(db) as store:
+            events = UserStore(store.engine).auth_events(limit, account=name)
+        for e in events:
+            console.print(
+                f"{e.at:%Y-%m-%d %H:%M:%S}Z\t{e.event}\t{escape(e.account)}\t"
+                f"{escape(e.address or '-')}\t{escape(e.actor or '-')}\t{escape(e.detail or '')}",
+                soft_wrap=True,
+            )
 
     @users_app.command("list")
     def list_users(db: DbOpt = None) -> None:

@@ -116,13 +116,20 @@ def support_bulk(values: np.ndarray, counts: np.ndarray, tail_share: float) -> i
 
 
 def fit_truncated_nb(
-    values: np.ndarray, counts: np.ndarray, bulk_end: int, min_mean: float
+    values: np.ndarray,
+    counts: np.ndarray,
+    bulk_end: int,
+    min_mean: float,
+    censor: bool = False,
 ) -> tuple[float, float]:
     """Maximum-likelihood NB(mean, size) of tallies ``counts`` of ``values``,
     truncated to ``0..bulk_end`` (values above it are ignored: they are what
     the detector looks for).  With ``bulk_end < 2`` the shape is not
     identified and the size is fixed at 1 (geometric, the heavier-tailed
-    choice).  ``min_mean`` bounds the mean from below.  Returns ``(mean, size)``.
+    choice).  With ``censor`` the values above ``bulk_end`` are kept as
+    "more than ``bulk_end``" (a censored likelihood: their share weighs on the
+    tail), for populations where those values are mostly benign.
+    ``min_mean`` bounds the mean from below.  Returns ``(mean, size)``.
 
     >>> v = np.arange(5); c = np.array([9000, 800, 150, 40, 10])
     >>> m, r = fit_truncated_nb(v, c, 4, 1e-6)
@@ -133,18 +140,22 @@ def fit_truncated_nb(
     c = np.asarray(counts, dtype=np.float64)
     keep = v <= bulk_end
     vl, cl = v[keep], c[keep]
+    n_above = float(c[~keep].sum()) if censor else 0.0
     total = float(cl.sum())
     m0 = max(float((vl * cl).sum()) / max(total, 1.0), min_mean)
-    fixed_size = bulk_end < 2
+    fixed_size = bulk_end < 2 and not (censor and n_above_any(v, c, bulk_end))
 
     def nll(theta: np.ndarray) -> float:
         mean = math.exp(theta[0])
         size = 1.0 if fixed_size else math.exp(theta[1])
         p = size / (size + mean)
         ll = float((cl * stats.nbinom.logpmf(vl, size, p)).sum())
-        ll -= total * float(stats.nbinom.logcdf(bulk_end, size, p))
+        if censor:
+            ll += n_above * float(stats.nbinom.logsf(bulk_end, size, p)) if n_above else 0.0
+        else:
+            ll -= total * float(stats.nbinom.logcdf(bulk_end, size, p))
         # Per observation: keeps the optimiser's tolerances meaningful at any size.
-        return -ll / max(total, 1.0) if math.isfinite(ll) else 1e300
+        return -ll / max(total + n_above, 1.0) if math.isfinite(ll) else 1e300
 
     res = optimize.minimize(
         nll,
@@ -154,6 +165,11 @@ def fit_truncated_nb(
     )
     size = 1.0 if fixed_size else float(math.exp(res.x[1]))
     return float(math.exp(res.x[0])), size
+
+
+def n_above_any(values: np.ndarray, counts: np.ndarray, bulk_end: int) -> bool:
+    """Whether any tally lies above ``bulk_end``."""
+    return bool((np.asarray(counts)[np.asarray(values) > bulk_end]).sum() > 0)
 
 
 def nb_window_logsf(x: np.ndarray, mean: float, size: float, hours: np.ndarray) -> np.ndarray:

@@ -58,6 +58,7 @@ from typing import Any, Literal, get_args
 
 __all__ = [
     "AllowKind",
+    "AllowListConflict",
     "AllowListError",
     "AllowMatcher",
     "Rule",
@@ -82,6 +83,10 @@ _FOREVER = datetime.max.replace(tzinfo=UTC)
 
 class AllowListError(ValueError):
     """An allow-list value, kind or expiry is invalid; the message says why."""
+
+
+class AllowListConflict(AllowListError):
+    """The entry's state forbids the change: it was removed, or has expired (409 in the API)."""
 
 
 @dataclass(frozen=True)

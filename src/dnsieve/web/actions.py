@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query
 
+from dnsieve.alerts.base import STATUSES
 from dnsieve.alerts.feedback import FeedbackOutcome, apply_verdict
 from dnsieve.alerts.store import AlertStore
 from dnsieve.threat.allowlist import AllowListError, parse_expiry
@@ -15,6 +16,7 @@ from dnsieve.web.schemas import AllowPublic, ModelSummary, ModelVersionPublic
 from dnsieve.web.users import User
 
 __all__ = [
+    "STATUS_PATTERN",
     "QueueParams",
     "add_allow",
     "allow_list",
@@ -25,9 +27,17 @@ __all__ = [
 ]
 
 
+#: The ``status`` filter's values (the spec lists them, so a request it allows is served).
+STATUS_PATTERN = (
+    "^("
+    + "|".join(["open", "all", *STATUSES, *(s.replace("_", "-") for s in STATUSES if "_" in s)])
+    + ")$"
+)
+
+
 async def queue_params(  # pure: async, so FastAPI runs it without a thread hop
     status: Annotated[
-        str, Query(max_length=20, pattern=r"^[a-z_-]+$", description="open, all or one status")
+        str, Query(max_length=20, pattern=STATUS_PATTERN, description="open, all or one status")
     ] = "open",
     detector: Annotated[str | None, Query(max_length=64)] = None,
     domain: Annotated[

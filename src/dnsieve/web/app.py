@@ -15,10 +15,11 @@ from __future__ import annotations
 import gc
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import jinja2
@@ -30,18 +31,19 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
-from dnsieve.alerts.base import AlertNotFound, AlertStoreError, AmbiguousId
+from dnsieve.alerts.base import AlertNotFound, AlertStoreError, AmbiguousId, InvalidTransition
 from dnsieve.alerts.store import AlertStore
-from dnsieve.threat.allowlist import AllowListError
+from dnsieve.threat.allowlist import AllowListConflict, AllowListError
 from dnsieve.web.deps import LoginRequired
 from dnsieve.web.render import make_environment, page
-from dnsieve.web.security import LoginLimiter, SecurityHeadersMiddleware, WebSettings
-from dnsieve.web.users import UserStore
+from dnsieve.web.security import BodyLimitMiddleware, SecurityHeadersMiddleware, WebSettings
+from dnsieve.web.users import ThrottlePolicy, UnknownToken, UnknownUser, UserError, UserStore
 
 __all__ = [
     "SECRET_ENV",
     "WORKER_ENV",
     "WebSettings",
+    "allowed_methods",
     "create_app",
     "create_worker_app",
     "freeze_startup_objects",
@@ -54,6 +56,8 @@ WORKER_ENV = "DNSIEVE_WEB_WORKER"
 SESSION_COOKIE = "dnsieve_session"
 #: Requests one server process works on at once (its thread pool); the rest wait their turn.
 REQUEST_THREADS = 4
+#: The longest submitted value a validation error quotes back (its start, then "…").
+ECHO_CHARS = 64
 
 
 def freeze_startup_objects(templates: jinja2.Environment) -> None:
@@ -76,6 +80,52 @@ def _is_api(request: Request) -> bool:
     return request.url.path.startswith(("/api/", "/openapi.json"))
 
 
+def allowed_methods(routes: list[Any], path: str) -> list[str]:
+    """The methods of every route (in included routers too) whose path matches ``path``:
+    the ``Allow`` header of a 405.  Starlette names only the first matching route's
+    methods, so ``GET`` and ``POST`` on one path, declared apart, answered ``Allow: GET``."""
+    methods: set[str] = set()
+    for r in routes:
+        sub = getattr(r, "original_router", None)
+        if sub is not None:
+            methods.update(allowed_methods(sub.routes, path))
+        elif isinstance(getattr(r, "methods", None), set | frozenset) and (
+            hasattr(r, "path_regex") and r.path_regex.match(path)
+        ):
+            methods.update(r.methods)
+    return sorted(methods)
+
+
+def _short(value: Any) -> Any:
+    """A submitted value as a validation error may quote it: a string cut at
+    :data:`ECHO_CHARS` characters, a number or a boolean as is, and of anything larger
+    only its kind and size (a 20 MB field must not come back as a 20 MB answer)."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str | bytes):
+        text = value if isinstance(value, str) else value.decode("utf-8", "replace")
+        return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + f"… ({len(text)} chars)"
+    size = len(value) if hasattr(value, "__len__") else 0
+    return f"<{type(value).__name__} of {size}>"
+
+
+def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """FastAPI's validation errors with every quoted input shortened (:func:`_short`)."""
+    from fastapi.encoders import jsonable_encoder
+
+    out = []
+    for e in errors:
+        e = dict(e)
+        if "input" in e:
+            e["input"] = _short(e["input"])
+        if isinstance(e.get("ctx"), dict):
+            e["ctx"] = {k: _short(v) for k, v in e["ctx"].items()}
+        e.pop("url", None)
+        out.append(e)
+    result: list[dict[str, Any]] = jsonable_encoder(out)
+    return result
+
+
 def _error(
     request: Request, code: int, message: str, headers: dict[str, str] | None = None
 ) -> Response:
@@ -96,14 +146,16 @@ def _install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return _error(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+            allow = allowed_methods(request.app.routes, request.url.path)
+            headers = {**(headers or {}), "Allow": ", ".join(allow)}
+        return _error(request, exc.status_code, str(exc.detail), headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         if _is_api(request):
-            from fastapi.encoders import jsonable_encoder
-
-            return JSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+            return JSONResponse({"detail": validation_errors(exc.errors())}, status_code=422)
         msgs = "; ".join(
             f"{'.'.join(str(x) for x in e.get('loc', ())[1:])}: {e.get('msg')}"
             for e in exc.errors()
@@ -112,14 +164,33 @@ def _install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AlertStoreError)
     async def store_error(request: Request, exc: AlertStoreError) -> Response:
-        code = (
-            404 if isinstance(exc, AlertNotFound) else 409 if isinstance(exc, AmbiguousId) else 400
+        conflict = isinstance(exc, AmbiguousId) or (
+            _is_api(request) and isinstance(exc, InvalidTransition)
         )
+        code = 404 if isinstance(exc, AlertNotFound) else 409 if conflict else 400
         return _error(request, code, str(exc))
 
     @app.exception_handler(AllowListError)
     async def allow_error(request: Request, exc: AllowListError) -> Response:
+        if isinstance(exc, AllowListConflict):
+            return _error(request, 409, str(exc))
+        if _is_api(request):  # a value the schema cannot judge: shaped as a schema error
+            detail = [{"loc": ["body"], "msg": str(exc)[:500], "type": "value_error"}]
+            return JSONResponse({"detail": detail}, status_code=422)
         return _error(request, 400, str(exc))
+
+    @app.exception_handler(UserError)
+    async def user_error(request: Request, exc: UserError) -> Response:
+        from dnsieve.web.admin import LastAdmin
+
+        code = (
+            404
+            if isinstance(exc, UnknownUser | UnknownToken)
+            else 409
+            if isinstance(exc, LastAdmin)
+            else 400
+        )
+        return _error(request, code, str(exc))
 
     @app.exception_handler(sqlalchemy.exc.OperationalError)
     async def db_down(request: Request, exc: sqlalchemy.exc.OperationalError) -> Response:
@@ -174,11 +245,16 @@ def create_app(
     app.state.store = store
     app.state.lake_path = Path(lake) if lake is not None else None
     app.state.users = UserStore(store.engine)
-    app.state.limiter = LoginLimiter(
-        settings.login_max_failures, settings.login_max_failures_ip, settings.login_window_s
+    app.state.throttle = ThrottlePolicy(
+        free=settings.login_max_failures,
+        free_address=settings.login_max_failures_ip,
+        base_s=settings.login_backoff_s,
+        max_s=settings.login_backoff_max_s,
+        window_s=settings.login_window_s,
     )
     app.state.templates = make_environment()
 
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         SessionMiddleware,
         secret_key=secret,
@@ -192,10 +268,21 @@ def create_app(
 
     from bokeh.util.paths import static_path
 
-    from dnsieve.web.routes import alerts, allowlist, api, auth, definitions, model, review, runs
+    from dnsieve.web.routes import (
+        alerts,
+        allowlist,
+        api,
+        auth,
+        definitions,
+        model,
+        review,
+        runs,
+        users,
+    )
 
-    for r in (auth, alerts, review, allowlist, definitions, model, runs, api):
+    for r in (auth, alerts, review, allowlist, definitions, model, runs, users, api):
         app.include_router(r.router)
+    app.include_router(users.api_router)
     app.include_router(definitions.api_router)
     app.mount(
         "/static",

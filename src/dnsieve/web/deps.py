@@ -79,13 +79,17 @@ def client_ip(request: Request) -> str:
 
 
 async def session_user(request: Request, users: UserStore) -> User | None:
-    """The logged-in user of this session (:meth:`UserStore.user_for_session`), else None."""
-    uid, name = request.session.get("uid"), request.session.get("user")
-    if not isinstance(uid, int) or not isinstance(name, str):
+    """The logged-in user of this session (:meth:`UserStore.user_for_session`), else None.
+
+    The cookie holds only the session id: a session ended on the server (logout, a
+    password, role or account change) or older than ``session_max_age`` is refused."""
+    sid = request.session.get("sid")
+    if not isinstance(sid, str):
         return None
-    user = users.cached_session_user(uid, name)
+    user = users.cached_session_user(sid)
     if user is None:  # not looked up lately: the database, from a worker thread
-        user = await run_in_threadpool(users.user_for_session, uid, name)
+        max_age = request.app.state.settings.session_max_age
+        user = await run_in_threadpool(users.user_for_session, sid, max_age)
     if user is None:
         request.session.clear()
         return None

@@ -28,6 +28,8 @@ __all__ = [
     "AllowPublic",
     "AllowUpdate",
     "AuditPublic",
+    "AuthEventPublic",
+    "ErrorDetail",
     "EventPublic",
     "ModelSummary",
     "ModelVersionPublic",
@@ -35,11 +37,42 @@ __all__ = [
     "PrecisionPublic",
     "ReviewItem",
     "RunPublic",
+    "SessionsEnded",
+    "TokenPublic",
+    "UserAdminPublic",
     "UserPublic",
+    "UserUpdate",
     "VerdictCreate",
     "VerdictPublic",
     "VersionVerdicts",
+    "error_responses",
 ]
+
+
+class ErrorDetail(BaseModel):
+    """Every error but 422: ``{"detail": "what went wrong"}``."""
+
+    detail: str
+
+
+_ERRORS: dict[int, str] = {
+    400: "the body cannot be parsed (not UTF-8, or JSON nested too deeply)",
+    401: "no API token (or session), or a revoked or unknown one",
+    403: "the user's role is too low, or a session-cookie call lacks its X-CSRF-Token header",
+    404: "no such resource",
+    409: "the resource's state forbids the change, or an id prefix is ambiguous",
+    413: "the request body is larger than the server's max_body_bytes (1 MB by default)",
+    503: "the alert store is unavailable; try again",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of the errors ``codes`` (each ``{"detail": str}``).
+
+    >>> sorted(error_responses(404, 409))
+    [404, 409]
+    """
+    return {c: {"model": ErrorDetail, "description": _ERRORS[c]} for c in codes}
 
 
 class _Out(BaseModel):
@@ -144,7 +177,7 @@ class AlertDetailPublic(BaseModel):
 
 
 class VerdictCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     label: Literal["threat", "benign", "not_relevant"]
     comment: str | None = Field(default=None, max_length=2000)
@@ -167,7 +200,7 @@ class ReviewItem(BaseModel):
 
 
 class AllowCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     kind: Literal["domain", "suffix", "wildcard", "client", "detector_entity"]
     value: str = Field(min_length=1, max_length=1000)
@@ -179,7 +212,7 @@ class AllowCreate(BaseModel):
 
 
 class AllowUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     expires: str = Field(
         default="now", max_length=64, description="'now' ends the entry; or 7d, 12h or an ISO time"
@@ -241,6 +274,60 @@ class RunPublic(_Out):
 class UserPublic(_Out):
     name: str
     role: str
+
+
+class UserAdminPublic(_Out):
+    """A user as an admin sees it: role, state and what the user holds now."""
+
+    name: str
+    role: str
+    disabled: bool
+    created_at: datetime
+    sessions: int = Field(description="sessions running now")
+    tokens: int = Field(description="API tokens not revoked")
+    last_seen: datetime | None = Field(description="the last request of any session")
+
+
+class UserUpdate(BaseModel):
+    """A role change or (dis)abling; either ends the user's sessions."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    role: Literal["viewer", "analyst", "admin"] | None = None
+    disabled: bool | None = Field(
+        default=None, description="true: no login, sessions ended, tokens refused"
+    )
+
+
+class TokenPublic(_Out):
+    """An API token's metadata: never the token, which is not stored."""
+
+    id: int
+    user: str
+    prefix: str = Field(description="the token's first characters, to recognise it")
+    created_at: datetime
+    last_used: datetime | None = Field(description="to the minute")
+    revoked_at: datetime | None
+
+
+class SessionsEnded(BaseModel):
+    user: str
+    ended: int = Field(description="sessions that were running")
+
+
+class AuthEventPublic(_Out):
+    """A line of the authentication audit log."""
+
+    id: int
+    at: datetime
+    event: str = Field(
+        description="login, login_failed, login_throttled, logout, replaced, password_changed,"
+        " role_changed, disabled, enabled, sessions_ended, token_created, token_revoked"
+    )
+    account: str
+    address: str | None
+    actor: str | None = Field(description="who made the change (an admin, or cli)")
+    detail: str | None
 
 
 class EventPublic(BaseModel):

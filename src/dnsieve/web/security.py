@@ -1,12 +1,17 @@
-"""Security of the Alert Manager: settings, CSRF, headers, login rate limiting.
+"""Security of the Alert Manager: settings, CSRF, headers, body limits, login throttling.
 
-* **Sessions** are Starlette's signed cookies (``itsdangerous``): HttpOnly,
-  ``SameSite=Strict`` by default, ``Secure`` when :attr:`WebSettings.https_only`.
-  The session only holds the user id, a CSRF token and a one-shot flash
-  message; the user's role is read from the database (through a cache of
-  ``UserStore.auth_cache_ttl``, 2 s, cleared by every write through the same
-  process), so a role change or a disabled account takes effect at once in
-  the server that made it and within 2 s when made elsewhere (the CLI).
+See ``docs/security.md`` for the threat model these pieces answer.
+
+* **Sessions** live on the server (``web_sessions``, :meth:`UserStore.start_session`);
+  the cookie is Starlette's signed cookie (``itsdangerous``): HttpOnly,
+  ``SameSite=Strict`` by default, ``Secure`` when :attr:`WebSettings.https_only`,
+  holding only the random session id, a CSRF token and a one-shot flash
+  message.  Logging out ends the session on the server; a password, role or
+  account change ends all the user's sessions.  The user behind a session is
+  read from the database through a cache of ``UserStore.auth_cache_ttl`` (2 s,
+  cleared by every write through the same process), so such a change takes
+  effect at once in the server that made it and within 2 s when made
+  elsewhere (the CLI, another worker).
 * **CSRF**: a synchronizer token per session.  Every HTML form carries it in
   a hidden ``csrf_token`` field and every POST checks it with a constant-time
   comparison (:func:`csrf_ok`).  API calls authenticated by the session
@@ -16,27 +21,31 @@
   Content-Security-Policy with no inline script (:data:`CSP`), ``nosniff``,
   ``DENY`` framing, no referrer, ``no-store`` caching of pages and API answers,
   and HSTS when served over HTTPS.
-* **Login rate limiting** (:class:`LoginLimiter`): failures are counted per
-  (client IP, user name) and per client IP in a sliding window.
+* **Body limit** (:class:`BodyLimitMiddleware`): a request body larger than
+  :attr:`WebSettings.max_body_bytes` is refused with 413, by its
+  ``Content-Length`` before it is read, or as soon as the bytes streamed in
+  pass the limit.
+* **Login throttling** (:class:`~dnsieve.web.users.ThrottlePolicy`): exponential
+  back-off per (account, client address), kept in the database.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
-import threading
-import time
-from collections import deque
 from collections.abc import MutableMapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "CSP",
     "CSRF_FIELD",
     "CSRF_HEADER",
-    "LoginLimiter",
+    "BodyLimitMiddleware",
+    "BodyTooLarge",
     "SecurityHeadersMiddleware",
     "WebSettings",
     "csrf_ok",
@@ -46,6 +55,8 @@ __all__ = [
 ]
 
 CSRF_FIELD = "csrf_token"
+#: The longest post-login redirect target kept (a longer one is dropped, not echoed).
+MAX_NEXT = 2048
 CSRF_HEADER = "x-csrf-token"
 
 #: The Content-Security-Policy of every response.  Scripts only from this
@@ -88,10 +99,32 @@ class WebSettings(BaseModel):
     same_site: Literal["lax", "strict"] = "strict"
     session_max_age: int = Field(default=12 * 3600, ge=60, le=30 * 86400, description="seconds")
     login_max_failures: int = Field(
-        default=5, ge=1, le=1000, description="per client IP and user name"
+        default=5,
+        ge=1,
+        le=1000,
+        description="failed logins per (user name, client address) before the back-off begins",
     )
-    login_max_failures_ip: int = Field(default=50, ge=1, le=100_000, description="per client IP")
-    login_window_s: int = Field(default=900, ge=1, le=86400, description="sliding window, seconds")
+    login_max_failures_ip: int = Field(
+        default=50,
+        ge=1,
+        le=100_000,
+        description="failed logins per client address, over all user names, before it begins",
+    )
+    login_backoff_s: float = Field(
+        default=1.0, gt=0, le=3600, description="the first wait; each further failure doubles it"
+    )
+    login_backoff_max_s: float = Field(
+        default=300.0, gt=0, le=86400, description="the longest wait between two attempts"
+    )
+    login_window_s: int = Field(
+        default=900, ge=1, le=86400, description="failures are forgotten this long after the last"
+    )
+    max_body_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        le=1 << 30,
+        description="largest request body (413 past it), checked while it streams in",
+    )
     page_size: int = Field(default=50, ge=5, le=500)
     freeze_gc: bool = Field(
         default=False,
@@ -122,9 +155,13 @@ def safe_next(value: str | None, default: str = "/alerts") -> str:
 
     >>> safe_next("/alerts?page=2"), safe_next("//evil.com"), safe_next("https://x")
     ('/alerts?page=2', '/alerts', '/alerts')
+    >>> safe_next("/" + "a" * MAX_NEXT)  # not carried from page to page
+    '/alerts'
+
     """
     if (
         not value
+        or len(value) > MAX_NEXT
         or not value.startswith("/")
         or value.startswith("//")
         or "\\" in value
@@ -132,62 +169,6 @@ def safe_next(value: str | None, default: str = "/alerts") -> str:
     ):
         return default
     return value
-
-
-class LoginLimiter:
-    """Sliding-window count of failed logins per (IP, user) and per IP (thread-safe).
-
-    >>> lim = LoginLimiter(max_failures=2, max_failures_ip=10, window_s=60)
-    >>> lim.failed("10.0.0.1", "bob", now=0.0); lim.failed("10.0.0.1", "bob", now=1.0)
-    >>> lim.retry_after("10.0.0.1", "bob", now=2.0), lim.retry_after("10.0.0.1", "eve", now=2.0)
-    (58, 0)
-    >>> lim.retry_after("10.0.0.1", "bob", now=61.0)
-    0
-    """
-
-    def __init__(self, max_failures: int, max_failures_ip: int, window_s: float) -> None:
-        self.max_failures = max_failures
-        self.max_failures_ip = max_failures_ip
-        self.window_s = window_s
-        self._fails: dict[tuple[str, str], deque[float]] = {}
-        self._ip_fails: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _trim(self, q: deque[float], now: float) -> None:
-        while q and q[0] <= now - self.window_s:
-            q.popleft()
-
-    def _wait(self, q: deque[float] | None, limit: int, now: float) -> int:
-        if q is None:
-            return 0
-        self._trim(q, now)
-        if len(q) < limit:
-            return 0
-        return max(1, int(q[-limit] + self.window_s - now + 0.999))
-
-    def retry_after(self, ip: str, user: str, now: float | None = None) -> int:
-        """Seconds to wait before another attempt is allowed (0: allowed now)."""
-        now = time.monotonic() if now is None else now
-        key = (ip, user.lower())
-        with self._lock:
-            return max(
-                self._wait(self._fails.get(key), self.max_failures, now),
-                self._wait(self._ip_fails.get(ip), self.max_failures_ip, now),
-            )
-
-    def failed(self, ip: str, user: str, now: float | None = None) -> None:
-        """Count one failed attempt."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            if len(self._fails) > 100_000:  # bound memory under a spray of names
-                self._fails.clear()
-            self._fails.setdefault((ip, user.lower()), deque()).append(now)
-            self._ip_fails.setdefault(ip, deque()).append(now)
-
-    def succeeded(self, ip: str, user: str) -> None:
-        """Forget the (IP, user) failures after a good login."""
-        with self._lock:
-            self._fails.pop((ip, user.lower()), None)
 
 
 def static_cache_control(path: str, query: bytes = b"") -> bytes:
@@ -245,3 +226,90 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """A request body past :attr:`WebSettings.max_body_bytes` (413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes")
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over ``max_bytes`` with 413 (pure ASGI).
+
+    A ``Content-Length`` over the limit (or not a number) is refused before any of the
+    body is read.  A body without one (chunked) is counted as it streams in: the read
+    that passes the limit raises :class:`BodyTooLarge`, so no more of it is read, and
+    the app's error handler answers 413 (or this middleware does, if the exception
+    reaches it before a response began).
+
+    >>> import asyncio
+    >>> chunks = [{"type": "http.request", "body": b"x" * 400, "more_body": True}] * 10
+    >>> pulled, sent = [], []
+    >>> async def receive():
+    ...     pulled.append(1)
+    ...     return chunks[len(pulled) - 1]
+    >>> async def send(message):
+    ...     sent.append(message)
+    >>> async def app(scope, receive, send):  # reads the whole body, as a JSON route does
+    ...     while (await receive()).get("more_body"):
+    ...         pass
+    >>> scope = {"type": "http", "path": "/api/allowlist", "headers": []}
+    >>> asyncio.run(BodyLimitMiddleware(app, 1000)(scope, receive, send))
+    >>> len(pulled), sent[0]["status"]
+    (3, 413)
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        detail = str(BodyTooLarge(self.max_bytes).detail)
+        body = json.dumps({"detail": detail}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", []):
+            if key == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
+                await self._refuse(scope, send)
+                return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_wrapper)
+        except BodyTooLarge:
+            if started:
+                raise
+            await self._refuse(scope, send)

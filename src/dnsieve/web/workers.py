@@ -28,9 +28,90 @@ import socket
 import sys
 from typing import Any
 
-__all__ = ["BalancedWorkers", "reuse_port_supported", "run_workers", "worker_listener"]
+__all__ = [
+    "MAX_HEAD_BYTES",
+    "SERVER_OPTIONS",
+    "BalancedWorkers",
+    "BoundedHttpToolsProtocol",
+    "reuse_port_supported",
+    "run_workers",
+    "worker_listener",
+]
 
 log = logging.getLogger("uvicorn.error")
+
+#: The most bytes of a request line and headers a server reads (431 past it).  uvicorn's h11
+#: parser stops at 16 KiB by itself; its httptools parser, used when installed (the ``web``
+#: extra), kept any amount: an 8 MB header was read, stored and answered 200.
+MAX_HEAD_BYTES = 64 * 1024
+
+
+def _bounded_httptools() -> Any:
+    """uvicorn's httptools protocol, refusing a request head over :data:`MAX_HEAD_BYTES`
+    (``None`` without httptools: uvicorn's h11 parser has its own 16 KiB limit)."""
+    try:
+        import httptools
+        from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+    except ImportError:
+        return None
+
+    class BoundedHttpToolsProtocol(HttpToolsProtocol):
+        """Counts the request line and headers as they are parsed; past the limit, answers
+        431 and closes the connection (the rest of the head is never read)."""
+
+        _head = 0
+        _too_large = False
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._head = 0
+
+        def _count(self, n: int) -> None:
+            self._head += n
+            if self._head > MAX_HEAD_BYTES:
+                self._too_large = True
+                raise httptools.HttpParserError("request head too large")
+
+        def on_url(self, url: bytes) -> None:
+            self._count(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count(len(name) + len(value) + 4)
+            super().on_header(name, value)
+
+        def send_400_response(self, msg: str) -> None:
+            if not self._too_large:
+                super().send_400_response(msg)
+                return
+            body = b"request header fields too large"
+            self.transport.write(
+                STATUS_LINE[431]
+                + b"content-type: text/plain; charset=utf-8\r\n"
+                + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+                + body
+            )
+            self.transport.close()
+
+    BoundedHttpToolsProtocol.__module__ = __name__
+    BoundedHttpToolsProtocol.__qualname__ = "BoundedHttpToolsProtocol"
+    return BoundedHttpToolsProtocol
+
+
+BoundedHttpToolsProtocol = _bounded_httptools()
+
+#: uvicorn options of every Alert Manager server (``dnsieve serve``, ``dnsieve demo``):
+#: ``X-Forwarded-*`` headers are not trusted (the client address of the login throttle is the
+#: peer's), no ``Server: uvicorn`` header tells a scanner what to try, and a request head
+#: is read up to :data:`MAX_HEAD_BYTES`.
+SERVER_OPTIONS: dict[str, Any] = {
+    "proxy_headers": False,
+    "server_header": False,
+    # an import path, not the class: a worker process imports it when its server starts, after
+    # it answers the supervisor's health checks (unpickling the class would import the app
+    # first, and a worker slower than the 5 s check was killed and restarted forever)
+    "http": f"{__name__}:BoundedHttpToolsProtocol" if BoundedHttpToolsProtocol else "h11",
+}
 
 
 def worker_listener(config: Any) -> socket.socket:
@@ -143,6 +224,8 @@ def run_workers(config: Any) -> None:
     """What ``uvicorn.run`` does for ``config.workers > 1``, on balanced TCP listeners."""
     from uvicorn.supervisors import Multiprocess
 
+    for option, value in SERVER_OPTIONS.items():  # the workers are started from this config
+        setattr(config, option, value)
     with contextlib.suppress(KeyboardInterrupt):
         if reuse_port_supported():
             BalancedWorkers(config).run()

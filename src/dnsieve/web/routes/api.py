@@ -53,9 +53,12 @@ from dnsieve.web.schemas import (
     UserPublic,
     VerdictCreate,
     VerdictPublic,
+    error_responses,
 )
 
-router = APIRouter(prefix="/api", dependencies=[Depends(api_user)])
+router = APIRouter(
+    prefix="/api", dependencies=[Depends(api_user)], responses=error_responses(401, 413, 503)
+)
 
 AlertId = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{1,64}$", max_length=64)]
 EntryId = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -103,7 +106,7 @@ def counts(store: StoreDep, include_suppressed: bool = False) -> dict[str, int]:
     return store.count_by_status(include_suppressed=include_suppressed)
 
 
-@router.get("/alerts/{alert_id}", tags=["alerts"])
+@router.get("/alerts/{alert_id}", tags=["alerts"], responses=error_responses(404, 409))
 def get_alert(store: StoreDep, alert_id: AlertId) -> AlertDetailPublic:
     """One alert (id or unique prefix): evidence in words, related alerts, audit trail."""
     a = store.get_alert(alert_id)
@@ -119,7 +122,7 @@ def get_alert(store: StoreDep, alert_id: AlertId) -> AlertDetailPublic:
     )
 
 
-@router.get("/alerts/{alert_id}/events", tags=["alerts"])
+@router.get("/alerts/{alert_id}/events", tags=["alerts"], responses=error_responses(404, 409))
 def alert_events_api(
     store: StoreDep,
     lake_path: LakePathDep,
@@ -150,7 +153,9 @@ def alert_events_api(
     )
 
 
-@router.post("/alerts/{alert_id}/verdict", tags=["alerts"])
+@router.post(
+    "/alerts/{alert_id}/verdict", tags=["alerts"], responses=error_responses(400, 403, 404, 409)
+)
 def verdict(
     store: StoreDep, user: AnalystApi, alert_id: AlertId, body: VerdictCreate
 ) -> VerdictPublic:
@@ -187,13 +192,23 @@ def list_allow(store: StoreDep, all: bool = True) -> list[AllowPublic]:
     return allow_list(store, include_inactive=all)
 
 
-@router.post("/allowlist", tags=["allowlist"], status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/allowlist",
+    tags=["allowlist"],
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(400, 403),
+)
 def create_allow(store: StoreDep, user: AnalystApi, body: AllowCreate) -> AllowPublic:
-    """Add an entry (the author is the authenticated user); covered alerts leave the queue."""
+    """Add an entry (the author is the authenticated user); covered alerts leave the queue.
+
+    A value its kind cannot take (a URL as a domain, a bad network) or an expiry that is
+    not in the future is a 422 whose ``detail`` names the field, as a schema error is."""
     return add_allow(store, body.kind, body.value, body.reason, user, body.detector, body.expires)
 
 
-@router.patch("/allowlist/{entry_id}", tags=["allowlist"])
+@router.patch(
+    "/allowlist/{entry_id}", tags=["allowlist"], responses=error_responses(400, 403, 404, 409)
+)
 def update_allow(
     store: StoreDep, user: AnalystApi, entry_id: EntryId, body: AllowUpdate
 ) -> AllowPublic:
@@ -201,7 +216,9 @@ def update_allow(
     return end_allow(store, entry_id, body.expires)
 
 
-@router.delete("/allowlist/{entry_id}", tags=["allowlist"])
+@router.delete(
+    "/allowlist/{entry_id}", tags=["allowlist"], responses=error_responses(403, 404, 409)
+)
 def delete_allow(store: StoreDep, user: AnalystApi, entry_id: EntryId) -> AllowPublic:
     """Remove an entry (kept as history); its alerts come back unless another entry matches."""
     from datetime import UTC, datetime
@@ -223,7 +240,11 @@ def model_precision(store: StoreDep, q: PrecisionParams) -> PrecisionPublic:
     return PrecisionPublic.of(precision_report(store, q.ks, q.days))
 
 
-@router.post("/model/versions/{version_id}/activate", tags=["model"])
+@router.post(
+    "/model/versions/{version_id}/activate",
+    tags=["model"],
+    responses=error_responses(403, 404),
+)
 def activate(store: StoreDep, user: AdminApi, version_id: EntryId) -> ModelVersionPublic:
     """Roll back (or forward) to a model version and re-score the open alerts."""
     version, _ = rollback_model(store, version_id)

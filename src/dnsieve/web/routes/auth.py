@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from dnsieve.web.deps import ApiUser, CsrfForm, PageUser, UsersDep, client_ip
 from dnsieve.web.render import page
 from dnsieve.web.security import safe_next
+from dnsieve.web.users import MAX_PASSWORD
 
 router = APIRouter(include_in_schema=False)
 
@@ -26,13 +27,17 @@ def login_form(request: Request, next: str | None = None) -> HTMLResponse:
 
 @router.post("/login")
 def login(request: Request, form: CsrfForm, users: UsersDep) -> Response:
+    """Check the password, throttled per (account, address) with an exponential back-off
+    (:class:`~dnsieve.web.users.ThrottlePolicy`); a good login starts a new server-side
+    session (and a new CSRF token)."""
     name = str(form.get("username") or "")[:64]
-    password = str(form.get("password") or "")[:1024]
+    password = str(form.get("password") or "")[: MAX_PASSWORD + 1]  # too long: never right
     target = safe_next(str(form.get("next") or ""))
     ip = client_ip(request)
-    limiter = request.app.state.limiter
-    wait = limiter.retry_after(ip, name)
-    if wait:
+    policy = request.app.state.throttle
+    wait = users.login_wait(name, ip, policy)
+    if wait:  # refused unchecked and not counted; audited
+        users.record_event("login_throttled", name, ip, detail=f"retry after {wait} s")
         resp = page(
             request,
             "login.html",
@@ -44,7 +49,7 @@ def login(request: Request, form: CsrfForm, users: UsersDep) -> Response:
         return resp
     user = users.authenticate(name, password)
     if user is None:
-        limiter.failed(ip, name)
+        users.login_failed(name, ip, policy)
         return page(
             request,
             "login.html",
@@ -52,14 +57,22 @@ def login(request: Request, form: CsrfForm, users: UsersDep) -> Response:
             next=target,
             error="Wrong user name or password.",
         )
-    limiter.succeeded(ip, name)
+    users.login_succeeded(name, ip)
+    old = request.session.get("sid")
+    if isinstance(old, str):  # logging in again in the same browser ends the session before
+        users.end_session(old, "replaced", ip)
     request.session.clear()  # a fresh session (and CSRF token) on every login
-    request.session.update(uid=user.id, user=user.name)
+    request.session["sid"] = users.start_session(user, ip)
     return RedirectResponse(target, status.HTTP_303_SEE_OTHER)
 
 
 @router.post("/logout")
-def logout(request: Request, form: CsrfForm) -> RedirectResponse:
+def logout(request: Request, form: CsrfForm, users: UsersDep) -> RedirectResponse:
+    """End the session on the server (a saved copy of the cookie is refused from now on)
+    and clear the cookie."""
+    sid = request.session.get("sid")
+    if isinstance(sid, str):
+        users.end_session(sid, "logout", client_ip(request))
     request.session.clear()
     return RedirectResponse("/login", status.HTTP_303_SEE_OTHER)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Depends, Path, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import Field
 
 from dnsieve.threat.metrics import DEFAULT_KS, precision_report
 from dnsieve.web.actions import model_summary
@@ -35,17 +36,17 @@ class PrecisionQuery:
 
 def precision_query(
     k: Annotated[
-        list[int] | None,
-        Query(description=f"k of precision@k (repeatable, up to {MAX_KS}; default 10 and 20)"),
+        list[Annotated[int, Field(ge=1, le=MAX_K)]] | None,
+        Query(
+            max_length=MAX_KS,
+            description=f"k of precision@k (repeatable, up to {MAX_KS}; default 10 and 20)",
+        ),
     ] = None,
     days: Annotated[int, Query(ge=1, le=366, description="UTC days back from today")] = 90,
 ) -> PrecisionQuery:
+    """The query's k values (1 to :data:`MAX_KS` of them, each 1 to :data:`MAX_K`; a bad
+    one is a 422 with the usual list of errors) and days."""
     ks = tuple(dict.fromkeys(k)) if k else DEFAULT_KS
-    if len(ks) > MAX_KS or any(not 1 <= x <= MAX_K for x in ks):
-        raise HTTPException(
-            422,
-            f"k: give 1 to {MAX_KS} values between 1 and {MAX_K}",
-        )
     return PrecisionQuery(tuple(sorted(ks)), days)
 
 

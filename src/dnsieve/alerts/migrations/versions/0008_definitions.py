@@ -4,8 +4,8 @@
 disabled); ``definition_versions`` every body it had; ``definition_events`` the audit trail.
 See :mod:`dnsieve.alerts.definitions`.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-03
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 
 UTCDateTime = sa.DateTime(timezone=True)  # the store reads these through its UTCDateTime type
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
