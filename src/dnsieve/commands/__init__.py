@@ -17,4 +17,5 @@ MODULES: tuple[str, ...] = (
     "dnsieve.commands.train",
     "dnsieve.commands.model",
     "dnsieve.commands.web",
+    "dnsieve.commands.lake",
 )
