@@ -164,8 +164,8 @@ def fingerprint(
     >>> os.unlink(f.name)
     """
     if isinstance(path, Path):
-        with open(path, "rb") as fh:
-            return fingerprint(fh, prefix_sizes)
+        with open(path, "rb") as own:
+            return fingerprint(own, prefix_sizes)
     fh = path
     bounds = sorted({s for s in prefix_sizes if s > 0})
     h = hashlib.sha256()

@@ -10,6 +10,7 @@ file early, and that too is recorded as a reject, not raised.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ __all__ = [
     "ReadContext",
     "canonical_batches",
     "canonicalize",
+    "is_name_too_long",
+    "name_too_long",
 ]
 
 #: Columns an adapter may provide (everything in DNS_EVENT but the derived ones).
@@ -220,6 +223,21 @@ def name_too_long(qname: pl.Expr, normalized: bool = True) -> pl.Expr:
     labels = text.str.split(".").list.eval(pl.element().str.len_bytes()).list.max()
     too_long = (text.str.len_bytes() > MAX_NAME_BYTES) | (labels > MAX_LABEL_BYTES)
     return too_long.fill_null(False)
+
+
+_ESCAPE_RE = re.compile(_ESCAPE)
+
+
+def is_name_too_long(name: str) -> bool:
+    """:func:`name_too_long` for one canonical name (``\\xNN`` counts as one byte).
+
+    >>> is_name_too_long("a" * 63 + ".com"), is_name_too_long("a" * 64 + ".com")
+    (False, True)
+    """
+    text = _ESCAPE_RE.sub("_", name)
+    if len(text.encode()) > MAX_NAME_BYTES:
+        return True
+    return any(len(label.encode()) > MAX_LABEL_BYTES for label in text.split("."))
 
 
 def _drop_long_names(df: pl.DataFrame, ctx: ReadContext, normalized: bool = False) -> pl.DataFrame:
