@@ -588,14 +588,26 @@ def bench_hostile(work: Path, src: Path | None, name_mb: int = 50) -> None:
         shutil.rmtree(lake_dir, ignore_errors=True)
         argv = [sys.executable, "-m", "dnsieve.cli", "ingest", str(f), "--lake", str(lake_dir)]
         argv.append("--json")
-        proc = subprocess.Popen(
+        # posix_spawn (vfork), not fork: a forked child's ru_maxrss starts at its
+        # parent's resident size, which would hide the figure being measured.
+        out_path = work / "hostile-out.json"
+        pid = os.posix_spawn(
+            sys.executable,
             argv,
-            env={**os.environ, "PYTHONPATH": str(tree)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            {**os.environ, "PYTHONPATH": str(tree)},
+            file_actions=[
+                (
+                    os.POSIX_SPAWN_OPEN,
+                    1,
+                    str(out_path),
+                    os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                    0o644,
+                ),
+                (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+            ],
         )
-        out = proc.stdout.read() if proc.stdout else b""
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, usage = os.wait4(pid, 0)
+        out = out_path.read_bytes()
         try:
             rep = json.loads(out)["files"][0]
             what = f"{rep['rows_written']} rows, rejects {rep['rejects']}"
