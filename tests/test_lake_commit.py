@@ -202,17 +202,44 @@ def test_cli_lake_compact(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- crash fuzz
 
-_CRASH_FILES = 12
+_CRASH_FILES = 60
+_CRASH_CONFIG = "[lake]\ncommit_rows = 200\nretire_grace_seconds = 0\n"
+
+
+def _start_ingest(files: list[Path], lake_dir: Path, cfg: Path) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "dnsieve.cli", "ingest", *map(str, files)]
+    argv += ["--lake", str(lake_dir), "--config", str(cfg), "--json"]
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait_for_manifest(proc: subprocess.Popen[bytes], lake_dir: Path) -> float:
+    """Wait until the process is past its imports (it has opened the lake)."""
+    t0 = time.monotonic()
+    while not (lake_dir / "_manifest.sqlite").exists() and proc.poll() is None:
+        if time.monotonic() - t0 > 120:
+            break
+        time.sleep(0.005)
+    return time.monotonic()
 
 
 @pytest.fixture(scope="module")
-def crash_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], dict[str, int]]:
-    """12 real Zeek logs and the rows each gives when ingested alone."""
+def crash_inputs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[list[Path], dict[str, int], float]:
+    """60 real Zeek logs, the rows each gives alone, and how long a full ingest of
+    them runs once the lake is open (so kills can be spread over that span)."""
     d = tmp_path_factory.mktemp("crash")
     files = _split_sample(d / "logs", _CRASH_FILES)
-    lake = Lake(d / "ref")
-    rows = {r.path: r.rows_written for r in lake.ingest_files(files)}
-    return files, rows
+    cfg = d / "dnsieve.toml"
+    cfg.write_text(_CRASH_CONFIG + "compact_min_parts = 0\n")
+    proc = _start_ingest(files, d / "ref", cfg)
+    opened = _wait_for_manifest(proc, d / "ref")
+    assert proc.wait(timeout=300) == 0
+    span = time.monotonic() - opened
+    rows = {s["path"]: int(s["rows_written"]) for s in Lake(d / "ref").sources()}
+    assert sum(rows.values()) == N_SAMPLE_ROWS
+    return files, rows, span
 
 
 def _committed_view(lake: Lake) -> tuple[dict[str, int], dict[str, int], int]:
@@ -230,31 +257,23 @@ def _committed_view(lake: Lake) -> tuple[dict[str, int], dict[str, int], int]:
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-@given(delay=st.floats(0.0, 1.0), compact=st.booleans())
+@given(at=st.floats(0.0, 1.1), compact=st.booleans())
 def test_fuzz_kill_9_mid_ingest_readers_see_exactly_the_committed_rows(
-    crash_inputs: tuple[list[Path], dict[str, int]], tmp_path: Path, delay: float, compact: bool
+    crash_inputs: tuple[list[Path], dict[str, int], float],
+    tmp_path: Path,
+    at: float,
+    compact: bool,
 ) -> None:
-    files, alone = crash_inputs
+    """``at``: when to kill, as a fraction of a full ingest's run time."""
+    files, alone, span = crash_inputs
     run = tmp_path / f"run-{time.monotonic_ns()}"
     run.mkdir()
     cfg = run / "dnsieve.toml"
-    cfg.write_text(
-        "[lake]\ncommit_rows = 600\nretire_grace_seconds = 0\n"
-        f"compact_min_parts = {3 if compact else 0}\n"
-    )
+    cfg.write_text(_CRASH_CONFIG + f"compact_min_parts = {3 if compact else 0}\n")
     lake_dir = run / "lake"
-    argv = [sys.executable, "-m", "dnsieve.cli", "ingest", *map(str, files)]
-    argv += ["--lake", str(lake_dir), "--config", str(cfg), "--json"]
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    # Wait until the process is past its imports (it has opened the lake), then
-    # kill it at a random point of the ingest.
-    t0 = time.monotonic()
-    while not (lake_dir / "_manifest.sqlite").exists() and proc.poll() is None:
-        if time.monotonic() - t0 > 120:
-            break
-        time.sleep(0.01)
-    time.sleep(delay)
+    proc = _start_ingest(files, lake_dir, cfg)
+    opened = _wait_for_manifest(proc, lake_dir)
+    time.sleep(max(0.0, opened + at * span - time.monotonic()))
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
@@ -269,7 +288,7 @@ def test_fuzz_kill_9_mid_ingest_readers_see_exactly_the_committed_rows(
     assert sum(by_sensor.values()) == listed == sum(committed.values())
 
     # A retry completes the lake, without duplicates.
-    reps = Lake(lake_dir, commit_rows=600).ingest_files(files)
+    reps = Lake(lake_dir, commit_rows=200).ingest_files(files)
     assert {r.status for r in reps} <= {"ingested", "unchanged"}
     by_sensor, committed, _ = _committed_view(lake)
     assert by_sensor == {str(f): alone[str(f)] for f in files}
