@@ -170,7 +170,7 @@ def test_compact_merges_small_parts_and_readers_keep_working(tmp_path: Path) -> 
     expected = lake.scan().collect().sort(["ts", "trans_id", "src_port", "qname"])
     pending_scan = lake.scan()  # a reader that listed the old files before the compaction
     res = lake.compact()
-    assert res == {"partitions": 1, "parts_before": 20, "parts_after": 1}
+    assert res == {"partitions": 1, "parts_before": 20, "parts_after": 1, "failed": 0}
     assert len(lake.files()) == 1
     got = lake.scan().collect().sort(["ts", "trans_id", "src_port", "qname"])
     assert got.equals(expected)
@@ -188,6 +188,20 @@ def test_ingest_compacts_a_partition_with_many_small_parts(tmp_path: Path) -> No
     lake.ingest_files([tmp_path / "logs"])
     assert len(lake.files()) < 8
     assert _rows(lake) == N_SAMPLE_ROWS
+
+
+def test_a_damaged_part_does_not_fail_ingest_or_other_partitions(tmp_path: Path) -> None:
+    """Compaction meets a committed part damaged outside dnsieve: the ingest that
+    triggered it still commits, and ``compact`` reports the partition as failed."""
+    files = _split_sample(tmp_path / "logs", 12)
+    lake = Lake(tmp_path / "lake", commit_files=1, compact_min_parts=0)
+    lake.ingest_files(files[:6])
+    lake.files()[0].write_bytes(b"PAR1 damaged")
+    auto = Lake(tmp_path / "lake", commit_files=1, compact_min_parts=4)
+    reps = auto.ingest_files(files[6:])
+    assert [r.status for r in reps] == ["ingested"] * 6
+    assert auto.committed_rows() == N_SAMPLE_ROWS
+    assert Lake(tmp_path / "lake").compact()["failed"] == 1
 
 
 def test_cli_lake_compact(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import stat
@@ -59,6 +60,8 @@ from dnsieve.ingest import IngestStats, ReadContext, iter_input_files, read_file
 from dnsieve.schema import DNS_EVENT, EVENT_COLUMNS
 
 __all__ = ["FileReport", "Lake", "exit_status", "fingerprint", "open_input"]
+
+log = logging.getLogger(__name__)
 
 _HASH_CHUNK = 1 << 20
 _EVENT_SCHEMA = pl.DataFrame(DNS_EVENT.empty_table()).schema
@@ -745,7 +748,13 @@ class Lake:
                     (key[0], key[1], self._small_rows),
                 ).fetchone()[0]
                 if n_small >= self.compact_min_parts:
-                    self._compact_partition(con, key)
+                    try:
+                        self._compact_partition(con, key)
+                    except (OSError, pa.ArrowException) as exc:
+                        # The ingest is committed; a part that cannot be read (disk
+                        # error, a file damaged outside dnsieve) must not fail it or
+                        # every later ingest into this partition.
+                        log.warning("lake %s: compaction of %s skipped: %s", self.path, key, exc)
 
     def _part_row(self, p: _Part, commit_id: str, now: float) -> tuple[Any, ...]:
         rel = p.path.relative_to(self.path).as_posix()
@@ -755,7 +764,9 @@ class Lake:
     def compact(self) -> dict[str, int]:
         """Merge the small part files of every partition (``dnsieve lake compact``).
 
-        Returns ``{"partitions": ..., "parts_before": ..., "parts_after": ...}``.
+        Returns ``{"partitions": ..., "parts_before": ..., "parts_after": ...,
+        "failed": ...}``: a partition with an unreadable part is left as it was,
+        counted in ``failed``, and the others are still compacted.
         Readers see the old files or the merged one, never both and never
         neither: the swap is one manifest transaction.
         """
@@ -767,10 +778,22 @@ class Lake:
                 "HAVING count(*) >= 2 ORDER BY date, hour",
                 (self._small_rows,),
             ).fetchall()
+            failed = 0
             for date, hour in keys:
-                self._compact_partition(con, (date, int(hour)))
+                try:
+                    self._compact_partition(con, (date, int(hour)))
+                except (OSError, pa.ArrowException) as exc:
+                    failed += 1
+                    log.warning(
+                        "lake %s: compaction of %s %s failed: %s", self.path, date, hour, exc
+                    )
             after = con.execute("SELECT count(*) FROM parts").fetchone()[0]
-        return {"partitions": len(keys), "parts_before": before, "parts_after": after}
+        return {
+            "partitions": len(keys) - failed,
+            "parts_before": before,
+            "parts_after": after,
+            "failed": failed,
+        }
 
     def _compact_partition(self, con: sqlite3.Connection, key: tuple[str, int]) -> None:
         small = con.execute(

@@ -49,4 +49,11 @@ def register(app: typer.Typer) -> None:
             console.print(
                 f"compacted {res['partitions']:,} partition(s) of {escape(str(lake.path))}: "
                 f"{res['parts_before']:,} part files -> {res['parts_after']:,}"
+                + (
+                    f", [red]{res['failed']:,} failed[/red] (unreadable parts)"
+                    if res["failed"]
+                    else ""
+                )
             )
+        if res["failed"]:
+            raise typer.Exit(3)
