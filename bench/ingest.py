@@ -25,6 +25,16 @@ Sections:
   :class:`~dnsieve.ingest.pcap.PcapAdapter` to canonical batches (packets/s) and,
   when available, into the lake.  ``--no-pcap`` skips it.
 
+* ``--small-files N`` (:func:`bench_small_files`): N one-row Zeek logs (the
+  "5,000 tiny files" of issue 12) into the lake, with today's shared commits
+  and compaction, against the previous protocol (one commit and one part file
+  per input: ``commit_files=1``, no compaction) and a bare ``polars.read_csv``
+  of each file, all in the same run; it also counts the part files left.
+* ``--hostile`` (:func:`bench_hostile`): peak RSS of ``dnsieve ingest`` on a Zeek
+  log holding one 50 MB query name, against the same log without it;
+  ``--src DIR`` runs another source tree (e.g. an older checkout) for a
+  before/after figure.
+
 Other sections add a ``bench_*`` function returning rows for the table.
 """
 
@@ -510,6 +520,107 @@ def print_table(rows: list[Row]) -> None:
         )
 
 
+def bench_small_files(work: Path, n: int) -> None:
+    """N one-row logs: shared commits + compaction vs one commit per file vs a bare reader."""
+    from dnsieve.lake import Lake
+
+    src = work / f"small-{n}"
+    if not src.exists():
+        one = work / "small-source.log"
+        generate_zeek_tsv(one, n)
+        lines = one.read_bytes().splitlines(keepends=True)
+        header = [ln for ln in lines if ln.startswith(b"#") and not ln.startswith(b"#close")]
+        body = [ln for ln in lines if not ln.startswith(b"#")]
+        src.mkdir()
+        for i, ln in enumerate(body[:n]):
+            (src / f"dns.{i:06d}.log").write_bytes(b"".join([*header, ln]))
+    files = sorted(src.iterdir())
+
+    def timed(fn: Callable[[], object]) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    t_bare = timed(
+        lambda: [
+            pl.read_csv(f, separator="\t", comment_prefix="#", has_header=False) for f in files
+        ]
+    )
+    out = {}
+    for label, kw in (
+        (
+            "previous: a commit and a part file per input",
+            {"commit_files": 1, "compact_min_parts": 0},
+        ),
+        ("now: shared commits + compaction", {}),
+    ):
+        lake_dir = work / "small-lake"
+        shutil.rmtree(lake_dir, ignore_errors=True)
+        lake = Lake(lake_dir, **kw)  # type: ignore[arg-type]
+        t = timed(lambda lake=lake: lake.ingest_files([src]))
+        out[label] = (t, len(lake.files()), lake.committed_rows())
+        shutil.rmtree(lake_dir, ignore_errors=True)
+    print(f"{n:,} one-row Zeek logs; bare polars.read_csv of each: {t_bare:.2f} s", flush=True)
+    prev = out["previous: a commit and a part file per input"][0]
+    for label, (t, parts, rows) in out.items():
+        print(
+            f"  {label:<46} {t:7.2f} s  {parts:6,} part files  {rows:,} rows"
+            f"  x{t / t_bare:5.2f} of bare  x{prev / t:5.1f} faster than previous",
+            flush=True,
+        )
+
+
+def bench_hostile(work: Path, src: Path | None, name_mb: int = 50) -> None:
+    """Peak RSS of ``dnsieve ingest`` on a log with one ``name_mb`` MB query name."""
+    import os
+
+    base = work / "hostile-base.log"
+    generate_zeek_tsv(base, 1000)
+    lines = base.read_bytes().splitlines(keepends=True)
+    body_at = next(i for i, ln in enumerate(lines) if not ln.startswith(b"#"))
+    fields = lines[body_at].split(b"\t")
+    fields[9] = b"a" * (name_mb * 1_000_000)
+    hostile = work / "hostile-name.log"
+    hostile.write_bytes(b"".join([*lines[:body_at], b"\t".join(fields), *lines[body_at:]]))
+    tree = src or Path(__file__).resolve().parents[1] / "src"
+    for f in (base, hostile):
+        lake_dir = work / "hostile-lake"
+        shutil.rmtree(lake_dir, ignore_errors=True)
+        argv = [sys.executable, "-m", "dnsieve.cli", "ingest", str(f), "--lake", str(lake_dir)]
+        argv.append("--json")
+        # posix_spawn (vfork), not fork: a forked child's ru_maxrss starts at its
+        # parent's resident size, which would hide the figure being measured.
+        out_path = work / "hostile-out.json"
+        pid = os.posix_spawn(
+            sys.executable,
+            argv,
+            {**os.environ, "PYTHONPATH": str(tree)},
+            file_actions=[
+                (
+                    os.POSIX_SPAWN_OPEN,
+                    1,
+                    str(out_path),
+                    os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                    0o644,
+                ),
+                (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+            ],
+        )
+        _, status, usage = os.wait4(pid, 0)
+        out = out_path.read_bytes()
+        try:
+            rep = json.loads(out)["files"][0]
+            what = f"{rep['rows_written']} rows, rejects {rep['rejects']}"
+        except (ValueError, KeyError, IndexError):
+            what = f"exit status {status}"
+        print(
+            f"{f.name} ({f.stat().st_size / 1e6:,.1f} MB) with {tree}: "
+            f"peak RSS {usage.ru_maxrss / 1024:,.0f} MiB; {what}",
+            flush=True,
+        )
+        shutil.rmtree(lake_dir, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rows", type=int, default=2_000_000, help="rows of the generated Zeek TSV")
@@ -525,7 +636,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--corpus", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
     )
+    ap.add_argument("--small-files", type=int, default=0, help="N one-row logs into the lake")
+    ap.add_argument("--hostile", action="store_true", help="peak RSS on a 50 MB query name")
+    ap.add_argument("--src", type=Path, default=None, help="source tree for --hostile")
     args = ap.parse_args(argv)
+    if args.small_files or args.hostile:
+        work = args.workdir or Path(tempfile.gettempdir()) / "dnsieve-bench"
+        work.mkdir(parents=True, exist_ok=True)
+        if args.small_files:
+            bench_small_files(work, args.small_files)
+        if args.hostile:
+            bench_hostile(work, args.src)
+        return 0
     if args.rss_child:
         _rss_child(args.rss_child, args.rss_what)
         return 0

@@ -66,3 +66,14 @@ def test_split_series_never_raises(names: list[str]) -> None:
     out = DomainSplitter().split_series(ser)
     assert out.height == len(names)
     assert out.columns == ["registered_domain", "subdomain", "tld"]
+
+
+def test_read_domain_lines_skips_over_long_lines_without_holding_them() -> None:
+    import io
+
+    from dnsieve.commands.domains import read_domain_lines
+
+    data = b"example.com\n" + b"a" * (5 << 20) + b"\nfoo.example.org\n" + b"b" * 300 + b"\n"
+    names, skipped = read_domain_lines(io.BytesIO(data))
+    assert names == ["example.com", "foo.example.org"]
+    assert skipped == 2

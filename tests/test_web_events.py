@@ -160,8 +160,9 @@ def test_tunnel_alert_sees_the_iodine_session(world: dict[str, Any]) -> None:
 def test_partitions_outside_the_window_are_not_opened(
     world: dict[str, Any], tmp_path: Path
 ) -> None:
-    """A corrupt part file in another hour is never read (partition pruning); one in
-    the window makes the lake unreadable, reported as such."""
+    """A corrupt file in another hour is never read (partition pruning; and no commit
+    lists it); a committed part file of the window that is corrupt makes the lake
+    unreadable, reported as such."""
     import shutil
 
     lake = tmp_path / "lake"
@@ -172,9 +173,14 @@ def test_partitions_outside_the_window_are_not_opened(
     far.mkdir(parents=True)
     (far / "part-corrupt-00001.parquet").write_bytes(b"not parquet")
     assert events_for_alert(lake, a).total == events_for_alert(world["lake"], a).total
+    # an uncommitted file in the window is not read either
     (lake / "events" / f"date={date}" / f"hour={hour:02d}" / "part-zz-00001.parquet").write_bytes(
         b"PAR1 not parquet"
     )
+    assert events_for_alert(lake, a).total == events_for_alert(world["lake"], a).total
+    committed = Lake(lake).files(a.window_start, a.window_end)
+    assert committed
+    committed[0].write_bytes(b"PAR1 not parquet")
     with pytest.raises(EventsUnavailable, match="could not be read"):
         events_for_alert(lake, a)
     with pytest.raises(EventsUnavailable, match="does not exist"):

@@ -4,6 +4,7 @@ library function, print its result."""
 from __future__ import annotations
 
 import json
+import stat
 import sys
 import tempfile
 from importlib import resources
@@ -19,7 +20,7 @@ from rich.table import Table
 
 from dnsieve.config import ConfigError, Settings, load_settings, settings_as_toml
 from dnsieve.ingest.sniff import FORMATS
-from dnsieve.lake import FileReport, Lake
+from dnsieve.lake import FileReport, Lake, exit_status
 
 if TYPE_CHECKING:
     from dnsieve.demo import TruthReport
@@ -59,7 +60,7 @@ def _ingest_with_progress(
     from dnsieve.ingest import iter_input_files
 
     files = list(iter_input_files(paths))
-    total = sum(f.stat().st_size for f in files if f.is_file())
+    total = sum(_size(f) for f in files)
     if not show or total < 8 * 1024 * 1024:
         return lake.ingest_files(files, fmt, options)
     with Progress(
@@ -80,12 +81,21 @@ def _ingest_with_progress(
             if path != current["path"]:
                 done_before += int(current["size"])
                 current["path"] = path
-                current["size"] = Path(path).stat().st_size
+                current["size"] = _size(Path(path))
             progress.update(
                 task, completed=done_before + raw_done, name=escape(Path(path).name), rows=rows
             )
 
         return lake.ingest_files(files, fmt, options, on_progress=on_progress)
+
+
+def _size(path: Path) -> int:
+    """Bytes of a regular file, 0 for anything else or anything unreadable (for progress)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
 def render_ingest_summary(reports: list[FileReport], lake: Lake, out: Console) -> None:
@@ -236,7 +246,6 @@ def ingest(
         k, v = m.split("=", 1)
         options["mapping"][k.strip()] = v.strip()
     lake = Lake.from_settings(settings, lake_dir)
-    missing = [p for p in paths if not p.exists()]
     reports = _ingest_with_progress(
         lake, paths, fmt, options, show=not as_json and sys.stderr.isatty()
     )
@@ -245,8 +254,9 @@ def ingest(
         typer.echo(json.dumps(payload, indent=2))
     else:
         render_ingest_summary(reports, lake, console)
-    if missing or (reports and all(r.status == "error" for r in reports)):
-        raise typer.Exit(1)
+    status = exit_status(reports)
+    if status:  # 3: some inputs failed (each is in the summary), 1: all of them
+        raise typer.Exit(status)
 
 
 @app.command()

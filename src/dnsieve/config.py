@@ -81,6 +81,12 @@ class IngestSettings(_Section):
     column_mapping: dict[str, str] = Field(
         default_factory=dict, description="canonical column -> source column, for CSV/Parquet"
     )
+    max_record_bytes: int = Field(
+        65_536,
+        ge=1_024,
+        le=64 * 1024 * 1024,
+        description="longest line or record read (bytes); longer ones are skipped and counted",
+    )
 
 
 class LakeSettings(_Section):
@@ -94,6 +100,21 @@ class LakeSettings(_Section):
         1_000_000, ge=1_000, le=100_000_000, description="rows held in memory before a flush"
     )
     compression: Literal["zstd", "snappy", "lz4", "gzip", "none"] = "zstd"
+    commit_rows: int = Field(
+        250_000, ge=1, le=100_000_000, description="rows of small inputs committed together"
+    )
+    commit_files: int = Field(
+        2_000, ge=1, le=1_000_000, description="input files committed together at most"
+    )
+    compact_min_parts: int = Field(
+        16,
+        ge=0,
+        le=1_000_000,
+        description="small part files in one partition that trigger a compaction (0: never)",
+    )
+    retire_grace_seconds: float = Field(
+        600.0, ge=0, description="how long replaced part files stay on disk for running readers"
+    )
 
 
 class DomainSettings(_Section):

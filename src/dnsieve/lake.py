@@ -3,8 +3,8 @@
 Layout::
 
     LAKE/
-      events/date=2024-04-21/hour=21/part-<ingest id>-<n>.parquet
-      _manifest.sqlite     # what has been ingested, by content fingerprint
+      events/date=2024-04-21/hour=21/part-<commit id>-<n>.parquet
+      _manifest.sqlite     # what has been ingested, and the committed part files
       .lock                # one writer at a time
 
 **Idempotence.**  Every input file is fingerprinted by the SHA-256 of its raw
@@ -12,11 +12,24 @@ bytes.  Re-ingesting content already in the manifest is a no-op, whatever the
 file is called.  When a file's first N bytes hash to an entry of size N (the
 log has grown since it was read) only the new records are ingested.
 
-**Crash safety.**  Part files carry their ingest id.  The manifest row of an
-ingest is committed only after all its part files are written and synced;
-opening the lake for writing deletes part files of ingests that never
-committed, so a crash mid-ingest leaves neither half a file's rows behind nor a
-manifest entry that would make the retry a no-op.
+**Readers see only committed rows.**  The manifest's ``parts`` table is the
+list of part files a reader may read; :meth:`Lake.files` and
+:meth:`Lake.scan` read that list and never glob the directory.  A writer
+writes and fsyncs its part files first and then commits their names with the
+``sources`` rows of the files they came from, in one SQLite transaction, so a
+crash (even ``kill -9``) at any point leaves readers with exactly the rows of
+the commits that completed.  Part files no commit lists are deleted the next
+time the lake is opened for writing.
+
+**Small inputs share a commit.**  Consecutive input files are written through
+one partition writer and committed together (up to ``commit_rows`` rows or
+``commit_files`` files), so 5,000 tiny logs become a few part files and a few
+commits, not 5,000 of each.  :meth:`Lake.compact` (``dnsieve lake compact``)
+merges small part files of a partition into one; an ingest does so by itself
+when a partition it wrote holds ``compact_min_parts`` small parts or more.
+Replaced files leave the manifest in the same transaction that lists their
+replacement and are deleted from disk ``retire_grace_s`` seconds later, so a
+reader that listed them just before keeps working.
 """
 
 from __future__ import annotations
@@ -25,15 +38,17 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import sqlite3
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import polars as pl
 import pyarrow as pa
@@ -44,7 +59,9 @@ from dnsieve.domains import DomainSplitter
 from dnsieve.ingest import IngestStats, ReadContext, iter_input_files, read_file
 from dnsieve.schema import DNS_EVENT, EVENT_COLUMNS
 
-__all__ = ["FileReport", "Lake", "fingerprint"]
+__all__ = ["FileReport", "Lake", "exit_status", "fingerprint", "open_input"]
+
+log = logging.getLogger(__name__)
 
 _HASH_CHUNK = 1 << 20
 _EVENT_SCHEMA = pl.DataFrame(DNS_EVENT.empty_table()).schema
@@ -70,7 +87,28 @@ CREATE TABLE IF NOT EXISTS ingests (
     min_ts TEXT,
     max_ts TEXT
 );
+CREATE TABLE IF NOT EXISTS parts (
+    path TEXT PRIMARY KEY,          -- relative to the lake root
+    ingest_id TEXT NOT NULL,        -- the commit (ingest or compaction) that wrote it
+    date TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    committed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS parts_partition ON parts(date, hour);
+CREATE TABLE IF NOT EXISTS retired (
+    path TEXT PRIMARY KEY,
+    retired_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
+
+#: ``FileReport.status`` values that mean the input could not be read at all.
+FAILED = "error"
 
 
 @dataclass
@@ -110,11 +148,15 @@ class FileReport:
         }
 
 
-def fingerprint(path: Path, prefix_sizes: Iterable[int] = ()) -> tuple[str, int, dict[int, str]]:
-    """SHA-256 of a file, plus the digests of its prefixes of the given sizes.
+def fingerprint(
+    path: Path | BinaryIO, prefix_sizes: Iterable[int] = ()
+) -> tuple[str, int, dict[int, str]]:
+    """SHA-256 of a file (a path or an open binary file), plus the digests of its
+    prefixes of the given sizes.
 
     One pass over the file; prefix digests come from copies of the running
-    hash at each boundary.
+    hash at each boundary.  An open file is read from where it stands and left
+    at its end.
 
     >>> import tempfile, os
     >>> with tempfile.NamedTemporaryFile(delete=False) as f:
@@ -124,25 +166,120 @@ def fingerprint(path: Path, prefix_sizes: Iterable[int] = ()) -> tuple[str, int,
     (6, True)
     >>> os.unlink(f.name)
     """
+    if isinstance(path, Path):
+        with open(path, "rb") as own:
+            return fingerprint(own, prefix_sizes)
+    fh = path
     bounds = sorted({s for s in prefix_sizes if s > 0})
     h = hashlib.sha256()
     prefixes: dict[int, str] = {}
     pos = 0
     bi = 0
-    with open(path, "rb") as fh:
-        while True:
-            want = _HASH_CHUNK
-            if bi < len(bounds):
-                want = min(want, bounds[bi] - pos)
-            chunk = fh.read(want)
-            if not chunk:
-                break
-            h.update(chunk)
-            pos += len(chunk)
-            while bi < len(bounds) and bounds[bi] == pos:
-                prefixes[pos] = h.copy().hexdigest()
-                bi += 1
+    while True:
+        want = _HASH_CHUNK
+        if bi < len(bounds):
+            want = min(want, bounds[bi] - pos)
+        chunk = fh.read(want)
+        if not chunk:
+            break
+        h.update(chunk)
+        pos += len(chunk)
+        while bi < len(bounds) and bounds[bi] == pos:
+            prefixes[pos] = h.copy().hexdigest()
+            bi += 1
     return h.hexdigest(), pos, prefixes
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def _os_reason(exc: OSError, path: Path) -> str:
+    """A short, true reason for an ``OSError`` on an input path."""
+    import errno
+
+    code = exc.errno
+    if code in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if code == errno.ELOOP:
+        return "symlink loop"
+    if code == errno.ENOENT:
+        return "broken symlink" if os.path.islink(path) else "no such file"
+    if code == errno.ENXIO:
+        return "not a regular file (a socket)"
+    if code == errno.EISDIR:
+        return "not a regular file (a directory)"
+    return f"cannot read: {exc.strerror or exc}"
+
+
+def open_input(path: Path) -> tuple[BinaryIO | None, str | None]:
+    """Open an input file for reading, or say in a few words why not.
+
+    Returns ``(file, None)`` for a readable regular file, else ``(None,
+    reason)``: ``"permission denied"``, ``"no such file"`` (vanished),
+    ``"broken symlink"``, ``"symlink loop"``, ``"not a regular file (a
+    FIFO)"``, ... .  Never blocks: a FIFO, socket or device is refused before
+    it is read (the file is opened non-blocking and checked with ``fstat``,
+    so a path swapped for a FIFO after the first check is refused too).
+
+    >>> open_input(Path("/nonexistent/x"))
+    (None, 'no such file')
+    >>> open_input(Path("/dev/null"))
+    (None, 'not a regular file (a character device)')
+    """
+    try:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            os.listdir(path)  # a directory here is one that could not be walked
+        if not stat.S_ISREG(st.st_mode):
+            return None, f"not a regular file ({_kind(st.st_mode)})"
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        return None, _os_reason(exc, path)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            return None, f"not a regular file ({_kind(st.st_mode)})"
+        return os.fdopen(fd, "rb"), None
+    except OSError as exc:
+        os.close(fd)
+        return None, _os_reason(exc, path)
+
+
+def exit_status(reports: list[FileReport]) -> int:
+    """The process exit status of an ingest: 0 every input was read (records it
+    rejected inside a file do not count), 3 some inputs failed and others were
+    read, 1 every input failed (or there was none).
+
+    >>> exit_status([FileReport("a", "ingested"), FileReport("b", "unchanged")])
+    0
+    >>> exit_status([FileReport("a", "ingested"), FileReport("b", "error")])
+    3
+    >>> exit_status([FileReport("b", "error")])
+    1
+    """
+    failed = sum(r.status == FAILED for r in reports)
+    if not reports or failed == len(reports):
+        return 1
+    return 3 if failed else 0
+
+
+@dataclass
+class _Part:
+    path: Path
+    date: str
+    hour: int
+    rows: int
 
 
 class _PartitionWriter:
@@ -160,7 +297,7 @@ class _PartitionWriter:
         self.counts: dict[tuple[str, int], int] = {}
         self.buffered = 0
         self.seq = 0
-        self.written: list[Path] = []
+        self.written: list[_Part] = []
         self.rows = 0
         self.min_ts: Any = None
         self.max_ts: Any = None
@@ -192,35 +329,67 @@ class _PartitionWriter:
                 if self.buffered < self.max_buffered // 2:
                     break
 
-    def _flush(self, key: tuple[str, int]) -> None:
-        batches = self.buffers.pop(key, [])
-        n = self.counts.pop(key, 0)
-        if not batches:
-            return
-        self.buffered -= n
+    def write_table(self, key: tuple[str, int], table: pa.Table) -> None:
+        """Write ``table`` as one part file of partition ``key`` (tmp, fsync, rename)."""
         date, hour = key
         d = self.root / f"date={date}" / f"hour={hour:02d}"
         d.mkdir(parents=True, exist_ok=True)
         self.seq += 1
         final = d / f"part-{self.ingest_id}-{self.seq:05d}.parquet"
         tmp = final.with_suffix(".parquet.tmp")
-        table = pa.Table.from_batches(batches, schema=DNS_EVENT)
         pq.write_table(table, tmp, compression=self.compression, row_group_size=128 * 1024)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
-        self.written.append(final)
-        self.rows += n
+        self.written.append(_Part(final, date, hour, table.num_rows))
+        self.rows += table.num_rows
+
+    def _flush(self, key: tuple[str, int]) -> None:
+        batches = self.buffers.pop(key, [])
+        n = self.counts.pop(key, 0)
+        if not batches:
+            return
+        self.buffered -= n
+        self.write_table(key, pa.Table.from_batches(batches, schema=DNS_EVENT))
 
     def close(self) -> None:
         for key in list(self.buffers):
             self._flush(key)
+
+    def discard(self) -> None:
+        """Delete what was written (the commit will not happen)."""
+        for part in self.written:
+            part.path.unlink(missing_ok=True)
+        self.written.clear()
+        self.buffers.clear()
+        self.counts.clear()
+        self.buffered = 0
+
+
+@dataclass
+class _Batch:
+    """Input files written through one partition writer and committed together."""
+
+    writer: _PartitionWriter
+    #: (report, raw size, decoded size) of each file in the commit
+    sources: list[tuple[FileReport, int, int]] = field(default_factory=list)
+    #: (sha256, size) of every file in the batch, for idempotence before the commit
+    digests: dict[tuple[str, int], FileReport] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return self.writer.rows + self.writer.buffered
 
 
 def _partition_key(hour_us: int) -> tuple[str, int]:
     secs = hour_us // 1_000_000
     t = time.gmtime(secs)
     return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}", t.tm_hour)
+
+
+def _part_ingest_id(name: str) -> str:
+    iid = name[len("part-") :].split("-", 5)
+    return "-".join(iid[:5]) if len(iid) >= 5 else ""
 
 
 class Lake:
@@ -235,6 +404,11 @@ class Lake:
         compression: str = "zstd",
         batch_size: int = 65_536,
         private_suffixes: bool = True,
+        max_record_bytes: int = 65_536,
+        commit_rows: int = 250_000,
+        commit_files: int = 2_000,
+        compact_min_parts: int = 16,
+        retire_grace_s: float = 600.0,
     ) -> None:
         self.path = Path(path)
         self.events_dir = self.path / "events"
@@ -242,6 +416,11 @@ class Lake:
         self.max_buffered_rows = max_buffered_rows
         self.compression = compression
         self.batch_size = batch_size
+        self.max_record_bytes = max_record_bytes
+        self.commit_rows = commit_rows
+        self.commit_files = commit_files
+        self.compact_min_parts = compact_min_parts
+        self.retire_grace_s = retire_grace_s
         self.splitter = DomainSplitter(private_suffixes=private_suffixes)
 
     @classmethod
@@ -254,7 +433,17 @@ class Lake:
             compression=settings.lake.compression,
             batch_size=settings.ingest.batch_size,
             private_suffixes=settings.domains.private_suffixes,
+            max_record_bytes=settings.ingest.max_record_bytes,
+            commit_rows=settings.lake.commit_rows,
+            commit_files=settings.lake.commit_files,
+            compact_min_parts=settings.lake.compact_min_parts,
+            retire_grace_s=settings.lake.retire_grace_seconds,
         )
+
+    @property
+    def _small_rows(self) -> int:
+        """Part files below this many rows are "small" (candidates for compaction)."""
+        return max(1, self.rows_per_file // 4)
 
     # ------------------------------------------------------------------ manifest
     def _connect(self) -> sqlite3.Connection:
@@ -263,7 +452,34 @@ class Lake:
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=FULL")
         con.executescript(_SCHEMA_SQL)
+        self._migrate(con)
         return con
+
+    def _migrate(self, con: sqlite3.Connection) -> None:
+        """List the part files of a lake written before the manifest listed them.
+
+        Such a lake's committed files are those whose name carries a committed
+        ingest id (the rule its writer's recovery used).
+        """
+        if con.execute("SELECT 1 FROM meta WHERE key = 'parts_listed'").fetchone():
+            return
+        with con:
+            con.execute("BEGIN IMMEDIATE")
+            if con.execute("SELECT 1 FROM meta WHERE key = 'parts_listed'").fetchone():
+                return
+            committed = {r[0] for r in con.execute("SELECT ingest_id FROM ingests")}
+            rows = []
+            if committed and self.events_dir.is_dir():
+                for f in sorted(self.events_dir.rglob("part-*.parquet")):
+                    iid = _part_ingest_id(f.name)
+                    key = _dir_partition(f)
+                    if iid not in committed or key is None:
+                        continue
+                    n = pq.read_metadata(f).num_rows
+                    rel = f.relative_to(self.path).as_posix()
+                    rows.append((rel, iid, key[0], key[1], n, f.stat().st_size, time.time()))
+            con.executemany("INSERT OR IGNORE INTO parts VALUES (?,?,?,?,?,?,?)", rows)
+            con.execute("INSERT INTO meta VALUES ('parts_listed', '1')")
 
     @contextlib.contextmanager
     def _writer_lock(self) -> Iterator[None]:
@@ -275,20 +491,33 @@ class Lake:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
-    def recover(self) -> int:
-        """Delete part files of ingests that never committed; returns how many."""
-        if not self.events_dir.exists():
-            return 0
-        with contextlib.closing(self._connect()) as con:
-            committed = {r[0] for r in con.execute("SELECT ingest_id FROM ingests")}
+    def recover(self, con: sqlite3.Connection | None = None) -> int:
+        """Delete part files no commit lists, and retired files past their grace
+        period; returns how many files were deleted.  Call with the writer lock held
+        (``ingest_files`` and ``compact`` do)."""
+        if con is None:
+            with contextlib.closing(self._connect()) as own:
+                return self.recover(own)
+        listed = {r[0] for r in con.execute("SELECT path FROM parts")}
+        cutoff = time.time() - self.retire_grace_s
+        expired = [
+            r[0] for r in con.execute("SELECT path FROM retired WHERE retired_at <= ?", (cutoff,))
+        ]
+        grace = {r[0] for r in con.execute("SELECT path FROM retired")} - set(expired)
         removed = 0
+        for rel in expired:
+            (self.path / rel).unlink(missing_ok=True)
+            removed += 1
+        with con:
+            con.executemany("DELETE FROM retired WHERE path = ?", [(r,) for r in expired])
+        if not self.events_dir.exists():
+            return removed
         for f in self.events_dir.rglob("part-*"):
-            name = f.name
-            iid = name[len("part-") :].split("-", 5)
-            ingest_id = "-".join(iid[:5]) if len(iid) >= 5 else ""
-            if name.endswith(".tmp") or ingest_id not in committed:
-                f.unlink(missing_ok=True)
-                removed += 1
+            rel = f.relative_to(self.path).as_posix()
+            if rel in listed or rel in grace:
+                continue
+            f.unlink(missing_ok=True)
+            removed += 1
         return removed
 
     def sources(self) -> list[dict[str, Any]]:
@@ -315,18 +544,46 @@ class Lake:
     ) -> list[FileReport]:
         """Ingest files and directories; returns one report per input file.
 
-        ``on_progress(path, raw_bytes_done, rows_so_far)`` is called after each
-        batch, for progress bars.
+        A file that cannot be read (permission denied, vanished, a FIFO, socket
+        or device, a symlink loop) is one report with status ``error`` and its
+        reason; the other files are still ingested.  ``on_progress(path,
+        raw_bytes_done, rows_so_far)`` is called after each batch, for progress
+        bars.
         """
         reports: list[FileReport] = []
-        with self._writer_lock():
-            self.recover()
-            for p in iter_input_files(paths):
-                reports.append(self._ingest_one(p, fmt, options or {}, on_progress))
+        with self._writer_lock(), contextlib.closing(self._connect()) as con:
+            self.recover(con)
+            batch = self._new_batch()
+            try:
+                for p in iter_input_files(paths):
+                    rep = self._ingest_one(con, batch, p, fmt, options or {}, on_progress)
+                    reports.append(rep)
+                    if batch.rows >= self.commit_rows or len(batch.sources) >= self.commit_files:
+                        self._commit(con, batch)
+                        batch = self._new_batch()
+                self._commit(con, batch)
+            except BaseException:
+                # Leave no half-written commit behind: its part files are removed
+                # (and, should this process die first, the next writer removes them).
+                batch.writer.discard()
+                raise
         return reports
+
+    def _new_batch(self) -> _Batch:
+        return _Batch(
+            _PartitionWriter(
+                self.events_dir,
+                str(uuid.uuid4()),
+                self.rows_per_file,
+                self.max_buffered_rows,
+                self.compression,
+            )
+        )
 
     def _ingest_one(
         self,
+        con: sqlite3.Connection,
+        batch: _Batch,
         path: Path,
         fmt: str,
         options: dict[str, Any],
@@ -334,43 +591,70 @@ class Lake:
     ) -> FileReport:
         t0 = time.perf_counter()
         rep = FileReport(path=str(path), status="ingested")
-        if not path.is_file():
-            rep.status, rep.error = "error", "no such file"
+        fh, why = open_input(path)
+        if fh is None:
+            rep.status, rep.error = FAILED, why
+            rep.seconds = time.perf_counter() - t0
             return rep
-        with contextlib.closing(self._connect()) as con:
-            sizes = [
-                r[0]
-                for r in con.execute(
-                    "SELECT DISTINCT size FROM sources WHERE size < ?", (path.stat().st_size,)
-                )
-            ]
-            digest, size, prefixes = fingerprint(path, sizes)
-            rep.sha256 = digest
-            seen = con.execute("SELECT format FROM sources WHERE sha256 = ?", (digest,)).fetchone()
-            if seen:
-                rep.status, rep.format = "unchanged", seen[0]
-                rep.seconds = time.perf_counter() - t0
-                return rep
-            skip = 0
-            for s in sorted(prefixes, reverse=True):
-                row = con.execute(
-                    "SELECT decoded_size, format FROM sources WHERE sha256 = ? AND size = ?",
-                    (prefixes[s], s),
-                ).fetchone()
-                if row:
-                    skip = int(row[0])
-                    if fmt == "auto":
-                        fmt = row[1]
-                    rep.status = "grown"
-                    break
+        with fh:
+            return self._ingest_open(con, batch, path, fh, rep, fmt, options, on_progress, t0)
+
+    def _ingest_open(
+        self,
+        con: sqlite3.Connection,
+        batch: _Batch,
+        path: Path,
+        fh: BinaryIO,
+        rep: FileReport,
+        fmt: str,
+        options: dict[str, Any],
+        on_progress: Callable[[str, int, int], None] | None,
+        t0: float,
+    ) -> FileReport:
+        size_now = os.fstat(fh.fileno()).st_size
+        sizes = {
+            r[0]
+            for r in con.execute("SELECT DISTINCT size FROM sources WHERE size < ?", (size_now,))
+        }
+        pending = {s for (_, s) in batch.digests if s < size_now}
+        try:
+            digest, size, prefixes = fingerprint(fh, sizes | pending)
+        except OSError as exc:  # an I/O error half-way through the file
+            rep.status, rep.error = FAILED, _os_reason(exc, path)
+            rep.seconds = time.perf_counter() - t0
+            return rep
+        rep.sha256 = digest
+        if any((prefixes.get(s), s) in batch.digests for s in pending):
+            # This file is a grown copy of one in the open batch: commit that first
+            # so the manifest can say which bytes are already in.
+            self._commit(con, batch)
+            self._reset(batch)
+        earlier = batch.digests.get((digest, size))
+        seen = con.execute("SELECT format FROM sources WHERE sha256 = ?", (digest,)).fetchone()
+        if seen or earlier is not None:
+            rep.status, rep.format = "unchanged", seen[0] if seen else earlier.format  # type: ignore[union-attr]
+            rep.seconds = time.perf_counter() - t0
+            return rep
+        skip = 0
+        for s in sorted(prefixes, reverse=True):
+            row = con.execute(
+                "SELECT decoded_size, format FROM sources WHERE sha256 = ? AND size = ?",
+                (prefixes[s], s),
+            ).fetchone()
+            if row:
+                skip = int(row[0])
+                if fmt == "auto":
+                    fmt = row[1]
+                rep.status = "grown"
+                break
         if size == 0:
             rep.status, rep.format = "empty", fmt if fmt != "auto" else ""
             rep.error = "empty file"
-            self._commit(str(uuid.uuid4()), rep, size, 0, None)
+            self._add_source(batch, rep, size, 0)
             rep.seconds = time.perf_counter() - t0
             return rep
 
-        ingest_id = str(uuid.uuid4())
+        fh.seek(0)
         stats = IngestStats(source=str(path))
         ctx = ReadContext(
             sensor=str(path),
@@ -379,85 +663,213 @@ class Lake:
             skip_bytes=skip,
             splitter=self.splitter,
             options=options,
+            max_record_bytes=self.max_record_bytes,
         )
-        writer = _PartitionWriter(
-            self.events_dir, ingest_id, self.rows_per_file, self.max_buffered_rows, self.compression
-        )
-        try:
-            for batch in read_file(path, fmt, ctx):
-                writer.add(batch)
-                if on_progress is not None:
-                    on_progress(str(path), ctx.raw_pos(), writer.rows + writer.buffered)
-            writer.close()
-        except BaseException:
-            # Leave no half-ingested rows behind: uncommitted parts are removed.
-            for f in writer.written:
-                f.unlink(missing_ok=True)
-            raise
+        writer = batch.writer
+        rows_before = batch.rows
+        for b in read_file(path, fmt, ctx, raw=fh):
+            writer.add(b)
+            rep.rows_written = batch.rows - rows_before
+            if on_progress is not None:
+                on_progress(str(path), ctx.raw_pos(), rep.rows_written)
         rep.format = stats.format
         rep.records_read = stats.records_read
-        rep.rows_written = writer.rows
+        rep.rows_written = batch.rows - rows_before
         rep.rejects = dict(stats.rejects)
         rep.skipped = dict(stats.skipped)
         rep.reject_examples = stats.examples
         rep.error = stats.error
-        if stats.error and writer.rows == 0:
-            rep.status = "error"
-        elif writer.rows == 0 and stats.skipped and not stats.rejects:
+        if stats.error and rep.rows_written == 0:
+            rep.status = FAILED
+        elif rep.rows_written == 0 and stats.skipped and not stats.rejects:
             rep.status = "skipped"
-        decoded = max(stats.bytes_consumed, skip)
-        self._commit(ingest_id, rep, size, decoded, writer)
+        self._add_source(batch, rep, size, max(stats.bytes_consumed, skip))
         rep.seconds = time.perf_counter() - t0
         return rep
 
-    def _commit(
-        self,
-        ingest_id: str,
-        rep: FileReport,
-        size: int,
-        decoded: int,
-        writer: _PartitionWriter | None,
-    ) -> None:
-        if rep.status == "error" and rep.format in ("", "unknown"):
+    @staticmethod
+    def _add_source(batch: _Batch, rep: FileReport, size: int, decoded: int) -> None:
+        if rep.status == FAILED and rep.format in ("", "unknown"):
             # Unrecognised content is not remembered: a later --format may read it.
             return
-        with contextlib.closing(self._connect()) as con, con:
-            con.execute(
+        batch.sources.append((rep, size, decoded))
+        batch.digests[(rep.sha256, size)] = rep
+
+    def _reset(self, batch: _Batch) -> None:
+        fresh = self._new_batch()
+        batch.writer, batch.sources, batch.digests = fresh.writer, [], {}
+
+    def _commit(self, con: sqlite3.Connection, batch: _Batch) -> None:
+        """Write out the batch's buffers, then list its parts and sources in one transaction."""
+        writer = batch.writer
+        writer.close()
+        if not batch.sources and not writer.written:
+            return
+        now = time.time()
+        with con:
+            con.executemany(
                 "INSERT OR REPLACE INTO sources VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    rep.sha256,
-                    size,
-                    decoded,
-                    rep.path,
-                    rep.format,
-                    ingest_id,
-                    rep.records_read,
-                    rep.rows_written,
-                    json.dumps(rep.rejects),
-                    time.time(),
-                ),
+                [
+                    (
+                        rep.sha256,
+                        size,
+                        decoded,
+                        rep.path,
+                        rep.format,
+                        writer.ingest_id,
+                        rep.records_read,
+                        rep.rows_written,
+                        json.dumps(rep.rejects),
+                        now,
+                    )
+                    for rep, size, decoded in batch.sources
+                ],
             )
             con.execute(
                 "INSERT INTO ingests VALUES (?,?,?,?,?)",
                 (
-                    ingest_id,
-                    time.time(),
-                    rep.rows_written,
-                    str(writer.min_ts) if writer and writer.min_ts else None,
-                    str(writer.max_ts) if writer and writer.max_ts else None,
+                    writer.ingest_id,
+                    now,
+                    writer.rows,
+                    str(writer.min_ts) if writer.min_ts else None,
+                    str(writer.max_ts) if writer.max_ts else None,
                 ),
             )
+            con.executemany(
+                "INSERT INTO parts VALUES (?,?,?,?,?,?,?)",
+                [self._part_row(p, writer.ingest_id, now) for p in writer.written],
+            )
+        touched = {(p.date, p.hour) for p in writer.written}
+        writer.written = []
+        if self.compact_min_parts > 0:
+            for key in sorted(touched):
+                n_small = con.execute(
+                    "SELECT count(*) FROM parts WHERE date = ? AND hour = ? AND rows < ?",
+                    (key[0], key[1], self._small_rows),
+                ).fetchone()[0]
+                if n_small >= self.compact_min_parts:
+                    try:
+                        self._compact_partition(con, key)
+                    except (OSError, pa.ArrowException) as exc:
+                        # The ingest is committed; a part that cannot be read (disk
+                        # error, a file damaged outside dnsieve) must not fail it or
+                        # every later ingest into this partition.
+                        log.warning("lake %s: compaction of %s skipped: %s", self.path, key, exc)
+
+    def _part_row(self, p: _Part, commit_id: str, now: float) -> tuple[Any, ...]:
+        rel = p.path.relative_to(self.path).as_posix()
+        return (rel, commit_id, p.date, p.hour, p.rows, p.path.stat().st_size, now)
+
+    # ------------------------------------------------------------------ compaction
+    def compact(self) -> dict[str, int]:
+        """Merge the small part files of every partition (``dnsieve lake compact``).
+
+        Returns ``{"partitions": ..., "parts_before": ..., "parts_after": ...,
+        "failed": ...}``: a partition with an unreadable part is left as it was,
+        counted in ``failed``, and the others are still compacted.
+        Readers see the old files or the merged one, never both and never
+        neither: the swap is one manifest transaction.
+        """
+        with self._writer_lock(), contextlib.closing(self._connect()) as con:
+            self.recover(con)
+            before = con.execute("SELECT count(*) FROM parts").fetchone()[0]
+            keys = con.execute(
+                "SELECT date, hour FROM parts WHERE rows < ? GROUP BY date, hour "
+                "HAVING count(*) >= 2 ORDER BY date, hour",
+                (self._small_rows,),
+            ).fetchall()
+            failed = 0
+            for date, hour in keys:
+                try:
+                    self._compact_partition(con, (date, int(hour)))
+                except (OSError, pa.ArrowException) as exc:
+                    failed += 1
+                    log.warning(
+                        "lake %s: compaction of %s %s failed: %s", self.path, date, hour, exc
+                    )
+            after = con.execute("SELECT count(*) FROM parts").fetchone()[0]
+        return {
+            "partitions": len(keys) - failed,
+            "parts_before": before,
+            "parts_after": after,
+            "failed": failed,
+        }
+
+    def _compact_partition(self, con: sqlite3.Connection, key: tuple[str, int]) -> None:
+        small = con.execute(
+            "SELECT path, rows FROM parts WHERE date = ? AND hour = ? AND rows < ? ORDER BY path",
+            (key[0], key[1], self._small_rows),
+        ).fetchall()
+        groups: list[list[str]] = [[]]
+        n = 0
+        for rel, rows in small:
+            if groups[-1] and n + rows > self.rows_per_file:
+                groups.append([])
+                n = 0
+            groups[-1].append(rel)
+            n += rows
+        for group in groups:
+            if len(group) < 2:
+                continue
+            writer = _PartitionWriter(
+                self.events_dir,
+                str(uuid.uuid4()),
+                self.rows_per_file,
+                self.max_buffered_rows,
+                self.compression,
+            )
+            try:
+                table = pa.concat_tables(
+                    [pq.read_table(self.path / rel, schema=DNS_EVENT) for rel in group]
+                )
+                writer.write_table(key, table)
+                now = time.time()
+                with con:
+                    con.executemany("DELETE FROM parts WHERE path = ?", [(r,) for r in group])
+                    con.executemany(
+                        "INSERT OR REPLACE INTO retired VALUES (?, ?)", [(r, now) for r in group]
+                    )
+                    con.executemany(
+                        "INSERT INTO parts VALUES (?,?,?,?,?,?,?)",
+                        [self._part_row(p, writer.ingest_id, now) for p in writer.written],
+                    )
+            except BaseException:
+                writer.discard()
+                raise
+        if self.retire_grace_s <= 0:
+            self.recover(con)
 
     # ------------------------------------------------------------------ read
-    def files(self) -> list[Path]:
-        """Committed part files."""
-        if not self.events_dir.exists():
+    def files(self, since: datetime | None = None, until: datetime | None = None) -> list[Path]:
+        """The committed part files (from the manifest, never a directory listing),
+        optionally only the hour partitions that overlap [since, until)."""
+        if not (self.path / "_manifest.sqlite").exists():
             return []
-        return sorted(self.events_dir.rglob("part-*.parquet"))
+        with contextlib.closing(self._connect()) as con:
+            rows = con.execute("SELECT path, date, hour FROM parts ORDER BY path").fetchall()
+        lo = _utc(since) if since is not None else None
+        hi = _utc(until) if until is not None else None
+        out = []
+        for rel, date, hour in rows:
+            if lo is not None or hi is not None:
+                h = datetime.fromisoformat(date).replace(hour=int(hour), tzinfo=UTC)
+                if (lo is not None and h + timedelta(hours=1) <= lo) or (
+                    hi is not None and h >= hi
+                ):
+                    continue
+            out.append(self.path / rel)
+        return out
+
+    def committed_rows(self) -> int:
+        """Rows in the committed part files (from the manifest, without reading them)."""
+        if not (self.path / "_manifest.sqlite").exists():
+            return 0
+        with contextlib.closing(self._connect()) as con:
+            return int(con.execute("SELECT coalesce(sum(rows), 0) FROM parts").fetchone()[0])
 
     def scan(self, since: datetime | None = None, until: datetime | None = None) -> pl.LazyFrame:
         """Lazy frame of canonical events, optionally restricted to [since, until)."""
-        files = self.files()
+        files = self.files(since, until)
         if not files:
             return pl.LazyFrame(schema=_EVENT_SCHEMA)
         lf = pl.scan_parquet(
@@ -482,6 +894,17 @@ class Lake:
         )
         lo, hi = row.item(0, "lo"), row.item(0, "hi")
         return None if lo is None else (lo, hi)
+
+
+def _dir_partition(f: Path) -> tuple[str, int] | None:
+    """``(date, hour)`` of a part file from its ``date=``/``hour=`` directories."""
+    try:
+        date = f.parent.parent.name.removeprefix("date=")
+        hour = int(f.parent.name.removeprefix("hour="))
+        datetime.fromisoformat(date)
+    except ValueError:
+        return None
+    return date, hour
 
 
 def _utc(t: datetime) -> datetime:

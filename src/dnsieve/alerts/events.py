@@ -172,6 +172,11 @@ def _subject_scan(
 
 
 def _window_files(events_dir: Path, since: datetime, until: datetime) -> list[Path]:
+    """The part files of the hour partitions overlapping the window: those the
+    lake's manifest committed (never a directory listing, which would show the
+    part files of an ingest that crashed before its commit)."""
+    if (events_dir.parent / "_manifest.sqlite").is_file():
+        return Lake(events_dir.parent).files(since, until)
     hours = (until - since).total_seconds() / 3600.0
     if hours > _MAX_PARTITION_HOURS:
         return sorted(events_dir.rglob("part-*.parquet"))
@@ -304,14 +309,15 @@ def entity_hourly(
     )
     if t1 <= t0 or (t1 - t0) > timedelta(hours=_MAX_PARTITION_HOURS):
         return pl.DataFrame(schema=schema)
-    events_dir = root / "events"
-    covered: list[datetime] = []
-    files: list[Path] = []
-    for date, hour in partition_hours(t0, t1):
-        d = events_dir / f"date={date}" / f"hour={hour:02d}"
-        if d.is_dir():
-            covered.append(datetime.fromisoformat(date).replace(hour=hour, tzinfo=UTC))
-            files += sorted(d.glob("part-*.parquet"))
+    files = _window_files(root / "events", t0, t1)
+    covered = sorted(
+        {
+            datetime.fromisoformat(f.parent.parent.name.removeprefix("date=")).replace(
+                hour=int(f.parent.name.removeprefix("hour=")), tzinfo=UTC
+            )
+            for f in files
+        }
+    )
     hours = pl.DataFrame(
         {"hour": pl.datetime_range(t0, t1, "1h", closed="left", time_zone="UTC", eager=True)}
     ).with_columns(pl.col("hour").dt.cast_time_unit("us"))

@@ -17,5 +17,6 @@ MODULES: tuple[str, ...] = (
     "dnsieve.commands.train",
     "dnsieve.commands.model",
     "dnsieve.commands.web",
+    "dnsieve.commands.lake",
     "dnsieve.commands.rules",
 )

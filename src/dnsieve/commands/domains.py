@@ -10,8 +10,12 @@ import polars as pl
 import typer
 
 from dnsieve.domains import escape_name
+from dnsieve.ingest.base import is_name_too_long
 
 __all__ = ["read_domain_lines", "register", "score_table"]
+
+
+_MAX_LINE = 64 * 1024
 
 
 def read_domain_lines(stream: BinaryIO) -> tuple[list[str], int]:
@@ -19,12 +23,22 @@ def read_domain_lines(stream: BinaryIO) -> tuple[list[str], int]:
 
     Blank lines and ``#`` comments are skipped; the first whitespace-separated
     field is the name; bytes outside printable ASCII are escaped (``\\xNN``),
-    so junk is scored as the string it is instead of crashing.  Lines with
-    more than 253 bytes in the name are skipped (not a DNS name).
+    so junk is scored as the string it is instead of crashing.  Names past the
+    protocol's limits (over 253 bytes, or a label over 63) are skipped (not a DNS
+    name), and so are lines
+    over 64 KiB, which are never read into memory whole.
     """
     names: list[str] = []
     skipped = 0
-    for raw in stream:
+    while True:
+        raw = stream.readline(_MAX_LINE + 1)
+        if not raw:
+            break
+        if len(raw) > _MAX_LINE:  # an over-long line: skip it without holding it whole
+            skipped += 1
+            while raw and not raw.endswith(b"\n"):
+                raw = stream.readline(_MAX_LINE)
+            continue
         line = raw.strip()
         if not line or line.startswith(b"#"):
             continue
@@ -33,7 +47,7 @@ def read_domain_lines(stream: BinaryIO) -> tuple[list[str], int]:
             skipped += 1
             continue
         name = escape_name(field)
-        if not name or name == ".":
+        if not name or name == "." or is_name_too_long(name):
             skipped += 1
             continue
         names.append(name)

@@ -166,6 +166,7 @@ def register(app: typer.Typer) -> None:
         from dnsieve.cli import _settings, console, err_console, render_ingest_summary
         from dnsieve.commands.detect import alerts_to_records, render_summary, write_alerts
         from dnsieve.ingest.sniff import FORMATS
+        from dnsieve.lake import exit_status
 
         settings = _settings(config)
         fmt = fmt or settings.ingest.format
@@ -181,7 +182,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         try:
             reports, res, alerts = run_job(
-                [p for p in paths if p.exists()], lake_dir, fmt, settings,
+                paths, lake_dir, fmt, settings,
                 list(detector) if detector else None,
                 store_url=False if no_store else (db or True),
             )  # fmt: skip
@@ -207,8 +208,9 @@ def register(app: typer.Typer) -> None:
             render_summary(res.summary, alerts, console)
             if out is not None:
                 console.print(f"wrote {alerts.height:,} alerts to {escape(str(out))}")
-        if reports and all(r.status == "error" for r in reports):
-            raise typer.Exit(1)
+        status = exit_status(reports)
+        if status:  # 3: some inputs failed (each is in the summary), 1: all of them
+            raise typer.Exit(status)
 
 
 class _NoLake:

@@ -177,9 +177,12 @@ def resolve_files(
         files = source.files()
     elif isinstance(source, (str, os.PathLike)):
         p = Path(source)
-        if p.is_dir():
-            base = p / "events" if (p / "events").is_dir() else p
-            files = sorted(base.rglob("part-*.parquet"))
+        if (p / "_manifest.sqlite").is_file():  # a lake: only what its manifest committed
+            files = Lake(p).files()
+        elif p.name == "events" and (p.parent / "_manifest.sqlite").is_file():
+            files = Lake(p.parent).files()
+        elif p.is_dir():  # a bare directory of part files (no manifest to trust)
+            files = sorted(p.rglob("part-*.parquet"))
         else:
             files = [p]
     else:

@@ -111,14 +111,18 @@ class SafeStream:
         self._raw.close()
 
 
-def open_decoded(path: Path, stats: IngestStats) -> tuple[SafeStream, bytes, BinaryIO]:
-    """Open ``path``, transparently decompressing; return the stream and its head.
+def open_decoded(
+    path: Path, stats: IngestStats, raw: BinaryIO | None = None
+) -> tuple[SafeStream, bytes, BinaryIO]:
+    """Open ``path`` (or read the already open ``raw``), transparently decompressing;
+    return the stream and its head.
 
     The head (first 64 KiB of decoded bytes) is consumed from the stream; the
     caller gets a stream that replays it (see :class:`_Replay`), and the raw
     file handle (its ``tell()`` measures progress through compressed input).
     """
-    raw = open(path, "rb")  # noqa: SIM115 - closed by the caller through SafeStream
+    if raw is None:
+        raw = open(path, "rb")  # noqa: SIM115 - closed by the caller through SafeStream
     magic = raw.read(6)
     raw.seek(0)
     inner: BinaryIO
@@ -177,18 +181,21 @@ def read_file(
     path: str | os.PathLike[str],
     fmt: str = "auto",
     ctx: ReadContext | None = None,
+    raw: BinaryIO | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Read one file of any supported format into canonical batches.
 
     ``fmt='auto'`` sniffs the decoded content.  Unknown formats are recorded
-    in ``ctx.stats.error`` and yield nothing.
+    in ``ctx.stats.error`` and yield nothing.  ``raw``: the file already open
+    (positioned at its start; the lake passes the handle it fingerprinted, so
+    what is hashed is what is read); it is closed on return.
     """
     p = Path(path)
     if ctx is None:
         ctx = ReadContext(sensor=str(p), stats=IngestStats(source=str(p)))
     ctx.stats.source = ctx.stats.source or str(p)
     try:
-        stream, head, raw = open_decoded(p, ctx.stats)
+        stream, head, raw = open_decoded(p, ctx.stats, raw)
     except OSError as exc:
         ctx.stats.error = f"cannot open: {exc.strerror or exc}"
         return
@@ -205,9 +212,8 @@ def read_file(
             fmt = detected
         if fmt == "parquet":
             # Parquet needs random access to the raw file, not the decoded stream.
-            stream.close()
-            with open(p, "rb") as fh:
-                yield from read_stream(fh, fmt, ctx)
+            raw.seek(0)
+            yield from read_stream(raw, fmt, ctx)
             return
         yield from read_stream(stream, fmt, ctx)  # type: ignore[arg-type]
     finally:
@@ -218,16 +224,22 @@ def read_file(
 def iter_input_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
     """Expand files and directories (recursively, sorted) into input files.
 
-    Hidden files and directories are skipped.  Missing paths are yielded so the
-    caller can report them.
+    Hidden files and directories are skipped.  Missing paths, and directories
+    that cannot be listed, are yielded so the caller can report them (an
+    unreadable subdirectory is a failure to report, not a silent gap).
     """
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            for root, dirs, files in os.walk(p):
+            errors: list[OSError] = []
+            for root, dirs, files in os.walk(p, onerror=errors.append):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for f in sorted(files):
                     if not f.startswith("."):
                         yield Path(root) / f
+                while errors:
+                    yield Path(errors.pop(0).filename)
+            while errors:
+                yield Path(errors.pop(0).filename)
         else:
             yield p

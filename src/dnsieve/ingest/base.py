@@ -10,6 +10,7 @@ file early, and that too is recorded as a reject, not raised.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -23,11 +24,15 @@ from dnsieve.schema import DNS_EVENT
 
 __all__ = [
     "ADAPTER_DTYPES",
+    "MAX_LABEL_BYTES",
+    "MAX_NAME_BYTES",
     "Adapter",
     "IngestStats",
     "ReadContext",
     "canonical_batches",
     "canonicalize",
+    "is_name_too_long",
+    "name_too_long",
 ]
 
 #: Columns an adapter may provide (everything in DNS_EVENT but the derived ones).
@@ -104,6 +109,9 @@ class ReadContext:
     skip_bytes: int = 0
     splitter: DomainSplitter = field(default_factory=DomainSplitter)
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: longest line or record an adapter holds in memory (bytes); longer ones are
+    #: skipped and counted (``line_too_long``, ``row_too_long``, ``record_too_long``)
+    max_record_bytes: int = 65_536
     #: set by :func:`dnsieve.ingest.read_file`: position in the raw (compressed) file.
     raw_tell: Callable[[], int] | None = None
 
@@ -184,9 +192,76 @@ def canonicalize(df: pl.DataFrame, ctx: ReadContext) -> pl.DataFrame:
     if n_bad:
         ctx.stats.reject("bad_timestamp", n=n_bad)
         out = out.filter(~bad_ts)
+    out = _drop_long_names(out, ctx)
     out = out.with_columns(normalize_qnames(out.get_column("qname")))
+    out = _drop_long_names(out, ctx, normalized=True)
     parts = ctx.splitter.split_series(out.get_column("qname"))
     return pl.concat([out, parts], how="horizontal")
+
+
+#: RFC 1035 §2.3.4 / RFC 2181 §11: a name is at most 255 octets on the wire, which
+#: is 253 characters of dotted text; a label at most 63 octets.
+MAX_NAME_BYTES = 253
+MAX_LABEL_BYTES = 63
+_ESCAPE = r"\\x[0-9a-f]{2}"
+
+
+def name_too_long(qname: pl.Expr, normalized: bool = True) -> pl.Expr:
+    """True where a query name is past the protocol's limits: over
+    :data:`MAX_NAME_BYTES` bytes of text, or a label over :data:`MAX_LABEL_BYTES`.
+
+    Canonical names write a byte outside printable ASCII as ``\\xNN``; with
+    ``normalized`` each such escape counts as the one byte it stands for.
+    Null names are not too long.
+
+    >>> s = pl.Series("q", ["a" * 63 + ".com", "a" * 64 + ".com", "b." * 126 + "c",
+    ...                     "b." * 127, "\\\\xff" * 63, None])
+    >>> pl.select(name_too_long(pl.lit(s))).to_series().to_list()
+    [False, True, False, True, False, False]
+    """
+    text = qname.str.replace_all(_ESCAPE, "_") if normalized else qname.str.strip_suffix(".")
+    labels = text.str.split(".").list.eval(pl.element().str.len_bytes()).list.max()
+    too_long = (text.str.len_bytes() > MAX_NAME_BYTES) | (labels > MAX_LABEL_BYTES)
+    return too_long.fill_null(False)
+
+
+_ESCAPE_RE = re.compile(_ESCAPE)
+
+
+def is_name_too_long(name: str) -> bool:
+    """:func:`name_too_long` for one canonical name (``\\xNN`` counts as one byte).
+
+    >>> is_name_too_long("a" * 63 + ".com"), is_name_too_long("a" * 64 + ".com")
+    (False, True)
+    """
+    text = _ESCAPE_RE.sub("_", name)
+    if len(text.encode()) > MAX_NAME_BYTES:
+        return True
+    return any(len(label.encode()) > MAX_LABEL_BYTES for label in text.split("."))
+
+
+def _drop_long_names(df: pl.DataFrame, ctx: ReadContext, normalized: bool = False) -> pl.DataFrame:
+    """Count and drop rows whose query name is past the protocol's limits (``name_too_long``).
+
+    Before normalisation only names too long even if every byte were written
+    ``\\xNN`` are dropped (cheaply, so a 50 MB name is never escaped); after it,
+    the exact rule of :func:`name_too_long`.
+    """
+    q = df.get_column("qname")
+    lengths = q.str.len_bytes()
+    limit = 4 * MAX_NAME_BYTES if not normalized else MAX_LABEL_BYTES
+    if not bool((lengths > limit).any()):
+        return df
+    if normalized:
+        bad = df.select(name_too_long(pl.col("qname"))).to_series().fill_null(False)
+    else:
+        bad = (lengths > limit).fill_null(False)
+    n = int(bad.sum())
+    if n:
+        example = q.filter(bad).item(0)
+        ctx.stats.reject("name_too_long", f"{len(example.encode())} bytes: {example[:60]}", n=n)
+        df = df.filter(~bad)
+    return df
 
 
 def canonical_batches(df: pl.DataFrame, ctx: ReadContext) -> Iterator[pa.RecordBatch]:

@@ -22,8 +22,9 @@ from dnsieve.ingest.base import ADAPTER_DTYPES, ReadContext, canonical_batches
 
 __all__ = ["MAX_LINE", "EventBuffer", "Txn", "iter_log_lines", "safe_str"]
 
-#: lines longer than this are skipped and counted as ``line_too_long``
-MAX_LINE = 1 << 20
+#: the longest line any caller may ask for; adapters use ``ctx.max_record_bytes``
+#: (``ingest.max_record_bytes``, 64 KiB by default)
+MAX_LINE = 64 << 20
 _CHUNK = 1 << 20
 
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -57,7 +58,7 @@ def iter_log_lines(
     *,
     prime_bytes: int = 0,
     chunk_size: int = _CHUNK,
-    max_line: int = MAX_LINE,
+    max_line: int | None = None,
 ) -> Iterator[tuple[int, bytes, bool]]:
     """Yield ``(offset, line, terminated)`` for each line of a decoded stream.
 
@@ -68,8 +69,11 @@ def iter_log_lines(
     from lines before ``ctx.skip_bytes``).  ``terminated`` is False only for an
     unterminated last line.  ``ctx.stats.bytes_consumed`` is advanced past
     every terminated line; for the last one the caller decides.  Lines longer
-    than ``max_line`` are skipped and counted as ``line_too_long``.
+    than ``max_line`` (default ``ctx.max_record_bytes``) are skipped and counted
+    as ``line_too_long``, and never held whole in memory.
     """
+    if max_line is None:
+        max_line = min(ctx.max_record_bytes, MAX_LINE)
     skip_from = max(0, ctx.skip_bytes - prime_bytes)
     offset = 0  # stream offset of buf[0]
     buf = b""
@@ -98,8 +102,14 @@ def iter_log_lines(
                 for line in data[pos:last_nl].split(b"\n"):
                     start = base + p
                     p += len(line) + 1
-                    if start >= skip_from:
-                        yield start, line[:-1] if line.endswith(b"\r") else line, True
+                    if start < skip_from:
+                        continue
+                    if len(line) > max_line:
+                        if start >= ctx.skip_bytes:
+                            ctx.stats.records_read += 1
+                            ctx.stats.reject("line_too_long", line[:80].decode("utf-8", "replace"))
+                        continue
+                    yield start, line[:-1] if line.endswith(b"\r") else line, True
             ctx.stats.bytes_consumed = base + end
             pos = end
         if len(data) - pos > max_line:

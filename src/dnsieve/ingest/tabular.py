@@ -122,7 +122,6 @@ ALIASES: dict[str, tuple[str, ...]] = {
 REQUIRED = ("qname", "ts")
 _DELIMITERS = (",", "\t", ";", "|")
 _CHUNK = 8 << 20
-_MAX_ROW = 32 << 20
 _NULL_TEXT = ("", "-", "(empty)")
 _TRUE = ("t", "true", "1", "yes", "y")
 _FALSE = ("f", "false", "0", "no", "n")
@@ -462,7 +461,7 @@ class CsvAdapter:
             else:
                 cut = _cut(rest)
                 if cut <= 0:  # one row bigger than a chunk: read on, within limits
-                    if len(rest) > _MAX_ROW:
+                    if len(rest) > ctx.max_record_bytes:
                         ctx.stats.records_read += 1
                         ctx.stats.reject("row_too_long", rest[:80].decode("utf-8", "replace"))
                         offset += len(rest)

@@ -61,11 +61,12 @@ import codecs
 import logging
 import re
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -131,21 +132,30 @@ def _to_utf8(data: bytes, json_safe: bool = False) -> bytes:
 
 
 def iter_lines_chunks(
-    stream: BinaryIO, chunk_bytes: int = CHUNK_BYTES, max_line: int | None = None
+    stream: BinaryIO,
+    chunk_bytes: int = CHUNK_BYTES,
+    max_line: int | None = None,
+    on_long: Callable[[int, bytes], None] | None = None,
 ) -> Iterator[tuple[int, bytes, bool]]:
     """Read ``stream`` in chunks cut after the last newline.
 
     Yields ``(offset, data, terminated)``: ``offset`` is the position of
     ``data`` in the decoded stream; every chunk ends with ``\\n`` except a
-    final unterminated tail, for which ``terminated`` is False, and except a
-    "line" longer than ``max_line`` (default ``max(4 * chunk_bytes, 64 MiB)``),
-    which is cut there so memory stays bounded (such junk is then rejected
-    like any bad record).
+    final unterminated tail, for which ``terminated`` is False.
+
+    Lines longer than ``max_line`` (default ``max(4 * chunk_bytes, 64 MiB)``):
+    without ``on_long`` such a "line" is cut there and yielded in pieces (such
+    junk is then rejected like any bad record); with ``on_long`` it is never
+    held in memory nor yielded: ``on_long(its offset, its first bytes)`` is called once for it,
+    the chunk is split around it (offsets stay true) and reading resumes after
+    its newline.  Memory stays within about ``chunk_bytes + max_line``
+    whatever the input.
     """
     if max_line is None:
         max_line = max(4 * chunk_bytes, 64 * 1024 * 1024)
     offset = 0
     pending = b""
+    discarding = False  # inside an over-long line that is being skipped
     while True:
         # Read in modest blocks: a decoder failure (truncated gzip) loses at most
         # the block being decoded, not a whole chunk.
@@ -157,6 +167,15 @@ def iter_lines_chunks(
             block = stream.read(min(READ_BYTES, want))
             if not block:
                 break
+            if discarding:
+                nl = block.find(b"\n")
+                offset += len(block) if nl < 0 else nl + 1
+                if nl < 0:
+                    continue
+                discarding = False
+                block = block[nl + 1 :]
+                if not block:
+                    continue
             blocks.append(block)
             size += len(block)
             got = True
@@ -170,6 +189,12 @@ def iter_lines_chunks(
         if cut < 0:
             pending = b"".join(blocks)
             if len(pending) >= max_line:
+                if on_long is not None:
+                    on_long(offset, pending[:80])
+                    offset += len(pending)
+                    pending = b""
+                    discarding = True
+                    continue
                 # Binary junk without newlines: cut it rather than grow without bound.
                 yield offset, pending, True
                 offset += len(pending)
@@ -181,10 +206,50 @@ def iter_lines_chunks(
             data = b"".join([*blocks[:j], memoryview(blocks[j])[: cut + 1]])
         rest = blocks[j][cut + 1 :]
         pending = b"".join([rest, *blocks[j + 1 :]]) if j + 1 < len(blocks) else rest
+        if on_long is not None and len(data) > max_line:
+            prev = 0
+            for lo, hi in _long_lines(data, max_line):
+                on_long(offset + lo, data[lo : lo + 80])
+                if lo > prev:
+                    yield offset + prev, data[prev:lo], True
+                prev = hi
+            if prev < len(data):
+                yield offset + prev, data[prev:], True
+            offset += len(data)
+            continue
         yield offset, data, True
         offset += len(data)
     if pending:
-        yield offset, pending, False
+        if on_long is not None and len(pending) > max_line:
+            on_long(offset, pending[:80])
+        else:
+            yield offset, pending, False
+
+
+def _long_lines(data: bytes, max_line: int) -> list[tuple[int, int]]:
+    """``(start, end after newline)`` of each line of ``data`` longer than ``max_line``.
+
+    >>> _long_lines(b"ab\\nxxxxxx\\ncd\\n", 3)
+    [(3, 10)]
+    """
+    arr = np.frombuffer(data, dtype=np.uint8)
+    nl = np.flatnonzero(arr == 10)
+    starts = np.concatenate(([0], nl[:-1] + 1)) if nl.size else np.zeros(0, dtype=np.int64)
+    long = np.flatnonzero(nl - starts > max_line)
+    return [(int(starts[i]), int(nl[i]) + 1) for i in long]
+
+
+def _long_counter(ctx: ReadContext) -> Callable[[int, bytes], None]:
+    """The ``on_long`` of :func:`iter_lines_chunks` for an adapter: one ``line_too_long``
+    (not for lines before ``ctx.skip_bytes``: those were counted when first read)."""
+
+    def count(offset: int, head: bytes) -> None:
+        if offset < ctx.skip_bytes:
+            return
+        ctx.stats.records_read += 1
+        ctx.stats.reject("line_too_long", head.decode("utf-8", "backslashreplace"))
+
+    return count
 
 
 def _next_header(data: bytes, pos: int) -> int:
@@ -570,7 +635,9 @@ class ZeekTsvAdapter:
         h = TsvHeader()
         queue: deque[_Region | int] = deque()  # regions, or offsets consumed by header lines
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="zeek-tsv") as pool:
-            for offset, data, terminated in iter_lines_chunks(stream, chunk_bytes):
+            for offset, data, terminated in iter_lines_chunks(
+                stream, chunk_bytes, ctx.max_record_bytes, _long_counter(ctx)
+            ):
                 pos, n = 0, len(data)
                 while pos < n:
                     if data[pos] == 0x23:  # '#': one header/comment line
@@ -702,7 +769,9 @@ class ZeekJsonAdapter:
     def read(self, stream: BinaryIO, ctx: ReadContext) -> Iterator[pa.RecordBatch]:
         """Yield canonical batches; bad lines are counted one by one."""
         chunk_bytes = int(ctx.options.get("chunk_bytes", CHUNK_BYTES))
-        for offset, chunk, terminated in iter_lines_chunks(stream, chunk_bytes):
+        for offset, chunk, terminated in iter_lines_chunks(
+            stream, chunk_bytes, ctx.max_record_bytes, _long_counter(ctx)
+        ):
             start = _skip_prefix(chunk, offset, ctx.skip_bytes)
             if start >= len(chunk):
                 ctx.stats.bytes_consumed = max(ctx.stats.bytes_consumed, offset + len(chunk))
