@@ -89,7 +89,7 @@ def test_lookalike_that_never_resolves_keeps_half_its_score() -> None:
     det = get("lookalike")()
     data = det.example(seed=1)
     t0 = data["ts"].min()
-    ctx = DetectContext(start=t0, end=t0 + timedelta(hours=1))
+    ctx = DetectContext(start=t0, end=t0 + timedelta(hours=1))  # type: ignore[arg-type,operator]
     typo = pl.col("registered_domain") == "paypa1.com"
 
     def scored(frame: pl.DataFrame) -> dict[str, object]:
