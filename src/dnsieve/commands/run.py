@@ -61,10 +61,14 @@ def run_job(
         # still grows must).
         span = lake.time_range()
         until = span[1] + timedelta(seconds=1) if span else None
-        res = detect(lake, engine=dset.engine, settings=dset, detectors=detectors, until=until)
+        # [alerts] episode_gap_hours: the budget and the store count the same episodes.
+        gap = getattr(getattr(settings, "alerts", None), "episode_gap", None)
+        res = detect(
+            lake, engine=dset.engine, settings=dset, detectors=detectors, until=until,
+            episode_gap=gap,
+        )  # fmt: skip
         alerts = res.alerts
         if store_url is not False:
-            gap = getattr(getattr(settings, "alerts", None), "episode_gap", None)
             res.summary["store"], alerts = _store_alerts(
                 store_url, paths, reports, alerts, lake, gap, res
             )
