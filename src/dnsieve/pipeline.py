@@ -47,7 +47,14 @@ from dnsieve.detectors.base import DetectContext, Detector, empty_anomalies
 from dnsieve.engines import get_engine
 from dnsieve.lake import Lake
 
-__all__ = ["DetectResult", "DetectSettings", "add_top_clients", "choose_window", "detect"]
+__all__ = [
+    "DetectResult",
+    "DetectSettings",
+    "add_top_clients",
+    "choose_window",
+    "detect",
+    "with_techniques",
+]
 
 _NICE_WINDOWS = (60, 300, 600, 900, 1800, 3600)
 
@@ -59,6 +66,25 @@ class DetectResult:
     anomalies: pl.DataFrame  # all scored candidates, with calibration columns
     alerts: pl.DataFrame  # calibrated alerts within the daily budget
     summary: dict[str, Any] = field(default_factory=dict)
+
+
+def with_techniques(anomalies: pl.DataFrame, techniques: tuple[str, ...]) -> pl.DataFrame:
+    """Write a detector's ATT&CK technique ids into each candidate's evidence JSON.
+
+    >>> df = pl.DataFrame({"evidence": ['{"a": 1}', "{}"]})
+    >>> with_techniques(df, ("T1568.002",))["evidence"].to_list()
+    ['{"techniques": ["T1568.002"], "a": 1}', '{"techniques": ["T1568.002"]}']
+    """
+    if not techniques or anomalies.height == 0:
+        return anomalies
+    head = '{"techniques": ' + json.dumps(list(techniques))
+    ev = pl.col("evidence").fill_null("{}").str.strip_chars()
+    return anomalies.with_columns(
+        pl.when(ev.str.replace_all(r"\s", "") == "{}")
+        .then(pl.lit(head + "}"))
+        .otherwise(pl.lit(head + ", ") + ev.str.slice(1))
+        .alias("evidence")
+    )
 
 
 def choose_window(span_seconds: float) -> float:
@@ -188,7 +214,7 @@ def detect(
             data = inputs[cls.requires]
             if hasattr(det, "fit_population"):
                 det.fit_population(data)
-            out = eng.map_detector(det, data, ctx)
+            out = with_techniques(eng.map_detector(det, data, ctx), cls.techniques)
             pop = det.population(data, ctx) if hasattr(det, "population") else out.height
         except Exception as exc:
             if strict:

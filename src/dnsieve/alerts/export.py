@@ -205,6 +205,18 @@ def to_ecs(alert: Alert) -> dict[str, Any]:
             "evidence": alert.evidence,
         },
     }
+    techniques = [str(t) for t in (alert.evidence or {}).get("techniques") or []]
+    if techniques:  # ECS threat fields: the MITRE ATT&CK techniques the alert evidences
+        doc["threat"] = {
+            "framework": "MITRE ATT&CK",
+            "technique": {
+                "id": techniques,
+                "reference": [
+                    f"https://attack.mitre.org/techniques/{t.replace('.', '/')}/"
+                    for t in techniques
+                ],
+            },
+        }
     if alert.domain:
         reg, sub, tld = _split(alert.domain)
         q: dict[str, Any] = {"name": alert.domain}

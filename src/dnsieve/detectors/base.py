@@ -81,6 +81,10 @@ class Detector(ABC):
     #: pooled population, and never alerts below it (see
     #: :func:`dnsieve.calibrate.floor_decision`).  None: calibration alone decides.
     score_floor: ClassVar[float | None] = None
+    #: MITRE ATT&CK technique ids this detector's alerts evidence (e.g. ``T1568.002``):
+    #: written into every alert's evidence as ``techniques`` and exported as ECS
+    #: ``threat.technique.id``.
+    techniques: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:

@@ -133,6 +133,7 @@ class BeaconDetector(Detector):
     """Regular call-home lookups from one client to one registered domain."""
 
     name: ClassVar[str] = "beacon"
+    techniques: ClassVar[tuple[str, ...]] = ("T1071.004",)
     entity_type: ClassVar[EntityType] = "client_domain"
     requires: ClassVar[InputKind] = "events"
     description: ClassVar[str] = "regular inter-arrival times of one client's lookups of one domain"

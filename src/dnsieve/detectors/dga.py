@@ -583,6 +583,7 @@ class DgaDetector(Detector):
     """Registered domains whose label looks algorithmically generated."""
 
     name: ClassVar[str] = "dga"
+    techniques: ClassVar[tuple[str, ...]] = ("T1568.002",)
     entity_type: ClassVar[EntityType] = "domain"
     requires: ClassVar[InputKind] = "events"
     description: ClassVar[str] = (

@@ -228,6 +228,7 @@ class DgaHostDetector(Detector):
     """Hosts failing on many rare, never-resolving domains (any DGA family)."""
 
     name: ClassVar[str] = "dga_host"
+    techniques: ClassVar[tuple[str, ...]] = ("T1568.002",)
     entity_type: ClassVar[EntityType] = "client"
     requires: ClassVar[InputKind] = "events"
     description: ClassVar[str] = (

@@ -68,6 +68,7 @@ class FastFluxDetector(Detector):
     """Many distinct, widely spread, short-lived address answers for one domain."""
 
     name: ClassVar[str] = "fastflux"
+    techniques: ClassVar[tuple[str, ...]] = ("T1568.001",)
     entity_type: ClassVar[EntityType] = "domain"
     requires: ClassVar[InputKind] = "events"
     description: ClassVar[str] = "many A/AAAA answers over many networks with low TTLs"

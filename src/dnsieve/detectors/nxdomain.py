@@ -55,6 +55,7 @@ class NxdomainDetector(Detector):
     """Bursts of NXDOMAIN answers for many distinct domains from one client."""
 
     name: ClassVar[str] = "nxdomain"
+    techniques: ClassVar[tuple[str, ...]] = ("T1568.002",)
     entity_type: ClassVar[EntityType] = "client"
     requires: ClassVar[InputKind] = "events"
     description: ClassVar[str] = (

@@ -204,6 +204,7 @@ class TunnelDetector(Detector):
     """DNS tunnelling / exfiltration per registered domain and window."""
 
     name: ClassVar[str] = "tunnel"
+    techniques: ClassVar[tuple[str, ...]] = ("T1071.004", "T1048")
     entity_type: ClassVar[EntityType] = "domain"
     requires: ClassVar[InputKind] = "events"
     description: ClassVar[str] = (

@@ -155,6 +155,7 @@ class VisitorsDetector(Detector):
     """A domain suddenly visited by hosts outside its usual visitor set."""
 
     name: ClassVar[str] = "visitors"
+    techniques: ClassVar[tuple[str, ...]] = ("T1566", "T1105")
     entity_type: ClassVar[EntityType] = "domain"
     requires: ClassVar[InputKind] = "events"
     description: ClassVar[str] = "new or rare domains suddenly visited by many established hosts"
@@ -289,6 +290,7 @@ class ProfileDetector(Detector):
     """A host whose DNS profile (domains, query types) changes abruptly."""
 
     name: ClassVar[str] = "profile"
+    techniques: ClassVar[tuple[str, ...]] = ("T1071.004",)
     entity_type: ClassVar[EntityType] = "client"
     requires: ClassVar[InputKind] = "events"
     description: ClassVar[str] = (

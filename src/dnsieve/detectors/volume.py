@@ -1433,6 +1433,7 @@ class VolumeDetector(_HurdleVolume):
     """Query-volume anomalies per registered domain (Bayesian hurdle model, §4)."""
 
     name: ClassVar[str] = "volume"
+    techniques: ClassVar[tuple[str, ...]] = ("T1071.004",)
     entity_type: ClassVar[EntityType] = "domain"
     requires: ClassVar[InputKind] = "domain_hourly"
     description: ClassVar[str] = (
@@ -1460,6 +1461,7 @@ class ClientVolumeDetector(_HurdleVolume):
     """Query-volume anomalies per client (same hurdle model over ``client_hourly``)."""
 
     name: ClassVar[str] = "client_volume"
+    techniques: ClassVar[tuple[str, ...]] = ("T1071.004", "T1048")
     entity_type: ClassVar[EntityType] = "client"
     requires: ClassVar[InputKind] = "client_hourly"
     description: ClassVar[str] = (

@@ -188,6 +188,12 @@ def alert_explanation(
 #: (a list of names), qtypes (the tunnel's ``top_qtypes``), range (a two-number list).
 EVIDENCE_LABELS: dict[str, tuple[str, str]] = {
     "queries": ("queries", "count"),
+    "techniques": ("MITRE ATT&CK techniques", "names"),
+    "definition": ("threat definition", "text"),
+    "definition_version": ("definition version", "count"),
+    "matched": ("watchlist entries matched", "names"),
+    "families": ("families named by the feed", "names"),
+    "distinct_names": ("distinct names", "count"),
     "current.queries": ("queries in the alert window", "count"),
     "current.hours": ("hours in the alert window", "count"),
     "baseline.expected_queries_per_hour": ("expected queries per hour (baseline)", "num"),
