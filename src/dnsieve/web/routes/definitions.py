@@ -46,10 +46,16 @@ from dnsieve.web.deps import (
     api_user,
 )
 from dnsieve.web.render import flash, page
+from dnsieve.web.schemas import error_responses
 from dnsieve.web.users import role_at_least
 
 router = APIRouter(prefix="/definitions", include_in_schema=False)
-api_router = APIRouter(prefix="/api/definitions", dependencies=[Depends(api_user)])
+api_router = APIRouter(
+    prefix="/api/definitions",
+    tags=["definitions"],
+    dependencies=[Depends(api_user)],
+    responses=error_responses(401, 413, 503),
+)
 
 DefId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 MAX_BODY_FORM = 1_000_000  # the form's body limit (the request cap is the server's)
@@ -405,7 +411,9 @@ def api_list(store: StoreDep) -> list[DefinitionPublic]:
     return [_public(d) for d in DefinitionStore(store).all()]
 
 
-@api_router.post("", response_model=DefinitionPublic, status_code=201, responses={422: {}, 403: {}})
+@api_router.post(
+    "", response_model=DefinitionPublic, status_code=201, responses=error_responses(400, 403)
+)
 def api_create(payload: DefinitionCreate, user: AnalystApi, store: StoreDep) -> DefinitionPublic:
     """Create a draft definition (analysts); the body is validated for its kind."""
     errors = _validate(payload.kind, payload.body)
@@ -421,13 +429,13 @@ def api_create(payload: DefinitionCreate, user: AnalystApi, store: StoreDep) -> 
     return _public(d)
 
 
-@api_router.get("/{def_id}", response_model=DefinitionPublic, responses={404: {}})
+@api_router.get("/{def_id}", response_model=DefinitionPublic, responses=error_responses(404))
 def api_get(store: StoreDep, def_id: DefId) -> DefinitionPublic:
     return _public(_by_id(store, def_id))
 
 
 @api_router.patch(
-    "/{def_id}", response_model=DefinitionPublic, responses={404: {}, 422: {}, 403: {}}
+    "/{def_id}", response_model=DefinitionPublic, responses=error_responses(400, 403, 404)
 )
 def api_edit(
     payload: DefinitionUpdate, user: AnalystApi, store: StoreDep, def_id: DefId
@@ -448,7 +456,9 @@ def api_edit(
     return _public(new)
 
 
-@api_router.post("/{def_id}/state", response_model=DefinitionPublic, responses={404: {}, 403: {}})
+@api_router.post(
+    "/{def_id}/state", response_model=DefinitionPublic, responses=error_responses(400, 403, 404)
+)
 def api_state(
     payload: DefinitionState, user: AdminApi, store: StoreDep, def_id: DefId
 ) -> DefinitionPublic:
@@ -457,7 +467,9 @@ def api_state(
     return _public(DefinitionStore(store).set_state(d.name, payload.state, user.name))
 
 
-@api_router.post("/{def_id}/hunt", response_model=HuntPublic, responses={404: {}, 409: {}, 403: {}})
+@api_router.post(
+    "/{def_id}/hunt", response_model=HuntPublic, responses=error_responses(400, 403, 404, 409)
+)
 def api_hunt(
     payload: HuntRequest, user: AnalystApi, store: StoreDep, lake: LakePathDep, def_id: DefId
 ) -> HuntPublic:
