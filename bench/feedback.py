@@ -34,7 +34,19 @@ with a **user policy** that the zero-label prior cannot know:
     agent checking in every ~20 s from five real hosts (beacon-like).  Every
     candidate anomaly is in the ranked pool.
 
-For each set and each model (``linear`` and ``mlp``) the simulated analyst
+``queue`` (issue 11: "verdicts teach relevance")
+    the *alert queue* of ``dnsieve simulate`` weeks (its own campaigns,
+    ``threat`` column of labels.csv: attacks 1, ``benign_*`` anomalies such as
+    SaaS adoptions, update bursts and a new CDN 0), one alert per detector ×
+    entity episode (:func:`dnsieve.episodes.collapse_episodes`) as the store
+    keeps them, scored by the shipped initial model.  A truthful analyst judges
+    alerts one at a time (active queue, or uniformly at random), each verdict
+    applied online at once; reported: precision@K of the *undecided* queue
+    (the open alerts no one has judged yet, ranked by P(threat)) after 0, 10,
+    25 and 50 verdicts, ``K = min(20, undecided alerts)``.  Run it on seeds
+    1-3 (tuning) and 4-5 (held out): ``--only queue --seeds 1 2 3``.
+
+For the ``sim`` and ``mix`` sets and each model (``linear`` and ``mlp``) the simulated analyst
 answers verdicts from the policy labels, one at a time, each applied online at
 once (:func:`dnsieve.threat.model.on_verdict`).  The alerts asked about are
 chosen either by the active-learning queue
@@ -484,17 +496,138 @@ def _describe(ds: Dataset) -> str:
     )
 
 
+# ------------------------------------------------------------ the queue set
+def queue_dataset(work: Path, seed: int, hours: int, clients: int) -> Dataset:
+    """Set ``queue``: a simulated week's alert episodes, truth from labels.csv's ``threat``."""
+    from datetime import timedelta
+
+    from dnsieve.episodes import collapse_episodes
+
+    r = simulate(hours=hours, clients=clients, seed=seed)
+    paths = write_zeek(r, work / f"sim-q{seed}")
+    lake = Lake(work / f"lake-q{seed}")
+    lake.ingest_files([paths["log"]], "auto", {})
+    span = lake.time_range()
+    until = span[1] + timedelta(seconds=1) if span else None
+    res = detect(lake, until=until)
+    alerts = collapse_episodes(res.alerts, timedelta(hours=6)) if res.alerts.height else res.alerts
+    labels = pl.read_csv(paths["labels"], infer_schema_length=0)
+    if "threat" not in labels.columns:
+        raise SystemExit("the simulator's labels.csv has no threat column")
+    lab = labels.select(
+        "entity",
+        pl.col("threat").cast(pl.Int8).alias("label"),
+        "window_start",
+        "window_end",
+    )
+    lk, _ = read_labels(io.StringIO(lab.write_csv()))
+    y = np.maximum(label_anomalies(alerts, lk), 0).astype(np.int8)
+    kind = kinds_of(alerts, labels)
+    X = anomaly_features(alerts, context=entity_context(lake.scan()))
+    ts = alerts["window_end"].dt.epoch("us").to_numpy() / 1e6
+    n_benign = sum(1 for k, t in zip(kind, y, strict=True) if k and not t)
+    note = (
+        f"{alerts.height} alert episodes: {int(y.sum())} threats, {n_benign} benign anomalies "
+        f"(labelled benign_*), {sum(1 for k in kind if not k)} other (background)"
+    )
+    return Dataset("queue", X, y, ts, kind, note)
+
+
+def undecided_precision(
+    p: npt.NDArray[np.float64], y: npt.NDArray[np.int8], asked: list[int], k: int = K
+) -> tuple[float, int]:
+    """precision@k of the open alerts nobody judged yet, ranked by P; and the k used."""
+    free = np.setdiff1d(np.arange(y.size), np.asarray(asked, dtype=np.int64))
+    kk = min(k, free.size)
+    if kk == 0:
+        return float("nan"), 0
+    top = free[np.lexsort((free, -p[free]))][:kk]
+    return float(y[top].mean()), kk
+
+
+def queue_curve(
+    ds: Dataset, strategy: str, seed: int, model_args: dict[str, object] | None = None
+) -> list[tuple[float, int]]:
+    """(precision@K of the undecided queue, K) after each budget in BUDGETS."""
+    model = ThreatModel(**(model_args or {}))  # type: ignore[arg-type]
+    imp = impact(ds.X)
+    rng = np.random.default_rng(seed)
+    asked: list[int] = []
+    out: list[tuple[float, int]] = []
+    p = model.predict_proba(ds.X)
+    for b in BUDGETS:
+        while len(asked) < min(b, ds.y.size):
+            if strategy == "active":
+                i = int(next_to_review(p, imp, 1, exclude=asked, features=ds.X)[0])
+            else:
+                free = np.setdiff1d(np.arange(ds.y.size), asked)
+                i = int(rng.choice(free))
+            asked.append(i)
+            on_verdict(model, ds.X[i], int(ds.y[i]), float(ds.ts[i]))
+            p = model.predict_proba(ds.X)
+        out.append(undecided_precision(p, ds.y, asked))
+    return out
+
+
+def run_queue(
+    sets: list[tuple[int, Dataset]], repeats: int, emit: Callable[[str], None]
+) -> list[dict[str, object]]:
+    """The ``queue`` table: one row per seed and strategy."""
+    emit(
+        f"\nprecision@K of the undecided alert queue after N truthful verdicts "
+        f"(K = min({K}, undecided alerts), shown when smaller)\n"
+    )
+    emit("| seed | verdicts chosen by | " + " | ".join(f"N={b}" for b in BUDGETS) + " |")
+    emit("|---|---|" + "---|" * len(BUDGETS))
+    results: list[dict[str, object]] = []
+    for seed, ds in sets:
+        act = queue_curve(ds, "active", seed)
+        rnd_runs = [queue_curve(ds, "random", seed + 1000 + r) for r in range(repeats)]
+        rnd = [
+            (float(np.nanmean([run[j][0] for run in rnd_runs])), rnd_runs[0][j][1])
+            for j in range(len(BUDGETS))
+        ]
+        for name, cur in (("active", act), (f"random×{repeats}", rnd)):
+            cells = [f"{v:.2f}" + (f" (K={kk})" if kk < K else "") for v, kk in cur]
+            emit(f"| {seed} | {name} | " + " | ".join(cells) + " |")
+        results.append({"seed": seed, "active": act, "random": rnd})
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--hours", type=int, default=96)
     ap.add_argument("--clients", type=int, default=150)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--only", choices=["sim", "mix"], default=None)
+    ap.add_argument("--only", choices=["sim", "mix", "queue"], default=None)
+    ap.add_argument(
+        "--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5], help="seeds of the queue set"
+    )
+    ap.add_argument("--queue-hours", type=int, default=168)
+    ap.add_argument("--queue-clients", type=int, default=500)
     ap.add_argument("--cache", type=Path, default=None, help="keep prepared sets in this folder")
     a = ap.parse_args(argv)
     sets = []
     t0 = time.perf_counter()
+    if a.only == "queue":
+        qsets: list[tuple[int, Dataset]] = []
+        with tempfile.TemporaryDirectory(prefix="dnsieve-feedback-") as tmp:
+            for seed in a.seeds:
+                tag = f"queue-s{seed}-{a.queue_hours}h-{a.queue_clients}c"
+                cached = a.cache / f"{tag}.npz" if a.cache else None
+                if cached is not None and cached.exists():
+                    ds = Dataset.load("queue", cached)
+                else:
+                    ds = queue_dataset(Path(tmp), seed, a.queue_hours, a.queue_clients)
+                    if cached is not None:
+                        cached.parent.mkdir(parents=True, exist_ok=True)
+                        ds.save(cached)
+                print(f"seed {seed}: {ds.note}")
+                qsets.append((seed, ds))
+        print(f"data preparation: {time.perf_counter() - t0:.1f} s")
+        run_queue(qsets, a.repeats, print)
+        return 0
     with tempfile.TemporaryDirectory(prefix="dnsieve-feedback-") as tmp:
         work = Path(tmp)
         for name in ("sim", "mix"):

@@ -751,13 +751,15 @@ def print_feedback(rows: list[dict[str, Any]], repeats: int, out: Callable[[str]
 def print_reports(paths: Sequence[Path], out: Callable[[str], None]) -> int:
     """Print the tables of one or more ``--json`` files (e.g. sections run apart), merged."""
     merged: dict[str, Any] = {"grid": [], "feedback": [], "captures": []}
+    repeats = 1
     for path in paths:
         rep = json.loads(path.read_text())
         for key in ("grid", "feedback", "captures"):
             merged[key] += rep.get(key) or []
         if rep.get("dga"):
             merged["dga"] = rep["dga"]
-        repeats = rep.get("args", {}).get("repeats", 1)
+        if rep.get("feedback"):
+            repeats = rep.get("args", {}).get("repeats", 1)
     if merged["grid"]:
         print_grid(merged["grid"], out)
     if merged.get("dga"):

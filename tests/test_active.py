@@ -165,7 +165,7 @@ def test_active_queue_learns_a_user_policy_faster_than_random() -> None:
     y[n_s : n_s + n_t] = 1
 
     def p_at_10(strategy: str, seed: int) -> float:
-        m = ThreatModel(seed=seed)
+        m = ThreatModel(seed=seed, prior="builtin", l2=1.0)  # the hand-set prior's semantics
         m.observe(X)
         imp = impact(X)
         r = np.random.default_rng(seed)
@@ -183,7 +183,7 @@ def test_active_queue_learns_a_user_policy_faster_than_random() -> None:
         s[asked] = np.where(y[asked] == 1, 2.0, -1.0)
         return float(y[np.argsort(-s, kind="stable")[:10]].mean())
 
-    m0 = ThreatModel()
+    m0 = ThreatModel(prior="builtin")
     m0.observe(X)
     assert y[np.argsort(-m0.predict_proba(X), kind="stable")[:10]].mean() == 0.0
     assert p_at_10("active", 0) >= 0.9

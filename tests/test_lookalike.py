@@ -81,3 +81,33 @@ def test_detector_example() -> None:
     assert out.height >= 2
     ev = json.loads(out["evidence"][0])
     assert {"brand", "method", "distance"} <= set(ev)
+
+
+def test_lookalike_that_never_resolves_keeps_half_its_score() -> None:
+    """A typo that only ever got NXDOMAIN serves no lure: half the score, below the floor,
+    said in the reason; the same name answered (or with unknown rcodes) keeps its score."""
+    det = get("lookalike")()
+    data = det.example(seed=1)
+    t0 = data["ts"].min()
+    ctx = DetectContext(start=t0, end=t0 + timedelta(hours=1))  # type: ignore[arg-type,operator]
+    typo = pl.col("registered_domain") == "paypa1.com"
+
+    def scored(frame: pl.DataFrame) -> dict[str, object]:
+        out = det.score(frame, ctx).filter(pl.col("entity") == "paypa1.com")
+        assert out.height == 1
+        return {"score": out["score"][0], **json.loads(out["evidence"][0])}
+
+    answered = scored(data)
+    nx = scored(
+        data.with_columns(pl.when(typo).then(pl.lit("NXDOMAIN")).otherwise("rcode").alias("rcode"))
+    )
+    unknown = scored(data.with_columns(pl.when(typo).then(None).otherwise("rcode").alias("rcode")))
+    assert answered["never_resolved"] is False and unknown["never_resolved"] is False
+    assert nx["never_resolved"] is True
+    assert nx["score"] == pytest.approx(0.5 * answered["score"])  # type: ignore[operator]
+    assert unknown["score"] == answered["score"]
+    assert nx["score"] < type(det).score_floor <= answered["score"]  # type: ignore[operator]
+    assert str(nx["reason"]).endswith("it never resolved (NXDOMAIN)")
+    assert answered["clients"] and str(answered["reason"]).startswith(
+        "paypa1.com imitates paypal.com"
+    )

@@ -536,6 +536,7 @@ def _run(row: RowMapping) -> RunRecord:
 
 _COLUMNS: list[str] = [c.name for c in alerts.columns]
 _STAGE = "dnsieve_alerts_stage"
+_WSTAGE = "dnsieve_windows_stage"
 #: The stored episodes of ``[detector, entity, lo, hi]`` pairs (a JSON array) that
 #: overlap ``[lo, hi]``: one search of ix_alerts_entity per pair (SQLite).
 NEAR_EPISODES_SQLITE = (
@@ -847,17 +848,25 @@ class AlertStore:
         )
 
     def _windows_sql(self) -> str:
-        """The window upsert, compiled once, for positional rows (driver ``executemany``)."""
+        """The window upsert, compiled once: of positional rows (SQLite ``executemany``) or
+        of the staged rows (PostgreSQL)."""
         if self._windows_text is None:
             cols = [c.name for c in alert_windows.columns]
-            stmt = self._windows_stmt()
-            self._windows_text = str(stmt.compile(dialect=self.engine.dialect, column_keys=cols))
-            if self.dialect == "postgresql":  # psycopg's positional placeholders
-                self._windows_text = re.sub(r"%\((\w+)\)s", "%s", self._windows_text)
+            if self.dialect == "postgresql":
+                stage = sa.table(_WSTAGE, *[sa.column(c) for c in cols])
+                stmt = self._windows_stmt(sa.select(*[stage.c[c] for c in cols]))
+                self._windows_text = str(stmt.compile(dialect=self.engine.dialect))
+            else:
+                stmt = self._windows_stmt()
+                self._windows_text = str(
+                    stmt.compile(dialect=self.engine.dialect, column_keys=cols)
+                )
         return self._windows_text
 
-    def _windows_stmt(self) -> Any:
+    def _windows_stmt(self, source: sa.Select[Any] | None = None) -> Any:
         ins = self._insert(alert_windows)
+        if source is not None:
+            ins = ins.from_select([c.name for c in alert_windows.columns], source)
         ex, w = ins.excluded, alert_windows.c
         p_value = sa.case(
             (w.p_value.is_(None), ex.p_value),
@@ -1041,7 +1050,20 @@ class AlertStore:
                 (wid, aid, _ts_text(ws, d), _ts_text(we, d), score, p, n)
                 for wid, aid, ws, we, score, p, n in plan.windows
             ]
-            conn.exec_driver_sql(self._windows_sql(), rows)
+            if d == "postgresql":  # COPY into a staging table, then one upsert from it
+                cols = ", ".join(c.name for c in alert_windows.columns)
+                conn.exec_driver_sql(
+                    f"CREATE TEMPORARY TABLE {_WSTAGE}"
+                    " (LIKE alert_windows INCLUDING DEFAULTS) ON COMMIT DROP"
+                )
+                cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                with cur, cur.copy(f"COPY {_WSTAGE} ({cols}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                conn.exec_driver_sql(self._windows_sql())
+                conn.exec_driver_sql(f"DROP TABLE {_WSTAGE}")
+            else:
+                conn.exec_driver_sql(self._windows_sql(), rows)
 
     def _bulk_sql(self) -> str:
         """The upsert of positional column values (SQLite) or of the staged rows (PostgreSQL)."""

@@ -385,6 +385,8 @@ def match_names(names: pl.Series) -> pl.DataFrame:
 
 #: Clients named in the evidence (``clients``), the busiest first.
 MAX_CLIENTS = 5
+#: A look-alike whose every answer was NXDOMAIN keeps this share of its score.
+NXDOMAIN_FACTOR = 0.5
 
 _METHOD_WORDS = {
     "homoglyph": "look-alike characters",
@@ -406,9 +408,10 @@ def _reason(r: dict[str, Any]) -> str:
     who = top[0] if top else "an unknown client"
     if n > 1:
         who += f" and {n - 1:,} other client{'s' if n > 2 else ''}"
+    nx = "; it never resolved (NXDOMAIN)" if r["never_resolved"] else ""
     return (
         f"{r['rd']} imitates {r['lookalike_brand']} ({how}); {who} queried it "
-        f"{q:,} time{'s' if q != 1 else ''} in {span}"
+        f"{q:,} time{'s' if q != 1 else ''} in {span}{nx}"
     )
 
 
@@ -438,8 +441,9 @@ class LookalikeDetector(Detector):
         need = {"ts", "src_ip", "qname", "registered_domain"}
         if data.height == 0 or not need <= set(data.columns):
             return empty_anomalies()
+        cols = sorted(need | ({"rcode"} & set(data.columns)))
         ev = (
-            scored_period(data.select(sorted(need)), ctx)
+            scored_period(data.select(cols), ctx)
             .with_columns(rd=pl.col("registered_domain").fill_null(""))
             .filter(pl.col("rd").str.contains(r"\."))
         )
@@ -462,6 +466,21 @@ class LookalikeDetector(Detector):
             queries=pl.len(),
             clients=pl.col("src_ip").drop_nulls().n_unique(),
             query_names=pl.col("qname").drop_nulls().unique().sort().head(self.max_names),
+            # every answer seen was NXDOMAIN: nobody serves the name (a typo, not a lure)
+            never_resolved=(
+                (pl.col("rcode") == "NXDOMAIN").all() & pl.col("rcode").is_not_null().all()
+                if "rcode" in ev.columns
+                else pl.lit(False)
+            ),
+        )
+        # A look-alike that does not resolve serves no phishing page and no C2: it keeps
+        # half its strength, below the floor, so only the population calibration can
+        # single it out.  Unknown rcodes (queries without answers) count as resolving.
+        agg = agg.with_columns(
+            pl.when(pl.col("never_resolved"))
+            .then(pl.col("lookalike_score") * NXDOMAIN_FACTOR)
+            .otherwise(pl.col("lookalike_score"))
+            .alias("lookalike_score")
         )
         top = (  # the clients to look at: the busiest first
             ev.filter(pl.col("src_ip").is_not_null())
@@ -481,6 +500,7 @@ class LookalikeDetector(Detector):
                 "distance": r["lookalike_distance"],
                 "queries": r["queries"],
                 "distinct_clients": r["clients"],
+                "never_resolved": r["never_resolved"],
                 "query_names": list(r["query_names"] or []),
             }
             for r in agg.iter_rows(named=True)

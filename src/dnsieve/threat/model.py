@@ -72,6 +72,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import struct
@@ -86,7 +87,7 @@ import polars as pl
 from scipy import optimize, stats
 
 from dnsieve.threat.features import DETECTORS, FEATURE_NAMES
-from dnsieve.threat.initial import align, load_initial
+from dnsieve.threat.initial import align, grouped_logit, load_initial
 
 __all__ = [
     "DETECTOR_PRIORS",
@@ -166,6 +167,20 @@ def decay_weights(ts: npt.ArrayLike, now: float, half_life_days: float) -> F:
     return np.asarray(0.5 ** (age_days / half_life_days), dtype=np.float64)
 
 
+def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
+    """Run small linear algebra on one BLAS thread.
+
+    The refit's products are tiny; with a multi-threaded BLAS on a busy host
+    the threads' hand-offs cost ten times the arithmetic (measured: 12 s
+    against 1 s for five verdicts on a loaded two-core machine).
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
+
+
 def _sigmoid(x: F) -> F:
     return np.asarray(0.5 * (1.0 + np.tanh(0.5 * x)), dtype=np.float64)
 
@@ -183,7 +198,7 @@ class ThreatModel:
         memory_strength: float = 1.0,
         memory_bandwidth: float = 0.1,
         hidden: int = 8,
-        l2: float = 1.0,
+        l2: float = 10.0,
         half_life_days: float = 90.0,
         scaler_half_life: float = 20000.0,
         prior_offset: float = -4.0,
@@ -228,12 +243,14 @@ class ThreatModel:
         self.theta_: F = self._initial_theta(d)
         self.anchor_: F = np.zeros((0, d))
         self.prior_w_: F = np.zeros(0)
+        self.prior_wg_: F = np.zeros((0, d))
         self.prior_b_: F = np.zeros(0)
         self.prior_center_: F = np.zeros(0)
         self.prior_scale_: F = np.zeros(0)
         init = load_initial() if self.prior == "shipped" else None
         if init is not None:
             self.prior_w_ = init.w.copy()
+            self.prior_wg_ = init.wg.copy()
             self.prior_b_ = np.array([init.b])
             self.prior_center_ = init.center.copy()
             self.prior_scale_ = init.scale.copy()
@@ -295,8 +312,14 @@ class ThreatModel:
         if not self.use_prior:
             return np.zeros(X.shape[0])
         if self.has_shipped_prior:
-            z = (X - self.prior_center_) / self.prior_scale_
-            return np.asarray(self.prior_b_[0] + z @ self.prior_w_, dtype=np.float64)
+            return grouped_logit(
+                X,
+                self.prior_w_,
+                self.prior_wg_,
+                float(self.prior_b_[0]),
+                self.prior_center_,
+                self.prior_scale_,
+            )
         det = X[:, : len(DETECTORS)]
         lscore = X[:, len(DETECTORS) : 2 * len(DETECTORS)].sum(axis=1)
         i = FEATURE_NAMES.index("neg_log_p")
@@ -487,14 +510,15 @@ class ThreatModel:
         A = np.vstack([self.X_buf_, self.anchor_])
         Z = self._z(A)
         off = self.prior_logit(A)
-        res = optimize.minimize(
-            self._loss_grad,
-            self.theta_,
-            args=(Z, off, self.y_buf_, w, self.y_buf_.shape[0]),
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": self.max_iter},
-        )
+        with _one_blas_thread():
+            res = optimize.minimize(
+                self._loss_grad,
+                self.theta_,
+                args=(Z, off, self.y_buf_, w, self.y_buf_.shape[0]),
+                jac=True,
+                method="L-BFGS-B",
+                options={"maxiter": self.max_iter},
+            )
         self.theta_ = np.asarray(res.x, dtype=np.float64)
         return self
 
@@ -517,6 +541,7 @@ class ThreatModel:
             "y_buf": self.y_buf_,
             "t_buf": self.t_buf_,
             "prior_w": self.prior_w_,
+            "prior_wg": self.prior_wg_,
             "prior_b": self.prior_b_,
             "prior_center": self.prior_center_,
             "prior_scale": self.prior_scale_,
@@ -614,8 +639,13 @@ class ThreatModel:
         if fmt == FORMAT_VERSION and same and "prior_w" in arrays:
             m.prior_w_, m.prior_b_ = arrays["prior_w"], arrays["prior_b"]
             m.prior_center_, m.prior_scale_ = arrays["prior_center"], arrays["prior_scale"]
+            m.prior_wg_ = arrays.get("prior_wg", np.zeros((0, len(FEATURE_NAMES))))
+            if m.prior_wg_.size == 0:
+                m.prior_wg_ = np.zeros((0, len(FEATURE_NAMES)))
             if m.prior_w_.size and (
                 m.prior_w_.shape != (len(FEATURE_NAMES),)
+                or m.prior_wg_.shape
+                not in ((0, len(FEATURE_NAMES)), (len(DETECTORS), len(FEATURE_NAMES)))
                 or m.prior_b_.shape != (1,)
                 or m.prior_center_.shape != m.prior_w_.shape
                 or m.prior_scale_.shape != m.prior_w_.shape
