@@ -484,7 +484,10 @@ def test_openapi_conformance_schemathesis(store: AlertStore, tmp_path: Path) -> 
             "12",
             *select,
         ]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+        # from tmp_path: st keeps a cache (.schemathesis/) in its working directory
+        return subprocess.run(
+            cmd, capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path
+        )
 
     try:
         _wait_listening(port)
