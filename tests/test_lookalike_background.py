@@ -64,6 +64,7 @@ def test_brand_word_common_here_is_weakened_real_lure_is_not() -> None:
     assert alone["factorymedia.info"][0] >= floor  # media.net is a reference brand
     score, ev = common["factorymedia.info"]
     assert ev["brand_word_background"] == 3
+    assert str(ev["reason"]).endswith("3 ordinary names here also contain the brand word")
     assert score < floor
     assert score == alone["factorymedia.info"][0] / 4
 

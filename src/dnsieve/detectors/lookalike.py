@@ -458,9 +458,15 @@ def _reason(r: dict[str, Any]) -> str:
     if n > 1:
         who += f" and {n - 1:,} other client{'s' if n > 2 else ''}"
     nx = "; it never resolved (NXDOMAIN)" if r["never_resolved"] else ""
+    bg = int(r.get("lookalike_background") or 0)
+    common = (
+        f"; {bg:,} ordinary name{'s' if bg != 1 else ''} here also contain the brand word"
+        if bg
+        else ""
+    )
     return (
         f"{r['rd']} imitates {r['lookalike_brand']} ({how}); {who} queried it "
-        f"{q:,} time{'s' if q != 1 else ''} in {span}{nx}"
+        f"{q:,} time{'s' if q != 1 else ''} in {span}{nx}{common}"
     )
 
 
