@@ -96,6 +96,20 @@ def test_newdomain_ignores_domains_seen_in_the_warmup(sim: pl.DataFrame) -> None
     assert "old-friend.example" not in out["entity"].to_list()
 
 
+def test_newdomain_established_site_first_seen_here_is_not_new(sim: pl.DataFrame) -> None:
+    """nytimes.com reaching five hosts on day two is adoption of an established site
+    (it is in the popular list), not a campaign; skip_popular=False scores it again."""
+    hosts = sim["src_ip"].unique().sort().to_list()[40:45]
+    base = sim.filter(pl.col("registered_domain") != "nytimes.com")  # never visited before
+    ev = _campaign(base, "nytimes.com", hosts, _t(sim) + timedelta(hours=40))
+    ev = _campaign(ev, "invoice-docs-share.top", hosts, _t(sim) + timedelta(hours=40))
+    out = NewDomainDetector().fit_population(ev).score(ev, _ctx(ev))
+    assert "nytimes.com" not in out["entity"].to_list()
+    assert "invoice-docs-share.top" in out["entity"].to_list()
+    keep = NewDomainDetector(skip_popular=False).fit_population(ev).score(ev, _ctx(ev))
+    assert "nytimes.com" in keep["entity"].to_list()
+
+
 @pytest.mark.parametrize(
     ("span_hours", "skipped"), [(1.0, True), (5.9, True), (6.0, False), (72.0, False)]
 )

@@ -383,6 +383,55 @@ def match_names(names: pl.Series) -> pl.DataFrame:
     )
 
 
+def _weigh_by_background(matches: pl.DataFrame) -> pl.DataFrame:
+    """Weaken brand-in-label matches whose brand word is common on this network.
+
+    ``matches`` has one row per registered domain seen (``rd`` plus the
+    :func:`match_names` columns).  The *background* of a brand word is the
+    number of registered domains here that contain it but are no look-alike
+    at all (an ordinary TLD, no lure word: ``maplemedia.com``,
+    ``people-journal.com``).  A word that ordinary names here use is a
+    generic word, not a brand being imitated: embedding it in a name on an
+    abused TLD is what this network's names do by chance, so the match keeps
+    ``1 / (1 + background)`` of its score (``paypal`` inside ordinary names
+    is rare, so ``paypal-verify.xyz`` keeps all of it).  Adds
+    ``lookalike_background`` (null for other methods).
+    """
+    from dnsieve.detectors.dga import registered_labels
+
+    inside = matches.filter(pl.col("lookalike_method") == "brand_in_label")
+    if inside.height == 0:
+        return matches.with_columns(lookalike_background=pl.lit(None, dtype=pl.Int64))
+    plain = matches.filter(pl.col("lookalike_brand").is_null())["rd"]
+    plain_labels = registered_labels(plain)["label"].drop_nulls()
+    brands = inside["lookalike_brand"].unique().sort()
+    words = dict(zip(brands.to_list(), registered_labels(brands)["label"].to_list(), strict=True))
+    background = {
+        brand: int(plain_labels.str.contains(word, literal=True).sum()) if word else 0
+        for brand, word in words.items()
+    }
+    bg = pl.DataFrame(
+        {
+            "lookalike_brand": list(background),
+            "bg": pl.Series(list(background.values()), dtype=pl.Int64),
+        },
+        schema={"lookalike_brand": pl.String, "bg": pl.Int64},
+    )
+    is_inside = pl.col("lookalike_method") == "brand_in_label"
+    return (
+        matches.join(bg, on="lookalike_brand", how="left")
+        .with_columns(
+            lookalike_background=pl.when(is_inside).then(pl.col("bg").fill_null(0)),
+        )
+        .with_columns(
+            lookalike_score=pl.when(is_inside)
+            .then(pl.col("lookalike_score") / (1 + pl.col("lookalike_background")))
+            .otherwise(pl.col("lookalike_score"))
+        )
+        .drop("bg")
+    )
+
+
 #: Clients named in the evidence (``clients``), the busiest first.
 MAX_CLIENTS = 5
 #: A look-alike whose every answer was NXDOMAIN keeps this share of its score.
@@ -409,9 +458,15 @@ def _reason(r: dict[str, Any]) -> str:
     if n > 1:
         who += f" and {n - 1:,} other client{'s' if n > 2 else ''}"
     nx = "; it never resolved (NXDOMAIN)" if r["never_resolved"] else ""
+    bg = int(r.get("lookalike_background") or 0)
+    common = (
+        f"; {bg:,} ordinary name{'s' if bg != 1 else ''} here also contain the brand word"
+        if bg
+        else ""
+    )
     return (
         f"{r['rd']} imitates {r['lookalike_brand']} ({how}); {who} queried it "
-        f"{q:,} time{'s' if q != 1 else ''} in {span}{nx}"
+        f"{q:,} time{'s' if q != 1 else ''} in {span}{nx}{common}"
     )
 
 
@@ -453,6 +508,7 @@ class LookalikeDetector(Detector):
         matches = pl.concat(
             [domains.alias("rd").to_frame(), match_names(domains)], how="horizontal"
         )
+        matches = _weigh_by_background(matches)
         matches = matches.filter(pl.col("lookalike_brand").is_not_null())
         if matches.height == 0:
             return empty_anomalies()
@@ -463,6 +519,7 @@ class LookalikeDetector(Detector):
             pl.col("lookalike_method").first(),
             pl.col("lookalike_distance").first(),
             pl.col("lookalike_score").first(),
+            pl.col("lookalike_background").first(),
             queries=pl.len(),
             clients=pl.col("src_ip").drop_nulls().n_unique(),
             query_names=pl.col("qname").drop_nulls().unique().sort().head(self.max_names),
@@ -501,6 +558,7 @@ class LookalikeDetector(Detector):
                 "queries": r["queries"],
                 "distinct_clients": r["clients"],
                 "never_resolved": r["never_resolved"],
+                "brand_word_background": r["lookalike_background"],
                 "query_names": list(r["query_names"] or []),
             }
             for r in agg.iter_rows(named=True)

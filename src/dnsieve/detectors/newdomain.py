@@ -34,8 +34,13 @@ campaigns, so it is off by default.
 
 One row per (domain, window) in the follow-up, with the counts up to the
 window's end, so the score grows as hosts arrive; the episode merges them.
-Popular domains are not skipped here: their rank is in the evidence, and
-calibration and the threat model weigh it.
+
+**Established sites are not new.**  A domain in the popular list
+(:func:`dnsieve.popular.popularity_rank`) that is first seen here after the
+warm-up (nytimes.com, glassdoor.com on a short capture) is an established
+site this network had not visited yet, not a freshly registered campaign
+domain: it is left out of the new domains (and of the population fit) unless
+``skip_popular=False``.
 """
 
 from __future__ import annotations
@@ -135,6 +140,7 @@ class NewDomainDetector(Detector):
         min_new_domains: int = 30,
         max_clients: int = 5,
         censor_tail: bool = False,
+        skip_popular: bool = True,
     ) -> None:
         self.spread_hours = spread_hours
         self.follow_hours = follow_hours
@@ -144,6 +150,7 @@ class NewDomainDetector(Detector):
         self.min_new_domains = min_new_domains
         self.max_clients = max_clients
         self.censor_tail = censor_tail
+        self.skip_popular = skip_popular
 
     def skip_reason(self, span_seconds: float) -> str | None:
         """New domains need history: at least twice the spread."""
@@ -174,6 +181,12 @@ class NewDomainDetector(Detector):
             .select("rd", "first_seen")
             .sort("rd")
         )
+        if self.skip_popular and first.height:
+            # An established site (in the popular list) first seen here is an adoption,
+            # not a campaign: campaign domains are new on the Internet, not just here.
+            from dnsieve.popular import popularity_rank
+
+            first = first.filter(popularity_rank(first["rd"]).is_null())
         days = max((span_h - warm) / 24.0, 1.0 / 24.0)
         new_per_day = first.height / days
         # Domains whose whole follow-up horizon is observed give the population law.
