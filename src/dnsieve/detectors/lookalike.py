@@ -475,6 +475,7 @@ class LookalikeDetector(Detector):
     """Registered domains imitating a popular brand (edit distance, homoglyphs, brand + lure)."""
 
     name: ClassVar[str] = "lookalike"
+    techniques: ClassVar[tuple[str, ...]] = ("T1583.001", "T1566")
     entity_type: ClassVar[EntityType] = "domain"
     requires: ClassVar[InputKind] = "events"
     description: ClassVar[str] = (

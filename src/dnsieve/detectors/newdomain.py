@@ -121,6 +121,7 @@ class NewDomainDetector(Detector):
     """Never-seen domains that several hosts begin to query within hours."""
 
     name: ClassVar[str] = "newdomain"
+    techniques: ClassVar[tuple[str, ...]] = ("T1583.001", "T1566")
     entity_type: ClassVar[EntityType] = "domain"
     requires: ClassVar[InputKind] = "events"
     description: ClassVar[str] = (
