@@ -256,7 +256,11 @@ class BodyLimitMiddleware:
     ...     while (await receive()).get("more_body"):
     ...         pass
     >>> scope = {"type": "http", "path": "/api/allowlist", "headers": []}
-    >>> asyncio.run(BodyLimitMiddleware(app, 1000)(scope, receive, send))
+    >>> import threading  # its own thread: a test run may already have a loop in this one
+    >>> t = threading.Thread(
+    ...     target=asyncio.run, args=(BodyLimitMiddleware(app, 1000)(scope, receive, send),)
+    ... )
+    >>> t.start(); t.join()
     >>> len(pulled), sent[0]["status"]
     (3, 413)
     """
