@@ -258,7 +258,10 @@ def run_demo(
         events=sim.events.height,
         reports=reports,
         summary=res.summary,
-        alerts=label_alerts(alerts, labels),
+        # what an analyst sees: one row per episode (its worst window), not one per window
+        alerts=label_alerts(stored.drop("features"), labels)
+        if stored.height
+        else label_alerts(alerts, labels),
         truth=truth_report(stored, labels),
     )
 
