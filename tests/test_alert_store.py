@@ -42,7 +42,7 @@ from dnsieve.alerts.base import status_filter
 from dnsieve.alerts.merge import DEFAULT_EPISODE_GAP
 from dnsieve.alerts.store import DB_ENV, current_revision, metadata, resolve_db_url
 from dnsieve.episodes import collapse_episodes
-from dnsieve.threat.allowlist import AllowListError
+from dnsieve.rules.match import AllowListError
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 DATA = Path(__file__).parent / "data"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dnsieve.threat.allowlist import (
+from dnsieve.rules.match import (
     AllowListError,
     AllowMatcher,
     Rule,

@@ -35,7 +35,7 @@ from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 import polars as pl
 
-from dnsieve.threat.allowlist import AllowListError, AllowMatcher, alert_subjects, parse_value
+from dnsieve.rules.match import AllowListError, AllowMatcher, alert_subjects, parse_value
 
 __all__ = [
     "OPEN_STATUSES",

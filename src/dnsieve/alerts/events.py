@@ -13,7 +13,7 @@ window whose subject is the entity:
     both at once.
 
 Both the entity as stored and its normalised form
-(:func:`dnsieve.threat.allowlist.alert_subjects`: lower-cased, IDNA,
+(:func:`dnsieve.rules.match.alert_subjects`: lower-cased, IDNA,
 IPv4-mapped IPv6 clients as IPv4) are matched, so an alert finds its events
 whichever way its detector spelled the entity.
 
@@ -42,8 +42,8 @@ from typing import Any, Protocol
 import polars as pl
 
 from dnsieve.lake import Lake
+from dnsieve.rules.match import alert_subjects
 from dnsieve.schema import DNS_EVENT
-from dnsieve.threat.allowlist import alert_subjects
 
 __all__ = [
     "EVENT_VIEW_COLUMNS",

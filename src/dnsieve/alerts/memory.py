@@ -56,7 +56,7 @@ from dnsieve.alerts.merge import (
     plan_upsert,
     window_of,
 )
-from dnsieve.threat.allowlist import AllowListError, AllowMatcher, Rule
+from dnsieve.rules.match import AllowListError, AllowMatcher, Rule
 
 __all__ = ["MemoryAlertStore"]
 

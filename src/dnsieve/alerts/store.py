@@ -15,7 +15,7 @@ the writer.  Write transactions start with ``BEGIN IMMEDIATE``, so two writers
 queue on the busy timeout instead of failing half-way.
 
 Allow-lists: each alert records in ``suppressed_by`` the active matching entry
-that expires last (see :mod:`dnsieve.threat.allowlist`).  It is computed when
+that expires last (see :mod:`dnsieve.rules.match`).  It is computed when
 the alert is written and recomputed for the affected alerts when an entry is
 added or removed.  Queries treat an alert as suppressed only while that entry
 is active (a primary-key join), so an entry's expiry takes effect at once,
@@ -76,7 +76,7 @@ from dnsieve.alerts.merge import (
     plan_upsert,
     window_of,
 )
-from dnsieve.threat.allowlist import (
+from dnsieve.rules.match import (
     AllowListConflict,
     AllowListError,
     AllowMatcher,
@@ -1692,7 +1692,7 @@ class AlertStore:
         The alerts it suppressed are re-matched in the same transaction, so they
         fall back to another active entry or come back to the queue at once.
         Raises :class:`AlertNotFound` for an unknown entry and
-        :class:`~dnsieve.threat.allowlist.AllowListError` for a removed or
+        :class:`~dnsieve.rules.match.AllowListError` for a removed or
         expired one, or an expiry in the past.
         """
         now = _now(now)

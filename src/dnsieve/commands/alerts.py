@@ -85,7 +85,7 @@ def open_store_or_exit(db: str | None) -> Iterator[AlertStore]:
 
     from dnsieve.alerts.base import AlertStoreError
     from dnsieve.alerts.store import AlertStore, resolve_db_url
-    from dnsieve.threat.allowlist import AllowListError
+    from dnsieve.rules.match import AllowListError
 
     url = resolve_db_url(db)
     try:

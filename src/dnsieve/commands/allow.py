@@ -1,7 +1,7 @@
 """``dnsieve allow``: add, list and remove allow-list entries (suppressions).
 
 An entry takes effect at once on stored and future alerts (no re-ingest) and
-stops at its expiry with no job to run; see :mod:`dnsieve.threat.allowlist`
+stops at its expiry with no job to run; see :mod:`dnsieve.rules.match`
 for the matching rules.
 """
 
@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = None,
     ) -> None:
         """Add an entry; it suppresses matching stored and future alerts at once."""
-        from dnsieve.threat.allowlist import AllowListError, parse_expiry
+        from dnsieve.rules.match import AllowListError, parse_expiry
 
         given = {
             k: v

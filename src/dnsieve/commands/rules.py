@@ -34,7 +34,7 @@ UntilOpt = Annotated[
 
 
 def _since(value: str | None) -> datetime | None:
-    from dnsieve.threat.allowlist import AllowListError, parse_expiry
+    from dnsieve.rules.match import AllowListError, parse_expiry
 
     if value is None:
         return None
@@ -112,7 +112,7 @@ def register(app: typer.Typer) -> None:
         from dnsieve.alerts.definitions import DefinitionError, DefinitionStore
         from dnsieve.rules.evaluate import check_definition
         from dnsieve.rules.sigma import compile_rule
-        from dnsieve.threat.allowlist import AllowListError, parse_expiry
+        from dnsieve.rules.match import AllowListError, parse_expiry
 
         console, _ = _consoles()
         text = _read(file)

@@ -21,7 +21,7 @@ A watchlist is a set of :class:`WatchEntry` values: a ``domain`` (that name exac
     attributes of type ``domain``, ``hostname``, ``domain|ip``, ``ip-dst``, ``ip-src``,
     ``url``, including those inside objects.
 
-Every value is normalised as the allow-lists do (:mod:`dnsieve.threat.allowlist`: case,
+Every value is normalised as the allow-lists do (:mod:`dnsieve.rules.match`: case,
 trailing dot, IDNA).  A value that is not a valid name or address is counted under a reason
 and skipped, never fatal.
 
@@ -48,7 +48,12 @@ from urllib.parse import urlsplit
 
 import polars as pl
 
-from dnsieve.threat.allowlist import AllowListError, normalize_client, normalize_domain
+from dnsieve.rules.match import (
+    AllowListError,
+    domain_suffixes,
+    normalize_client,
+    normalize_domain,
+)
 
 __all__ = [
     "FEED_FORMATS",
@@ -320,11 +325,6 @@ def import_feed(path: str | Path, fmt: str = "auto") -> FeedImport:
         raise ValueError(f"{p}: not a valid {kind} feed: {exc}") from None
 
 
-def _suffixes(name: str) -> list[str]:
-    labels = name.split(".")
-    return [".".join(labels[i:]) for i in range(len(labels))]
-
-
 def match_events(
     events: pl.DataFrame | pl.LazyFrame, entries: Iterable[WatchEntry]
 ) -> pl.DataFrame:
@@ -360,7 +360,7 @@ def match_events(
         )
         norm = pl.col("qname").str.to_lowercase().str.strip_chars_end(".")
         expanded = uniq.with_columns(
-            norm.map_elements(_suffixes, return_dtype=pl.List(pl.String)).alias("watch_value")
+            norm.map_elements(domain_suffixes, return_dtype=pl.List(pl.String)).alias("watch_value")
         ).explode("watch_value")
         domains = table.filter(pl.col("watch_kind") == "domain")
         hits = (

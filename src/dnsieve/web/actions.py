@@ -10,7 +10,7 @@ from fastapi import Depends, Query
 from dnsieve.alerts.base import STATUSES
 from dnsieve.alerts.feedback import FeedbackOutcome, apply_verdict
 from dnsieve.alerts.store import AlertStore
-from dnsieve.threat.allowlist import AllowListError, parse_expiry
+from dnsieve.rules.match import AllowListError, parse_expiry
 from dnsieve.web.queue import SORTS, QueueQuery, expire_allow
 from dnsieve.web.schemas import AllowPublic, ModelSummary, ModelVersionPublic
 from dnsieve.web.users import User

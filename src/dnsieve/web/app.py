@@ -33,7 +33,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from dnsieve.alerts.base import AlertNotFound, AlertStoreError, AmbiguousId, InvalidTransition
 from dnsieve.alerts.store import AlertStore
-from dnsieve.threat.allowlist import AllowListConflict, AllowListError
+from dnsieve.rules.match import AllowListConflict, AllowListError
 from dnsieve.web.deps import LoginRequired
 from dnsieve.web.render import make_environment, page
 from dnsieve.web.security import BodyLimitMiddleware, SecurityHeadersMiddleware, WebSettings

@@ -1,4 +1,11 @@
-"""Allow-list matching: pure logic, no I/O (ARCHITECTURE §6).
+"""The one matcher for allow-lists and watchlists: pure logic, no I/O (ARCHITECTURE §3, §6).
+
+It lives in ``rules/``, below ``alerts/`` (which suppresses with it) and
+``threat/``, so neither of those imports the other for it.  Its two polarities:
+an allow-list entry suppresses the alerts it matches; a watchlist entry
+(:mod:`dnsieve.rules.feeds`) raises an alert on the events it matches, using the
+same value normalisation (:func:`normalize_domain`, :func:`normalize_client`)
+and label-boundary suffixes (:func:`domain_suffixes`).
 
 An allow-list entry ("rule") suppresses alerts.  It has a *kind*:
 
