@@ -53,7 +53,7 @@ import sqlalchemy as sa
 
 from dnsieve.alerts.base import UpsertReport, prepare_anomalies
 from dnsieve.alerts.store import AlertStore
-from dnsieve.threat.allowlist import AllowMatcher
+from dnsieve.rules.match import AllowMatcher
 from dnsieve.web.queue import QueueQuery, list_queue
 
 T0 = datetime(2026, 9, 1, tzinfo=UTC)
