@@ -647,7 +647,12 @@ def _pick(store: Any, strategy: str, rng: np.random.Generator) -> Any:
 def feedback_curve(
     db: str, truth: dict[str, int], strategy: str, seed: int, work: Path
 ) -> list[dict[str, Any]]:
-    """precision@k of the undecided queue after each budget, verdicts chosen by ``strategy``."""
+    """precision@k of the undecided queue after each budget, verdicts chosen by ``strategy``.
+
+    ``review-coin`` is the control for learning: the review queue's choices, answered by a
+    coin that says "threat" as often as the truth does overall, so any gain of ``review``
+    over it comes from what the verdicts say, not from which alerts left the queue.
+    """
     from dnsieve.alerts.feedback import apply_verdict
     from dnsieve.alerts.store import AlertStore
 
@@ -655,15 +660,17 @@ def feedback_curve(
     copy = work / f"fb-{src.stem}-{strategy}-{seed}.db"
     shutil.copyfile(src, copy)
     rng = np.random.default_rng(seed)
+    rate = sum(truth.values()) / max(len(truth), 1)
     out = []
     given = 0
     with AlertStore.open(f"sqlite:///{copy}") as store:
         for budget in BUDGETS:
             while given < budget:
-                a = _pick(store, strategy, rng)
+                a = _pick(store, strategy.removesuffix("-coin"), rng)
                 if a is None:
                     break
-                label = "threat" if truth.get(a.id, 0) else "benign"
+                said = rng.random() < rate if strategy.endswith("-coin") else truth.get(a.id, 0)
+                label = "threat" if said else "benign"
                 apply_verdict(store, a.id, label, actor="simulated-analyst")
                 given += 1
             prec, k, n_open = _precision(store, truth)
@@ -701,18 +708,19 @@ def feedback(dbs: dict[str, str], repeats: int, work: Path) -> list[dict[str, An
         }
         row["review"] = feedback_curve(db, truth, "review", 0, work)
         row["top"] = feedback_curve(db, truth, "top", 0, work)
-        rnd = [feedback_curve(db, truth, "random", 100 + r, work) for r in range(repeats)]
-        row["random"] = []
-        for i in range(len(BUDGETS)):
-            vals = [c[i]["precision"] for c in rnd if c[i]["precision"] is not None]
-            row["random"].append(
-                {
-                    "verdicts": rnd[0][i]["verdicts"],
-                    "precision": float(np.mean(vals)) if vals else None,
-                    "k": rnd[0][i]["k"],
-                    "open": rnd[0][i]["open"],
-                }
-            )
+        for strat in ("random", "review-coin"):
+            rnd = [feedback_curve(db, truth, strat, 100 + r, work) for r in range(repeats)]
+            row[strat] = []
+            for i in range(len(BUDGETS)):
+                vals = [c[i]["precision"] for c in rnd if c[i]["precision"] is not None]
+                row[strat].append(
+                    {
+                        "verdicts": rnd[0][i]["verdicts"],
+                        "precision": float(np.mean(vals)) if vals else None,
+                        "k": rnd[0][i]["k"],
+                        "open": rnd[0][i]["open"],
+                    }
+                )
         res.append(row)
         log(f"feedback {key}: {row['alerts']} alerts, {n_threat} threats")
     return res
@@ -722,8 +730,10 @@ def print_feedback(rows: list[dict[str, Any]], repeats: int, out: Callable[[str]
     """precision@k before and after verdicts, per run and strategy."""
     out(f"### Precision@{K} of the undecided queue after N truthful verdicts\n")
     out(
-        "Verdicts chosen by the review queue, from the top of the queue, or at random "
-        f"(mean of {repeats}); k in brackets when fewer than {K} alerts are open.\n"
+        "Verdicts chosen by the review queue, from the top of the queue, or at random; "
+        "review-coin: the review queue's choices answered by a coin with the true threat "
+        f"rate (the control for learning). Random and coin rows are means of {repeats}; "
+        f"k in brackets when fewer than {K} alerts are open.\n"
     )
     out(
         "| run | alerts (threat / benign anomaly / unlabelled) | chosen by | "
@@ -733,7 +743,9 @@ def print_feedback(rows: list[dict[str, Any]], repeats: int, out: Callable[[str]
     out("|---|---|---|" + "---:|" * len(BUDGETS))
     for r in rows:
         mix = f"{r['alerts']} ({r['threat_alerts']} / {r['benign_anomaly_alerts']} / {r['unlabelled_alerts']})"
-        for strat in ("review", "top", "random"):
+        for strat in ("review", "review-coin", "top", "random"):
+            if strat not in r:  # a report written before the control existed
+                continue
             cells = []
             for b, c in zip(BUDGETS, r[strat], strict=True):
                 v = "-" if c["precision"] is None else f"{c['precision']:.2f}"

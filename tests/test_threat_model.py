@@ -142,6 +142,33 @@ def test_model_learns_from_a_handful_of_verdicts(data, kind: str) -> None:
     assert after >= 0.9 > before
 
 
+def test_l2_is_chosen_from_the_verdicts(data) -> None:
+    """Consistent verdicts that overturn the prior loosen the hold on it; coin-flip verdicts
+    keep the strongest hold (the one-SE rule), so noise cannot reorder the queue."""
+    from dnsieve.threat.model import L2_GRID
+
+    X, y, ts = data
+    rng = np.random.default_rng(3)
+    idx = np.concatenate([rng.choice(60, 8, replace=False), 60 + rng.choice(40, 8, replace=False)])
+    truthful = ThreatModel(kind="linear").observe(X)
+    truthful.partial_fit(X[idx], y[idx], ts[idx])
+    noisy = ThreatModel(kind="linear").observe(X)
+    noisy.partial_fit(X[idx], rng.integers(0, 2, idx.size), ts[idx])
+    assert truthful.l2_ in L2_GRID and noisy.l2_ in L2_GRID
+    assert truthful.l2_ < noisy.l2_ == max(L2_GRID)
+    losses = truthful.cv_losses()
+    assert losses.shape == (truthful.folds, len(L2_GRID)) and np.isfinite(losses).all()
+    # below min_select verdicts, and with selection off, the configured l2 is used
+    few = ThreatModel(kind="linear", l2=7.0).observe(X)
+    few.partial_fit(X[idx[:4]], y[idx[:4]], ts[idx[:4]])
+    fixed = ThreatModel(kind="linear", l2=7.0, select_l2=False).observe(X)
+    fixed.partial_fit(X[idx], y[idx], ts[idx])
+    assert few.l2_ == fixed.l2_ == 7.0
+    # the choice survives a round trip
+    back = ThreatModel.from_bytes(truthful.to_bytes())
+    assert back.l2_ == truthful.l2_ and back.metadata()["l2_in_use"] == truthful.l2_
+
+
 def test_decay_weighs_old_verdicts_less(data) -> None:
     X, _y, ts = data
     w = decay_weights([0.0, 90 * 86400.0, 180 * 86400.0], now=180 * 86400.0, half_life_days=90)

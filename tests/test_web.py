@@ -744,6 +744,28 @@ def test_review_queue_spreads_over_campaigns(store: AlertStore) -> None:
     assert len(tunnel) == 1 and tunnel[0].n_windows == 10
 
 
+def test_review_queue_explores_as_verdicts_accumulate(tmp_path: Path) -> None:
+    """The queue counts the verdicts already given: the first questions are about the top of
+    the queue, and every fourth one explores (the most uncertain × impactful alert anywhere,
+    here one ranked below the top 20), so the model also learns about what it ranks low."""
+    from dnsieve.web.queue import review_queue
+
+    store = AlertStore.open(f"sqlite:///{tmp_path / 'queue.db'}")
+    for i in range(24):
+        store.upsert_anomalies(one(f"sure{i}.example", detector="tunnel", score=20.0))
+    store.upsert_anomalies(one("unsure.example", detector="volume", score=20.0))
+    alerts = {a.entity: a for a in store.list_alerts(limit=10_000)}
+    probs = {a.id: 0.9 - 0.001 * i for i, a in enumerate(alerts.values())}
+    probs[alerts["unsure.example"].id] = 0.5
+    store.set_threat_probabilities(probs)
+    first = review_queue(store, k=1)[0][0]
+    assert first.entity != "unsure.example"
+    for i in range(3):  # three verdicts, recorded without retraining so P(threat) stays put
+        store.record_verdict(alerts[f"sure{i}.example"].id, "threat", "analyst")
+    assert review_queue(store, k=1)[0][0].entity == "unsure.example"
+    store.close()
+
+
 def test_queue_by_campaign(client: TestClient, store: AlertStore) -> None:
     """Ten windows of one tunnel are one campaign row, ranked by its worst window; its link
     opens exactly those windows; the API gives the same rows."""

@@ -111,8 +111,8 @@ def register(app: typer.Typer) -> None:
         """Add a definition as a draft (validated first; errors name the construct)."""
         from dnsieve.alerts.definitions import DefinitionError, DefinitionStore
         from dnsieve.rules.evaluate import check_definition
-        from dnsieve.rules.sigma import compile_rule
         from dnsieve.rules.match import AllowListError, parse_expiry
+        from dnsieve.rules.sigma import compile_rule
 
         console, _ = _consoles()
         text = _read(file)

@@ -43,6 +43,19 @@ similar verdict weighs in with the same weight: the learning rate falls as
 1/(number of similar verdicts), as it should.  Alerts unlike any judged one
 keep p₀.
 
+**How far verdicts may move it.**  ``l2`` is the precision of the Gaussian
+prior on θ: how strongly the learned correction is held at "trust the
+prior".  No single value suits every network (a strong hold ignores a
+consistent analyst; a weak one chases noise), so with ``select_l2`` (the
+default) it is chosen from the analyst's own verdicts once there are
+``min_select`` of them: by ``folds``-fold cross-validated log loss of the
+verdicts over :data:`L2_GRID`, taking the largest (most conservative) value
+whose loss is within one standard error of the best (the usual one-SE rule).
+The choice is redone each time the number of verdicts has grown by a quarter
+(8, 10, 13, 17, … verdicts), so most verdicts cost one refit, not one per fold
+and grid value.
+The value in use is ``l2_`` (reported with the model's metadata).
+
 **Decay.**  A verdict of age ``a`` days weighs ``0.5 ** (a / half_life_days)``,
 so last year's benign does not silence this year's threat: as verdicts fade
 the model returns towards the prior.
@@ -92,6 +105,7 @@ from dnsieve.threat.initial import align, grouped_logit, load_initial
 __all__ = [
     "DETECTOR_PRIORS",
     "FORMAT_VERSION",
+    "L2_GRID",
     "DriftRow",
     "ModelFormatError",
     "ThreatModel",
@@ -123,6 +137,9 @@ DETECTOR_PRIORS: dict[str, float] = {
 }
 
 F = npt.NDArray[np.float64]
+
+#: Candidate L2 strengths for :attr:`ThreatModel.select_l2` (geometric, 0.3 … 30).
+L2_GRID: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0)
 
 
 class ModelFormatError(ValueError):
@@ -209,6 +226,9 @@ class ThreatModel:
         max_buffer: int = 5000,
         max_iter: int = 200,
         seed: int = 0,
+        select_l2: bool = True,
+        min_select: int = 8,
+        folds: int = 5,
     ) -> None:
         self.kind = kind
         self.prior = prior
@@ -226,6 +246,9 @@ class ThreatModel:
         self.max_buffer = max_buffer
         self.max_iter = max_iter
         self.seed = seed
+        self.select_l2 = select_l2
+        self.min_select = min_select
+        self.folds = folds
         self._init_state()
 
     # ------------------------------------------------------------------ state
@@ -262,6 +285,8 @@ class ThreatModel:
         self.now_: float = 0.0
         self.version_: int = 0
         self.n_verdicts_: int = 0
+        self.l2_: float = float(self.l2)
+        self.l2_n_: int = 0  # verdicts in the buffer when l2_ was last chosen
 
     def _initial_theta(self, d: int) -> F:
         if self.kind == "linear":
@@ -290,6 +315,9 @@ class ThreatModel:
             "max_buffer": self.max_buffer,
             "max_iter": self.max_iter,
             "seed": self.seed,
+            "select_l2": self.select_l2,
+            "min_select": self.min_select,
+            "folds": self.folds,
         }
 
     def __repr__(self) -> str:
@@ -344,7 +372,9 @@ class ThreatModel:
         H = np.tanh(Z @ W.T + c)
         return H @ v + theta[-1], (W, c, v, H)
 
-    def _loss_grad(self, theta: F, Z: F, off: F, y: F, w: F, n_lab: int) -> tuple[float, F]:
+    def _loss_grad(
+        self, theta: F, Z: F, off: F, y: F, w: F, n_lab: int, l2: float
+    ) -> tuple[float, F]:
         """Weighted log loss on the first ``n_lab`` rows + prior-anchored loss on the rest + L2."""
         f, cache = self._f(theta, Z)
         s = off + f
@@ -354,9 +384,7 @@ class ThreatModel:
         # prior's own probability as soft target (minimal at f = 0, linear far from it)
         q = np.concatenate([y, _sigmoid(off[n_lab:])])
         sw = np.concatenate([w, np.full(na, c)])
-        loss = float(np.sum(sw * (np.logaddexp(0.0, s) - q * s))) + 0.5 * self.l2 * float(
-            theta @ theta
-        )
+        loss = float(np.sum(sw * (np.logaddexp(0.0, s) - q * s))) + 0.5 * l2 * float(theta @ theta)
         r = sw * (_sigmoid(s) - q)  # dL/df
         d = Z.shape[1]
         if self.kind == "linear":
@@ -370,7 +398,7 @@ class ThreatModel:
             gc = dH.sum(axis=0)
             g = np.concatenate([gW.ravel(), gc, gv, [r.sum()]])
             assert g.shape[0] == h * d + 2 * h + 1
-        return loss, g + self.l2 * theta
+        return loss, g + l2 * theta
 
     def _check(self, X: npt.ArrayLike) -> F:
         A = np.asarray(X, dtype=np.float64)
@@ -504,23 +532,68 @@ class ThreatModel:
     def refit(self, now: float | datetime | None = None) -> ThreatModel:
         """Refit θ on the buffered verdicts with their decay weights at ``now``."""
         self.version_ += 1
-        if self.y_buf_.shape[0] == 0:
+        n = self.y_buf_.shape[0]
+        if n == 0:
             return self
         w = self.sample_weights(now)
-        A = np.vstack([self.X_buf_, self.anchor_])
+        if self.select_l2 and n >= max(self.min_select, 1.25 * self.l2_n_):
+            self.l2_, self.l2_n_ = self.choose_l2(w), n
+        elif not self.select_l2:
+            self.l2_ = float(self.l2)
+        self.theta_ = self._solve(self.X_buf_, self.y_buf_, w, self.l2_, self.theta_)
+        return self
+
+    def _solve(self, X: F, y: F, w: F, l2: float, theta0: F) -> F:
+        """The MAP θ for verdicts ``(X, y, w)`` plus the anchor rows, at L2 strength ``l2``."""
+        A = np.vstack([X, self.anchor_])
         Z = self._z(A)
         off = self.prior_logit(A)
         with _one_blas_thread():
             res = optimize.minimize(
                 self._loss_grad,
-                self.theta_,
-                args=(Z, off, self.y_buf_, w, self.y_buf_.shape[0]),
+                theta0,
+                args=(Z, off, y, w, y.shape[0], l2),
                 jac=True,
                 method="L-BFGS-B",
                 options={"maxiter": self.max_iter},
             )
-        self.theta_ = np.asarray(res.x, dtype=np.float64)
-        return self
+        return np.asarray(res.x, dtype=np.float64)
+
+    def cv_losses(self, w: F | None = None, grid: Sequence[float] = L2_GRID) -> F:
+        """Cross-validated log loss of the buffered verdicts, one row per fold, one column per L2.
+
+        Folds interleave the verdicts in time order (fold ``i mod k``), so each
+        fold holds old and new verdicts; a held-out verdict is predicted by
+        the base model (prior + correction) fitted without its fold.
+        """
+        n = self.y_buf_.shape[0]
+        w = self.sample_weights() if w is None else w
+        k = max(2, min(self.folds, n))
+        fold = np.arange(n) % k
+        out = np.zeros((k, len(grid)))
+        order = np.argsort(grid)[::-1]  # strongest hold first: each fit warm-starts the next
+        for f in range(k):
+            tr, te = fold != f, fold == f
+            Xte = self.X_buf_[te]
+            off = self.prior_logit(Xte)
+            Zte = self._z(Xte)
+            th = self._initial_theta(len(FEATURE_NAMES))
+            for j in order:
+                l2 = grid[j]
+                th = self._solve(self.X_buf_[tr], self.y_buf_[tr], w[tr], l2, th)
+                s = off + self._f(th, Zte)[0]
+                ll = np.logaddexp(0.0, s) - self.y_buf_[te] * s
+                out[f, j] = float(np.sum(w[te] * ll) / max(float(np.sum(w[te])), 1e-12))
+        return out
+
+    def choose_l2(self, w: F | None = None, grid: Sequence[float] = L2_GRID) -> float:
+        """The largest L2 in ``grid`` within one standard error of the best CV log loss."""
+        losses = self.cv_losses(w, grid)
+        mean = losses.mean(axis=0)
+        se = losses.std(axis=0, ddof=1) / math.sqrt(losses.shape[0])
+        best = int(np.argmin(mean))
+        ok = [j for j in range(len(grid)) if mean[j] <= mean[best] + se[best]]
+        return float(max(grid[j] for j in ok))
 
     def fit(
         self, X: npt.ArrayLike, y: Sequence[int | str] | npt.ArrayLike, ts: Any = None
@@ -558,6 +631,8 @@ class ThreatModel:
             "n_verdicts": self.n_verdicts_,
             "n_seen": self.n_seen_,
             "now": self.now_,
+            "l2_in_use": self.l2_,
+            "l2_chosen_at": self.l2_n_,
         }
 
     def to_bytes(self) -> bytes:
@@ -655,6 +730,8 @@ class ThreatModel:
         m.n_verdicts_ = int(meta.get("n_verdicts", 0))
         m.n_seen_ = float(meta.get("n_seen", 0.0))
         m.now_ = float(meta.get("now", 0.0))
+        m.l2_ = float(meta.get("l2_in_use", m.l2))
+        m.l2_n_ = int(meta.get("l2_chosen_at", 0))
         migrated = not (same and fmt == FORMAT_VERSION)
         if not migrated:
             if theta.shape != m._initial_theta(len(FEATURE_NAMES)).shape:

@@ -254,6 +254,7 @@ def review_queue(store: AlertStore, k: int = 50, pool: int = 2000) -> list[tuple
 
     Returns ``(alert, priority)`` pairs; ``pool`` bounds how many open alerts are ranked.
     """
+    from dnsieve.alerts.base import VERDICTS
     from dnsieve.alerts.feedback import feature_matrix, load_active_model
     from dnsieve.threat.active import impact, next_to_review, review_priority
 
@@ -264,26 +265,30 @@ def review_queue(store: AlertStore, k: int = 50, pool: int = 2000) -> list[tuple
     cand = store.list_alerts(status="new", limit=pool)
     if not cand:
         return out
+    # The judged alerts go in too, excluded from the choice: they set the plan's question
+    # number (so every few questions explore instead of always asking about the top) and
+    # damp their near-duplicates (a judged campaign's other windows wait).
+    judged = store.list_alerts(status=list(VERDICTS), limit=pool)
+    every = cand + judged
     stored = np.array(
-        [a.threat_probability if a.threat_probability is not None else np.nan for a in cand]
+        [a.threat_probability if a.threat_probability is not None else np.nan for a in every]
     )
     X: np.ndarray | None = None
     try:
-        X = feature_matrix(cand)
+        X = feature_matrix(every)
         model, _ = load_active_model(store)
         p = np.where(np.isnan(stored), model.predict_proba(X), stored)
         imp = impact(X)
     except Exception:  # a broken model must not take the queue down: rank on what is stored
         log.exception("review queue: threat-model features failed; ranking on stored P(threat)")
         p = np.where(np.isnan(stored), 0.5, stored)
-        imp = np.array([1.0 + np.log1p(max(a.score, 0.0)) for a in cand])
+        imp = np.array([1.0 + np.log1p(max(a.score, 0.0)) for a in every])
         X = None
     pri = review_priority(p, imp)
-    # Features and detector × entity groups let the queue skip near-duplicates (the same
-    # campaign in ten windows): a campaign's other windows wait until other alerts are asked.
-    groups = [(a.detector, a.entity) for a in cand]
-    for i in next_to_review(p, imp, k - len(out), features=X, groups=groups):
-        out.append((cand[int(i)], float(pri[int(i)])))
+    groups = [(a.detector, a.entity) for a in every]
+    exclude = range(len(cand), len(every))
+    for i in next_to_review(p, imp, k - len(out), exclude, features=X, groups=groups):
+        out.append((every[int(i)], float(pri[int(i)])))
     return out
 
 
