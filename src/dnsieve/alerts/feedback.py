@@ -25,6 +25,7 @@ that stored it) when present, else computed from the alert's own row
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,10 +44,13 @@ from dnsieve.alerts.base import (
     alerts_to_frame,
 )
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "FeedbackOutcome",
     "apply_verdict",
     "feature_matrix",
+    "learn_from_definitions",
     "learn_from_verdict",
     "load_active_model",
     "score_alerts",
@@ -208,4 +212,62 @@ def score_and_store(
     scored = score_alerts(store, alerts, events)
     if scored.height == 0:
         return UpsertReport(), scored
-    return store.upsert_anomalies(scored, now=now), scored
+    report = store.upsert_anomalies(scored, now=now)
+    try:
+        learn_from_definitions(store, scored, now)
+    except Exception:  # the alerts are stored; a failed model update must not lose them
+        log.exception("threat model: learning from definition hits failed")
+    return report, scored
+
+
+def learn_from_definitions(
+    store: AlertStoreProtocol, scored: pl.DataFrame, now: datetime | None = None
+) -> int:
+    """Teach the active model the hits of the analysts' own definitions (issue 15, item 5).
+
+    Every row a definition vouches for is a labelled positive weighted by the definition's
+    confidence (its ``def_confidence`` feature): the definition's own alerts
+    (``rule:<name>``), the detector anomalies an anomaly rule promoted, and the detector
+    anomalies on a domain a definition matched in the same run.  The last are what lets
+    the model generalise: it learns what the detectors' view of a confirmed threat looks
+    like, and ranks similar detector alerts higher where no definition names them.  A row
+    whose feature vector is already a positive label (a definition's or a verdict's) is
+    skipped, so re-running a job teaches nothing twice.  Returns the number of labels
+    added (0: no new model version is saved).
+    """
+    from dnsieve.threat.features import FEATURE_NAMES
+
+    if scored.height == 0 or "features" not in scored.columns:
+        return 0
+    X = np.array(
+        [[float(json.loads(f).get(n) or 0.0) for n in FEATURE_NAMES] for f in scored["features"]]
+    )
+    conf = X[:, FEATURE_NAMES.index("def_confidence")]
+    if not (conf > 0).any():
+        return 0
+    model, parent = load_active_model(store)
+    known = model.X_buf_[model.y_buf_ == 1]  # positives already learned, from either source
+    fresh = [
+        i
+        for i in range(X.shape[0])
+        if conf[i] > 0 and not (known.shape[0] and np.isclose(known, X[i]).all(axis=1).any())
+    ]
+    if not fresh:
+        return 0
+    now = now or datetime.now(UTC)
+    model.partial_fit(X[fresh], [1] * len(fresh), now, weight=conf[fresh], source="definition")
+    store.save_model_version(
+        model.kind,
+        model.metadata(),
+        metrics={"trigger": "definitions", "labels": len(fresh)},
+        blob=model.to_bytes(),
+        parent_id=parent.id if parent else None,
+        now=now,
+    )
+    open_alerts = store.list_alerts(status="open", include_suppressed=True, now=now)
+    if open_alerts:  # as after a verdict: the queue reflects what the model now knows
+        p = model.predict_proba(feature_matrix(open_alerts))
+        store.set_threat_probabilities(
+            {a.id: float(v) for a, v in zip(open_alerts, p, strict=True)}
+        )
+    return len(fresh)

@@ -375,14 +375,17 @@ def apply_anomaly_rules(defs: Iterable[Any], anomalies: pl.DataFrame) -> pl.Data
     """Mark the candidates each active anomaly rule matches.
 
     Adds ``rule_hits`` (list of definition names) and ``promoted`` (a rule matched:
-    calibration keeps it whatever the budget) and ``rule_severity`` (the highest severity
-    of the matching rules).  Rules that do not compile against these columns are skipped.
+    calibration keeps it whatever the budget), ``rule_severity`` (the highest severity
+    of the matching rules) and ``rule_confidence`` (their highest confidence, 0 without a
+    match; the threat model's ``def_confidence``).  Rules that do not compile against these
+    columns are skipped.
     """
     rules = [d for d in defs if d.kind == "anomaly"]
     base = anomalies.with_columns(
         pl.lit([], dtype=pl.List(pl.String)).alias("rule_hits"),
         pl.lit(False).alias("promoted"),
         pl.lit(None, dtype=pl.String).alias("rule_severity"),
+        pl.lit(0.0).alias("rule_confidence"),
     )
     if not rules or anomalies.height == 0:
         return base
@@ -408,6 +411,7 @@ def apply_anomaly_rules(defs: Iterable[Any], anomalies: pl.DataFrame) -> pl.Data
     order = {"low": 0, "medium": 1, "high": 2, "critical": 3}
     hits: list[list[str]] = [[] for _ in range(anomalies.height)]
     sev: list[str | None] = [None] * anomalies.height
+    conf = [0.0] * anomalies.height
     for d in rules:
         try:
             rule = compile_expr(str(d.body), [*ANOMALY_RULE_NAMES, *ev_names, *extra])
@@ -417,6 +421,7 @@ def apply_anomaly_rules(defs: Iterable[Any], anomalies: pl.DataFrame) -> pl.Data
         for i, m in enumerate(mask):
             if m:
                 hits[i].append(str(d.name))
+                conf[i] = max(conf[i], float(getattr(d, "confidence", 0.9) or 0.0))
                 s = str(getattr(d, "severity", "high"))
                 if sev[i] is None or order.get(s, 0) > order.get(sev[i] or "low", 0):
                     sev[i] = s
@@ -424,6 +429,7 @@ def apply_anomaly_rules(defs: Iterable[Any], anomalies: pl.DataFrame) -> pl.Data
         pl.Series("rule_hits", hits, dtype=pl.List(pl.String)),
         pl.Series("promoted", [bool(h) for h in hits], dtype=pl.Boolean),
         pl.Series("rule_severity", sev, dtype=pl.String),
+        pl.Series("rule_confidence", conf, dtype=pl.Float64),
     )
 
 
@@ -453,6 +459,7 @@ def definition_alerts(
             marked = marked.join(alerts.select(keys), on=keys, how="anti")
         if marked.height:
             frames.append(marked.drop("rule_hits", "promoted", "rule_severity"))
+            # (``rule_confidence`` stays: the threat model's ``def_confidence``)
         for d in defs:
             if d.kind == "anomaly":
                 info[d.name] = {"status": "ok", "promoted": marked.height}

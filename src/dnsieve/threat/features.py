@@ -9,7 +9,8 @@ can score tomorrow's anomalies and be serialised with its feature names.
 Feature groups
 --------------
 ``det_<name>``
-    one-hot of the detector (:data:`DETECTORS`; anything else is ``det_other``).
+    one-hot of the detector (:data:`DETECTORS`; a definition's own alert,
+    ``rule:<name>``, is ``det_rule``; anything else is ``det_other``).
 ``lscore_<name>``
     ``sign(score)·log1p(|score|)`` in the column of its own detector, 0
     elsewhere: each detector's score gets its own slope, because scores of
@@ -37,6 +38,10 @@ Feature groups
     one million), from a configured top list (:class:`TopList`, a local file;
     no network) or else the shipped ranks of
     :func:`dnsieve.popular.popularity_rank`.
+``def_confidence``
+    how sure the analysts' own threat definitions are (:func:`definition_confidence`):
+    the model's prior never ranks a row below it, and definition hits teach the
+    model as positives weighted by it (:func:`dnsieve.alerts.feedback.learn_from_definitions`).
 
 Missing values are 0 (every group has an indicator or is 0-neutral), so the
 matrix never holds NaN.  Domain names are attacker-controlled: they are only
@@ -71,6 +76,7 @@ __all__ = [
     "FEATURE_NAMES",
     "TopList",
     "anomaly_features",
+    "definition_confidence",
     "entity_context",
     "entity_keys",
 ]
@@ -89,6 +95,7 @@ DETECTORS: tuple[str, ...] = (
     "tunnel",
     "visitors",
     "volume",
+    "rule",
     "other",
 )
 
@@ -133,6 +140,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "lex_entropy",
     "pop_listed",
     "pop_score",
+    "def_confidence",
 )
 
 _ODD_QTYPES = ("TXT", "NULL", "CNAME", "MX")
@@ -370,6 +378,31 @@ def _popularity(domains: pl.Series, toplist: TopList | None) -> npt.NDArray[np.f
     return pop
 
 
+def definition_confidence(
+    det: pl.DataFrame, domains: pl.Series, anomalies: pl.DataFrame
+) -> npt.NDArray[np.float64]:
+    """``def_confidence``: how sure the analysts' own definitions are that a row is a threat.
+
+    A definition's own alert (``rule:<name>``; its score is the definition's confidence)
+    gets that confidence; a detector anomaly an anomaly rule matched gets the rule's
+    (``rule_confidence``, see :func:`dnsieve.rules.evaluate.apply_anomaly_rules`); any
+    other row gets the highest confidence of a definition alert on its domain in the same
+    frame, so the model learns that a detector fired where a definition did.  0 elsewhere.
+    """
+    own = np.where(
+        det["_det"].to_numpy() == "rule", np.clip(det["_score"].to_numpy(), 0.0, 1.0), 0.0
+    )
+    if "rule_confidence" in anomalies.columns:
+        rc = anomalies["rule_confidence"].cast(pl.Float64).fill_null(0.0).to_numpy()
+        own = np.maximum(own, np.clip(rc, 0.0, 1.0))
+    if not (own > 0).any():
+        return own
+    frame = pl.DataFrame({"d": domains, "c": own, "r": det["_det"] == "rule"})
+    best = frame.filter(pl.col("r")).group_by("d").agg(pl.col("c").max().alias("m"))
+    same = frame.join(best, on="d", how="left", maintain_order="left")["m"].fill_null(0.0)
+    return np.maximum(own, same.to_numpy())
+
+
 def anomaly_features(
     anomalies: pl.DataFrame,
     *,
@@ -387,11 +420,11 @@ def anomaly_features(
     if n == 0:
         return np.zeros((0, len(FEATURE_NAMES)))
     cols = set(anomalies.columns)
+    det = pl.col("detector").cast(pl.String).fill_null("other")
     df = anomalies.with_columns(
-        pl.col("detector")
-        .cast(pl.String)
-        .fill_null("other")
-        .replace_strict({d: d for d in DETECTORS}, default="other")
+        pl.when(det.str.starts_with("rule:"))
+        .then(pl.lit("rule"))
+        .otherwise(det.replace_strict({d: d for d in DETECTORS}, default="other"))
         .alias("_det"),
         pl.col("evidence").cast(pl.String).fill_null("{}")
         if "evidence" in cols
@@ -465,6 +498,7 @@ def anomaly_features(
             lex_dga,
             lex_ent,
             pop,
+            definition_confidence(df.select("_det", "_score"), keys["_domain"], anomalies),
         ]
     )
     return np.nan_to_num(X, nan=0.0, posinf=_P_CAP, neginf=-_P_CAP)

@@ -138,6 +138,8 @@ DETECTOR_PRIORS: dict[str, float] = {
 
 F = npt.NDArray[np.float64]
 
+_DEF = FEATURE_NAMES.index("def_confidence")
+
 #: Candidate L2 strengths for :attr:`ThreatModel.select_l2` (geometric, 0.3 … 30).
 L2_GRID: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0)
 
@@ -282,9 +284,11 @@ class ThreatModel:
         self.X_buf_: F = np.zeros((0, d))
         self.y_buf_: F = np.zeros(0)
         self.t_buf_: F = np.zeros(0)
+        self.w_buf_: F = np.zeros(0)  # each label's own weight (1 for a verdict)
         self.now_: float = 0.0
         self.version_: int = 0
         self.n_verdicts_: int = 0
+        self.n_definition_labels_: int = 0
         self.l2_: float = float(self.l2)
         self.l2_n_: int = 0  # verdicts in the buffer when l2_ was last chosen
 
@@ -334,11 +338,21 @@ class ThreatModel:
         """The zero-label logit (0 if not ``use_prior``).
 
         The shipped initial model when loaded, else the hand-set prior: detector
-        prior + slope × evidence strength.
+        prior + slope × evidence strength; in both cases no lower than the logit of
+        ``def_confidence`` (an analyst's definition that matched says how sure it is).
         """
         X = self._check(X)
         if not self.use_prior:
             return np.zeros(X.shape[0])
+        return self._definition_floor(X, self._detector_prior(X))
+
+    def _definition_floor(self, X: F, logit: F) -> F:
+        """The analysts' own definitions set a floor: never below ``logit(def_confidence)``."""
+        conf = np.clip(X[:, _DEF], 0.0, 1.0 - 1e-6)
+        floor = np.where(conf > 0, np.log(np.maximum(conf, 1e-12)) - np.log1p(-conf), -np.inf)
+        return np.asarray(np.maximum(logit, floor), dtype=np.float64)
+
+    def _detector_prior(self, X: F) -> F:
         if self.has_shipped_prior:
             return grouped_logit(
                 X,
@@ -488,23 +502,35 @@ class ThreatModel:
         return A[np.sort(np.concatenate([top, spread]))]
 
     def sample_weights(self, now: float | datetime | None = None) -> F:
-        """Decay weight of each buffered verdict at ``now`` (default: latest verdict time)."""
+        """Weight of each buffered label at ``now`` (default: latest label time): its decay
+        times its own weight (1 for an analyst's verdict, the confidence for a definition's)."""
         t = self.now_ if now is None else _epoch(now)
-        return decay_weights(self.t_buf_, t, self.half_life_days)
+        return decay_weights(self.t_buf_, t, self.half_life_days) * self.w_buf_
 
     def partial_fit(
         self,
         X: npt.ArrayLike,
         y: Sequence[int | str] | npt.ArrayLike,
         ts: Sequence[float | datetime] | npt.ArrayLike | float | datetime | None = None,
+        weight: npt.ArrayLike | None = None,
+        source: Literal["verdict", "definition"] = "verdict",
     ) -> ThreatModel:
-        """Learn from new verdicts at once (append to the buffer, refit warm-started)."""
+        """Learn from new labels at once (append to the buffer, refit warm-started).
+
+        ``weight`` (default 1) scales each label; ``source="definition"`` marks labels
+        that come from the analysts' threat definitions rather than from verdicts (they
+        are counted apart in ``n_definition_labels_``).
+        """
         A = self._check(X)
         yy = np.asarray(
             [label_value(v) for v in np.atleast_1d(np.asarray(y, dtype=object))], dtype=np.float64
         )
         if yy.shape[0] != A.shape[0]:
             raise ValueError("X and y have different lengths")
+        ww = np.ones(A.shape[0]) if weight is None else np.asarray(weight, dtype=np.float64)
+        ww = np.broadcast_to(ww, (A.shape[0],)).astype(np.float64)
+        if not (np.isfinite(ww).all() and (ww >= 0).all()):
+            raise ValueError("label weights must be finite and non-negative")
         if ts is None or isinstance(ts, float | int | datetime):
             tt = np.full(A.shape[0], _epoch(ts) if ts is not None else self.now_)
         else:
@@ -516,16 +542,21 @@ class ThreatModel:
         self.X_buf_ = np.vstack([self.X_buf_, A])
         self.y_buf_ = np.concatenate([self.y_buf_, yy])
         self.t_buf_ = np.concatenate([self.t_buf_, tt])
+        self.w_buf_ = np.concatenate([self.w_buf_, ww])
         self.now_ = max(self.now_, float(tt.max()) if tt.size else self.now_)
         if self.y_buf_.shape[0] > self.max_buffer:  # drop the oldest verdicts
             keep = np.argsort(self.t_buf_, kind="stable")[-self.max_buffer :]
             keep.sort()
-            self.X_buf_, self.y_buf_, self.t_buf_ = (
+            self.X_buf_, self.y_buf_, self.t_buf_, self.w_buf_ = (
                 self.X_buf_[keep],
                 self.y_buf_[keep],
                 self.t_buf_[keep],
+                self.w_buf_[keep],
             )
-        self.n_verdicts_ += int(A.shape[0])
+        if source == "definition":
+            self.n_definition_labels_ += int(A.shape[0])
+        else:
+            self.n_verdicts_ += int(A.shape[0])
         self.refit()
         return self
 
@@ -613,6 +644,7 @@ class ThreatModel:
             "X_buf": self.X_buf_,
             "y_buf": self.y_buf_,
             "t_buf": self.t_buf_,
+            "w_buf": self.w_buf_,
             "prior_w": self.prior_w_,
             "prior_wg": self.prior_wg_,
             "prior_b": self.prior_b_,
@@ -629,6 +661,7 @@ class ThreatModel:
             "feature_names": list(FEATURE_NAMES),
             "version": self.version_,
             "n_verdicts": self.n_verdicts_,
+            "n_definition_labels": self.n_definition_labels_,
             "n_seen": self.n_seen_,
             "now": self.now_,
             "l2_in_use": self.l2_,
@@ -697,11 +730,16 @@ class ThreatModel:
             X_buf = arrays["X_buf"].reshape(-1, d_old)
             anchor = arrays["anchor"].reshape(-1, d_old)
             m.y_buf_, m.t_buf_ = arrays["y_buf"], arrays["t_buf"]
+            m.w_buf_ = arrays.get("w_buf", np.ones_like(m.y_buf_))
             theta = arrays["theta"]
             mean, var = arrays["mean"], arrays["var"]
         except (KeyError, ValueError) as exc:
             raise ModelFormatError(f"missing or malformed array {exc}") from None
-        if X_buf.shape[0] != m.y_buf_.shape[0] or m.t_buf_.shape != m.y_buf_.shape:
+        if (
+            X_buf.shape[0] != m.y_buf_.shape[0]
+            or m.t_buf_.shape != m.y_buf_.shape
+            or m.w_buf_.shape != m.y_buf_.shape
+        ):
             raise ModelFormatError("verdict buffer arrays disagree in length")
         if same:
             m.X_buf_, m.anchor_, m.mean_, m.var_ = X_buf, anchor, mean, var
@@ -728,6 +766,7 @@ class ThreatModel:
                 raise ModelFormatError("prior arrays do not match the feature layout")
         m.version_ = int(meta.get("version", 0))
         m.n_verdicts_ = int(meta.get("n_verdicts", 0))
+        m.n_definition_labels_ = int(meta.get("n_definition_labels", 0))
         m.n_seen_ = float(meta.get("n_seen", 0.0))
         m.now_ = float(meta.get("now", 0.0))
         m.l2_ = float(meta.get("l2_in_use", m.l2))

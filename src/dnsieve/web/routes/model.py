@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import Field
 
-from dnsieve.threat.metrics import DEFAULT_KS, precision_report
+from dnsieve.threat.metrics import DEFAULT_KS, precision_report, queue_sources
 from dnsieve.web.actions import model_summary
 from dnsieve.web.deps import AdminPage, CsrfForm, PageUser, StoreDep
 from dnsieve.web.plots import precision_plot
@@ -68,6 +68,7 @@ def model(request: Request, user: PageUser, store: StoreDep, q: PrecisionParams)
         precision_plot=plot,
         definition=PRECISION_DEFINITION,
         by_version={v["model_version"]: v for v in rep.by_version},
+        sources=queue_sources(store, q.ks),
     )
 
 
