@@ -271,7 +271,9 @@ def test_model_page_without_recent_verdicts(client: TestClient) -> None:
     assert "verdicts given under it" in html and 'class="status st-threat">threat 1<' in html
     # where the top of the queue comes from: definitions, detector + definition, detectors
     assert "Where the top of the queue comes from" in html and "definition hits learned" in html
-    assert re.search(r"<tr><td>10(?: <span[^<]*</span>)?</td><td>\d+</td><td>\d+</td><td>\d+</td>", html)
+    assert re.search(
+        r"<tr><td>10(?: <span[^<]*</span>)?</td><td>\d+</td><td>\d+</td><td>\d+</td>", html
+    )
     assert client.get("/model", params={"days": 366}).status_code == 200
     assert client.get("/model", params={"k": 0}).status_code == 422
 
