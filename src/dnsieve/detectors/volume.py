@@ -63,6 +63,7 @@ import math
 import zlib
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -149,6 +150,12 @@ class HurdlePriors:
             return v
 
         return {k: rd(v) for k, v in asdict(self).items()}
+
+
+@lru_cache(maxsize=64)
+def _priors_dict(priors: HurdlePriors) -> dict[str, Any]:
+    """``priors.to_dict()``, computed once per fitted priors (the evidence of every candidate)."""
+    return priors.to_dict()
 
 
 def domain_stats(y: NDArray[Any]) -> tuple[Array, Array, Array]:
@@ -494,8 +501,18 @@ def _slots(
     return out
 
 
+@lru_cache(maxsize=4096)
 def baseline_columns(start: int, window: int, baseline: int, period: int) -> NDArray[np.int64]:
-    """Matrix columns forming the baseline of the window starting at column ``start`` (time order)."""
+    """Matrix columns forming the baseline of the window starting at column ``start`` (time order).
+
+    Cached (candidates share window starts); the array returned is read-only.
+    """
+    out = _baseline_columns(start, window, baseline, period)
+    out.flags.writeable = False
+    return out
+
+
+def _baseline_columns(start: int, window: int, baseline: int, period: int) -> NDArray[np.int64]:
     if period <= 0:
         return np.arange(max(start - baseline, 0), start, dtype=np.int64)
     segs = _slots(np.array([start], dtype=np.int64), window, baseline, period)
@@ -1351,7 +1368,7 @@ class _HurdleVolume(Detector):
                 "observed_current": _r(float(cur.mean())),
             },
             "burstiness_mean_max": _r(float(mean_max_ratio(allh))),
-            "priors": priors.to_dict(),
+            "priors": dict(_priors_dict(priors)),
         }
 
     def _client_evidence(
@@ -1396,7 +1413,7 @@ class _HurdleVolume(Detector):
                 if ex["hours"][i, h] > 0
             ],
             "overdispersion_phi": _r(float(ex["phi"][i])),
-            "priors": priors.to_dict(),
+            "priors": dict(_priors_dict(priors)),
         }
 
     @classmethod
