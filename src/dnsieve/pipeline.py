@@ -214,7 +214,16 @@ def detect(
             data = inputs[cls.requires]
             if hasattr(det, "fit_population"):
                 det.fit_population(data)
-            out = with_techniques(eng.map_detector(det, data, ctx), cls.techniques)
+                # Fitted on the whole input already: an engine that can score it as
+                # it is skips map_detector's own fit (the same fit, done twice).
+                scored = (
+                    eng.score_fitted(det, data, ctx)
+                    if hasattr(eng, "score_fitted")
+                    else eng.map_detector(det, data, ctx)
+                )
+            else:
+                scored = eng.map_detector(det, data, ctx)
+            out = with_techniques(scored, cls.techniques)
             pop = det.population(data, ctx) if hasattr(det, "population") else out.height
         except Exception as exc:
             if strict:
