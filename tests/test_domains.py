@@ -103,9 +103,11 @@ def test_split_series_agrees_with_the_psl_on_every_rule(private: bool) -> None:
         except UnicodeError:
             rule = ".".join(labels)
         names += [rule, f"a.{rule}", f"b.a.{rule}", f"c.b.a.{rule}", "x." + rule.split(".", 1)[-1]]
+        names.append(f"Q.Ab.{rule.upper()}")  # un-normalised input: the PSL ignores case
     names += [
         "", ".", "..", "a..b.com", ".com", "com.", "wpad", "a.b.c.d.e.f", "www.ck", "x.www.ck",
         "y.x.ck", "a\\x00b.com", "é.com", "a.-.com", "a.b.unknowntld", "a.city.kawasaki.jp",
+        "h44.4099.DDNS.net", "WWW.Example.CO.UK", "X.Unknown",
     ]  # fmt: skip
     splitter = DomainSplitter(private_suffixes=private)
     got = splitter.split_series(pl.Series(names, dtype=pl.String)).rows()

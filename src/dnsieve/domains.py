@@ -159,9 +159,17 @@ class DomainSplitter:
         )
         slow = df.filter(~pl.col("fast"))["__q"].to_list()
         df = df.filter(pl.col("fast"))
-        last1 = pl.col("c").str.extract(r"([^.]*)$", 1).fill_null("")
-        last2 = pl.col("c").str.extract(r"([^.]+\.[^.]*)$", 1)
-        df = df.with_columns(last1=last1, last2=last2).with_columns(
+        # The PSL matches case-insensitively: tails are looked up in lower case,
+        # while the name's own labels keep their case (as the per-name split does).
+        lc = pl.col("c").str.to_lowercase()
+        last1 = lc.str.extract(r"([^.]*)$", 1).fill_null("")
+        last2 = lc.str.extract(r"([^.]+\.[^.]*)$", 1)
+        df = df.with_columns(
+            lc=lc,
+            last1=last1,
+            last2=last2,
+            own1=pl.col("c").str.extract(r"([^.]*)$", 1).fill_null(""),
+        ).with_columns(
             d1=pl.col("last1").replace_strict(by_tld, default=1, return_dtype=pl.Int64),
             d2=pl.max_horizontal(
                 pl.col("last2")
@@ -174,7 +182,7 @@ class DomainSplitter:
         df = df.with_columns(
             tail=pl.when(depth == 1)
             .then(pl.col("last1"))
-            .otherwise(pl.col("c").str.split(".").list.slice(-depth).list.join("."))
+            .otherwise(pl.col("lc").str.split(".").list.slice(-depth).list.join("."))
         )
         psl = _psl(self.private_suffixes)
         tails = df["tail"].unique()
@@ -187,7 +195,7 @@ class DomainSplitter:
         proper = (
             pl.col("sfx").is_not_null()
             & (nlen > slen + 1)
-            & pl.col("c").str.ends_with(pl.lit(".") + pl.col("sfx"))
+            & pl.col("lc").str.ends_with(pl.lit(".") + pl.col("sfx"))
         )
         # A suffix that is not a proper ending of the name is left to the exact path.
         odd = pl.col("sfx").is_not_null() & (nlen > slen) & ~proper
@@ -202,7 +210,7 @@ class DomainSplitter:
             subdomain=pl.when(proper).then(sub).otherwise(pl.lit("")),
             tld=pl.when(proper | pl.col("sfx").is_not_null())
             .then(pl.col("sfx"))
-            .otherwise(pl.col("last1")),
+            .otherwise(pl.col("own1")),
         )
         if slow:
             parts = [self.split(n) for n in slow]

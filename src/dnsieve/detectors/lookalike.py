@@ -386,17 +386,18 @@ class BrandIndex:
             brands = [self.edit_brands[j] for j in cols]
             dist = cdist(
                 [labels[i] for i in rows], brands, scorer=OSA.distance, score_cutoff=2,
-                dtype=np.int32, workers=1,
+                dtype=np.uint8, workers=1,
             )  # fmt: skip
             ok = dist <= self._edit_limit[cols][None, :]
+            near = np.flatnonzero(ok.any(axis=1))  # few rows have a brand in reach
+            if near.size == 0:
+                continue
+            d_near, ok_near = dist[near].astype(np.int64), ok[near]
             # Least distance first, then the brand first in byte order (cols are sorted).
-            key = np.where(
-                ok, dist * cols.size + np.arange(cols.size)[None, :], np.iinfo(np.int64).max
-            )
-            best = key.argmin(axis=1)
-            hit = ok[np.arange(len(rows)), best]
-            for k in np.flatnonzero(hit):
-                out[rows[k]] = (int(dist[k, best[k]]), brands[int(best[k])])
+            key = d_near * cols.size + np.arange(cols.size)[None, :]
+            key[~ok_near] = np.iinfo(np.int64).max
+            for kk, j in enumerate(key.argmin(axis=1).tolist()):
+                out[rows[int(near[kk])]] = (int(d_near[kk, j]), brands[j])
         return out
 
     def _inside(self, label: str, tld: str) -> LookalikeMatch | None:
@@ -449,16 +450,21 @@ def brand_index() -> BrandIndex:
     return BrandIndex(list(_reference()))
 
 
-def match_names(names: pl.Series) -> pl.DataFrame:
+def match_names(names: pl.Series, labels: pl.DataFrame | None = None) -> pl.DataFrame:
     """Look-alike matches for names (query or registered domains), one row per input.
 
     Columns ``lookalike_brand``, ``lookalike_method``, ``lookalike_distance``,
-    ``lookalike_score`` (nulls when no match).
+    ``lookalike_score`` (nulls when no match).  ``labels``, when given, is the
+    names' :func:`dnsieve.detectors.dga.registered_labels` (``icann_domain``
+    and ``label`` columns, one row per name) already computed by the caller.
     """
     from dnsieve.detectors.dga import registered_labels
 
     idx = brand_index()
-    labels = registered_labels(names)
+    if labels is None:
+        labels = registered_labels(names)
+    elif labels.height != names.len():
+        raise ValueError(f"labels has {labels.height} rows for {names.len()} names")
     tld = labels["icann_domain"].str.split(".").list.slice(1).list.join(".")
     keys = pl.DataFrame(
         {
