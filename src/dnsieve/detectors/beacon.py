@@ -201,8 +201,8 @@ class BeaconDetector(Detector):
             ip = pl.col("src_ip").cast(pl.Categorical).to_physical().cast(pl.Int64)
             dom = pl.col("registered_domain").cast(pl.Categorical).to_physical().cast(pl.Int64)
             ids = ev.select(*key, _ip=ip, _dom=dom, _w=(ws - ws.min()).rank("dense") - 1)
-            n_dom = int(ids["_dom"].max() or 0) + 1  # type: ignore[operator]
-            n_win = int(ids["_w"].max() or 0) + 1  # type: ignore[operator]
+            n_dom = int(ids.select(pl.col("_dom").max().fill_null(0)).item()) + 1
+            n_win = int(ids.select(pl.col("_w").max().fill_null(0)).item()) + 1
             ids = ids.with_columns(
                 _s=(pl.col("_ip") * n_dom + pl.col("_dom")) * n_win + pl.col("_w").cast(pl.Int64)
             )

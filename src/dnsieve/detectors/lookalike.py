@@ -312,12 +312,11 @@ class BrandIndex:
         for x, y in _MULTI:
             fold = fold.str.replace_all(x, y, literal=True)
         df = df.with_columns(sk=pl.when(pl.col("plain")).then(fold))
-        odd = df.filter(~pl.col("plain") & ~pl.col("known")).with_row_index("_r")
-        if odd.height:
-            rows = np.flatnonzero((~df["plain"] & ~df["known"]).to_numpy())
+        odd = np.flatnonzero((~df["plain"] & ~df["known"]).to_numpy()).tolist()
+        if odd:
             sk = df["sk"].to_list()
-            for i, text in zip(rows, odd["lab"].to_list(), strict=True):
-                sk[int(i)] = skeleton(text)
+            for k in odd:
+                sk[k] = skeleton(pairs[k][0] or "")
             df = df.with_columns(sk=pl.Series(sk, dtype=pl.String))
         ref = pl.DataFrame(
             {"sk": list(self.skeletons), "homo": list(self.skeletons.values())},
@@ -339,25 +338,25 @@ class BrandIndex:
             & (pl.col("abused") | pl.col("lure"))
             & lab.str.contains_any(sorted(self.substring_brands)),
         )
-        for i in np.flatnonzero(df["known"].to_numpy()):
-            label, tld = pairs[int(i)]
+        for k in np.flatnonzero(df["known"].to_numpy()).tolist():
+            label, tld = pairs[k]
             if label and label in self.substring_brands and tld in ABUSED_TLDS:
-                out[i] = LookalikeMatch(
+                out[k] = LookalikeMatch(
                     self.label_to_domain[label], label, "brand_in_label", 0, BRAND_ON_ABUSED_TLD
                 )
         homo = df["homo"].to_list()
-        for i in np.flatnonzero(df["homo"].is_not_null().to_numpy()):
-            b = homo[int(i)]
-            out[i] = LookalikeMatch(self.label_to_domain[b], b, "homoglyph", 0, 0.95)
-        typo = [int(i) for i in np.flatnonzero(df["typo"].to_numpy())]
-        for i, hit in zip(typo, self.nearest([pairs[i][0] for i in typo]), strict=True):
+        for k in np.flatnonzero(df["homo"].is_not_null().to_numpy()).tolist():
+            b = homo[k]
+            out[k] = LookalikeMatch(self.label_to_domain[b], b, "homoglyph", 0, 0.95)
+        typo: list[int] = np.flatnonzero(df["typo"].to_numpy()).tolist()
+        for i, hit in zip(typo, self.nearest([pairs[k][0] for k in typo]), strict=True):
             if hit is not None:
                 d, b = hit
                 score = 0.85 if d == 1 else 0.6
                 out[i] = LookalikeMatch(self.label_to_domain[b], b, "edit_distance", d, score)
-        for i in np.flatnonzero(df["inside"].to_numpy()):
-            if out[i] is None:
-                out[i] = self._inside(*pairs[int(i)])
+        for k in np.flatnonzero(df["inside"].to_numpy()).tolist():
+            if out[k] is None:
+                out[k] = self._inside(*pairs[k])
         return out
 
     def nearest(self, labels: Sequence[str]) -> list[tuple[int, str] | None]:

@@ -349,7 +349,7 @@ class TunnelDetector(Detector):
             _d=pl.col("registered_domain").cast(pl.Categorical).to_physical().cast(pl.Int64),
             _w=((ws - ws.min()).rank("dense") - 1).cast(pl.Int64),
         )
-        n_win = int(ev["_w"].max() or 0) + 1  # type: ignore[operator]
+        n_win = int(ev.select(pl.col("_w").max().fill_null(0)).item()) + 1
         ev = ev.with_columns(_k=pl.col("_d") * n_win + pl.col("_w")).drop("_d", "_w")
         keys = ev.select("_k", "registered_domain", "window_start", "window_end").unique("_k")
         key = ["_k"]
