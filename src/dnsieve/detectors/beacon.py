@@ -182,8 +182,13 @@ class BeaconDetector(Detector):
     def population(self, data: pl.DataFrame, ctx: DetectContext) -> int:
         """Client × domain × window series with at least two connections' worth of lookups."""
         ev = self._events(data, ctx)
-        key = ["src_ip", "registered_domain", "window_start"]
-        return int(ev.group_by(key).len().filter(pl.col("len") >= 2).height)
+        # Integer codes for the string keys: the same groups, counted faster.
+        ids = ev.select(
+            pl.col("src_ip").cast(pl.Categorical).to_physical(),
+            pl.col("registered_domain").cast(pl.Categorical).to_physical(),
+            "window_start",
+        )
+        return int(ids.group_by(ids.columns).len().filter(pl.col("len") >= 2).height)
 
     def _series(self, ev: pl.DataFrame) -> pl.DataFrame:
         """Per (client, domain, window): connections, gaps, period, on-beat gaps, MAD.
