@@ -9,7 +9,10 @@
    or one of the hourly aggregates), read by the engine from the scored period
    plus ``baseline_hours`` before it, so every window is scored against its
    own trailing baseline: a historical lake is scored in full;
-3. ``engine.map_detector`` runs the detector's pure ``score``;
+3. ``engine.map_detector`` runs the detector's pure ``score`` (a detector
+   with ``fit_population`` is fitted once on the whole input here; an engine
+   with ``score_fitted``, the embedded one, scores that fitted detector as it
+   is instead of fitting a copy again);
 4. :func:`dnsieve.calibrate.calibrate` turns the pooled candidates into
    alerts (per-detector tail fit, target false-alarm rate, score floors,
    popularity prior, and a daily budget that counts episodes: a detector ×
