@@ -30,6 +30,8 @@ import pytest
 DATA = Path(__file__).parent / "data" / "speed_parity"
 HOURS, CLIENTS, SEED = 168, 60, 3
 KEY = ["detector", "entity", "window_start"]
+
+pytestmark = pytest.mark.slow  # one simulated week of 60 hosts through the whole job
 REL = 1e-9
 
 
