@@ -77,3 +77,40 @@ def test_read_domain_lines_skips_over_long_lines_without_holding_them() -> None:
     names, skipped = read_domain_lines(io.BytesIO(data))
     assert names == ["example.com", "foo.example.org"]
     assert skipped == 2
+
+
+@pytest.mark.parametrize("private", [True, False], ids=["private", "icann"])
+def test_split_series_agrees_with_the_psl_on_every_rule(private: bool) -> None:
+    """The vectorised split (PSL once per distinct tail) equals the per-name PSL split.
+
+    Names are built from every rule of the bundled list (wildcards filled in,
+    exceptions as written, IDN rules in punycode) with zero to three labels in
+    front, plus odd names (empty labels, dots at the ends, escapes, Unicode).
+    """
+    from importlib import resources
+
+    from dnsieve.domains import _psl, _split
+
+    text = (resources.files("publicsuffixlist") / "public_suffix_list.dat").read_text("utf-8")
+    names: list[str | None] = [None]
+    for line in text.splitlines():
+        rule = line.strip().split(" ", 1)[0]
+        if not rule or rule.startswith("//"):
+            continue
+        labels = rule.lstrip("!").replace("*", "w").split(".")
+        try:
+            rule = ".".join(x.encode("idna").decode("ascii") for x in labels)
+        except UnicodeError:
+            rule = ".".join(labels)
+        names += [rule, f"a.{rule}", f"b.a.{rule}", f"c.b.a.{rule}", "x." + rule.split(".", 1)[-1]]
+        names.append(f"Q.Ab.{rule.upper()}")  # un-normalised input: the PSL ignores case
+    names += [
+        "", ".", "..", "a..b.com", ".com", "com.", "wpad", "a.b.c.d.e.f", "www.ck", "x.www.ck",
+        "y.x.ck", "a\\x00b.com", "é.com", "a.-.com", "a.b.unknowntld", "a.city.kawasaki.jp",
+        "h44.4099.DDNS.net", "WWW.Example.CO.UK", "X.Unknown",
+    ]  # fmt: skip
+    splitter = DomainSplitter(private_suffixes=private)
+    got = splitter.split_series(pl.Series(names, dtype=pl.String)).rows()
+    psl = _psl(private)
+    want = [(None, None, None) if n is None else _split(psl, n) for n in names]
+    assert got == want

@@ -111,3 +111,49 @@ def test_lookalike_that_never_resolves_keeps_half_its_score() -> None:
     assert answered["clients"] and str(answered["reason"]).startswith(
         "paypa1.com imitates paypal.com"
     )
+
+
+def test_nearest_brand_is_the_brute_force_one() -> None:
+    """The batched typo search finds exactly what comparing every brand would.
+
+    Labels: one to three random edits (substitution, deletion, insertion,
+    transposition) of the typo references, and random strings; the reference
+    is :func:`damerau_levenshtein` against every brand within its limit, least
+    distance then first brand.
+    """
+    import random
+
+    from dnsieve.detectors.lookalike import brand_index
+
+    idx = brand_index()
+    rng = random.Random(7)
+    letters = "abcdefghijklmnopqrstuvwxyz0123456789"
+    labels = []
+    for brand in rng.sample(idx.edit_brands, 150):
+        for _ in range(3):
+            w = list(brand)
+            for _ in range(rng.randint(1, 3)):
+                i = rng.randrange(len(w))
+                op = rng.randrange(4)
+                if op == 0:
+                    w[i] = rng.choice(letters)
+                elif op == 1 and len(w) > 1:
+                    del w[i]
+                elif op == 2:
+                    w.insert(i, rng.choice(letters))
+                elif i + 1 < len(w):
+                    w[i], w[i + 1] = w[i + 1], w[i]
+            labels.append("".join(w))
+    labels += ["".join(rng.choice(letters) for _ in range(rng.randint(4, 20))) for _ in range(300)]
+    want = []
+    for label in labels:
+        best = None
+        for b in idx.edit_brands:
+            limit = 2 if len(b) >= 10 else 1
+            d = damerau_levenshtein(label, b, limit)
+            if d <= limit and (best is None or (d, b) < best):
+                best = (d, b)
+        want.append(best)
+    got = idx.nearest(labels)
+    assert got == want
+    assert sum(x is not None for x in got) > 100  # the edits mostly stay in reach

@@ -127,25 +127,150 @@ class DomainSplitter:
         return res
 
     def split_series(self, qnames: pl.Series) -> pl.DataFrame:
-        """Vectorised split: looks up each distinct name once and joins back."""
-        uniq = qnames.drop_nulls().unique()
-        names = uniq.to_list()
-        parts = [self.split(n) for n in names]
-        mapping = pl.DataFrame(
-            {
-                "__q": pl.Series(names, dtype=pl.String),
-                "registered_domain": pl.Series([p[0] for p in parts], dtype=pl.String),
-                "subdomain": pl.Series([p[1] for p in parts], dtype=pl.String),
-                "tld": pl.Series([p[2] for p in parts], dtype=pl.String),
-            }
-        )
+        """Vectorised split: the PSL is consulted once per distinct *tail*, then joined back.
+
+        A name's public suffix depends only on its last few labels: as many
+        as the longest PSL rule (wildcards and exceptions included) ending in
+        its TLD or its last two labels can see (:func:`_suffix_depths`).  The
+        distinct tails (``com``, ``co.uk``, ``github.io`` ...) are far fewer
+        than the distinct names (every tunnel or DGA name is new), so the PSL
+        runs a few hundred times and the rest is Polars string work.  Names
+        outside printable ASCII or with empty labels take :meth:`split`.
+        """
+        names = qnames.cast(pl.String)
+        uniq = names.drop_nulls().unique()
+        mapping = self._split_unique(uniq)
         return (
-            qnames.cast(pl.String)
-            .alias("__q")
+            names.alias("__q")
             .to_frame()
             .join(mapping, on="__q", how="left", maintain_order="left")
             .drop("__q")
         )
+
+    def _split_unique(self, uniq: pl.Series) -> pl.DataFrame:
+        """(``__q``, registered_domain, subdomain, tld) for distinct names."""
+        by_tld, by_last2, wildcard = _suffix_depths(self.private_suffixes)
+        clean = pl.col("__q").str.strip_chars(".")
+        df = pl.DataFrame({"__q": uniq}).with_columns(
+            c=clean,
+            fast=pl.col("__q").str.contains(r"^[\x21-\x7e]+$")
+            & (clean != "")
+            & ~clean.str.contains("..", literal=True),
+        )
+        slow = df.filter(~pl.col("fast"))["__q"].to_list()
+        df = df.filter(pl.col("fast"))
+        # The PSL matches case-insensitively: tails are looked up in lower case,
+        # while the name's own labels keep their case (as the per-name split does).
+        lc = pl.col("c").str.to_lowercase()
+        last1 = lc.str.extract(r"([^.]*)$", 1).fill_null("")
+        last2 = lc.str.extract(r"([^.]+\.[^.]*)$", 1)
+        df = df.with_columns(
+            lc=lc,
+            last1=last1,
+            last2=last2,
+            own1=pl.col("c").str.extract(r"([^.]*)$", 1).fill_null(""),
+        ).with_columns(
+            d1=pl.col("last1").replace_strict(by_tld, default=1, return_dtype=pl.Int64),
+            d2=pl.max_horizontal(
+                pl.col("last2")
+                .replace_strict(by_last2, default=1, return_dtype=pl.Int64)
+                .fill_null(1),
+                pl.col("last1").replace_strict(wildcard, default=1, return_dtype=pl.Int64),
+            ),
+        )
+        depth = pl.when(pl.col("d1") == 1).then(1).otherwise(pl.col("d2"))
+        df = df.with_columns(
+            tail=pl.when(depth == 1)
+            .then(pl.col("last1"))
+            .otherwise(pl.col("lc").str.split(".").list.slice(-depth).list.join("."))
+        )
+        psl = _psl(self.private_suffixes)
+        tails = df["tail"].unique()
+        sfx = pl.DataFrame(
+            {"tail": tails, "sfx": [psl.publicsuffix(t) for t in tails.to_list()]},
+            schema={"tail": pl.String, "sfx": pl.String},
+        )
+        df = df.join(sfx, on="tail", how="left")
+        nlen, slen = pl.col("c").str.len_bytes(), pl.col("sfx").str.len_bytes()
+        proper = (
+            pl.col("sfx").is_not_null()
+            & (nlen > slen + 1)
+            & pl.col("lc").str.ends_with(pl.lit(".") + pl.col("sfx"))
+        )
+        # A suffix that is not a proper ending of the name is left to the exact path.
+        odd = pl.col("sfx").is_not_null() & (nlen > slen) & ~proper
+        slow += df.filter(odd)["__q"].to_list()
+        df = df.filter(~odd)
+        head = pl.col("c").str.slice(0, nlen - slen - 1)
+        label = head.str.extract(r"([^.]*)$", 1)
+        sub = head.str.extract(r"^(.*)\.[^.]*$", 1).fill_null("")
+        out = df.select(
+            "__q",
+            registered_domain=pl.when(proper).then(label + "." + pl.col("sfx")).otherwise("c"),
+            subdomain=pl.when(proper).then(sub).otherwise(pl.lit("")),
+            tld=pl.when(proper | pl.col("sfx").is_not_null())
+            .then(pl.col("sfx"))
+            .otherwise(pl.col("own1")),
+        )
+        if slow:
+            parts = [self.split(n) for n in slow]
+            out = pl.concat(
+                [
+                    out,
+                    pl.DataFrame(
+                        {
+                            "__q": slow,
+                            "registered_domain": [p[0] for p in parts],
+                            "subdomain": [p[1] for p in parts],
+                            "tld": [p[2] for p in parts],
+                        },
+                        schema=out.schema,
+                    ),
+                ]
+            )
+        return out
+
+
+@lru_cache(maxsize=2)
+def _suffix_depths(private: bool) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """How many trailing labels of a name the PSL can look at.
+
+    Returns ``(by_tld, by_last2, wildcard)``: the most labels of any rule
+    (wildcards and exceptions included; the private section too when
+    ``private``) ending in a TLD, ending in a two-label suffix, and 2 for TLDs
+    with a ``*.tld`` rule.  IDN rules are keyed by their punycode form, as
+    names arrive on the wire.
+    """
+    from importlib import resources
+
+    text = (resources.files("publicsuffixlist") / "public_suffix_list.dat").read_text("utf-8")
+    if not private:
+        text = text.split("===BEGIN ICANN DOMAINS===", 1)[-1]
+        text = text.split("===END ICANN DOMAINS===", 1)[0]
+    by_tld: dict[str, int] = {}
+    by_last2: dict[str, int] = {}
+    wildcard: dict[str, int] = {}
+    for line in text.splitlines():
+        rule = line.strip().split(" ", 1)[0].lstrip("!")
+        if not rule or rule.startswith("//"):
+            continue
+        labels = [_ace(x) for x in rule.lower().split(".")]
+        n = len(labels)
+        by_tld[labels[-1]] = max(by_tld.get(labels[-1], 1), n)
+        if n >= 2:
+            if labels[-2] == "*":
+                wildcard[labels[-1]] = 2
+            else:
+                key = ".".join(labels[-2:])
+                by_last2[key] = max(by_last2.get(key, 2), n)
+    return by_tld, by_last2, wildcard
+
+
+def _ace(label: str) -> str:
+    try:
+        return label.encode("idna").decode("ascii")
+    except UnicodeError:
+        return label
 
 
 def _split(psl: PublicSuffixList, name: str) -> tuple[str, str, str]:

@@ -9,7 +9,10 @@
    or one of the hourly aggregates), read by the engine from the scored period
    plus ``baseline_hours`` before it, so every window is scored against its
    own trailing baseline: a historical lake is scored in full;
-3. ``engine.map_detector`` runs the detector's pure ``score``;
+3. ``engine.map_detector`` runs the detector's pure ``score`` (a detector
+   with ``fit_population`` is fitted once on the whole input here; an engine
+   with ``score_fitted``, the embedded one, scores that fitted detector as it
+   is instead of fitting a copy again);
 4. :func:`dnsieve.calibrate.calibrate` turns the pooled candidates into
    alerts (per-detector tail fit, target false-alarm rate, score floors,
    popularity prior, and a daily budget that counts episodes: a detector ×
@@ -214,7 +217,16 @@ def detect(
             data = inputs[cls.requires]
             if hasattr(det, "fit_population"):
                 det.fit_population(data)
-            out = with_techniques(eng.map_detector(det, data, ctx), cls.techniques)
+                # Fitted on the whole input already: an engine that can score it as
+                # it is skips map_detector's own fit (the same fit, done twice).
+                scored = (
+                    eng.score_fitted(det, data, ctx)
+                    if hasattr(eng, "score_fitted")
+                    else eng.map_detector(det, data, ctx)
+                )
+            else:
+                scored = eng.map_detector(det, data, ctx)
+            out = with_techniques(scored, cls.techniques)
             pop = det.population(data, ctx) if hasattr(det, "population") else out.height
         except Exception as exc:
             if strict:

@@ -63,7 +63,7 @@ def score_table(names: list[str]) -> pl.DataFrame:
     s = pl.Series("domain", names, dtype=pl.String)
     split = DomainSplitter().split_series(s)
     scored = score_names(s)
-    look = match_names(s)
+    look = match_names(s, labels=scored.select("icann_domain", "label"))
     table = pl.concat(
         [
             s.to_frame(),

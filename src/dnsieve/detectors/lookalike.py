@@ -35,6 +35,7 @@ from __future__ import annotations
 import codecs
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -149,9 +150,9 @@ _CONFUSABLES: dict[str, str] = {
     "ı": "i", "ł": "l", "ø": "o", "đ": "d", "ħ": "h", "ŀ": "l", "ß": "b", "æ": "ae", "œ": "oe",
     "ɑ": "a", "ɩ": "i", "ʟ": "l", "ɴ": "n", "ʀ": "r", "ꞵ": "b",
 }  # fmt: skip
-_DIGIT_LEET = str.maketrans(
-    {"0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "i": "l"}
-)
+_LEET = {"0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "i": "l"}
+_DIGIT_LEET = str.maketrans(_LEET)
+_LEET_FROM, _LEET_TO = list(_LEET), list(_LEET.values())
 _MULTI = (("rn", "m"), ("vv", "w"), ("cl", "d"))
 _ESCAPE = re.compile(r"\\x([0-9a-f]{2})")
 
@@ -175,6 +176,14 @@ def skeleton(label: str) -> str:
     >>> skeleton("paypa1"), skeleton("xn--pypal-4ve"), skeleton("rnicrosoft")
     ('paypal', 'paypal', 'mlcrosoft')
     """
+    if label.isascii() and "\\x" not in label and not label.startswith("xn--"):
+        # Plain ASCII: no confusable or combining character can occur, so the
+        # fold is the digit/leet translation and the multi-letter pairs (the
+        # same result as the general path below, without a per-character loop).
+        s = label.lower().translate(_DIGIT_LEET)
+        for a, b in _MULTI:
+            s = s.replace(a, b)
+        return s
     text = _unicode_label(label).lower()
     out = []
     for ch in text:
@@ -213,19 +222,6 @@ def damerau_levenshtein(a: str, b: str, limit: int = 2) -> int:
     return min(prev[len(b)], limit + 1)
 
 
-def _deletes(word: str, depth: int) -> set[str]:
-    out = {word}
-    frontier = {word}
-    for _ in range(depth):
-        nxt = set()
-        for w in frontier:
-            for i in range(len(w)):
-                nxt.add(w[:i] + w[i + 1 :])
-        out |= nxt
-        frontier = nxt
-    return out
-
-
 @dataclass(frozen=True)
 class LookalikeMatch:
     """Why a label imitates a brand."""
@@ -257,17 +253,20 @@ class BrandIndex:
             # for digit-for-letter look-alikes: xicdn.net is not imitating x1cdn.com.
             if len(lab) >= 4 and lab.isalpha():
                 self.skeletons.setdefault(skeleton(lab), lab)
-        self.deletes: dict[str, list[str]] = {}
-        for d, lab in zip(domains[:edit_top], labels[:edit_top], strict=True):
-            if (
-                len(lab) < 6
-                or not lab.isalpha()
-                or not lab.isascii()
-                or d != self.label_to_domain.get(lab)
-            ):
-                continue
-            for v in _deletes(lab, 2 if len(lab) >= 10 else 1):
-                self.deletes.setdefault(v, []).append(lab)
+        # Typo references: the top ``edit_top`` brands' own labels (ASCII letters,
+        # at least 6), sorted so that the nearest brand's ties go to the first.
+        edit = {
+            lab
+            for d, lab in zip(domains[:edit_top], labels[:edit_top], strict=True)
+            if len(lab) >= 6
+            and lab.isalpha()
+            and lab.isascii()
+            and d == self.label_to_domain.get(lab)
+        }
+        self.edit_brands: tuple[str, ...] = tuple(sorted(edit))
+        self._edit_len = np.array([len(x) for x in self.edit_brands], dtype=np.int64)
+        # Up to two edits for brands of 10 letters or more, one for shorter ones.
+        self._edit_limit = np.where(self._edit_len >= 10, 2, 1)
         top = []
         for d, lab in zip(domains[:brand_in_label_top], labels[:brand_in_label_top], strict=True):
             if len(lab) >= 5 and lab.isalpha() and d == self.label_to_domain.get(lab):
@@ -276,42 +275,143 @@ class BrandIndex:
 
     def match(self, label: str, tld: str) -> LookalikeMatch | None:
         """The strongest look-alike evidence for one registered-domain label, if any."""
-        if not label or label in self.label_to_domain:
-            if label in self.substring_brands and tld in ABUSED_TLDS:
-                return LookalikeMatch(
+        return self.match_many([(label, tld)])[0]
+
+    def match_many(self, pairs: Sequence[tuple[str, str]]) -> list[LookalikeMatch | None]:
+        """:meth:`match` for many (label, TLD) pairs at once.
+
+        In order: a brand's own label (only on an abused TLD, as the brand
+        inside), a homoglyph (the label's :func:`skeleton` is a brand's), the
+        nearest brand within the edit limit (:meth:`nearest`, one batched
+        pass), then a brand inside the label on an abused TLD or beside a lure
+        word.
+
+        >>> idx = brand_index()
+        >>> [m.method if m else None for m in idx.match_many([("paypa1", "com"), ("amazom", "com"), ("wiki", "org")])]
+        ['homoglyph', 'edit_distance', None]
+        """
+        out: list[LookalikeMatch | None] = [None] * len(pairs)
+        if not pairs:
+            return out
+        labels = pl.Series([p[0] for p in pairs], dtype=pl.String).fill_null("")
+        tlds = pl.Series([p[1] for p in pairs], dtype=pl.String).fill_null("")
+        known_labels = pl.Series(list(self.label_to_domain), dtype=pl.String)
+        lab = pl.col("lab")
+        df = pl.DataFrame({"lab": labels, "tld": tlds}).with_columns(
+            known=(lab == "") | lab.is_in(known_labels.implode()),
+            abused=pl.col("tld").is_in(pl.Series(sorted(ABUSED_TLDS)).implode()),
+            lure=lab.str.contains_any(list(LURE_WORDS)),
+            ascii=lab.str.len_bytes() == lab.str.len_chars(),
+            plain=(lab.str.len_bytes() == lab.str.len_chars())
+            & ~lab.str.contains("\\x", literal=True)
+            & ~lab.str.starts_with("xn--"),
+        )
+        # Skeletons: plain ASCII labels fold in Polars (what skeleton() does for them),
+        # the others (punycode, escaped or Unicode labels) one by one.
+        fold = lab.str.to_lowercase().str.replace_many(_LEET_FROM, _LEET_TO)
+        for x, y in _MULTI:
+            fold = fold.str.replace_all(x, y, literal=True)
+        df = df.with_columns(sk=pl.when(pl.col("plain")).then(fold))
+        odd = np.flatnonzero((~df["plain"] & ~df["known"]).to_numpy()).tolist()
+        if odd:
+            sk = df["sk"].to_list()
+            for k in odd:
+                sk[k] = skeleton(pairs[k][0] or "")
+            df = df.with_columns(sk=pl.Series(sk, dtype=pl.String))
+        ref = pl.DataFrame(
+            {"sk": list(self.skeletons), "homo": list(self.skeletons.values())},
+            schema={"sk": pl.String, "homo": pl.String},
+        )
+        df = df.join(ref, on="sk", how="left", maintain_order="left").with_columns(
+            homo=pl.when(~pl.col("known") & (pl.col("sk") != lab)).then(pl.col("homo"))
+        )
+        df = df.with_columns(
+            typo=~pl.col("known")
+            & pl.col("homo").is_null()
+            & pl.col("ascii")
+            & (lab.str.len_chars() >= 4)
+            & ~lab.str.strip_chars_end("0123456789").is_in(known_labels.implode()),
+        ).with_columns(
+            # A brand inside the label matters on an abused TLD or beside a lure word.
+            inside=~pl.col("known")
+            & pl.col("homo").is_null()
+            & (pl.col("abused") | pl.col("lure"))
+            & lab.str.contains_any(sorted(self.substring_brands)),
+        )
+        for k in np.flatnonzero(df["known"].to_numpy()).tolist():
+            label, tld = pairs[k]
+            if label and label in self.substring_brands and tld in ABUSED_TLDS:
+                out[k] = LookalikeMatch(
                     self.label_to_domain[label], label, "brand_in_label", 0, BRAND_ON_ABUSED_TLD
                 )
+        homo = df["homo"].to_list()
+        for k in np.flatnonzero(df["homo"].is_not_null().to_numpy()).tolist():
+            b = homo[k]
+            out[k] = LookalikeMatch(self.label_to_domain[b], b, "homoglyph", 0, 0.95)
+        typo: list[int] = np.flatnonzero(df["typo"].to_numpy()).tolist()
+        for i, hit in zip(typo, self.nearest([pairs[k][0] for k in typo]), strict=True):
+            if hit is not None:
+                d, b = hit
+                score = 0.85 if d == 1 else 0.6
+                out[i] = LookalikeMatch(self.label_to_domain[b], b, "edit_distance", d, score)
+        for k in np.flatnonzero(df["inside"].to_numpy()).tolist():
+            if out[k] is None:
+                out[k] = self._inside(*pairs[k])
+        return out
+
+    def nearest(self, labels: Sequence[str]) -> list[tuple[int, str] | None]:
+        """For each label, the (distance, brand) with the least distance, then brand, or None.
+
+        Distances are optimal-string-alignment distances (:func:`damerau_levenshtein`)
+        to the typo references, within each brand's limit (2 for brands of 10
+        letters or more, else 1).  All labels of one length are compared with
+        the brands of a length within 2 in one call to RapidFuzz's ``cdist``
+        (C++, bit-parallel, cut off at 2), so no Python loop runs per pair.
+        """
+        from rapidfuzz.distance import OSA
+        from rapidfuzz.process import cdist
+
+        out: list[tuple[int, str] | None] = [None] * len(labels)
+        lens = np.fromiter((len(x) for x in labels), dtype=np.int64, count=len(labels))
+        order = np.argsort(lens, kind="stable")
+        cuts = np.flatnonzero(np.diff(lens[order])) + 1
+        for rows_arr in np.split(order, cuts) if order.size else []:
+            n = int(lens[rows_arr[0]])
+            rows = rows_arr.tolist()
+            # A brand is in reach when the length gap is within its own limit.
+            cols = np.flatnonzero(np.abs(self._edit_len - n) <= self._edit_limit)
+            if cols.size == 0:
+                continue
+            brands = [self.edit_brands[j] for j in cols]
+            dist = cdist(
+                [labels[i] for i in rows], brands, scorer=OSA.distance, score_cutoff=2,
+                dtype=np.uint8, workers=1,
+            )  # fmt: skip
+            ok = dist <= self._edit_limit[cols][None, :]
+            near = np.flatnonzero(ok.any(axis=1))  # few rows have a brand in reach
+            if near.size == 0:
+                continue
+            d_near, ok_near = dist[near].astype(np.int64), ok[near]
+            # Least distance first, then the brand first in byte order (cols are sorted).
+            key = d_near * cols.size + np.arange(cols.size)[None, :]
+            key[~ok_near] = np.iinfo(np.int64).max
+            for kk, j in enumerate(key.argmin(axis=1).tolist()):
+                out[rows[int(near[kk])]] = (int(d_near[kk, j]), brands[j])
+        return out
+
+    def _inside(self, label: str, tld: str) -> LookalikeMatch | None:
+        """A brand inside the label, on an abused TLD or beside a lure word."""
+        abused = tld in ABUSED_TLDS
+        if not abused and not any(w in label for w in LURE_WORDS):
             return None
-        sk = skeleton(label)
-        if sk != label and sk in self.skeletons:
-            lab = self.skeletons[sk]
-            return LookalikeMatch(self.label_to_domain[lab], lab, "homoglyph", 0, 0.95)
-        if (
-            label.isascii()
-            and len(label) >= 4
-            and label.rstrip("0123456789") not in self.label_to_domain
-        ):
-            best: tuple[int, str] | None = None
-            for v in _deletes(label, 2 if len(label) >= 9 else 1):
-                for lab in self.deletes.get(v, ()):
-                    limit = 2 if len(lab) >= 10 else 1
-                    d = damerau_levenshtein(label, lab, limit)
-                    if d <= limit and (best is None or (d, lab) < best):
-                        best = (d, lab)
-            if best is not None:
-                d, lab = best
-                return LookalikeMatch(
-                    self.label_to_domain[lab], lab, "edit_distance", d, 0.85 if d == 1 else 0.6
-                )
         brand = self._brand_inside(label)
-        if brand is not None:
-            if tld in ABUSED_TLDS:
-                return LookalikeMatch(
-                    self.label_to_domain[brand], brand, "brand_in_label", 0, BRAND_ON_ABUSED_TLD
-                )
-            if any(w in label for w in LURE_WORDS):
-                return LookalikeMatch(self.label_to_domain[brand], brand, "brand_in_label", 0, 0.75)
-        return None
+        if brand is None:
+            return None
+        if abused:
+            return LookalikeMatch(
+                self.label_to_domain[brand], brand, "brand_in_label", 0, BRAND_ON_ABUSED_TLD
+            )
+        return LookalikeMatch(self.label_to_domain[brand], brand, "brand_in_label", 0, 0.75)
 
     def _brand_inside(self, label: str) -> str | None:
         n = len(label)
@@ -349,37 +449,44 @@ def brand_index() -> BrandIndex:
     return BrandIndex(list(_reference()))
 
 
-def match_names(names: pl.Series) -> pl.DataFrame:
+def match_names(names: pl.Series, labels: pl.DataFrame | None = None) -> pl.DataFrame:
     """Look-alike matches for names (query or registered domains), one row per input.
 
     Columns ``lookalike_brand``, ``lookalike_method``, ``lookalike_distance``,
-    ``lookalike_score`` (nulls when no match).
+    ``lookalike_score`` (nulls when no match).  ``labels``, when given, is the
+    names' :func:`dnsieve.detectors.dga.registered_labels` (``icann_domain``
+    and ``label`` columns, one row per name) already computed by the caller.
     """
     from dnsieve.detectors.dga import registered_labels
 
     idx = brand_index()
-    labels = registered_labels(names)
+    if labels is None:
+        labels = registered_labels(names)
+    elif labels.height != names.len():
+        raise ValueError(f"labels has {labels.height} rows for {names.len()} names")
     tld = labels["icann_domain"].str.split(".").list.slice(1).list.join(".")
-    rows: dict[str, list[Any]] = {"brand": [], "method": [], "distance": [], "score": []}
-    cache: dict[tuple[str, str, str], LookalikeMatch | None] = {}
-    for dom, lab, t in zip(
-        labels["icann_domain"].to_list(), labels["label"].to_list(), tld.to_list(), strict=True
-    ):
-        key = (dom or "", lab or "", t or "")
-        if key not in cache:
-            cache[key] = None if key[0] in idx.domains else idx.match(key[1], key[2])
-        m = cache[key]
-        rows["brand"].append(m.brand if m else None)
-        rows["method"].append(m.method if m else None)
-        rows["distance"].append(m.distance if m else None)
-        rows["score"].append(m.score if m else None)
-    return pl.DataFrame(
+    keys = pl.DataFrame(
         {
-            "lookalike_brand": pl.Series(rows["brand"], dtype=pl.String),
-            "lookalike_method": pl.Series(rows["method"], dtype=pl.String),
-            "lookalike_distance": pl.Series(rows["distance"], dtype=pl.Int64),
-            "lookalike_score": pl.Series(rows["score"], dtype=pl.Float64),
+            "dom": labels["icann_domain"].fill_null(""),
+            "lab": labels["label"].fill_null(""),
+            "tld": tld.fill_null(""),
         }
+    )
+    uniq = keys.unique(maintain_order=True)
+    todo = uniq.filter(~pl.col("dom").is_in(list(idx.domains)))
+    found = idx.match_many(list(zip(todo["lab"].to_list(), todo["tld"].to_list(), strict=True)))
+    table = todo.with_columns(
+        brand=pl.Series([m.brand if m else None for m in found], dtype=pl.String),
+        method=pl.Series([m.method if m else None for m in found], dtype=pl.String),
+        distance=pl.Series([m.distance if m else None for m in found], dtype=pl.Int64),
+        score=pl.Series([m.score if m else None for m in found], dtype=pl.Float64),
+    )
+    rows = keys.join(table, on=["dom", "lab", "tld"], how="left", maintain_order="left")
+    return rows.select(
+        pl.col("brand").alias("lookalike_brand"),
+        pl.col("method").alias("lookalike_method"),
+        pl.col("distance").alias("lookalike_distance"),
+        pl.col("score").alias("lookalike_score"),
     )
 
 

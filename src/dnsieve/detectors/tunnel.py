@@ -65,7 +65,7 @@ from dnsieve.detectors.frames import (
     window_columns,
 )
 
-__all__ = ["ODD_QTYPES", "TunnelDetector", "encodedness"]
+__all__ = ["ODD_QTYPES", "TunnelDetector", "encodedness", "encodedness_frame"]
 
 #: Clients named in the evidence (``clients``), most information sent first.
 MAX_CLIENTS = 5
@@ -92,7 +92,6 @@ def encodedness(names: pl.Expr) -> list[pl.Expr]:
     [0.0, 0.94, 0.0]
     """
     full = names.fill_null("")
-    length = full.str.replace_all(".", "", literal=True).str.len_chars()
     t = (
         full.str.replace_all(r"[\-_]", ".")
         .str.split(".")
@@ -100,7 +99,6 @@ def encodedness(names: pl.Expr) -> list[pl.Expr]:
         .list.first()
         .fill_null("")
     )
-    tlen = t.str.len_chars()
     ent = (
         t.str.split("")
         .list.eval(pl.element().unique_counts().entropy(base=2))
@@ -108,8 +106,118 @@ def encodedness(names: pl.Expr) -> list[pl.Expr]:
         .fill_null(0.0)
         .clip(lower_bound=0.0)
     )
-    is_hex = t.str.contains(r"^[0-9a-f]+$")
-    is_b32 = t.str.contains(r"^[a-z2-7]+$")
+    return _encodedness_exprs(full, t, ent)
+
+
+def encodedness_frame(names: pl.Series) -> pl.DataFrame:
+    """:func:`encodedness` of each name, one row per name (``subdomain`` first).
+
+    The same values, computed without per-name list evaluation: the tokens are
+    exploded into a flat column and reduced by group-by, the token entropies
+    come from one NumPy pass over the tokens' bytes (:func:`_token_entropy`),
+    and each regular expression runs once.  This keeps the tunnel detector's
+    lexical pass fast on tens of thousands of distinct, long names.
+
+    >>> s = pl.Series(["www", "7a3101a869a8e4db184955000277756596", "settings-win.data", None])
+    >>> encodedness_frame(s)["enc"].round(2).to_list()
+    [0.0, 0.94, 0.0, 0.0]
+    """
+    base = pl.DataFrame({"subdomain": names.cast(pl.String)}).with_row_index("_i")
+    tokens = (
+        base.select(
+            "_i",
+            pl.col("subdomain")
+            .fill_null("")
+            .str.replace_all(r"[\-_]", ".")
+            .str.split(".")
+            .alias("_t"),
+        )
+        .explode("_t")
+        .with_columns(pl.col("_t").fill_null(""))
+        .sort(["_i", pl.col("_t").str.len_chars(), "_t"])
+        .group_by("_i", maintain_order=True)
+        .agg(pl.col("_t").last())
+        .sort("_i")
+    )
+    frame = base.join(tokens, on="_i", how="left").sort("_i")
+    frame = frame.with_columns(
+        pl.col("_t").fill_null(""),
+        pl.Series("_e", _token_entropy(frame.get_column("_t").fill_null(""))),
+    ).with_columns(
+        pl.col("_t").str.len_chars().alias("_tl"),
+        pl.col("_t").str.count_matches(r"[0-9]").alias("_dg"),
+        pl.col("_t").str.count_matches(r"[a-z]").alias("_lt"),
+        pl.col("_t").str.contains(r"^[0-9a-f]+$").alias("_hx"),
+        pl.col("_t").str.contains(r"^[a-z2-7]+$").alias("_b32"),
+    )
+    exprs = _encodedness_exprs(
+        pl.col("subdomain").fill_null(""),
+        pl.col("_t"),
+        pl.col("_e"),
+        parts=(pl.col("_tl"), pl.col("_dg"), pl.col("_lt"), pl.col("_hx"), pl.col("_b32")),
+    )
+    return frame.select(pl.col("subdomain"), *exprs)
+
+
+def _token_entropy(tokens: pl.Series) -> np.ndarray:
+    """Shannon entropy (bits per character) of each string, as Polars' ``entropy`` gives it.
+
+    ASCII strings (nearly all: query names are ASCII or escaped) are counted
+    in one vectorised pass over their concatenated bytes: a sort of
+    (string, byte) keys, run lengths as counts, and a segmented sum of
+    ``-p·log2 p``.  Other strings count Unicode characters one by one.
+    """
+    n = tokens.len()
+    out = np.zeros(n)
+    if n == 0:
+        return out
+    ascii_mask = tokens.str.len_bytes() == tokens.str.len_chars()
+    idx = np.flatnonzero(ascii_mask.to_numpy())
+    if idx.size:
+        sub = tokens.filter(ascii_mask)
+        lens = sub.str.len_bytes().to_numpy().astype(np.int64)
+        buf = np.frombuffer("".join(sub.to_list()).encode("ascii"), dtype=np.uint8)
+        owner = np.repeat(np.arange(idx.size, dtype=np.int64), lens)
+        key = np.sort(owner * 256 + buf)
+        if key.size:
+            edge = np.flatnonzero(np.diff(key)) + 1
+            starts = np.concatenate(([0], edge))
+            counts = np.diff(np.append(starts, key.size)).astype(np.float64)
+            grp = key[starts] // 256
+            p = counts / lens[grp]
+            term = -p * np.log(p)
+            ent = np.zeros(idx.size)
+            np.add.at(ent, grp, term)
+            out[idx] = np.clip(ent / np.log(2.0), 0.0, None)
+    for i in np.flatnonzero(~ascii_mask.to_numpy()):
+        text = tokens[int(i)]
+        counts_u = np.unique(np.array(list(text)), return_counts=True)[1].astype(np.float64)
+        p = counts_u / counts_u.sum()
+        out[i] = max(float(-(p * np.log(p)).sum() / np.log(2.0)), 0.0)
+    return out
+
+
+def _encodedness_exprs(
+    full: pl.Expr,
+    t: pl.Expr,
+    ent: pl.Expr,
+    parts: tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr, pl.Expr] | None = None,
+) -> list[pl.Expr]:
+    """The encodedness columns from a name, its longest token and the token's entropy.
+
+    ``parts`` are precomputed (token length, digits, letters, hex-only,
+    base32-only) columns; by default they are derived from ``t``.
+    """
+    length = full.str.replace_all(".", "", literal=True).str.len_chars()
+    if parts is None:
+        parts = (
+            t.str.len_chars(),
+            t.str.count_matches(r"[0-9]"),
+            t.str.count_matches(r"[a-z]"),
+            t.str.contains(r"^[0-9a-f]+$"),
+            t.str.contains(r"^[a-z2-7]+$"),
+        )
+    tlen, digits, letters, is_hex, is_b32 = parts
     alphabet = pl.when(is_hex).then(16).when(is_b32).then(32).otherwise(64)
     hmax = (
         pl.min_horizontal(tlen.cast(pl.Float64), alphabet.cast(pl.Float64))
@@ -117,8 +225,6 @@ def encodedness(names: pl.Expr) -> list[pl.Expr]:
         .log(2)
     )
     rho = ent / hmax
-    digits = t.str.count_matches(r"[0-9]")
-    letters = t.str.count_matches(r"[a-z]")
     mix = (
         pl.when((digits >= 2) & (letters >= 2))
         .then(1.0)
@@ -235,7 +341,18 @@ class TunnelDetector(Detector):
             pl.col("subdomain").fill_null(""),
             pl.col("qtype").fill_null("").str.to_uppercase().alias("qtype"),
         )
-        key = ["registered_domain", "window_start", "window_end"]
+        # One integer id per (domain, window): every group-by, sort and window
+        # function below keys on it (string keys dominated the cost); the
+        # domain and window columns are joined back at the end.
+        ws = pl.col("window_start").dt.epoch("us")
+        ev = ev.with_columns(
+            _d=pl.col("registered_domain").cast(pl.Categorical).to_physical().cast(pl.Int64),
+            _w=((ws - ws.min()).rank("dense") - 1).cast(pl.Int64),
+        )
+        n_win = int(ev.select(pl.col("_w").max().fill_null(0)).item()) + 1
+        ev = ev.with_columns(_k=pl.col("_d") * n_win + pl.col("_w")).drop("_d", "_w")
+        keys = ev.select("_k", "registered_domain", "window_start", "window_end").unique("_k")
+        key = ["_k"]
         odd = pl.col("qtype").is_in(list(ODD_QTYPES)) | pl.col("qtype").str.starts_with("TYPE")
         qbytes = pl.col("query_len").cast(pl.Float64).fill_nan(None)
         rbytes = pl.col("response_len").cast(pl.Float64).fill_nan(None)
@@ -270,9 +387,17 @@ class TunnelDetector(Detector):
             .filter(pl.col("_r") <= self.max_names_per_domain)
             .drop("_h", "_r")
         )
-        names = names.with_columns(encodedness(pl.col("subdomain")))
+        # The lexical kernel is a pure function of the name: evaluate it once per
+        # distinct subdomain (``www`` recurs in every window of every domain) and
+        # join it back, instead of once per (domain, window, subdomain).
+        lexicon = encodedness_frame(names.get_column("subdomain").unique())
+        names = names.join(lexicon, on="subdomain", how="left", nulls_equal=True)
         names = names.with_columns(bits=pl.col("enc") * pl.col("sub_len") * pl.col("entropy"))
-        by_enc = pl.col("subdomain").sort_by(["enc", "subdomain"], descending=[True, False])
+        # Samples rank on 9 significant digits of encodedness: names alike to the
+        # last float bit tie, and the tie goes to the first name in byte order.
+        by_enc = pl.col("subdomain").sort_by(
+            [pl.col("enc").round_sig_figs(9), "subdomain"], descending=[True, False]
+        )
         lex = names.group_by(key).agg(
             unique_subdomains=pl.col("unique_subdomains").first(),
             sampled=pl.len(),
@@ -304,8 +429,12 @@ class TunnelDetector(Detector):
             .agg(client_queries=pl.len(), client_unique=pl.col("subdomain").n_unique())
             .join(client_bits, on=[*key, "src_ip"], how="left")
             .with_columns(pl.col("client_bits").fill_null(0.0))
+            # Rank on 9 significant digits: clients carrying the same information
+            # (the same names) tie whatever the order of the float sums, and the
+            # tie goes to the busier client, then the address.
+            .with_columns(_rank=pl.col("client_bits").round_sig_figs(9))
             .sort(
-                [*key, "client_bits", "client_queries", "src_ip"],
+                [*key, "_rank", "client_queries", "src_ip"],
                 descending=[False] * len(key) + [True, True, False],
             )
             .group_by(key, maintain_order=True)
@@ -317,7 +446,11 @@ class TunnelDetector(Detector):
                 top_clients=pl.col("src_ip").drop_nulls().head(MAX_CLIENTS),
             )
         )
-        df = per_domain.join(lex, on=key, how="left").join(per_client, on=key, how="left")
+        df = (
+            per_domain.join(lex, on=key, how="left")
+            .join(per_client, on=key, how="left")
+            .join(keys, on=key, how="left")
+        )
         # Extrapolate sampled information to all unique names.
         scale = (pl.col("unique_subdomains") / pl.col("sampled")).fill_null(1.0)
         local = pl.col("registered_domain").str.contains(r"(^|\.)(arpa|local|localdomain)$")

@@ -63,6 +63,7 @@ import math
 import zlib
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -149,6 +150,12 @@ class HurdlePriors:
             return v
 
         return {k: rd(v) for k, v in asdict(self).items()}
+
+
+@lru_cache(maxsize=64)
+def _priors_dict(priors: HurdlePriors) -> dict[str, Any]:
+    """``priors.to_dict()``, computed once per fitted priors (the evidence of every candidate)."""
+    return priors.to_dict()
 
 
 def domain_stats(y: NDArray[Any]) -> tuple[Array, Array, Array]:
@@ -494,8 +501,18 @@ def _slots(
     return out
 
 
+@lru_cache(maxsize=4096)
 def baseline_columns(start: int, window: int, baseline: int, period: int) -> NDArray[np.int64]:
-    """Matrix columns forming the baseline of the window starting at column ``start`` (time order)."""
+    """Matrix columns forming the baseline of the window starting at column ``start`` (time order).
+
+    Cached (candidates share window starts); the array returned is read-only.
+    """
+    out = _baseline_columns(start, window, baseline, period)
+    out.flags.writeable = False
+    return out
+
+
+def _baseline_columns(start: int, window: int, baseline: int, period: int) -> NDArray[np.int64]:
     if period <= 0:
         return np.arange(max(start - baseline, 0), start, dtype=np.int64)
     segs = _slots(np.array([start], dtype=np.int64), window, baseline, period)
@@ -854,6 +871,7 @@ def _epoch_hour(t: datetime, ceil: bool) -> int:
     return math.ceil(ts - 1e-9) if ceil else math.floor(ts + 1e-9)
 
 
+@lru_cache(maxsize=65536)
 def _iso(h: int) -> str:
     return datetime.fromtimestamp(h * 3600, UTC).strftime("%Y-%m-%dT%H:%MZ")
 
@@ -1171,6 +1189,15 @@ class _HurdleVolume(Detector):
         evidence = []
         croston = self._croston(mat, di[sel], starts[wi[sel]])
         ex.update(prob_size_exact=prob_size_exact, prob_occ_mc=prob_occ_mc, prob_dem_mc=prob_dem_mc)
+        # 90 % intervals of every candidate's posteriors in one vectorised call each
+        # (the same ufuncs the evidence used to call per candidate and window).
+        q90 = np.array([0.05, 0.95])
+        ds, ws_ = di[sel], wi[sel]
+        for tag in ("b", "c"):
+            a_, b_ = getattr(st, f"a_{tag}")[ds, ws_], getattr(st, f"b_{tag}")[ds, ws_]
+            al_, be_ = getattr(st, f"al_{tag}")[ds, ws_], getattr(st, f"be_{tag}")[ds, ws_]
+            ex[f"ci_p_{tag}"] = special.betaincinv(a_[:, None], b_[:, None], q90)
+            ex[f"ci_l_{tag}"] = special.gammaincinv(al_[:, None], q90) / be_[:, None]
         for j, i in enumerate(sel):
             w_abs, w_rel = t0 + int(starts[wi[i]]), int(starts[wi[i]])
             ev = self._evidence(
@@ -1266,23 +1293,20 @@ class _HurdleVolume(Detector):
         c = int(self.window_hours)
         d, w = int(di[i]), int(wi[i])
 
-        def beta_summary(a: float, b: float) -> dict[str, Any]:
-            lo, hi = special.betaincinv(a, b, [0.05, 0.95])
-            return {"mean": _r(a / (a + b)), "ci90": [_r(lo), _r(hi)]}
-
-        def gamma_summary(al: float, be: float) -> dict[str, Any]:
-            lo, hi = special.gammaincinv(al, [0.05, 0.95]) / be
-            return {"mean": _r(al / be), "ci90": [_r(lo), _r(hi)]}
-
         def window_summary(
-            a: float, b: float, al: float, be: float, hours: float, nz: float, q: float
+            a: float, b: float, al: float, be: float, hours: float, nz: float, q: float, tag: str
         ) -> dict[str, Any]:
+            lo_p, hi_p = ex[f"ci_p_{tag}"][j]
+            lo_l, hi_l = ex[f"ci_l_{tag}"][j]
             return {
                 "hours": int(hours),
                 "nonzero_hours": int(nz),
                 "queries": int(q),
-                "p_occurrence": beta_summary(a, b),
-                "lambda_extra_per_active_hour": gamma_summary(al, be),
+                "p_occurrence": {"mean": _r(a / (a + b)), "ci90": [_r(lo_p), _r(hi_p)]},
+                "lambda_extra_per_active_hour": {
+                    "mean": _r(al / be),
+                    "ci90": [_r(lo_l), _r(hi_l)],
+                },
                 "expected_queries_per_hour": _r(a / (a + b) * (1 + al / be)),
             }
 
@@ -1321,9 +1345,17 @@ class _HurdleVolume(Detector):
                 nb,
                 st.k_b[d, w],
                 base.sum(),
+                "b",
             ),
             "current": window_summary(
-                st.a_c[d, w], st.b_c[d, w], st.al_c[d, w], st.be_c[d, w], c, st.k_c[d, w], cur.sum()
+                st.a_c[d, w],
+                st.b_c[d, w],
+                st.al_c[d, w],
+                st.be_c[d, w],
+                c,
+                st.k_c[d, w],
+                cur.sum(),
+                "c",
             ),
             "effect": {
                 "demand_ratio": _r(st.effect[d, w]),
@@ -1351,7 +1383,7 @@ class _HurdleVolume(Detector):
                 "observed_current": _r(float(cur.mean())),
             },
             "burstiness_mean_max": _r(float(mean_max_ratio(allh))),
-            "priors": priors.to_dict(),
+            "priors": dict(_priors_dict(priors)),
         }
 
     def _client_evidence(
@@ -1396,7 +1428,7 @@ class _HurdleVolume(Detector):
                 if ex["hours"][i, h] > 0
             ],
             "overdispersion_phi": _r(float(ex["phi"][i])),
-            "priors": priors.to_dict(),
+            "priors": dict(_priors_dict(priors)),
         }
 
     @classmethod

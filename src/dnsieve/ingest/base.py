@@ -253,7 +253,11 @@ def _drop_long_names(df: pl.DataFrame, ctx: ReadContext, normalized: bool = Fals
     if not bool((lengths > limit).any()):
         return df
     if normalized:
-        bad = df.select(name_too_long(pl.col("qname"))).to_series().fill_null(False)
+        # Only names longer than a label's limit can break a limit: judge those.
+        cand = (lengths > limit).fill_null(False)
+        judged = pl.select(name_too_long(pl.lit(q.filter(cand)))).to_series().fill_null(False)
+        bad = pl.Series("qname", [False], dtype=pl.Boolean).new_from_index(0, df.height)
+        bad = bad.scatter(cand.arg_true(), judged)
     else:
         bad = (lengths > limit).fill_null(False)
     n = int(bad.sum())
