@@ -2,7 +2,7 @@
 
 :func:`run_demo` simulates ``hours`` of DNS for ``clients`` hosts with injected
 campaigns (:mod:`dnsieve.simulate`), writes it as a Zeek ``dns.log``, then runs
-the one-shot job (:func:`dnsieve.commands.run.run_job`): ingest into a lake,
+the one-shot job (:func:`dnsieve.jobs.run_job`): ingest into a lake,
 every detector, calibration, threat scoring, and storage in an alert store.
 Each alert is matched against the simulation's ground truth, so the demo shows
 what was caught and what was a false alarm.
@@ -233,8 +233,8 @@ def run_demo(
     """Simulate, ingest, detect, score and store under ``directory``."""
     from dnsieve.alerts.base import alerts_to_frame
     from dnsieve.alerts.store import AlertStore
-    from dnsieve.commands.run import run_job
     from dnsieve.config import load_settings
+    from dnsieve.jobs import run_job
     from dnsieve.simulate import simulate, write_zeek
 
     directory.mkdir(parents=True, exist_ok=True)
