@@ -108,7 +108,7 @@ def decode_chunk(
         options=options,
         max_record_bytes=lake.max_record_bytes,
     )
-    batches = list(read_stream(io.BytesIO(data), fmt, ctx))  # type: ignore[arg-type]
+    batches = list(read_stream(io.BytesIO(data), fmt, ctx))
     if not batches:
         return None, stats, fmt
     return pa.Table.from_batches(batches), stats, fmt
@@ -286,7 +286,7 @@ class StreamRunner:
                 ck.positions[ch.partition] = ch.end
                 continue
             ts = table.column("ts")
-            hi = pa.compute.max(ts).as_py()  # type: ignore[attr-defined]
+            hi = pa.compute.max(ts).as_py()
             if hi is not None:
                 hi = hi.replace(tzinfo=UTC) if hi.tzinfo is None else hi.astimezone(UTC)
                 prev = ck.progress.get(ch.partition)
@@ -367,14 +367,11 @@ class StreamRunner:
             span = self.lake.time_range()
             origin = ck.agg_from
             # a lake the stream filled: score it whole, exactly as run does
-            if span is None or origin is None or span[0] >= origin:
-                since = None
-            else:
-                since = origin
+            since = None if span is None or origin is None or span[0] >= origin else origin
         if final and since is None:
             window = None  # the whole input at once: the window adapts as in run
         engine = StreamEngine(self.ckpts.aggregates, ck.agg_from)
-        res, alerts = score_period(
+        _res, alerts = score_period(
             self.lake, since, until, self.settings, engine=engine, window=window,
             store_url=self.store_url,
             inputs={"stream": self.source.name, "since": str(since), "until": str(until)},
