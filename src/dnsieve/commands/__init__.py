@@ -15,6 +15,7 @@ MODULES: tuple[str, ...] = (
     "dnsieve.commands.domains",
     "dnsieve.commands.run",
     "dnsieve.commands.demo",
+    "dnsieve.commands.stream",
     "dnsieve.commands.alerts",
     "dnsieve.commands.allow",
     "dnsieve.commands.train",

@@ -233,6 +233,7 @@ class StreamRunner:
                     self.stop_when_idle is not None
                     and not chunks
                     and now - idle_since >= self.stop_when_idle
+                    and self.source.caught_up()
                 ):
                     self._score(ck, final=True)
                     self.status.state = "finished"
@@ -271,6 +272,7 @@ class StreamRunner:
             table, stats, used = decode_chunk(ch, fmt, self.options, self.lake)
             self._formats.setdefault(ch.partition, used)
             rejects.update(stats.rejects)
+            rejects.update(ch.rejects)
             start = have.get(ch.partition, 0)
             fresh = ch.after(start) if ch.records and ch.records[0][0] < start else ch
             if fresh is ch:
@@ -314,11 +316,20 @@ class StreamRunner:
         """Min over partitions of their newest event time, less the allowed lateness.
 
         Taking the minimum (not the newest event overall) keeps a slower
-        partition's events from looking late while Kafka interleaves partitions.
+        partition's events from looking late while Kafka interleaves partitions;
+        a partition not read yet holds it back, an empty one read to its end
+        does not.
         """
-        if not ck.progress:
+        marks = []
+        for part in self.source.partitions():
+            if part in ck.progress:
+                marks.append(ck.progress[part])
+            elif not self.source.at_end(part):
+                return None  # a partition not read yet holds event time back
+        marks = marks or list(ck.progress.values())
+        if not marks:
             return None
-        t = datetime.fromisoformat(min(ck.progress.values()))
+        t = datetime.fromisoformat(min(marks))
         return t - timedelta(seconds=self.cfg.allowed_lateness_seconds)
 
     def _close(self, ck: Checkpoint) -> None:

@@ -9,6 +9,7 @@ checkpoint of ``{"p0": 10}`` means records 0..9 are in.
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Iterator
@@ -29,9 +30,13 @@ class Chunk:
     end: int = 0
     #: bytes the adapter needs before the records (a Zeek TSV header)
     prefix: bytes = b""
+    #: records the source could not read, by reason (counted as rejects)
+    rejects: dict[str, int] = field(default_factory=dict)
 
     def after(self, pos: int) -> Chunk:
         """The part of this chunk at or after position ``pos`` (records cut at ``pos``)."""
+        if pos >= self.end:
+            return Chunk(self.partition, [], self.end, self.prefix)
         out: list[tuple[int, bytes]] = []
         for p, data in self.records:
             if p >= pos:
@@ -72,6 +77,14 @@ class Source(Protocol):
         """True when every partition has been read to its end."""
         ...
 
+    def partitions(self) -> list[str]:
+        """Every partition this reader is responsible for (read or not yet)."""
+        ...
+
+    def at_end(self, partition: str) -> bool:
+        """True when ``partition`` has been read to its current end."""
+        ...
+
     def commit(self, positions: dict[str, int]) -> None:
         """Acknowledge ``positions`` to the source (Kafka: commit the group's offsets)."""
         ...
@@ -92,9 +105,11 @@ class KafkaSource:
         topic: str,
         group: str = "dnsieve",
         config: dict[str, Any] | None = None,
+        own_all: bool = True,
     ) -> None:
         from confluent_kafka import Consumer
 
+        self.own_all = own_all
         self.name = f"kafka:{topic}"
         self.topic = topic
         conf: dict[str, Any] = {
@@ -104,15 +119,22 @@ class KafkaSource:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": True,
-            "session.timeout.ms": 6000,
-            "heartbeat.interval.ms": 500,
         }
         conf.update(config or {})
+        self._incremental = conf.get(
+            "group.protocol", "classic"
+        ) == "consumer" or "cooperative" in str(conf.get("partition.assignment.strategy", ""))
+        if conf.get("group.protocol", "classic") == "classic":
+            # a stale member must not stall the group for long (classic protocol)
+            conf.setdefault("session.timeout.ms", 6000)
+            conf.setdefault("heartbeat.interval.ms", 500)
         self._seek_to: dict[str, int] = {}
         self._pos: dict[str, int] = {}
         self._eof: dict[str, bool] = {}
         self._high: dict[str, int] = {}
         self._consumer = Consumer(conf)
+        md = self._consumer.list_topics(topic, timeout=10).topics.get(topic)
+        self._all = sorted(self._key(p) for p in (md.partitions if md is not None else {}))
         self._consumer.subscribe([topic], on_assign=self._on_assign)
 
     def _key(self, partition: int) -> str:
@@ -124,7 +146,10 @@ class KafkaSource:
             if key in self._seek_to:
                 tp.offset = self._seek_to[key]
             self._eof.setdefault(key, False)
-        consumer.assign(partitions)
+        if self._incremental:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
 
     def seek(self, positions: dict[str, int]) -> None:
         self._seek_to = {k: int(v) for k, v in positions.items() if k.startswith(self.topic + "/")}
@@ -178,8 +203,23 @@ class KafkaSource:
         return out
 
     def caught_up(self) -> bool:
-        assigned = [self._key(tp.partition) for tp in self._consumer.assignment()]
-        return bool(assigned) and all(self._eof.get(k, False) for k in assigned)
+        """Every partition assigned here is read to its end.
+
+        A drain (``own_all``, the default: one stream per group) also waits
+        until the group has assigned it every partition of the topic.
+        """
+        assigned = {self._key(tp.partition) for tp in self._consumer.assignment()}
+        if not assigned or (self.own_all and set(self._all) - assigned):
+            return False
+        return all(self._eof.get(k, False) for k in assigned)
+
+    def partitions(self) -> list[str]:
+        if self.own_all:
+            return list(self._all)
+        return sorted(self._key(tp.partition) for tp in self._consumer.assignment())
+
+    def at_end(self, partition: str) -> bool:
+        return self._eof.get(partition, False)
 
     def commit(self, positions: dict[str, int]) -> None:
         from confluent_kafka import TopicPartition
@@ -204,6 +244,8 @@ class _Followed:
     ino: int
     pos: int
     prefix: bytes = b""
+    #: the file's first bytes when read: different bytes there mean it was truncated
+    head: bytes = b""
 
 
 class FollowSource:
@@ -271,9 +313,19 @@ class FollowSource:
                 size = os.fstat(f.fh.fileno()).st_size
             except OSError:
                 continue
+            if f.pos == 0 and size and _compressed(f.fh):
+                # a rotated, compressed log is complete: read it whole, once
+                out.append(_whole(key, f, size))
+                continue
+            if f.pos and f.head:
+                f.fh.seek(0)
+                if f.fh.read(len(f.head)) != f.head:
+                    size = min(size, f.pos - 1)  # rewritten in place: a truncation
             if size < f.pos:  # truncated in place: read it again from the start
                 f.pos = 0
                 f.prefix = b""
+                f.head = b""
+                size = os.fstat(f.fh.fileno()).st_size
             if size == f.pos:
                 continue
             if f.pos == 0 or not f.prefix:
@@ -285,6 +337,8 @@ class FollowSource:
                 continue  # no complete line yet
             data = data[:cut]
             start = f.pos
+            if start == 0:
+                f.head = data[:64]
             f.pos += cut
             body = data
             if start == 0 and f.prefix and data.startswith(f.prefix):
@@ -317,6 +371,12 @@ class FollowSource:
     def caught_up(self) -> bool:
         return self._idle and not any(self.lag().values())
 
+    def partitions(self) -> list[str]:
+        return sorted(self._files)
+
+    def at_end(self, partition: str) -> bool:
+        return self.lag().get(partition, 0) == 0
+
     def commit(self, positions: dict[str, int]) -> None:
         """Files have no broker to acknowledge to: the checkpoint is the commit."""
 
@@ -324,6 +384,40 @@ class FollowSource:
         for f in self._files.values():
             f.fh.close()
         self._files.clear()
+
+
+_MAGICS = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+
+
+def _compressed(fh: Any) -> bool:
+    fh.seek(0)
+    head = fh.read(6)
+    return any(head.startswith(m) for m in _MAGICS)
+
+
+def _whole(key: str, f: _Followed, size: int) -> Chunk:
+    """A compressed file, decompressed, as one chunk (position: its compressed size)."""
+    import bz2
+    import gzip
+    import lzma
+
+    f.fh.seek(0)
+    raw = f.fh.read(size)
+    try:
+        if raw.startswith(b"\x1f\x8b"):
+            data = gzip.decompress(raw)
+        elif raw.startswith(b"BZh"):
+            data = bz2.decompress(raw)
+        else:
+            data = lzma.decompress(raw)
+    except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
+        f.pos = size
+        return Chunk(key, [], size, rejects={f"bad_archive: {type(exc).__name__}": 1})
+    f.pos = size
+    bio = io.BytesIO(data)
+    f.prefix = _header(bio)
+    body = data[len(f.prefix) :]
+    return Chunk(key, [(0, body)], size, f.prefix)
 
 
 def _ino(path: Path) -> int:
