@@ -125,6 +125,7 @@ def replay(
     conf: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
         "linger.ms": 20,
+        "compression.type": "lz4",
         "queue.buffering.max.messages": 1_000_000,
     }
     conf.update(config or {})

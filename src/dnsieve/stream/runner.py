@@ -181,6 +181,7 @@ class StreamRunner:
         self._stop = False
         self._run_id: int | None = None
         self._formats: dict[str, str] = {}
+        self._reached: dict[str, int] = {}
 
     # ------------------------------------------------------------------ control
     def stop(self, *_: Any) -> None:
@@ -191,8 +192,15 @@ class StreamRunner:
         fn = self.hooks.get(point)
         if fn is not None:
             fn()
-        if os.environ.get("DNSIEVE_STREAM_CRASH_AT") == point:  # crash tests: die right here
-            os.kill(os.getpid(), signal.SIGKILL)
+        # Crash tests: DNSIEVE_STREAM_CRASH_AT=point[:n] kills this process (SIGKILL)
+        # at the n-th time (default: first) it reaches that point.
+        spec = os.environ.get("DNSIEVE_STREAM_CRASH_AT", "")
+        if spec:
+            name, _, nth = spec.partition(":")
+            if name == point:
+                self._reached[point] = self._reached.get(point, 0) + 1
+                if self._reached[point] >= int(nth or 1):
+                    os.kill(os.getpid(), signal.SIGKILL)
 
     # ------------------------------------------------------------------ loop
     def run(self) -> StreamStatus:
