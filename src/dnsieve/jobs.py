@@ -14,6 +14,7 @@ all call these functions; the CLI only parses options and prints
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,7 @@ def score_period(
     window: float | None = None,
     store_url: str | bool | None = False,
     inputs: dict[str, Any] | None = None,
+    before_store: Callable[[], None] | None = None,
 ) -> tuple[Any, pl.DataFrame]:
     """Detect, calibrate, score and store the windows of ``[since, until)`` of ``lake``.
 
@@ -154,7 +156,8 @@ def score_period(
     alerts.  ``engine``: an engine name or instance (default: the settings'
     engine); ``window``: a fixed scoring window in seconds (default: adapted
     to the span, as ``run``).  Unless ``store_url`` is False the alerts are
-    stored as a run whose ``inputs`` are ``inputs``.  Returns
+    stored as a run whose ``inputs`` are ``inputs`` (``before_store`` is called
+    between detection and storage: a crash-test hook).  Returns
     ``(DetectResult, alerts)``.
     """
     from dnsieve.config import load_settings
@@ -169,6 +172,8 @@ def score_period(
         episode_gap=gap, window=window,
     )  # fmt: skip
     alerts = res.alerts
+    if before_store is not None:
+        before_store()
     if store_url is not False:
         res.summary["store"], alerts = store_alerts(
             store_url, [], [], alerts, lake, gap, res, inputs=inputs

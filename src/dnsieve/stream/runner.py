@@ -171,7 +171,9 @@ class StreamRunner:
         self.store_url = store_url
         self.stop_when_idle = stop_when_idle
         self.on_status = on_status
-        #: test hooks by point name ("consumed", "scored", "stored", "checkpointed")
+        #: test hooks by point name: "consumed", "checkpointed" (each micro-batch),
+        #: "detected" (scored, not stored), "stored", "checkpointed_scored" (not
+        #: committed to the source yet), "committed"
         self.hooks = hooks or {}
         self.options: dict[str, Any] = {"mapping": dict(settings.ingest.column_mapping)}
         if settings.ingest.year:
@@ -392,10 +394,9 @@ class StreamRunner:
         engine = StreamEngine(self.ckpts.aggregates, ck.agg_from)
         _res, alerts = score_period(
             self.lake, since, until, self.settings, engine=engine, window=window,
-            store_url=self.store_url,
+            store_url=self.store_url, before_store=lambda: self._hook("detected"),
             inputs={"stream": self.source.name, "since": str(since), "until": str(until)},
         )  # fmt: skip
-        self._hook("scored")
         ck.scored_until = until
         n = int(alerts.height)
         ck.counters["alerts"] = int(ck.counters.get("alerts", 0)) + n
@@ -409,12 +410,13 @@ class StreamRunner:
         self.status.alerts = int(ck.counters["alerts"])
         self.status.last_alert = ck.counters.get("last_alert")
         self._hook("stored")
-        # keep the aggregates a later window's baseline still needs
-        base = getattr(getattr(self.settings, "detect", None), "baseline_hours", 168)
-        self.ckpts.aggregates.prune(until - timedelta(hours=float(base) + 1))
         self.ckpts.save(ck)
         self._hook("checkpointed_scored")
         self._commit(ck)
+        # Only now (a re-score after a crash needs them) drop the aggregates no later
+        # window's baseline needs.
+        base = getattr(getattr(self.settings, "detect", None), "baseline_hours", 168)
+        self.ckpts.aggregates.prune(until - timedelta(hours=float(base) + 1))
 
     def _commit(self, ck: Checkpoint) -> None:
         self.source.commit(ck.positions)
