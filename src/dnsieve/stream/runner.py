@@ -123,6 +123,7 @@ class StreamStatus:
     events_per_s: float = 0.0
     late: int = 0
     rejected: int = 0
+    rejects: dict[str, int] = field(default_factory=dict)
     lag: dict[str, int] = field(default_factory=dict)
     open_windows: int = 0
     watermark: str | None = None
@@ -430,6 +431,7 @@ class StreamRunner:
         s.watermark = ck.state.watermark.isoformat() if ck.state.watermark else None
         s.scored_until = ck.scored_until.isoformat() if ck.scored_until else None
         s.last_checkpoint = datetime.now(UTC).isoformat(timespec="seconds")
+        s.rejects = dict(ck.counters.get("rejects", {}))
         if self.on_status is not None:
             self.on_status(s)
         if self.store_url is not False:
@@ -443,6 +445,6 @@ class StreamRunner:
             with AlertStore.open(None if self.store_url is True else self.store_url) as store:  # type: ignore[arg-type]
                 if self._run_id is None:
                     self._run_id = store.start_run({"stream": s.name, "kind": "stream"})
-                store.finish_run(self._run_id, counts={"stream": s.to_dict()})
+                store.finish_run(self._run_id, counts={"stream": s.to_dict()}, rejects=s.rejects)
         except Exception as exc:
             s.state = f"{s.state} (status not stored: {type(exc).__name__})"
