@@ -33,7 +33,6 @@ from dnsieve.web.queue import (
 )
 from dnsieve.web.routes.model import PrecisionParams
 from dnsieve.web.schemas import (
-    StreamStatusPublic,
     AlertDetailPublic,
     AlertEventsPublic,
     AlertPage,
@@ -51,6 +50,7 @@ from dnsieve.web.schemas import (
     PrecisionPublic,
     ReviewItem,
     RunPublic,
+    StreamStatusPublic,
     UserPublic,
     VerdictCreate,
     VerdictPublic,
