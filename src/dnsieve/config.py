@@ -249,6 +249,12 @@ class StreamSettings(_Section):
     status_seconds: float = Field(
         default=5.0, gt=0.0, le=3600.0, description="status line and stored status interval"
     )
+    calibration_hours: float = Field(
+        default=168.0,
+        ge=1.0,
+        le=24.0 * 92,
+        description="windows scored live are calibrated with the candidates of this many past hours",
+    )
 
 
 class Settings(_Section):

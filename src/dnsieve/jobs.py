@@ -146,6 +146,7 @@ def score_period(
     store_url: str | bool | None = False,
     inputs: dict[str, Any] | None = None,
     before_store: Callable[[], None] | None = None,
+    history: tuple[pl.DataFrame, dict[str, int]] | None = None,
 ) -> tuple[Any, pl.DataFrame]:
     """Detect, calibrate, score and store the windows of ``[since, until)`` of ``lake``.
 
@@ -169,7 +170,7 @@ def score_period(
     gap = getattr(getattr(settings, "alerts", None), "episode_gap", None)
     res = detect(
         lake, engine=engine or dset.engine, settings=dset, since=since, until=until,
-        episode_gap=gap, window=window,
+        episode_gap=gap, window=window, history=history,
     )  # fmt: skip
     alerts = res.alerts
     if before_store is not None:

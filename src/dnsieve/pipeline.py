@@ -147,6 +147,7 @@ def detect(
     strict: bool = False,
     episode_gap: timedelta | None = None,
     window: float | None = None,
+    history: tuple[pl.DataFrame, dict[str, int]] | None = None,
 ) -> DetectResult:
     """Run the registered detectors (or ``detectors``) over ``lake`` and calibrate.
 
@@ -158,6 +159,9 @@ def detect(
     engine instance (the stream runner's, which reads closed hours from its
     state); ``window`` fixes the scoring window (seconds) instead of adapting it
     to the span (a stream scores each closed hour with the live window).
+    ``history``: candidates (ANOMALY columns) and populations per detector of
+    earlier periods, pooled into the calibration (the tail fit and the daily
+    budget) as if scored with this period; only this period's rows come back.
     """
     if episode_gap is None:
         from dnsieve.config import AlertSettings
@@ -239,16 +243,24 @@ def detect(
             info["reason"] = "no complete window with enough history in the period"
     anomalies = pl.concat(frames) if frames else empty_anomalies()
     floors = {n: float(f) for n in names if (f := get(n).score_floor) is not None}
+    pool, pool_pop = anomalies, population
+    if history is not None and history[0].height:
+        prev, prev_pop = history
+        pool = pl.concat([prev.select(anomalies.columns).cast(anomalies.schema), anomalies])
+        pool_pop = {k: population.get(k, 0) + int(prev_pop.get(k, 0)) for k in population}
     cal = calibrate(
-        anomalies,
+        pool,
         target_far=settings.target_far,
         budget_per_day=settings.budget_per_day,
-        population=population,
+        population=pool_pop,
         min_exceedances=settings.min_exceedances,
         seed=settings.seed,
         floors=floors,
         episode_gap=episode_gap,
     )
+    if pool is not anomalies:
+        mine = pl.col("window_start") >= start
+        cal = type(cal)(cal.anomalies.filter(mine), cal.alerts.filter(mine), cal.diagnostics)
     try:
         alerts_out = add_top_clients(lk, cal.alerts)
         anomalies_out = _patch_evidence(cal.anomalies, alerts_out)

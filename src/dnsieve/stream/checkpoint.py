@@ -45,6 +45,10 @@ class Checkpoint:
     agg_from: datetime | None = None
     #: counters shown in the status (events, late, batches, rejects)
     counters: dict[str, Any] = field(default_factory=dict)
+    #: candidates (ANOMALY columns) of the scored windows still in the calibration horizon
+    candidates: pl.DataFrame | None = None
+    #: entity-windows each detector scored in those windows
+    population: dict[str, int] = field(default_factory=dict)
     seq: int = 0
 
 
@@ -89,6 +93,10 @@ class StreamCheckpoint:
             scored_until=_dt(meta.get("scored_until")),
             agg_from=_dt(meta.get("agg_from")),
             counters=dict(meta.get("counters", {})),
+            candidates=pl.read_parquet(d / "candidates.parquet")
+            if (d / "candidates.parquet").exists()
+            else None,
+            population={k: int(v) for k, v in meta.get("population", {}).items()},
             seq=int(meta["seq"]),
         )
 
@@ -100,6 +108,8 @@ class StreamCheckpoint:
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir()
         ck.state.save(d / "state")
+        if ck.candidates is not None:
+            ck.candidates.write_parquet(d / "candidates.parquet")
         meta = {
             "seq": ck.seq,
             "positions": ck.positions,
@@ -107,6 +117,7 @@ class StreamCheckpoint:
             "scored_until": _iso(ck.scored_until),
             "agg_from": _iso(ck.agg_from),
             "counters": ck.counters,
+            "population": ck.population,
             "saved_at": datetime.now(UTC).isoformat(),
         }
         with open(d / "meta.json", "w") as fh:

@@ -393,11 +393,14 @@ class StreamRunner:
         if final and since is None:
             window = None  # the whole input at once: the window adapts as in run
         engine = StreamEngine(self.ckpts.aggregates, ck.agg_from)
-        _res, alerts = score_period(
+        history = (ck.candidates, ck.population) if ck.candidates is not None else None
+        res, alerts = score_period(
             self.lake, since, until, self.settings, engine=engine, window=window,
             store_url=self.store_url, before_store=lambda: self._hook("detected"),
+            history=history,
             inputs={"stream": self.source.name, "since": str(since), "until": str(until)},
         )  # fmt: skip
+        self._remember(ck, res, until)
         ck.scored_until = until
         n = int(alerts.height)
         ck.counters["alerts"] = int(ck.counters.get("alerts", 0)) + n
@@ -418,6 +421,33 @@ class StreamRunner:
         # window's baseline needs.
         base = getattr(getattr(self.settings, "detect", None), "baseline_hours", 168)
         self.ckpts.aggregates.prune(until - timedelta(hours=float(base) + 1))
+
+    def _remember(self, ck: Checkpoint, res: Any, until: datetime) -> None:
+        """Keep this period's candidates and populations for later calibrations
+        (the windows of the last ``[stream] calibration_hours``)."""
+        from dnsieve.detectors.base import empty_anomalies
+
+        cols = empty_anomalies().columns
+        new = res.anomalies.select(cols) if res.anomalies.height else None
+        frames = [f for f in (ck.candidates, new) if f is not None and f.height]
+        horizon = until - timedelta(hours=self.cfg.calibration_hours)
+        if frames:
+            ck.candidates = pl.concat(frames, how="vertical_relaxed").filter(
+                pl.col("window_start") >= horizon
+            )
+        for name, info in res.summary.get("detectors", {}).items():
+            pop = int(info.get("population", 0) or 0)
+            # populations are kept as totals over the horizon, scaled as it slides
+            ck.population[name] = ck.population.get(name, 0) + pop
+        span = ck.counters.get("calibration_from")
+        start = datetime.fromisoformat(span) if span else None
+        if start is None:
+            ck.counters["calibration_from"] = (until - timedelta(hours=1)).isoformat()
+        elif start < horizon:
+            total = (until - start).total_seconds()
+            keep = (until - horizon).total_seconds() / total if total > 0 else 1.0
+            ck.population = {k: int(v * keep) for k, v in ck.population.items()}
+            ck.counters["calibration_from"] = horizon.isoformat()
 
     def _commit(self, ck: Checkpoint) -> None:
         self.source.commit(ck.positions)
