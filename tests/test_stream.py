@@ -216,3 +216,108 @@ def test_stream_parity_on_a_real_rotated_zeek_directory(tmp_path: Path) -> None:
     assert a.drop("status").equals(b.drop("status"))
     n = Lake(tmp_path / "lake_s").scan().select(pl.len()).collect().item()
     assert n == Lake(tmp_path / "lake_run").scan().select(pl.len()).collect().item() > 5000
+
+
+# --------------------------------------------------------------------------- live
+
+
+def test_live_stream_scores_hours_as_they_close_then_stops_cleanly(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    ev, _ = read_events([Path(__file__).parent / "data" / "zeek" / "brim_dns_head.json"])
+    assert ev.height > 100
+    # the sample spans minutes: spread its events over 6 hours of event time
+    t0 = ev["ts"].min()
+    span = (ev["ts"].max() - t0).total_seconds() or 1.0  # type: ignore[operator]
+    ev = ev.with_columns(
+        (pl.lit(t0) + (pl.col("ts") - pl.lit(t0)) * (6 * 3600 / span)).alias("ts")
+    ).sort("ts")
+    log = tmp_path / "live.json"
+    log.write_bytes(b"")
+    st = _settings(batch=1000)
+    st.stream.status_seconds = 0.05
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    runner = StreamRunner(FollowSource(log), Lake(tmp_path / "lake"), tmp_path / "ck", st,
+                          store_url=db)  # fmt: skip
+    th = threading.Thread(target=runner.run)
+    th.start()
+    seen: list[str] = []
+    try:
+        hours = ev.with_columns(pl.col("ts").dt.truncate("1h").alias("_h"))
+        for (hour,), part in hours.group_by("_h", maintain_order=True):
+            with open(log, "ab") as fh:
+                fh.write(b"\n".join(zeek_json_lines(part.drop("_h"))) + b"\n")
+            deadline = time.monotonic() + 30
+            while (
+                time.monotonic() < deadline
+                and runner.status.events < ev.height
+                and (runner.status.events < part.height)
+            ):
+                time.sleep(0.02)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and (runner.status.scored_until or "") < str(
+                hour.isoformat()  # type: ignore[union-attr]
+            ):
+                time.sleep(0.02)
+            seen.append(runner.status.scored_until or "")
+    finally:
+        runner.stop()
+        th.join(timeout=60)
+    assert runner.status.state == "stopped"
+    # every hour was scored once the next one's events passed the watermark (the first
+    # append closes nothing), each scoring stored as a run of the stream
+    assert len({s for s in seen if s}) >= 4
+    with AlertStore.open(db) as store:
+        runs = [r for r in store.list_runs() if r.inputs.get("stream") == f"follow:{log}"]
+    assert sum(1 for r in runs if r.inputs.get("kind") != "stream") >= 4
+    assert StreamCheckpoint(tmp_path / "ck").load().scored_until is not None
+
+
+def test_sigterm_stops_the_stream_cleanly(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    log = tmp_path / "dns.json"
+    log.write_bytes((Path(__file__).parent / "data" / "zeek" / "brim_dns_head.json").read_bytes())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dnsieve.cli", "stream", "--follow", str(log),
+         "--checkpoint", str(tmp_path / "ck"), "--lake", str(tmp_path / "lake"),
+         "--db", f"sqlite:///{tmp_path / 'a.db'}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "ck" / "CURRENT").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stream stopped" in out
+    ck = StreamCheckpoint(tmp_path / "ck").load()
+    assert ck.positions and ck.counters["events"] > 100
+
+
+def test_late_events_are_counted_and_kept_in_the_lake(tmp_path: Path) -> None:
+    ev, _ = read_events([Path(__file__).parent / "data" / "zeek" / "brim_dns_head.json"])
+    t0 = ev["ts"].min()
+    early = ev.head(20).with_columns(pl.lit(t0).alias("ts"))
+    later = ev.tail(50).with_columns(
+        (pl.col("ts") + pl.duration(hours=3)).alias("ts")
+    )  # closes the first hours
+    log = tmp_path / "dns.json"
+    log.write_bytes(b"\n".join(zeek_json_lines(later)) + b"\n")
+    st = _settings(batch=1000)
+    src = FollowSource(log)
+    runner = StreamRunner(src, Lake(tmp_path / "lake"), tmp_path / "ck", st, store_url=False,
+                          stop_when_idle=0.2)  # fmt: skip
+    runner.run()
+    with open(log, "ab") as fh:  # 3 h behind the watermark: far past the allowed lateness
+        fh.write(b"\n".join(zeek_json_lines(early)) + b"\n")
+    runner = StreamRunner(src, Lake(tmp_path / "lake"), tmp_path / "ck", st, store_url=False,
+                          stop_when_idle=0.2)  # fmt: skip
+    status = runner.run()
+    src.close()
+    assert status.late == 20
+    assert Lake(tmp_path / "lake").scan().select(pl.len()).collect().item() == 70
