@@ -7,6 +7,7 @@ against the simulation's ground truth and serves them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from importlib import resources
@@ -63,6 +64,16 @@ def register(app: typer.Typer) -> None:
             ),
         ] = True,
         port: Annotated[int, typer.Option(min=1, max=65535, help="Alert Manager port")] = 8000,
+        stream: Annotated[
+            bool,
+            typer.Option(
+                "--stream",
+                help="live: replay the week into a local Kafka (mock cluster) and stream it",
+            ),
+        ] = False,
+        rate: Annotated[
+            float, typer.Option("--rate", min=100.0, help="with --stream: events/s replayed")
+        ] = 3000.0,
         config: ConfigOpt = None,
     ) -> None:
         """Simulate a week of enterprise DNS with attacks, detect, score and store, show the alerts,
@@ -73,6 +84,10 @@ def register(app: typer.Typer) -> None:
             return
         from dnsieve.commands.detect import render_summary
         from dnsieve.demo import run_demo
+
+        if stream:
+            _demo_stream(directory, hours, clients, seed, settings, rate, serve, port)
+            return
 
         with tempfile.TemporaryDirectory(prefix="dnsieve-demo-") as tmp:
             target = directory or Path(tmp)
@@ -93,7 +108,64 @@ def register(app: typer.Typer) -> None:
                 _serve_demo(res.db, port, res.lake)
 
 
-def _serve_demo(db_url: str, port: int, lake: Path | None = None) -> None:
+def _demo_stream(
+    directory: Path | None,
+    hours: int,
+    clients: int,
+    seed: int,
+    settings: Settings,
+    rate: float,
+    serve: bool,
+    port: int,
+) -> None:
+    """``dnsieve demo --stream``: the week replayed into Kafka, streamed, served live."""
+    import importlib.util
+    import threading
+
+    from dnsieve.demo import run_demo_stream
+
+    if importlib.util.find_spec("confluent_kafka") is None:
+        err_console.print("the streaming demo needs confluent-kafka: pip install 'dnsieve[kafka]'")
+        raise typer.Exit(2)
+    server: list[threading.Thread] = []
+
+    def started(db_url: str, lake: Path) -> None:
+        if serve:
+            th = _serve_demo(db_url, port, lake, background=True)
+            if th is not None:
+                server.append(th)
+
+    def show(s: Any) -> None:
+        err_console.print(escape(s.line()))
+
+    with tempfile.TemporaryDirectory(prefix="dnsieve-demo-") as tmp:
+        target = directory or Path(tmp)
+        err_console.print(
+            f"simulating {hours} h of DNS for {clients} hosts (seed {seed}); replaying it into a "
+            f"local Kafka (librdkafka mock cluster) at {rate:,.0f} events/s while dnsieve "
+            "stream scores each hour as it closes ..."
+        )
+        res = run_demo_stream(
+            target, hours=hours, clients=clients, seed=seed, settings=settings, rate=rate,
+            on_status=show, started=started,
+        )  # fmt: skip
+        console.print(
+            f"streamed {res.summary['replayed']:,} events; "
+            f"{escape(str(res.summary['stream'].get('alerts', 0)))} alert window(s) scored live"
+        )
+        _render_truth(res.alerts, console, res.truth)
+        if directory is not None:
+            console.print(
+                f"lake: {escape(str(res.lake))}\nalert store: {escape(res.db)}\n"
+                f"checkpoint: {escape(str(target / 'checkpoint'))}"
+            )
+        for th in server:
+            console.print("the Alert Manager keeps serving; Ctrl-C to stop")
+            with contextlib.suppress(KeyboardInterrupt):
+                th.join()
+
+
+def _serve_demo(db_url: str, port: int, lake: Path | None = None, background: bool = False) -> Any:
     """Serve the demo's store on loopback with a fresh admin password (no default credentials)."""
     import importlib.util
 
@@ -101,7 +173,7 @@ def _serve_demo(db_url: str, port: int, lake: Path | None = None) -> None:
         err_console.print(
             "the Alert Manager is not installed; pip install 'dnsieve[web]' to browse these alerts"
         )
-        return
+        return None
     import secrets
 
     import uvicorn
@@ -117,7 +189,17 @@ def _serve_demo(db_url: str, port: int, lake: Path | None = None) -> None:
     )
     settings = WebSettings(db_url=db_url, secret_key=secrets.token_urlsafe(32), freeze_gc=True)
     app_ = create_app(settings, lake=lake)
+    if background:  # the streaming demo fills the store while the pages are served
+        import threading
+
+        cfg = uvicorn.Config(
+            app_, host="127.0.0.1", port=port, log_level="warning", **SERVER_OPTIONS
+        )
+        th = threading.Thread(target=uvicorn.Server(cfg).run, name="alert-manager", daemon=True)
+        th.start()
+        return th
     uvicorn.run(app_, host="127.0.0.1", port=port, log_level="warning", **SERVER_OPTIONS)
+    return None
 
 
 def _render_truth(alerts: pl.DataFrame, out: Console, report: TruthReport | None = None) -> None:

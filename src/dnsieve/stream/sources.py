@@ -119,6 +119,8 @@ class KafkaSource:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": True,
+            # a topic created after the stream started is found within seconds
+            "topic.metadata.refresh.interval.ms": 5000,
         }
         conf.update(config or {})
         self._incremental = conf.get(
