@@ -284,6 +284,15 @@ class StreamRunner:
             self._formats.setdefault(ch.partition, used)
             rejects.update(stats.rejects)
             rejects.update(ch.rejects)
+            expect = ck.positions.get(ch.partition)
+            if (
+                expect is not None
+                and not ch.partition.startswith("file:")
+                and ch.records
+                and ch.records[0][0] > expect
+            ):
+                # the broker no longer holds these offsets (retention): say so, never silently
+                rejects["offsets_lost"] += ch.records[0][0] - expect
             start = have.get(ch.partition, 0)
             fresh = ch.after(start) if ch.records and ch.records[0][0] < start else ch
             if fresh is ch:
