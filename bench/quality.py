@@ -74,9 +74,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-# The one place the library job is imported (a later refactor may move it).
-from dnsieve.commands.run import run_job
 from dnsieve.demo import label_alerts
+
+# The one place the library job is imported (a later refactor may move it).
+from dnsieve.jobs import run_job
 from dnsieve.simulate import (
     BENIGN_KINDS,
     THREAT_KINDS,

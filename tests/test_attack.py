@@ -25,7 +25,7 @@ def test_every_builtin_detector_names_its_techniques(name: str) -> None:
 def test_run_writes_them_into_evidence_and_ecs(tmp_path: Path) -> None:
     from dnsieve.alerts.export import to_ecs
     from dnsieve.alerts.store import AlertStore
-    from dnsieve.commands.run import run_job
+    from dnsieve.jobs import run_job
 
     db = f"sqlite:///{tmp_path / 'a.db'}"
     pcaps = DATA / "pcap"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dnsieve.commands.run import run_job
 from dnsieve.config import load_settings
+from dnsieve.jobs import run_job
 
 # The tool rotates across all eight (docs/detectors.md, domainator table).
 ROGUEROBIN_C2 = {

@@ -158,7 +158,7 @@ def test_truth_report_of_older_label_files_and_no_alerts() -> None:
 def test_cli_renders_the_truth_report() -> None:
     from rich.console import Console
 
-    from dnsieve.cli import _render_truth
+    from dnsieve.commands.demo import _render_truth
 
     alerts = label_alerts(_frame([("fastflux", "microsoft.com", "", 3, 1)]), LABELS)
     console = Console(record=True, width=160)

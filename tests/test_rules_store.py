@@ -107,7 +107,7 @@ def test_cli_import_watchlist_hits_and_hostile_names(
 
 def test_run_raises_alerts_for_enabled_definitions_only(tmp_path: Path) -> None:
     """``dnsieve run`` evaluates enabled definitions; a re-run adds nothing twice."""
-    from dnsieve.commands.run import run_job
+    from dnsieve.jobs import run_job
 
     db = f"sqlite:///{tmp_path / 'a.db'}"
     with AlertStore.open(db) as store:

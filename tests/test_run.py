@@ -18,8 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dnsieve.cli import app
-from dnsieve.commands.run import run_job
 from dnsieve.config import load_settings
+from dnsieve.jobs import run_job
 
 TOOL_DOMAINS = {
     "dnscat": {"hacker-dnscat.com"},

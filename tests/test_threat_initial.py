@@ -196,7 +196,7 @@ def test_truthful_verdicts_beat_random_verdicts() -> None:
 @pytest.mark.shared
 def test_real_c2_from_held_out_tools_is_a_threat_before_any_verdict(tmp_path: Path) -> None:
     """RogueRobin and iodine were left out of training: their C2 alerts must score P >= 0.5."""
-    from dnsieve.commands.run import run_job
+    from dnsieve.jobs import run_job
     from dnsieve.lake import Lake
     from dnsieve.threat.features import entity_context
 

@@ -3,7 +3,7 @@
 The lake holds real DNS (the brimdata Zeek sample and the Korving iodine
 dnsmasq log in tests/data, see their READMEs) plus a Zeek log derived from
 the brimdata rows whose query names are hostile.  Alerts come from the real
-detectors run over that lake (:func:`dnsieve.commands.run.run_job`) and from
+detectors run over that lake (:func:`dnsieve.jobs.run_job`) and from
 per-minute candidates aggregated from the same captures
 (``test_alert_store.real_anomalies``).  Every answer is checked against an
 independent Polars query that reads the whole lake into memory and filters it.
@@ -64,7 +64,7 @@ def hostile_zeek_log(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A lake of real events, a store of alerts on them, one user per role."""
-    from dnsieve.commands.run import run_job
+    from dnsieve.jobs import run_job
 
     tmp = tmp_path_factory.mktemp("events")
     lake_dir = tmp / "lake"
@@ -357,8 +357,8 @@ def test_serve_and_demo_pass_the_lake_to_the_app(
     import uvicorn
     from typer.testing import CliRunner
 
-    from dnsieve.cli import _serve_demo
     from dnsieve.cli import app as cli_app
+    from dnsieve.commands.demo import _serve_demo
 
     seen: list[Any] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.append(app))

@@ -36,6 +36,7 @@ __all__ = [
     "IngestSettings",
     "LakeSettings",
     "Settings",
+    "StreamSettings",
     "default_data_dir",
     "load_settings",
 ]
@@ -214,6 +215,48 @@ class AlertSettings(_Section):
         return timedelta(hours=self.episode_gap_hours)
 
 
+class StreamSettings(_Section):
+    """``dnsieve stream`` (the ``[stream]`` section); see docs/streaming.md.
+
+    >>> StreamSettings().allowed_lateness_seconds
+    300.0
+    """
+
+    allowed_lateness_seconds: float = Field(
+        default=300.0,
+        ge=0.0,
+        le=7 * 86400.0,
+        description="an hour closes once every partition's events are this far past its end",
+    )
+    max_batch_events: int = Field(
+        default=100_000, ge=1, le=10_000_000, description="events per micro-batch (at most)"
+    )
+    poll_seconds: float = Field(
+        default=0.5, gt=0.0, le=60.0, description="wait for new data this long per poll"
+    )
+    window_seconds: float = Field(
+        default=3600.0,
+        ge=60.0,
+        le=86400.0,
+        description="scoring window of windows closed while live (a backfill scored at once adapts it like run)",
+    )
+    score_every_hours: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=24.0 * 31,
+        description="while catching up, also score once this many closed hours wait (0: only once caught up)",
+    )
+    status_seconds: float = Field(
+        default=5.0, gt=0.0, le=3600.0, description="status line and stored status interval"
+    )
+    calibration_hours: float = Field(
+        default=168.0,
+        ge=1.0,
+        le=24.0 * 92,
+        description="windows scored live are calibrated with the candidates of this many past hours",
+    )
+
+
 class Settings(_Section):
     """The whole settings tree.  Later subsystems add their sections here."""
 
@@ -222,6 +265,7 @@ class Settings(_Section):
     domains: DomainSettings = Field(default_factory=DomainSettings)
     detect: DetectSettings = Field(default_factory=DetectSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
 
 
 def _env_tree(env: Mapping[str, str]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 :func:`run_demo` simulates ``hours`` of DNS for ``clients`` hosts with injected
 campaigns (:mod:`dnsieve.simulate`), writes it as a Zeek ``dns.log``, then runs
-the one-shot job (:func:`dnsieve.commands.run.run_job`): ingest into a lake,
+the one-shot job (:func:`dnsieve.jobs.run_job`): ingest into a lake,
 every detector, calibration, threat scoring, and storage in an alert store.
 Each alert is matched against the simulation's ground truth, so the demo shows
 what was caught and what was a false alarm.
@@ -23,6 +23,7 @@ __all__ = [
     "create_demo_admin",
     "label_alerts",
     "run_demo",
+    "run_demo_stream",
     "truth_report",
 ]
 
@@ -233,8 +234,8 @@ def run_demo(
     """Simulate, ingest, detect, score and store under ``directory``."""
     from dnsieve.alerts.base import alerts_to_frame
     from dnsieve.alerts.store import AlertStore
-    from dnsieve.commands.run import run_job
     from dnsieve.config import load_settings
+    from dnsieve.jobs import run_job
     from dnsieve.simulate import simulate, write_zeek
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -262,6 +263,84 @@ def run_demo(
         alerts=label_alerts(stored.drop("features"), labels)
         if stored.height
         else label_alerts(alerts, labels),
+        truth=truth_report(stored, labels),
+    )
+
+
+def run_demo_stream(
+    directory: Path,
+    hours: int = 168,
+    clients: int = 500,
+    seed: int = 7,
+    settings: Any = None,
+    rate: float = 3000.0,
+    on_status: Any = None,
+    started: Any = None,
+) -> DemoResult:
+    """The demo as a live system: replay the simulated week into Kafka and stream it.
+
+    librdkafka's mock cluster stands in for Kafka; :func:`dnsieve.ingest.kafka.replay`
+    publishes the week as zeek-kafka JSON at ``rate`` events/s while
+    :class:`dnsieve.stream.StreamRunner` consumes it, scoring each hour as it
+    closes into the store (``started(db_url, lake)`` is called once the stream
+    runs, e.g. to serve the Alert Manager).  When the replay is done and the
+    stream has caught up, a drain scores the last, partial window.
+    """
+    import threading
+    import time
+
+    from dnsieve.alerts.base import alerts_to_frame
+    from dnsieve.alerts.store import AlertStore
+    from dnsieve.config import load_settings
+    from dnsieve.ingest.kafka import MockCluster, replay
+    from dnsieve.lake import Lake
+    from dnsieve.simulate import simulate, write_zeek
+    from dnsieve.stream import KafkaSource, StreamRunner
+
+    settings = settings or load_settings()
+    directory.mkdir(parents=True, exist_ok=True)
+    sim = simulate(hours=hours, clients=clients, seed=seed)
+    paths = write_zeek(sim, directory / "logs")
+    db = f"sqlite:///{(directory / 'alerts.db').absolute()}"
+    lake_dir = directory / "lake"
+    fast = {"group.protocol": "consumer"}
+    with MockCluster() as mc:
+        mc.create_topic("dns")
+        src = KafkaSource(mc.bootstrap, "dns", "dnsieve-demo", fast)
+        lake = Lake.from_settings(settings, lake_dir)
+        runner = StreamRunner(
+            src, lake, directory / "checkpoint", settings, store_url=db, on_status=on_status
+        )
+        th = threading.Thread(target=runner.run, name="dnsieve-stream", daemon=True)
+        th.start()
+        if started is not None:
+            started(db, lake_dir)
+        rep = replay([paths["log"]], mc.bootstrap, "dns", rate=rate)
+        while runner.status.events < rep.events and th.is_alive():
+            time.sleep(0.2)
+        runner.stop()
+        th.join()
+        src.close()
+        # the last, partial window: a drain, as run scores the end of its data
+        src = KafkaSource(mc.bootstrap, "dns", "dnsieve-demo", fast)
+        final = StreamRunner(
+            src, lake, directory / "checkpoint", settings, store_url=db, stop_when_idle=0.5
+        ).run()
+        src.close()
+    labels = pl.read_csv(paths["labels"], infer_schema_length=None)
+    with AlertStore.open(db) as store:
+        stored = alerts_to_frame(store.list_alerts(status="all", include_suppressed=True))
+    summary = {"stream": final.to_dict(), "replayed": rep.events, "replay_rate": rep.rate}
+    return DemoResult(
+        directory=directory,
+        log=paths["log"],
+        labels=paths["labels"],
+        lake=lake_dir,
+        db=db,
+        events=sim.events.height,
+        reports=[],
+        summary=summary,
+        alerts=label_alerts(stored.drop("features"), labels) if stored.height else stored,
         truth=truth_report(stored, labels),
     )
 

@@ -569,6 +569,65 @@ class Lake:
                 raise
         return reports
 
+    def stream_positions(self, prefix: str) -> dict[str, int]:
+        """The positions a stream has appended up to (see :meth:`append_stream`).
+
+        Keys are the stream's own (``<stream>/<partition>``) without ``prefix``;
+        the value is the first position *not* yet in the lake.
+        """
+        if not (self.path / "_manifest.sqlite").exists():
+            return {}
+        tag = f"stream:{prefix}"
+        with contextlib.closing(self._connect()) as con:
+            rows = con.execute(
+                "SELECT key, value FROM meta WHERE key >= ? AND key < ?", (tag, tag + "\uffff")
+            ).fetchall()
+        return {k[len(tag) :]: int(v) for k, v in rows}
+
+    def append_stream(
+        self, batches: Iterable[pa.RecordBatch], prefix: str, positions: dict[str, int]
+    ) -> int:
+        """Append canonical ``batches`` of a stream and its new ``positions`` in one commit.
+
+        Idempotence for streams (ARCHITECTURE §1): the caller drops records
+        below :meth:`stream_positions` before calling, and the part files and
+        the advanced positions are listed in one SQLite transaction, so a
+        replayed offset range writes nothing twice, and a crash leaves either
+        both or neither.  Returns the rows written.
+        """
+        with self._writer_lock(), contextlib.closing(self._connect()) as con:
+            self.recover(con)
+            writer = self._new_batch().writer
+            try:
+                for b in batches:
+                    writer.add(b)
+                writer.close()
+                now = time.time()
+                with con:
+                    if writer.written:
+                        con.execute(
+                            "INSERT INTO ingests VALUES (?,?,?,?,?)",
+                            (
+                                writer.ingest_id,
+                                now,
+                                writer.rows,
+                                str(writer.min_ts) if writer.min_ts else None,
+                                str(writer.max_ts) if writer.max_ts else None,
+                            ),
+                        )
+                        con.executemany(
+                            "INSERT INTO parts VALUES (?,?,?,?,?,?,?)",
+                            [self._part_row(p, writer.ingest_id, now) for p in writer.written],
+                        )
+                    con.executemany(
+                        "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                        [(f"stream:{prefix}{k}", str(int(v))) for k, v in positions.items()],
+                    )
+            except BaseException:
+                writer.discard()
+                raise
+            return writer.rows
+
     def _new_batch(self) -> _Batch:
         return _Batch(
             _PartitionWriter(

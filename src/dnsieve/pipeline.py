@@ -47,7 +47,7 @@ from dnsieve.calibrate import calibrate
 from dnsieve.config import DetectSettings
 from dnsieve.detectors import available, get
 from dnsieve.detectors.base import DetectContext, Detector, empty_anomalies
-from dnsieve.engines import get_engine
+from dnsieve.engines import Engine, get_engine
 from dnsieve.lake import Lake
 
 __all__ = [
@@ -112,7 +112,7 @@ def _floor(t: datetime, seconds: float) -> datetime:
 
 
 def _period(
-    lake: Lake, since: datetime | None, until: datetime | None
+    lake: Lake, since: datetime | None, until: datetime | None, fixed: float | None = None
 ) -> tuple[datetime, datetime, float] | None:
     """(start, end, window seconds) of the scored period, or None if no events."""
     row = (
@@ -126,7 +126,7 @@ def _period(
     lo, hi = _utc(lo), _utc(hi)
     assert lo is not None and hi is not None
     start = since or lo
-    window = choose_window(((until or hi) - start).total_seconds())
+    window = fixed or choose_window(((until or hi) - start).total_seconds())
     if until is not None:
         end = until
     else:
@@ -141,7 +141,7 @@ def _period(
 def detect(
     lake: Lake | str | Path,
     *,
-    engine: str = "polars",
+    engine: str | Engine = "polars",
     since: datetime | None = None,
     until: datetime | None = None,
     detectors: list[str] | None = None,
@@ -149,6 +149,8 @@ def detect(
     settings: DetectSettings | None = None,
     strict: bool = False,
     episode_gap: timedelta | None = None,
+    window: float | None = None,
+    history: tuple[pl.DataFrame, dict[str, int]] | None = None,
 ) -> DetectResult:
     """Run the registered detectors (or ``detectors``) over ``lake`` and calibrate.
 
@@ -156,13 +158,20 @@ def detect(
     of what ``settings`` implies).  A detector that raises is reported in the
     summary (``status: error``) and the others go on, unless ``strict``.
     ``episode_gap`` (default: ``AlertSettings().episode_gap``, 6 h) makes the
-    daily budget count episodes rather than windows.
+    daily budget count episodes rather than windows.  ``engine`` may be an
+    engine instance (the stream runner's, which reads closed hours from its
+    state); ``window`` fixes the scoring window (seconds) instead of adapting it
+    to the span (a stream scores each closed hour with the live window).
+    ``history``: candidates (ANOMALY columns) and populations per detector of
+    earlier periods, pooled into the calibration (the tail fit and the daily
+    budget) as if scored with this period; only this period's rows come back.
     """
     if episode_gap is None:
         from dnsieve.config import AlertSettings
 
         episode_gap = AlertSettings().episode_gap
-    settings = settings or DetectSettings(engine=engine)  # type: ignore[arg-type,unused-ignore]
+    engine_name = engine if isinstance(engine, str) else engine.name
+    settings = settings or DetectSettings(engine=engine_name)  # type: ignore[arg-type,unused-ignore]
     since, until = _utc(since), _utc(until)
     if since is not None and until is not None and since >= until:
         raise ValueError(
@@ -175,8 +184,8 @@ def detect(
         raise KeyError(
             f"unknown detector(s) {', '.join(unknown)}; available: {', '.join(available())}"
         )
-    summary: dict[str, Any] = {"lake": str(lk.path), "engine": engine, "detectors": {}}
-    period = _period(lk, since, until)
+    summary: dict[str, Any] = {"lake": str(lk.path), "engine": engine_name, "detectors": {}}
+    period = _period(lk, since, until, window)
     if period is None:
         summary["note"] = "no events in the lake for the requested period"
         empty = calibrate(empty_anomalies())
@@ -189,7 +198,7 @@ def detect(
         span_hours=round(span / 3600, 3),
         window_seconds=window,
     )
-    eng = get_engine(engine)
+    eng = get_engine(engine) if isinstance(engine, str) else engine
     fetch_from = start - timedelta(hours=settings.baseline_hours)
     ctx = DetectContext(
         start=start, end=end, window=window, seed=settings.seed, params=params or {}
@@ -246,16 +255,24 @@ def detect(
             info["reason"] = "no complete window with enough history in the period"
     anomalies = pl.concat(frames) if frames else empty_anomalies()
     floors = {n: float(f) for n in names if (f := get(n).score_floor) is not None}
+    pool, pool_pop = anomalies, population
+    if history is not None and history[0].height:
+        prev, prev_pop = history
+        pool = pl.concat([prev.select(anomalies.columns).cast(anomalies.schema), anomalies])
+        pool_pop = {k: population.get(k, 0) + int(prev_pop.get(k, 0)) for k in population}
     cal = calibrate(
-        anomalies,
+        pool,
         target_far=settings.target_far,
         budget_per_day=settings.budget_per_day,
-        population=population,
+        population=pool_pop,
         min_exceedances=settings.min_exceedances,
         seed=settings.seed,
         floors=floors,
         episode_gap=episode_gap,
     )
+    if pool is not anomalies:
+        mine = pl.col("window_start") >= start
+        cal = type(cal)(cal.anomalies.filter(mine), cal.alerts.filter(mine), cal.diagnostics)
     try:
         alerts_out = add_top_clients(lk, cal.alerts)
         anomalies_out = _patch_evidence(cal.anomalies, alerts_out)

@@ -45,7 +45,7 @@ def _quiet_domain(lake: Path) -> str:
 def test_write_fix_test_enable_and_run(
     ui: UI, page: Page, login: Login, live_store: AlertStore, live_demo: DemoResult, shot: Shot
 ) -> None:
-    from dnsieve.commands.run import run_job
+    from dnsieve.jobs import run_job
     from dnsieve.web.users import UserError, UserStore
 
     domain = _quiet_domain(live_demo.lake)

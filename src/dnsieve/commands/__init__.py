@@ -2,7 +2,9 @@
 
 Each module here defines ``register(app: typer.Typer) -> None`` and keeps its
 commands thin: parse options, load settings, call one library function, print.
-:mod:`dnsieve.cli` calls every ``register`` listed in :data:`MODULES`.
+:mod:`dnsieve.cli` calls every ``register`` listed in :data:`MODULES`.  Shared
+console helpers come from :mod:`dnsieve.commands.console`; nothing here imports
+:mod:`dnsieve.cli`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ MODULES: tuple[str, ...] = (
     "dnsieve.commands.detect",
     "dnsieve.commands.domains",
     "dnsieve.commands.run",
+    "dnsieve.commands.demo",
+    "dnsieve.commands.stream",
     "dnsieve.commands.alerts",
     "dnsieve.commands.allow",
     "dnsieve.commands.train",

@@ -20,13 +20,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
+from dnsieve.commands.console import console, err_console, fail
+
 if TYPE_CHECKING:
     from rich.console import Console
 
     from dnsieve.alerts.base import Alert
     from dnsieve.alerts.store import AlertStore
 
-__all__ = ["DbOpt", "current_user", "open_store_or_exit", "register"]
+__all__ = ["DbOpt", "current_user", "fail", "open_store_or_exit", "register"]
 
 DbOpt = Annotated[
     str | None,
@@ -56,15 +58,7 @@ STATUS_STYLE = {
 
 
 def _consoles() -> tuple[Console, Console]:
-    from dnsieve.cli import console, err_console
-
     return console, err_console
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print a red error (escaped) and return the Exit to raise."""
-    _consoles()[1].print(f"[red]error:[/red] {escape(message)}")
-    return typer.Exit(code)
 
 
 def current_user() -> str:

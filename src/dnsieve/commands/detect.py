@@ -232,7 +232,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Score every complete window of the lake (or --since/--until) and write calibrated alerts."""
-        from dnsieve.cli import _settings, console, err_console
+        from dnsieve.commands.console import console, err_console
+        from dnsieve.commands.console import settings_or_exit as _settings
         from dnsieve.engines import EngineUnavailableError
         from dnsieve.lake import Lake
         from dnsieve.pipeline import DetectSettings

@@ -35,7 +35,8 @@ def register(app: typer.Typer) -> None:
         """
         from rich.markup import escape
 
-        from dnsieve.cli import _settings, console
+        from dnsieve.commands.console import console
+        from dnsieve.commands.console import settings_or_exit as _settings
         from dnsieve.lake import Lake
 
         lake = Lake.from_settings(_settings(config), lake_dir)

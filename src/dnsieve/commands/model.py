@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Every saved threat-model version, newest first."""
         from dnsieve.alerts.store import AlertStore
-        from dnsieve.cli import console
+        from dnsieve.commands.console import console
 
         with AlertStore.open(db) as store:
             versions = store.list_model_versions()
@@ -142,7 +142,7 @@ def register(app: typer.Typer) -> None:
         """Make an earlier version active and re-score the open alerts."""
         from dnsieve.alerts.base import AlertNotFound
         from dnsieve.alerts.store import AlertStore
-        from dnsieve.cli import console, err_console
+        from dnsieve.commands.console import console, err_console
 
         with AlertStore.open(db) as store:
             try:
@@ -167,7 +167,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Has each detector's score distribution drifted (recent alerts vs earlier ones)?"""
         from dnsieve.alerts.store import AlertStore
-        from dnsieve.cli import console
+        from dnsieve.commands.console import console
         from dnsieve.threat.model import drift_summary
 
         with AlertStore.open(db) as store:

@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         The trained model is saved in the store as a new active version; the
         previous versions stay there for rollback.
         """
-        from dnsieve.cli import console, err_console
+        from dnsieve.commands.console import console, err_console
         from dnsieve.threat.features import TopList
         from dnsieve.threat.training import read_anomalies, train
 

@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from dnsieve.alerts.store import resolve_db_url
-        from dnsieve.cli import err_console
+        from dnsieve.commands.console import err_console
         from dnsieve.web import WebSettings, create_app
         from dnsieve.web.app import SECRET_ENV
         from dnsieve.web.workers import SERVER_OPTIONS, run_workers
@@ -310,7 +310,7 @@ def register(app: typer.Typer) -> None:
         from rich.markup import escape
         from rich.table import Table
 
-        from dnsieve.cli import console
+        from dnsieve.commands.console import console
         from dnsieve.web.users import UserStore
 
         with open_store_or_exit(db) as store:
@@ -345,7 +345,7 @@ def register(app: typer.Typer) -> None:
         require_web()
         from rich.markup import escape
 
-        from dnsieve.cli import console
+        from dnsieve.commands.console import console
         from dnsieve.web.users import UserStore
 
         with open_store_or_exit(db) as store:
@@ -363,7 +363,7 @@ def register(app: typer.Typer) -> None:
         require_web()
         from rich.markup import escape
 
-        from dnsieve.cli import console
+        from dnsieve.commands.console import console
         from dnsieve.web.users import UserStore
 
         with open_store_or_exit(db) as store:

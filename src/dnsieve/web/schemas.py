@@ -271,6 +271,27 @@ class RunPublic(_Out):
         return cls.model_validate(r)
 
 
+class StreamStatusPublic(_Out):
+    """One stream's last recorded status (``dnsieve stream``)."""
+
+    run: int = Field(description="the run the stream records its status in")
+    name: str = Field(description="source: kafka:<topic> or follow:<path>")
+    updated: datetime = Field(description="when the status was last written (UTC)")
+    state: str = "running"
+    events: int = 0
+    events_per_s: float = 0.0
+    late: int = Field(0, description="events older than the watermark minus the allowed lateness")
+    rejected: int = 0
+    rejects: dict[str, int] = Field(default_factory=dict)
+    lag: dict[str, int] = Field(default_factory=dict, description="unread records per partition")
+    open_windows: int = 0
+    watermark: str | None = None
+    scored_until: str | None = None
+    last_checkpoint: str | None = None
+    last_alert: str | None = None
+    alerts: int = 0
+
+
 class UserPublic(_Out):
     name: str
     role: str

@@ -50,6 +50,7 @@ from dnsieve.web.schemas import (
     PrecisionPublic,
     ReviewItem,
     RunPublic,
+    StreamStatusPublic,
     UserPublic,
     VerdictCreate,
     VerdictPublic,
@@ -249,6 +250,15 @@ def activate(store: StoreDep, user: AdminApi, version_id: EntryId) -> ModelVersi
     """Roll back (or forward) to a model version and re-score the open alerts."""
     version, _ = rollback_model(store, version_id)
     return ModelVersionPublic.of(version)
+
+
+@router.get("/stream", tags=["runs"])
+def stream(store: StoreDep) -> list[StreamStatusPublic]:
+    """Running (or last run) ``dnsieve stream`` processes, newest first: events, events/s,
+    lag per partition, open windows, late events, watermark, last checkpoint and alert."""
+    from dnsieve.stream.status import stream_statuses
+
+    return [StreamStatusPublic.model_validate(s) for s in stream_statuses(store)]
 
 
 @router.get("/runs", tags=["runs"])

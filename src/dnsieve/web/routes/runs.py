@@ -1,4 +1,4 @@
-"""Page: pipeline runs — sources ingested, rejects by reason, last run."""
+"""Page: pipeline runs — sources ingested, rejects by reason, last run, and live streams."""
 
 from __future__ import annotations
 
@@ -13,4 +13,8 @@ router = APIRouter(prefix="/runs", include_in_schema=False)
 
 @router.get("", response_class=HTMLResponse)
 def runs(request: Request, user: PageUser, store: StoreDep) -> HTMLResponse:
-    return page(request, "runs.html", runs=store.list_runs(limit=100))
+    from dnsieve.stream.status import stream_statuses
+
+    return page(
+        request, "runs.html", runs=store.list_runs(limit=100), streams=stream_statuses(store)
+    )
