@@ -37,7 +37,7 @@ REL = 1e-9
 
 def _run(tmp: Path) -> tuple[str, pl.DataFrame, pl.DataFrame]:
     """Simulate, run the job; (log sha256, anomalies, alerts) in a canonical order."""
-    from dnsieve.commands.run import run_job
+    from dnsieve.jobs import run_job
     from dnsieve.config import load_settings
     from dnsieve.simulate import simulate, write_zeek
 
