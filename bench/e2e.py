@@ -102,7 +102,7 @@ def child_run(log: Path, profile: Path | None = None) -> dict[str, Any]:
     """The ``dnsieve run`` job over ``log``, with each stage's wall time."""
     import dnsieve.lake
     import dnsieve.pipeline
-    from dnsieve.commands.run import run_job
+    from dnsieve.jobs import run_job
     from dnsieve.config import load_settings
 
     stages: dict[str, float] = {}
