@@ -102,8 +102,8 @@ def child_run(log: Path, profile: Path | None = None) -> dict[str, Any]:
     """The ``dnsieve run`` job over ``log``, with each stage's wall time."""
     import dnsieve.lake
     import dnsieve.pipeline
-    from dnsieve.jobs import run_job
     from dnsieve.config import load_settings
+    from dnsieve.jobs import run_job
 
     stages: dict[str, float] = {}
     cpu: dict[str, float] = {}

@@ -131,3 +131,27 @@ def test_run_raises_alerts_for_enabled_definitions_only(tmp_path: Path) -> None:
     with AlertStore.open(db) as store:
         again = [a for a in store.iter_alerts() if a.detector == "rule:competition"]
     assert [a.id for a in again] == [a.id for a in stored]
+
+
+def test_detect_evaluates_the_stores_definitions(
+    env: tuple[CliRunner, str, Path], tmp_path: Path
+) -> None:
+    """``dnsieve detect --db`` adds the enabled definitions' hits to its alerts; with
+    ``--no-definitions``, or a store that does not exist, it does not (and creates none)."""
+    runner, db, lake = env
+    with AlertStore.open(db) as store:
+        ds = DefinitionStore(store)
+        ds.add("competition", "watchlist", "wrccdc.org  # WRCCDC\n", "ana", "watch it")
+        ds.set_state("competition", "enabled", "admin")
+
+    def rule_alerts(*extra: str) -> list[str]:
+        args = ["detect", "--lake", str(lake), "--until", "2018-03-25T00:00:00Z", "--json"]
+        res = runner.invoke(app, [*args, *extra])
+        assert res.exit_code == 0, res.output
+        return [a["detector"] for a in json.loads(res.output)["alerts"] if "rule:" in a["detector"]]
+
+    assert rule_alerts("--db", db) == ["rule:competition"]
+    assert rule_alerts("--db", db, "--no-definitions") == []
+    missing = tmp_path / "none.db"
+    assert rule_alerts("--db", str(missing)) == []
+    assert not missing.exists()

@@ -37,8 +37,8 @@ REL = 1e-9
 
 def _run(tmp: Path) -> tuple[str, pl.DataFrame, pl.DataFrame]:
     """Simulate, run the job; (log sha256, anomalies, alerts) in a canonical order."""
-    from dnsieve.jobs import run_job
     from dnsieve.config import load_settings
+    from dnsieve.jobs import run_job
     from dnsieve.simulate import simulate, write_zeek
 
     paths = write_zeek(simulate(hours=HOURS, clients=CLIENTS, seed=SEED), tmp / "logs")

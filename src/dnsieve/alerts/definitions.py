@@ -23,6 +23,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -388,3 +389,17 @@ class DefinitionStore:
                 )
                 for r in conn.execute(q).mappings()
             ]
+
+
+def active_definitions(url: str, now: datetime | None = None) -> list[Definition]:
+    """The active definitions of the store at ``url``, for jobs that store no alerts.
+
+    A SQLite URL whose file does not exist holds no definitions: ``[]``, and no
+    database is created (``dnsieve detect`` must not leave a store behind).
+    """
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:" and not Path(path).exists():
+            return []
+    with AlertStore.open(url) as store:
+        return DefinitionStore(store).active(now)

@@ -230,8 +230,28 @@ def register(app: typer.Typer) -> None:
         config: Annotated[
             Path | None, typer.Option("--config", "-c", help="TOML settings file")
         ] = None,
+        db: Annotated[
+            str | None,
+            typer.Option(
+                "--db",
+                help="alert store whose enabled threat definitions are evaluated too "
+                "(default: $DNSIEVE_DB, else alerts.db in the user data dir; none there: none)",
+                show_default=False,
+            ),
+        ] = None,
+        definitions: Annotated[
+            bool,
+            typer.Option(
+                "--definitions/--no-definitions",
+                help="evaluate the store's enabled Sigma rules, watchlists and anomaly rules",
+            ),
+        ] = True,
     ) -> None:
-        """Score every complete window of the lake (or --since/--until) and write calibrated alerts."""
+        """Score every complete window of the lake (or --since/--until) and write calibrated alerts.
+
+        The enabled threat definitions of the alert store (``dnsieve rules``) are evaluated
+        over the same period, as ``run`` does: their hits are alerts of their own
+        (``rule:<name>``), and anomaly rules keep the candidates they match."""
         from dnsieve.commands.console import console, err_console
         from dnsieve.commands.console import settings_or_exit as _settings
         from dnsieve.engines import EngineUnavailableError
@@ -264,6 +284,22 @@ def register(app: typer.Typer) -> None:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
             err_console.print(f"[red]error:[/red] {escape(str(msg))}")
             raise typer.Exit(2) from None
+        if definitions:
+            from dnsieve.alerts.definitions import active_definitions
+            from dnsieve.alerts.store import resolve_db_url
+            from dnsieve.rules.evaluate import definition_alerts
+
+            try:
+                defs = active_definitions(resolve_db_url(db))
+            except Exception as exc:  # a store we cannot read: say so, detect without it
+                err_console.print(
+                    f"[yellow]warning:[/yellow] threat definitions not read: {escape(str(exc))}"
+                )
+                defs = []
+            if defs:
+                res.alerts, res.summary["definitions"] = definition_alerts(
+                    defs, lake, res, res.alerts
+                )
         if out is not None:
             pq = write_alerts(res.alerts, out)
             res.summary["out"] = {"jsonl": str(out), "parquet": str(pq)}
