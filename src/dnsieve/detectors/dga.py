@@ -641,29 +641,37 @@ def registered_labels(registered: pl.Series) -> pl.DataFrame:
         }
     )
     df = df.join(mapping, on="tail", how="left", maintain_order="left")
-    nlen = pl.col("n").str.len_chars()
+    # Staged columns (each string pass once): the label is the last label of the
+    # head left of ``.suffix``; odd names keep the historical whole-name
+    # behaviour (registered = name).
     slen = pl.col("sfx").str.len_chars()
-    proper = (
-        ~pl.col("odd")
-        & (slen > 0)
-        & (nlen > slen + 1)
+    df = df.select(
+        "n",
+        "odd",
+        "sfx",
+        hlen=pl.col("n").str.len_chars() - slen - 1,
+        longer=(slen.fill_null(0) > 0) & (pl.col("n").str.len_chars() > slen + 1),
+    ).with_columns(
+        proper=~pl.col("odd")
+        & pl.col("longer")
         & pl.col("n").str.ends_with(pl.lit(".") + pl.col("sfx"))
     )
-    head = pl.col("n").str.slice(0, nlen - slen - 1)
-    # Odd names keep the historical whole-name behaviour (registered = name).
-    odd_label = pl.when((slen > 0) & (nlen > slen + 1)).then(head)
-    label = (
-        pl.when(proper)
+    head = pl.col("n").str.head(pl.col("hlen"))
+    first = pl.col("n").str.splitn(".", 2).struct.field("field_0")
+    df = df.with_columns(
+        label=pl.when(pl.col("proper"))
         .then(head.str.extract(r"([^.]*)$", 1))
-        .when(pl.col("odd"))
-        .then(odd_label.otherwise(pl.col("n").str.split(".").list.first()))
-        .otherwise(pl.col("n").str.split(".").list.first())
+        .when(pl.col("odd") & pl.col("longer"))
+        .then(head)
+        .otherwise(first)
         .fill_null("")
     )
     return df.select(
-        icann_domain=pl.when(proper).then(label + "." + pl.col("sfx")).otherwise(pl.col("n")),
-        label=label,
-        suffix=pl.when(proper).then(pl.col("sfx")).otherwise(pl.lit("")),
+        icann_domain=pl.when(pl.col("proper"))
+        .then(pl.col("label") + "." + pl.col("sfx"))
+        .otherwise(pl.col("n")),
+        label="label",
+        suffix=pl.when(pl.col("proper")).then(pl.col("sfx")).otherwise(pl.lit("")),
     )
 
 
