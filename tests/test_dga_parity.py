@@ -25,6 +25,7 @@ from dnsieve.detectors.dga import (
     registered_labels,
     score_names,
 )
+from dnsieve.domains import DomainSplitter
 
 
 def _walk_reference(c: Trees, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -121,3 +122,26 @@ def test_probabilities_identical_on_real_names(shared_data: Path) -> None:
     assert np.max(np.abs(got - want)) <= 1e-12
     # Both classes are really in there: the comparison covers both ends of the scale.
     assert (got > 0.9).sum() > 10_000 and (got < 0.1).sum() > 10_000
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("private", [True, False])
+def test_split_series_matches_per_name_split_on_real_names(
+    shared_data: Path, private: bool
+) -> None:
+    d = shared_data / "domains"
+    base = pl.concat(
+        [
+            pl.read_csv(
+                d / "benign" / "tranco_like_top50k_2025-02_kmikholap.csv",
+                has_header=False,
+                new_columns=["rank", "domain"],
+            )["domain"],
+            pl.read_csv(d / "dga" / "baderj_dev_families.csv")["domain"],
+        ]
+    )
+    # As query names too: a host label in front, some upper case, a trailing dot.
+    names = pl.concat([base, "h7." + base.head(20_000), base.head(5_000).str.to_uppercase() + "."])
+    got = DomainSplitter(private_suffixes=private).split_series(names).rows()
+    exact = DomainSplitter(private_suffixes=private)
+    assert got == [exact.split(n) for n in names.to_list()]
