@@ -14,7 +14,7 @@ model and the coverage by 4-/5-grams of benign labels, all fitted on benign
 labels only) feed 80 gradient-boosted trees of depth <= 5, calibrated by Platt
 scaling on a held-out split.  Prediction is pure NumPy (no scikit-learn at run
 time): the trees are stored as padded arrays in a ``.npz`` (no pickle) and
-evaluated level by level with 1-D gathers (:class:`Trees`); a one-layer MLP
+evaluated with per-tree leaf bitmasks (:class:`Trees`); a one-layer MLP
 (:class:`Mlp`) is the other classifier the artifact format supports.  Its
 training metadata sits in ``dga_model.json`` beside it.
 ``scripts/train_dga.py`` rebuilds both from ``../shared/data``;
