@@ -229,12 +229,12 @@ class Trees:
         return out
 
     def _masks(self) -> _LeafMasks | None:
-        cached = _MASK_CACHE.get(id(self))
-        if cached is not None and cached[0] is self:
-            return cached[1]
-        masks = _LeafMasks.build(self, self._flat().cuts)
-        _MASK_CACHE[id(self)] = (self, masks)
-        return masks
+        return self._leaf_masks
+
+    @cached_property
+    def _leaf_masks(self) -> _LeafMasks | None:
+        # Built once per model and kept on it (a training run builds many models).
+        return _LeafMasks.build(self, self._flat().cuts)
 
     def _flat(self) -> _FlatTrees:
         cached = _FLAT_CACHE.get(id(self))
@@ -385,7 +385,6 @@ _DEBRUIJN = np.uint32(0x077CB531)
 # (2**k * _DEBRUIJN mod 2**32) >> 27 is distinct for k in 0..31: its inverse.
 _DEBRUIJN_INDEX = np.zeros(32, dtype=np.int64)
 _DEBRUIJN_INDEX[[((0x077CB531 << k) & 0xFFFFFFFF) >> 27 for k in range(32)]] = np.arange(32)
-_MASK_CACHE: dict[int, tuple[Trees, _LeafMasks | None]] = {}
 
 
 @dataclass(frozen=True)
