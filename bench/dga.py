@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """DGA scoring throughput, as a ratio against references measured in the same run.
 
-    .venv/bin/python bench/dga.py [N]
+    .venv/bin/python bench/dga.py [N]            # throughput, as ratios
+    .venv/bin/python bench/dga.py N --profile  # plus a cProfile of score_table
 
 Scores N query names (default 200k, drawn from the shared corpus: DGA families,
 benign top lists and ThreatFox, with random subdomains so names are distinct)
@@ -18,7 +19,9 @@ matcher alone (:func:`dnsieve.detectors.lookalike.match_names`).
 
 from __future__ import annotations
 
+import cProfile
 import math
+import pstats
 import sys
 import time
 from collections import Counter
@@ -69,7 +72,8 @@ def best(fn: Callable[[], object], reps: int = 3) -> float:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    n = int(args[0]) if args else 200_000
     names = corpus(n)
     labels = [x.split(".")[1] for x in names]
     t_score = best(lambda: score_names(names), reps=2)
@@ -105,6 +109,13 @@ def main() -> None:
     print(
         f"ref: PSL lookup per name   : {n / t_psl:12,.0f} names/s   (score is {t_psl / t_score:.2f}x this)"
     )
+    if "--profile" in sys.argv:
+        prof = cProfile.Profile()
+        prof.enable()
+        score_table(names)
+        prof.disable()
+        print("\ncProfile of score_table (cumulative, top 25):")
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
 
 
 if __name__ == "__main__":

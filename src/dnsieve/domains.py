@@ -178,12 +178,24 @@ class DomainSplitter:
                 pl.col("last1").replace_strict(wildcard, default=1, return_dtype=pl.Int64),
             ),
         )
-        depth = pl.when(pl.col("d1") == 1).then(1).otherwise(pl.col("d2"))
-        df = df.with_columns(
-            tail=pl.when(depth == 1)
+        df = df.with_columns(depth=pl.when(pl.col("d1") == 1).then(1).otherwise(pl.col("d2")))
+        # The tail is the last ``depth`` labels.  Names are clean here (no empty
+        # labels), so depth 1 is ``last1`` and depth 2 is ``last2`` (``last1`` for a
+        # one-label name); only the rare deeper rules split the name into a list.
+        deep = pl.col("depth") >= 3
+        shallow = df.filter(~deep).with_columns(
+            tail=pl.when(pl.col("depth") == 1)
             .then(pl.col("last1"))
-            .otherwise(pl.col("lc").str.split(".").list.slice(-depth).list.join("."))
+            .otherwise(pl.col("last2").fill_null(pl.col("last1")))
         )
+        deeper = df.filter(deep)
+        if deeper.height:
+            deeper = deeper.with_columns(
+                tail=pl.col("lc").str.split(".").list.slice(-pl.col("depth")).list.join(".")
+            )
+            df = pl.concat([shallow, deeper])
+        else:
+            df = shallow
         psl = _psl(self.private_suffixes)
         tails = df["tail"].unique()
         sfx = pl.DataFrame(
@@ -191,26 +203,37 @@ class DomainSplitter:
             schema={"tail": pl.String, "sfx": pl.String},
         )
         df = df.join(sfx, on="tail", how="left")
-        nlen, slen = pl.col("c").str.len_bytes(), pl.col("sfx").str.len_bytes()
-        proper = (
-            pl.col("sfx").is_not_null()
-            & (nlen > slen + 1)
+        # Staged columns, each string pass once (names are printable ASCII here,
+        # so bytes are characters).
+        slen = pl.col("sfx").str.len_bytes()
+        df = df.with_columns(
+            has=pl.col("sfx").is_not_null(), hlen=pl.col("c").str.len_bytes() - slen - 1
+        ).with_columns(
+            proper=pl.col("has")
+            & (pl.col("hlen") > 0)
             & pl.col("lc").str.ends_with(pl.lit(".") + pl.col("sfx"))
         )
         # A suffix that is not a proper ending of the name is left to the exact path.
-        odd = pl.col("sfx").is_not_null() & (nlen > slen) & ~proper
+        odd = pl.col("has") & (pl.col("hlen") >= 0) & ~pl.col("proper")
         slow += df.filter(odd)["__q"].to_list()
         df = df.filter(~odd)
-        head = pl.col("c").str.slice(0, nlen - slen - 1)
-        label = head.str.extract(r"([^.]*)$", 1)
-        sub = head.str.extract(r"^(.*)\.[^.]*$", 1).fill_null("")
+        head = pl.col("c").str.head(pl.col("hlen"))
+        df = df.with_columns(
+            label=pl.when(pl.col("proper")).then(head.str.extract(r"([^.]*)$", 1))
+        ).with_columns(llen=pl.col("label").str.len_bytes())
+        # The subdomain is the head left of the label's dot ("" for no dot).
+        sub = (
+            pl.when(pl.col("llen") < pl.col("hlen"))
+            .then(pl.col("c").str.head(pl.col("hlen") - pl.col("llen") - 1))
+            .otherwise(pl.lit(""))
+        )
         out = df.select(
             "__q",
-            registered_domain=pl.when(proper).then(label + "." + pl.col("sfx")).otherwise("c"),
-            subdomain=pl.when(proper).then(sub).otherwise(pl.lit("")),
-            tld=pl.when(proper | pl.col("sfx").is_not_null())
-            .then(pl.col("sfx"))
-            .otherwise(pl.col("own1")),
+            registered_domain=pl.when(pl.col("proper"))
+            .then(pl.col("label") + "." + pl.col("sfx"))
+            .otherwise("c"),
+            subdomain=pl.when(pl.col("proper")).then(sub).otherwise(pl.lit("")),
+            tld=pl.when(pl.col("has")).then(pl.col("sfx")).otherwise(pl.col("own1")),
         )
         if slow:
             parts = [self.split(n) for n in slow]

@@ -307,10 +307,11 @@ def _max_run(flags: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
     """Longest run of True per row."""
     if flags.shape[1] == 0:
         return np.zeros(flags.shape[0], dtype=np.int64)
-    c = np.cumsum(flags, axis=1, dtype=np.int64)
+    # int32 halves the memory traffic of the three passes; rows are far shorter than 2**31.
+    c = np.cumsum(flags, axis=1, dtype=np.int32)
     reset = np.where(~flags, c, 0)
     np.maximum.accumulate(reset, axis=1, out=reset)
-    return (c - reset).max(axis=1)  # type: ignore[no-any-return, return-value, unused-ignore]
+    return (c - reset).max(axis=1).astype(np.int64)
 
 
 def _expected_distinct(n: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.float64]:

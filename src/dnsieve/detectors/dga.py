@@ -14,7 +14,7 @@ model and the coverage by 4-/5-grams of benign labels, all fitted on benign
 labels only) feed 80 gradient-boosted trees of depth <= 5, calibrated by Platt
 scaling on a held-out split.  Prediction is pure NumPy (no scikit-learn at run
 time): the trees are stored as padded arrays in a ``.npz`` (no pickle) and
-evaluated level by level with 1-D gathers (:class:`Trees`); a one-layer MLP
+evaluated with per-tree leaf bitmasks (:class:`Trees`); a one-layer MLP
 (:class:`Mlp`) is the other classifier the artifact format supports.  Its
 training metadata sits in ``dga_model.json`` beside it.
 ``scripts/train_dga.py`` rebuilds both from ``../shared/data``;
@@ -186,18 +186,36 @@ class Trees:
     baseline: float
 
     def margin(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """Sum of leaf values for each row of ``x`` (n, n_features)."""
+        """Sum of leaf values for each row of ``x`` (n, n_features).
+
+        Trees of at most 32 leaves (depth <= 5, as trained) are scored with
+        leaf bitmasks (:class:`_LeafMasks`): one row gather per feature and
+        block of rows, no per-level pointer chasing.  Deeper trees are walked
+        level by level.
+        """
         n = x.shape[0]
-        n_trees, width = self.feature.shape
+        n_trees = self.feature.shape[0]
         out = np.full(n, self.baseline, dtype=np.float64)
         if n == 0 or n_trees == 0:
             return out
         flat = self._flat()
         # Features binned once against each feature's sorted thresholds: the node
-        # test x <= threshold becomes a small-integer compare, and every gather is 1-D.
+        # test x <= threshold becomes a small-integer compare.
+        xt = np.ascontiguousarray(x.T)
         xb = np.empty((x.shape[1], n), dtype=np.uint8)
         for j, cuts in enumerate(flat.cuts):
-            xb[j] = np.searchsorted(cuts, x[:, j], side="left")
+            xb[j] = np.searchsorted(cuts, xt[j], side="left")
+        masks = self._masks()
+        if masks is not None:
+            return masks.margin(xb, out)
+        return self._walk(flat, xb, out)
+
+    def _walk(
+        self, flat: _FlatTrees, xb: npt.NDArray[np.uint8], out: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """Level-by-level traversal with 1-D gathers (any depth)."""
+        n = xb.shape[1]
+        n_trees, width = self.feature.shape
         xb_flat = xb.reshape(-1)
         featoff = flat.feature * n
         col = np.arange(n, dtype=np.int64)
@@ -209,6 +227,14 @@ class Trees:
                 node = flat.child.take(node) + (xv > flat.tbin.take(node))
             out += flat.value.take(node).sum(axis=0, dtype=np.float64)
         return out
+
+    def _masks(self) -> _LeafMasks | None:
+        return self._leaf_masks
+
+    @cached_property
+    def _leaf_masks(self) -> _LeafMasks | None:
+        # Built once per model and kept on it (a training run builds many models).
+        return _LeafMasks.build(self, self._flat().cuts)
 
     def _flat(self) -> _FlatTrees:
         cached = _FLAT_CACHE.get(id(self))
@@ -277,6 +303,88 @@ class _FlatTrees:
 
 
 _FLAT_CACHE: dict[int, tuple[Trees, _FlatTrees]] = {}
+
+
+@dataclass(frozen=True)
+class _LeafMasks:
+    """Bitmask evaluation of a tree ensemble (QuickScorer, Lucchese et al., SIGIR 2015).
+
+    Number each tree's leaves left to right (bit ``k`` = ``k``-th leaf).  A
+    node whose test fails (``x > threshold``: go right) rules out every leaf of
+    its left subtree; the exit leaf is the leftmost leaf no failed node ruled
+    out, i.e. the lowest set bit of the AND of the failed nodes' masks.  The
+    nodes on feature ``j`` that fail for a row are those whose threshold bin
+    is below the row's bin, so ``table[j][b]`` holds, per tree, the AND of the
+    masks of the nodes on ``j`` failing at bin ``b``, and a row's mask is the
+    AND over features of ``table[j][xb[j]]``: the same leaf, hence the same
+    margin, as walking the tree.
+    """
+
+    table: tuple[npt.NDArray[np.uint32], ...]  # per feature: (n_bins, n_trees)
+    used: tuple[int, ...]  # features any node tests
+    leaf_value: npt.NDArray[np.float32]  # (n_trees * 32,), leaf k of tree t at t * 32 + k
+
+    @classmethod
+    def build(cls, trees: Trees, cuts: tuple[npt.NDArray[np.float64], ...]) -> _LeafMasks | None:
+        """The tables, or None when a tree has more than 32 leaves."""
+        n_trees = trees.feature.shape[0]
+        leaf = np.isinf(trees.threshold)
+        table = [np.full((c.size + 1, n_trees), 0xFFFFFFFF, dtype=np.uint32) for c in cuts]
+        value = np.zeros((n_trees, 32), dtype=np.float32)
+        for t in range(n_trees):
+            order: list[int] = []  # leaves, left to right
+            span: dict[int, tuple[int, int]] = {}  # node -> [first, last) leaf numbers
+            stack: list[tuple[int, bool]] = [(0, False)]
+            while stack:
+                node, done = stack.pop()
+                if leaf[t, node]:
+                    span[node] = (len(order), len(order) + 1)
+                    order.append(node)
+                elif done:
+                    left, right = int(trees.left[t, node]), int(trees.right[t, node])
+                    span[node] = (span[left][0], span[right][1])
+                else:
+                    stack.append((node, True))
+                    stack.append((int(trees.right[t, node]), False))
+                    stack.append((int(trees.left[t, node]), False))
+            if len(order) > 32:
+                return None
+            for k, node in enumerate(order):
+                value[t, k] = trees.value[t, node]
+            for node, (_a, _b) in span.items():
+                if leaf[t, node]:
+                    continue
+                first, last = span[int(trees.left[t, node])]
+                mask = 0xFFFFFFFF & ~(((1 << (last - first)) - 1) << first)
+                j = int(trees.feature[t, node])
+                b = int(np.searchsorted(cuts[j], trees.threshold[t, node]))
+                table[j][b + 1 :, t] &= np.uint32(mask)
+        used = tuple(j for j, c in enumerate(cuts) if c.size)
+        return cls(table=tuple(table), used=used, leaf_value=value.reshape(-1))
+
+    def margin(
+        self, xb: npt.NDArray[np.uint8], out: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """Add each row's leaf values to ``out`` (``xb``: (n_features, n) threshold bins)."""
+        n = xb.shape[1]
+        n_trees = self.leaf_value.size // 32
+        offset = np.arange(n_trees, dtype=np.int64) * 32
+        for r0 in range(0, n, _MASK_ROWS):
+            r1 = min(n, r0 + _MASK_ROWS)
+            acc = np.full((r1 - r0, n_trees), 0xFFFFFFFF, dtype=np.uint32)
+            for j in self.used:
+                acc &= self.table[j].take(xb[j, r0:r1], axis=0)
+            lowest = acc & (np.uint32(0) - acc)  # the lowest set bit, 2**k
+            k = _DEBRUIJN_INDEX.take((lowest * _DEBRUIJN) >> np.uint32(27))
+            out[r0:r1] += self.leaf_value.take(k + offset).sum(axis=1, dtype=np.float64)
+        return out
+
+
+_MASK_ROWS = 4096  # rows per block: the (rows, trees) masks stay in cache
+_DEBRUIJN = np.uint32(0x077CB531)
+# (2**k * _DEBRUIJN mod 2**32) >> 27 is distinct for k in 0..31: its inverse.
+_DEBRUIJN_INDEX = np.zeros(32, dtype=np.int64)
+_DEBRUIJN_INDEX[[((0x077CB531 << k) & 0xFFFFFFFF) >> 27 for k in range(32)]] = np.arange(32)
 
 
 @dataclass(frozen=True)
@@ -532,29 +640,37 @@ def registered_labels(registered: pl.Series) -> pl.DataFrame:
         }
     )
     df = df.join(mapping, on="tail", how="left", maintain_order="left")
-    nlen = pl.col("n").str.len_chars()
+    # Staged columns (each string pass once): the label is the last label of the
+    # head left of ``.suffix``; odd names keep the historical whole-name
+    # behaviour (registered = name).
     slen = pl.col("sfx").str.len_chars()
-    proper = (
-        ~pl.col("odd")
-        & (slen > 0)
-        & (nlen > slen + 1)
+    df = df.select(
+        "n",
+        "odd",
+        "sfx",
+        hlen=pl.col("n").str.len_chars() - slen - 1,
+        longer=(slen.fill_null(0) > 0) & (pl.col("n").str.len_chars() > slen + 1),
+    ).with_columns(
+        proper=~pl.col("odd")
+        & pl.col("longer")
         & pl.col("n").str.ends_with(pl.lit(".") + pl.col("sfx"))
     )
-    head = pl.col("n").str.slice(0, nlen - slen - 1)
-    # Odd names keep the historical whole-name behaviour (registered = name).
-    odd_label = pl.when((slen > 0) & (nlen > slen + 1)).then(head)
-    label = (
-        pl.when(proper)
+    head = pl.col("n").str.head(pl.col("hlen"))
+    first = pl.col("n").str.splitn(".", 2).struct.field("field_0")
+    df = df.with_columns(
+        label=pl.when(pl.col("proper"))
         .then(head.str.extract(r"([^.]*)$", 1))
-        .when(pl.col("odd"))
-        .then(odd_label.otherwise(pl.col("n").str.split(".").list.first()))
-        .otherwise(pl.col("n").str.split(".").list.first())
+        .when(pl.col("odd") & pl.col("longer"))
+        .then(head)
+        .otherwise(first)
         .fill_null("")
     )
     return df.select(
-        icann_domain=pl.when(proper).then(label + "." + pl.col("sfx")).otherwise(pl.col("n")),
-        label=label,
-        suffix=pl.when(proper).then(pl.col("sfx")).otherwise(pl.lit("")),
+        icann_domain=pl.when(pl.col("proper"))
+        .then(pl.col("label") + "." + pl.col("sfx"))
+        .otherwise(pl.col("n")),
+        label="label",
+        suffix=pl.when(pl.col("proper")).then(pl.col("sfx")).otherwise(pl.lit("")),
     )
 
 
