@@ -55,14 +55,26 @@ def _settings(config: Path | None, overrides: dict[str, Any] | None = None) -> S
 
 
 def _ingest_with_progress(
-    lake: Lake, paths: list[Path], fmt: str, options: dict[str, Any], show: bool
+    lake: Lake,
+    paths: list[Path],
+    fmt: str,
+    options: dict[str, Any],
+    show: bool,
+    pcap_flows: bool = False,
 ) -> list[FileReport]:
     from dnsieve.ingest import iter_input_files
+    from dnsieve.ingest.flows_common import route_inputs
 
     files = list(iter_input_files(paths))
+    flow_reports: list[FileReport] = []
+    if fmt == "auto":  # each input to its kind: conn.log and flow tables to LAKE/flows
+        files, flow_inputs = route_inputs(files, pcap_flows)
+        flow_reports = lake.ingest_flow_files(flow_inputs) if flow_inputs else []
+        if flow_inputs and not files:
+            return flow_reports
     total = sum(_size(f) for f in files)
     if not show or total < 8 * 1024 * 1024:
-        return lake.ingest_files(files, fmt, options)
+        return flow_reports + lake.ingest_files(files, fmt, options)
     with Progress(
         TextColumn("[bold]ingest[/bold] {task.fields[name]}"),
         BarColumn(),
@@ -86,7 +98,7 @@ def _ingest_with_progress(
                 task, completed=done_before + raw_done, name=escape(Path(path).name), rows=rows
             )
 
-        return lake.ingest_files(files, fmt, options, on_progress=on_progress)
+        return flow_reports + lake.ingest_files(files, fmt, options, on_progress=on_progress)
 
 
 def _size(path: Path) -> int:
@@ -220,9 +232,15 @@ def ingest(
     as_json: Annotated[
         bool, typer.Option("--json", help="print a machine-readable summary")
     ] = False,
+    flows: Annotated[
+        bool, typer.Option("--flows", help="also read pcaps' flows (nfstream) into LAKE/flows")
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Ingest DNS logs, EVE JSON, pcaps or query logs into the Parquet lake.
+
+    Zeek conn.log and flow tables (FlowLabeler, CICFlowMeter) go to the lake's
+    ``flows/`` (docs/flows.md).
 
     Re-ingesting content already ingested is a no-op; a log that has grown is
     read from where the last ingest stopped.
@@ -247,7 +265,7 @@ def ingest(
         options["mapping"][k.strip()] = v.strip()
     lake = Lake.from_settings(settings, lake_dir)
     reports = _ingest_with_progress(
-        lake, paths, fmt, options, show=not as_json and sys.stderr.isatty()
+        lake, paths, fmt, options, show=not as_json and sys.stderr.isatty(), pcap_flows=flows
     )
     if as_json:
         payload = {"lake": str(lake.path), "files": [r.to_dict() for r in reports]}
