@@ -97,6 +97,7 @@ def background_flows(seed: int, hours: int = 48, clients: int = 12) -> list[dict
                     "resolved_by_any": True,
                     "domain_first_seen": t0,
                     "domain_clients": clients,
+                    "dns_history": (t - t0).total_seconds(),
                 }
             )
     for r in rows:

@@ -10,7 +10,9 @@
     answer someone else's packet).  Score ``log2(1 + connections) +
     log10(1 + bytes / 1 kB)`` divided by the number of our hosts that reach the
     same address without DNS (one host's secret is more telling than a
-    service every host uses by address).
+    service every host uses by address).  Flows with less than
+    ``min_dns_history`` seconds of DNS before them are not judged: there is
+    nothing yet they could have been resolved by.
 
 ``fresh_name_conn`` (client × address)
     Connections to an address the client resolved minutes before
@@ -85,11 +87,13 @@ class ConnNoDnsDetector(Detector):
         allow_networks: tuple[str, ...] = (),
         local_networks: tuple[str, ...] = (),
         min_connections: int = 1,
+        min_dns_history: float = 3600.0,
     ) -> None:
         self.allow_ports = tuple(allow_ports)
         self.allow_networks = tuple(allow_networks)
         self.local_networks = tuple(local_networks)
         self.min_connections = min_connections
+        self.min_dns_history = min_dns_history
 
     def fit_population(self, data: pl.DataFrame) -> ConnNoDnsDetector:
         """Our hosts: the clients whose lookups the join saw (any flow of theirs resolved)."""
@@ -106,6 +110,7 @@ class ConnNoDnsDetector(Detector):
             pl.col("src_ip").is_not_null()
             & pl.col("dst_ip").is_not_null()
             & ~pl.col("proto").fill_null("").str.starts_with("icmp")
+            & (pl.col("dns_history").fill_null(0.0) >= self.min_dns_history)
         )
         if fl.height == 0:
             return empty_anomalies()
@@ -206,6 +211,7 @@ class ConnNoDnsDetector(Detector):
                     "src2dst_payload_bytes": 900,
                     "dst2src_payload_bytes": 4000,
                     "resolved_by_any": False,
+                    "dns_history": (t - rows[0]["ts"]).total_seconds() + 86400.0,
                 }
             )
         return example_flows(rows)

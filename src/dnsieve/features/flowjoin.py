@@ -11,6 +11,10 @@ Per flow (client ``src_ip`` → address ``dst_ip`` at ``ts``) the join adds:
 ``resolved_by_any``
     any client resolved the address within the lookback (hosts behind a
     forwarder or a proxy resolve through another address).
+``dns_history``
+    seconds of DNS events before the flow (from the first event given): a
+    flow at the very start of the data has no lookups to be matched with, and
+    the detectors that need "never resolved" do not judge it.
 ``domain_first_seen`` / ``domain_clients``
     when the resolved registered domain was first looked up in the events
     given (the baseline included) and by how many distinct clients: the
@@ -41,6 +45,7 @@ JOIN_COLUMNS: dict[str, pl.DataType] = {
     "resolved_by_any": pl.Boolean(),
     "domain_first_seen": pl.Datetime("us", "UTC"),
     "domain_clients": pl.UInt32(),
+    "dns_history": pl.Float64(),
 }
 
 #: The input of the flow detectors: canonical flows plus the join columns.
@@ -133,7 +138,16 @@ def join_flows_dns(
         )
         .join(domains, left_on="resolved_domain", right_on="registered_domain", how="left")
     )
+    first_event = events.select(pl.col("ts").min()).item() if events.height else None
     out = flows.join(joined, on="__row", how="left").sort("__row").drop("__row")
+    out = out.with_columns(
+        (
+            (
+                pl.col("ts") - pl.lit(first_event, dtype=pl.Datetime("us", "UTC"))
+            ).dt.total_microseconds()
+            / 1e6
+        ).alias("dns_history")
+    )
     return out.cast({c: t for c, t in JOIN_COLUMNS.items()})  # type: ignore[arg-type]
 
 

@@ -197,7 +197,9 @@ def canonicalize_flows(df: pl.DataFrame, ctx: ReadContext) -> pl.DataFrame:
         return pl.DataFrame(schema=FLOW_POLARS_SCHEMA)
     cols: dict[str, pl.Series] = {}
     for name, dtype in FLOW_POLARS_SCHEMA.items():
-        if name in ("ts", "ts_last") and name in df.columns:
+        if name in ("ts", "ts_last", "src2dst_ts_last", "dst2src_ts", "dst2src_ts_last") and (
+            name in df.columns
+        ):
             cols[name] = _to_ts(df.get_column(name)).alias(name)
         elif name in df.columns:
             cols[name] = df.get_column(name).cast(dtype, strict=False).alias(name)

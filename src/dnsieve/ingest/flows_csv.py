@@ -166,6 +166,13 @@ def flow_csv_frame(df: pl.DataFrame, options: dict[str, object] | None = None) -
         cols["ts"] = df.get_column(start).cast(pl.Float64, strict=False).alias("ts")
         if end is not None:
             cols["ts_last"] = df.get_column(end).cast(pl.Float64, strict=False).alias("ts_last")
+        for name, canon in (
+            ("f_flowend", "src2dst_ts_last"),
+            ("b_flowstart", "dst2src_ts"),
+            ("b_flowend", "dst2src_ts_last"),
+        ):
+            if name in norm:
+                cols[canon] = df.get_column(norm[name]).cast(pl.Float64, strict=False).alias(canon)
     else:
         stamp = _pick(norm, ("timestamp", "time", "date_time"))
         if stamp is not None:
