@@ -174,8 +174,9 @@ class ConnTsvAdapter:
                     continue
                 nxt = data.find(b"\n#", pos)
                 end = n if nxt < 0 else nxt + 1
-                if offset + end > ctx.skip_bytes:
-                    frame = _read_region(data[pos:end], replace(h), ctx)
+                start = max(pos, ctx.skip_bytes - offset)  # rows before skip_bytes are in already
+                if start < end:
+                    frame = _read_region(data[start:end], replace(h), ctx)
                     if frame is not None:
                         yield from canonical_flow_batches(frame, ctx)
                 pos = end
@@ -193,6 +194,9 @@ class ConnJsonAdapter:
         for offset, data, _terminated in iter_lines_chunks(stream, chunk_bytes):
             if offset + len(data) <= ctx.skip_bytes:
                 continue
+            if offset < ctx.skip_bytes:  # rows before skip_bytes are in already
+                data = data[ctx.skip_bytes - offset :]
+                offset = ctx.skip_bytes
             rows: list[dict[str, object]] = []
             for line in _to_utf8(data, json_safe=True).splitlines():
                 s = line.strip()
