@@ -24,8 +24,8 @@ detector: a gap is *on the beat* when ``|gap/P − 1| ≤ δ`` for the median ga
 Binomial(m, p0), at δ = 5 %, 10 % and 30 % (the best, at the cost of
 ``log10 3``).  ``p0`` is fitted from the population (the median on-beat share
 of every judged series in the input, never below the share under Poisson
-timing) with :meth:`ConnBeaconDetector.fit_population`, so both engines score
-alike.  Unlike RITA's score, this grows with the number of beats (six regular
+timing; Poisson alone below ``min_population`` judged series) with
+:meth:`ConnBeaconDetector.fit_population`, so both engines score alike.  Unlike RITA's score, this grows with the number of beats (six regular
 connections are weak evidence, sixty overwhelming) and does not reward a
 jitter-free but short series; and a jittered timer (RITA's test beacon is
 uniform in 200–350 s, ±27 %) still has every gap on the beat at δ = 30 %.
@@ -128,6 +128,7 @@ class ConnBeaconDetector(Detector):
         min_period: float = 10.0,
         jitter_tolerance: float = 0.3,
         min_window: float = 6 * 3600.0,
+        min_population: int = 20,
     ) -> None:
         if not 0.0 < jitter_tolerance < 1.0:
             raise ValueError("jitter_tolerance must be in (0, 1)")
@@ -136,6 +137,7 @@ class ConnBeaconDetector(Detector):
         self.min_period = min_period
         self.jitter_tolerance = jitter_tolerance
         self.min_window = min_window
+        self.min_population = min_population
 
     @property
     def _tolerances(self) -> tuple[float, float, float]:
@@ -215,7 +217,8 @@ class ConnBeaconDetector(Detector):
         p0 = []
         for i, d in enumerate(self._tolerances):
             shares = [s["on"][i] / s["gaps"] for s in series if s["gaps"]]
-            med = float(np.median(shares)) if shares else 0.0
+            # too few series to tell what is typical here: Poisson timing is the null
+            med = float(np.median(shares)) if len(shares) >= self.min_population else 0.0
             p0.append(min(0.95, max(poisson_on_beat_share(d), med)))
         return p0
 

@@ -366,6 +366,24 @@ class NewApplicationDetector(Detector):
     def __init__(self, min_baseline_hours: float = 12.0) -> None:
         self.min_baseline_hours = min_baseline_hours
 
+    def fit_population(self, data: pl.DataFrame) -> NewApplicationDetector:
+        """When each client first used each application, over every client (the
+        population the shares are counted in, whatever part of it is scored)."""
+        self.first_use_ = self._first_use(data)
+        return self
+
+    @staticmethod
+    def _first_use(data: pl.DataFrame) -> pl.DataFrame:
+        return (
+            data.filter(
+                pl.col("ts").is_not_null()
+                & pl.col("src_ip").is_not_null()
+                & pl.col("application").is_not_null()
+            )
+            .group_by("src_ip", "application")
+            .agg(pl.col("ts").min().alias("first"))
+        )
+
     def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
         fl = data.filter(
             pl.col("ts").is_not_null()
@@ -373,12 +391,15 @@ class NewApplicationDetector(Detector):
             & pl.col("application").is_not_null()
         )
         start = utc(ctx.start)
-        base = fl.filter(pl.col("ts") < start)
         cur = scored_period(fl, ctx)
+        first_use = getattr(self, "first_use_", None)
+        if first_use is None:
+            first_use = self._first_use(fl)
+        base = first_use.filter(pl.col("first") < start)
         if cur.height == 0 or base.height == 0:
             return empty_anomalies()
         # clients with a baseline long enough to know their applications
-        span = base.group_by("src_ip").agg(pl.col("ts").min().alias("first"))
+        span = base.group_by("src_ip").agg(pl.col("first").min())
         known = span.filter(pl.col("first") <= start - timedelta(hours=self.min_baseline_hours))[
             "src_ip"
         ]

@@ -44,7 +44,7 @@ JOIN_COLUMNS: dict[str, pl.DataType] = {
     "resolve_lag": pl.Float64(),
     "resolved_by_any": pl.Boolean(),
     "domain_first_seen": pl.Datetime("us", "UTC"),
-    "domain_clients": pl.UInt32(),
+    "domain_clients": pl.Int64(),
     "dns_history": pl.Float64(),
 }
 
@@ -97,7 +97,7 @@ def join_flows_dns(
         .group_by("registered_domain")
         .agg(
             pl.col("ts").min().alias("domain_first_seen"),
-            pl.col("src_ip").n_unique().cast(pl.UInt32).alias("domain_clients"),
+            pl.col("src_ip").n_unique().cast(pl.Int64).alias("domain_clients"),
         )
         .collect()
     )
