@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from conftest import require_module
 from polars.testing import assert_frame_equal
 
 from dnsieve.detectors import DetectContext, get
@@ -205,8 +206,6 @@ def test_conn_no_dns_allow_lists_ntp_and_own_networks() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FLOW_DETECTORS)
 def test_spark_runs_flow_detectors_like_polars(name: str) -> None:
-    from tests.conftest import require_module
-
     require_module("pyspark", reason="the spark extra is not installed")
     from dnsieve.engines import get_engine
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 import pytest
+from conftest import require_module
 from typer.testing import CliRunner
 
 from dnsieve.cli import app
@@ -225,6 +226,7 @@ def test_ingest_command_routes_each_input(tmp_path: Path, conn_log: Path) -> Non
 
 
 def test_flows_command_exports_flowlabeler_round_trip(tmp_path: Path) -> None:
+    require_module("nfstream", reason="the flows extra is not installed")
     pcap = Path(__file__).parent.parent / "src/dnsieve/data/samples/wikipedia.pcap"
     out = tmp_path / "flows.csv"
     res = CliRunner().invoke(app, ["flows", str(pcap), "--out", str(out)])

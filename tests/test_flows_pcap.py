@@ -22,10 +22,11 @@ from typing import Any
 
 import dpkt
 import pytest
+from conftest import require_module
 
 from dnsieve.ingest.flows_pcap import iter_nfstream
 
-pytest.importorskip("nfstream")
+require_module("nfstream", reason="the flows extra is not installed")
 
 SAMPLE = Path(__file__).parent.parent / "src/dnsieve/data/samples/wikipedia.pcap"
 

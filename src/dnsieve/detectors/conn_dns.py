@@ -27,7 +27,7 @@
 from __future__ import annotations
 
 import ipaddress
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import polars as pl
@@ -242,7 +242,7 @@ class FreshNameConnDetector(Detector):
     def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
         hist = getattr(self, "history_start_", None) or data["ts"].min()
         fl = scored_period(data, ctx)
-        if fl.height == 0 or hist is None:
+        if fl.height == 0 or not isinstance(hist, datetime):
             return empty_anomalies()
         fresh = timedelta(hours=self.fresh_hours)
         fl = fl.filter(

@@ -148,7 +148,7 @@ def join_flows_dns(
             / 1e6
         ).alias("dns_history")
     )
-    return out.cast({c: t for c, t in JOIN_COLUMNS.items()})  # type: ignore[arg-type]
+    return out.cast({c: t for c, t in JOIN_COLUMNS.items()})
 
 
 def flow_input(

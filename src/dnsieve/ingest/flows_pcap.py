@@ -150,7 +150,7 @@ def _plain_capture(path: Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(suffix=".pcap", prefix="dnsieve-flows-")
     try:
         with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(stream, out, 1 << 20)  # type: ignore[misc]
+            shutil.copyfileobj(stream, out, 1 << 20)
         yield Path(tmp)
     finally:
         stream.close()
