@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-from conftest import require_module
 from polars.testing import assert_frame_equal
 
+from conftest import require_module
 from dnsieve.detectors import DetectContext, get
 from dnsieve.detectors.conn_beacon import rita_scores
 from dnsieve.detectors.conn_common import example_flows

@@ -14,9 +14,9 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 import pytest
-from conftest import require_module
 from typer.testing import CliRunner
 
+from conftest import require_module
 from dnsieve.cli import app
 from dnsieve.ingest.base import IngestStats, ReadContext
 from dnsieve.ingest.flows_common import (

@@ -22,8 +22,8 @@ from typing import Any
 
 import dpkt
 import pytest
-from conftest import require_module
 
+from conftest import require_module
 from dnsieve.ingest.flows_pcap import iter_nfstream
 
 require_module("nfstream", reason="the flows extra is not installed")
