@@ -10,7 +10,11 @@
     answer someone else's packet).  Score ``log2(1 + connections) +
     log10(1 + bytes / 1 kB)`` divided by the number of our hosts that reach the
     same address without DNS (one host's secret is more telling than a
-    service every host uses by address).  Flows with less than
+    service every host uses by address), per window of at least ``min_window``
+    (24 h, the lookback of "never resolved": a C2 checking in irregularly
+    gathers its connections).  ``score_floor``
+    6: 31 connections and a few kB from one host alert whatever the population.
+    Flows with less than
     ``min_dns_history`` seconds of DNS before them are not judged: there is
     nothing yet they could have been resolved by.
 
@@ -80,6 +84,9 @@ class ConnNoDnsDetector(Detector):
     entity_type: ClassVar[EntityType] = "client_dest"
     requires: ClassVar[InputKind] = "flows"
     description: ClassVar[str] = "connections to a public address no host resolved"
+    #: one host, 31+ connections in a window (log2 32 = 5) plus some bytes (≥ 9 kB: +1), to an
+    #: address nobody resolved and no other host reaches that way.
+    score_floor: ClassVar[float] = 6.0
 
     def __init__(
         self,
@@ -88,12 +95,14 @@ class ConnNoDnsDetector(Detector):
         local_networks: tuple[str, ...] = (),
         min_connections: int = 1,
         min_dns_history: float = 3600.0,
+        min_window: float = 24 * 3600.0,
     ) -> None:
         self.allow_ports = tuple(allow_ports)
         self.allow_networks = tuple(allow_networks)
         self.local_networks = tuple(local_networks)
         self.min_connections = min_connections
         self.min_dns_history = min_dns_history
+        self.min_window = min_window
 
     def fit_population(self, data: pl.DataFrame) -> ConnNoDnsDetector:
         """Our hosts: the clients whose lookups the join saw (any flow of theirs resolved)."""
@@ -139,7 +148,10 @@ class ConnNoDnsDetector(Detector):
         if fl.height == 0:
             return empty_anomalies()
         per = (
-            fl.with_columns(*window_columns(ctx), (bytes_out() + bytes_in()).alias("_b"))
+            fl.with_columns(
+                *window_columns(ctx, min_window=self.min_window),
+                (bytes_out() + bytes_in()).alias("_b"),
+            )
             .group_by("src_ip", "dst_ip", "window_start", "window_end")
             .agg(
                 pl.len().alias("connections"),

@@ -16,7 +16,9 @@
     and (b) the upload ratio of the applications it used: for an application
     whose population median out/in ratio is below 1 (it downloads), bytes out
     far above bytes in.  Score: the larger of the two z-like measures; only
-    windows sending at least ``min_bytes`` are candidates.
+    windows sending at least ``min_bytes`` are candidates.  ``score_floor`` 10:
+    ~150× the host's usual bytes out, or 1,024× the application's usual
+    out/in ratio, alerts whatever the population.
 
 ``new_application`` (client)
     An nDPI application label (or Zeek service) the client had never used in
@@ -199,6 +201,9 @@ class ConnExfilDetector(Detector):
     description: ClassVar[str] = (
         "bytes sent far above the host's baseline or its applications' norm"
     )
+    #: 10 robust deviations of log bytes (e^5 ≈ 150× the host's typical window at the
+    #: narrowest spread) or 2^10 = 1,024× the application's usual upload ratio.
+    score_floor: ClassVar[float] = 10.0
 
     def __init__(
         self, min_bytes: float = 1e6, min_baseline: int = 3, min_window: float = 3600.0
