@@ -29,6 +29,11 @@ timing; Poisson alone below ``min_population`` judged series) with
 connections are weak evidence, sixty overwhelming) and does not reward a
 jitter-free but short series; and a jittered timer (RITA's test beacon is
 uniform in 200–350 s, ±27 %) still has every gap on the beat at δ = 30 %.
+A low-and-slow beacon gathers its beats over ``lookback`` (24 h): the counts
+of the trailing windows of the same pair whose period agrees are added
+(mergeable sufficient statistics, as in the DNS ``beacon`` detector).
+Flows to ``allow_ports`` (services that poll on a timer by design: NTP,
+DHCP, NetBIOS, SSDP, mDNS, LLMNR) are not judged.
 The size regularity then weighs it: ``score = log10p × (0.5 + 0.5 × ds_score)``
 (a steady-size series keeps its evidence, erratic sizes halve it).
 ``periodic_clients``: the clients beaconing to the same address with the same
@@ -39,6 +44,7 @@ software update server polled by every host is not one host's C2.
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 from typing import Any, ClassVar
 
 import numpy as np
@@ -58,7 +64,11 @@ from dnsieve.detectors.beacon import poisson_on_beat_share, regularity_log10p
 from dnsieve.detectors.conn_common import background_flows, bytes_in, bytes_out, example_flows
 from dnsieve.detectors.frames import scored_period, window_columns
 
-__all__ = ["ConnBeaconDetector", "bowley_score", "mad_score", "rita_scores"]
+__all__ = ["TIMER_PORTS", "ConnBeaconDetector", "bowley_score", "mad_score", "rita_scores"]
+
+#: Services whose clients poll on a timer by design (DHCP, NTP, NetBIOS, SSDP, mDNS, LLMNR):
+#: not judged (``allow_ports``).
+TIMER_PORTS: tuple[int, ...] = (67, 68, 123, 137, 138, 1900, 5353, 5355)
 
 
 def bowley_score(x: NDArray[np.float64]) -> float:
@@ -129,6 +139,8 @@ class ConnBeaconDetector(Detector):
         jitter_tolerance: float = 0.3,
         min_window: float = 6 * 3600.0,
         min_population: int = 20,
+        lookback: float = 24 * 3600.0,
+        allow_ports: tuple[int, ...] = TIMER_PORTS,
     ) -> None:
         if not 0.0 < jitter_tolerance < 1.0:
             raise ValueError("jitter_tolerance must be in (0, 1)")
@@ -138,6 +150,8 @@ class ConnBeaconDetector(Detector):
         self.jitter_tolerance = jitter_tolerance
         self.min_window = min_window
         self.min_population = min_population
+        self.lookback = lookback
+        self.allow_ports = tuple(allow_ports)
 
     @property
     def _tolerances(self) -> tuple[float, float, float]:
@@ -147,7 +161,9 @@ class ConnBeaconDetector(Detector):
     def _series(self, data: pl.DataFrame, ctx: DetectContext) -> list[dict[str, Any]]:
         """One dict per judged (client, address, window) series."""
         fl = scored_period(data, ctx).filter(
-            pl.col("src_ip").is_not_null() & pl.col("dst_ip").is_not_null()
+            pl.col("src_ip").is_not_null()
+            & pl.col("dst_ip").is_not_null()
+            & ~pl.col("dst_port").is_in(list(self.allow_ports)).fill_null(False)
         )
         if fl.height == 0:
             return []
@@ -207,7 +223,6 @@ class ConnBeaconDetector(Detector):
             if lo is None or hi is None:
                 self.p0_ = [poisson_on_beat_share(d) for d in self._tolerances]
                 return self
-            from datetime import timedelta
 
             ctx = DetectContext(start=lo, end=hi + timedelta(seconds=1), window=self.min_window)  # type: ignore[arg-type,operator]
         self.p0_ = self._p0(self._series(data, ctx))
@@ -227,10 +242,26 @@ class ConnBeaconDetector(Detector):
         if not series:
             return empty_anomalies()
         p0 = getattr(self, "p0_", None) or self._p0(series)
-        m = np.array([s["gaps"] for s in series], dtype=np.int64)
+        # a low-and-slow beacon gathers its beats over the lookback: the trailing windows of
+        # the same pair whose period agrees (within the tolerance) add their counts
+        lb = timedelta(seconds=self.lookback)
+        by_pair: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for s in series:
+            by_pair.setdefault((s["src_ip"], s["dst_ip"]), []).append(s)
+        for s in series:
+            agree = [
+                o
+                for o in by_pair[(s["src_ip"], s["dst_ip"])]
+                if s["window_start"] - lb < o["window_start"] <= s["window_start"]
+                and abs(o["period"] / s["period"] - 1.0) <= self.jitter_tolerance
+            ]
+            s["beats_gaps"] = sum(o["gaps"] for o in agree)
+            s["beats_on"] = [sum(o["on"][i] for o in agree) for i in range(len(self._tolerances))]
+            s["beats_windows"] = len(agree)
+        m = np.array([s["beats_gaps"] for s in series], dtype=np.int64)
         best = np.zeros(len(series))
         for i in range(len(self._tolerances)):
-            k = np.array([s["on"][i] for s in series], dtype=np.int64)
+            k = np.array([s["beats_on"][i] for s in series], dtype=np.int64)
             best = np.maximum(best, regularity_log10p(k, m, p0[i]))
         log10p = np.clip(best - math.log10(3.0), 0.0, None)
         # clients beaconing to the same address with the same period share the evidence
@@ -251,8 +282,13 @@ class ConnBeaconDetector(Detector):
                 f"{s['src_ip']} connected to {s['dst_ip']}"
                 + (f" ({where})" if where else "")
                 + f" port {ports} {s['connections']:,} times, every {_fmt_period(s['period'])}"
-                f" (± {s['jitter']:.0f} s), {s['on'][-1]} of {s['gaps']} gaps on the beat;"
-                f" RITA score {s['rita_score']:.2f}"
+                f" (± {s['jitter']:.0f} s), {s['on'][-1]} of {s['gaps']} gaps on the beat"
+                + (
+                    f" ({s['beats_on'][-1]} of {s['beats_gaps']} over {s['beats_windows']} windows);"
+                    if s["beats_windows"] > 1
+                    else ";"
+                )
+                + f" RITA score {s['rita_score']:.2f}"
             )
             evidence.append(
                 {
@@ -265,6 +301,9 @@ class ConnBeaconDetector(Detector):
                     "jitter_mad_s": round(s["jitter"], 3),
                     "on_beat": s["on"][-1],
                     "gaps": s["gaps"],
+                    "lookback_on_beat": s["beats_on"][-1],
+                    "lookback_gaps": s["beats_gaps"],
+                    "lookback_windows": s["beats_windows"],
                     "log10p": round(float(lp), 3),
                     "bytes_median": round(s["bytes_median"], 1),
                     "ts_score": round(s["ts_score"], 4),
@@ -290,7 +329,6 @@ class ConnBeaconDetector(Detector):
     @classmethod
     def example(cls, seed: int = 0) -> pl.DataFrame:
         """Browsing background plus one host checking in every ~5 min (±20 %) over 24 h."""
-        from datetime import timedelta
 
         rng = np.random.default_rng(seed)
         rows = background_flows(seed)
