@@ -278,8 +278,12 @@ def scan_flows(
     files = flow_files(lake, since, until)
     if not files:
         return pl.LazyFrame(schema=FLOW_POLARS_SCHEMA)
+    # columns added to FLOW_RECORD later (it only ever grows) read as nulls from older parts
     lf = pl.scan_parquet(
-        [str(f) for f in files], hive_partitioning=False, schema=FLOW_POLARS_SCHEMA
+        [str(f) for f in files],
+        hive_partitioning=False,
+        schema=FLOW_POLARS_SCHEMA,
+        missing_columns="insert",
     )
     if since is not None:
         lf = lf.filter(pl.col("ts") >= _utc(since))
