@@ -259,6 +259,8 @@ def test_rita_missing_host_planted_beacon_is_flagged(rita_lake: Any) -> None:
         "89.32.41.104|64.225.56.201",  # SSH password guessing every 44 s
         "112.91.126.10|64.225.56.201",  # SSH password guessing every 27 s
         "198.98.52.144|64.225.56.201",  # DNS queries to the host every 34 s
+        "64.225.56.201|139.99.17.77",  # conn_no_dns: the host retries an OVH address it
+        "64.225.56.201|15.235.202.240",  # never resolved, in 21 and 9 distinct hours (RSTO)
     }
 
 

@@ -7,16 +7,17 @@
     addresses, and ``local_networks``.  Allowed by settings: destination ports
     ``allow_ports`` (NTP 123, DNS 53/853, DHCP, mDNS, SSDP, ...) and
     destination networks ``allow_networks``; ICMP is never judged (errors
-    answer someone else's packet).  Score ``log2(1 + connections) +
-    log10(1 + bytes / 1 kB)`` divided by the number of our hosts that reach the
-    same address without DNS (one host's secret is more telling than a
-    service every host uses by address), per window of at least ``min_window``
-    (24 h, the lookback of "never resolved": a C2 checking in irregularly
-    gathers its connections).  ``score_floor``
-    6: 31 connections and a few kB from one host alert whatever the population.
-    Flows with less than
-    ``min_dns_history`` seconds of DNS before them are not judged: there is
-    nothing yet they could have been resolved by.
+    answer someone else's packet).  Score: the distinct hours in which the host
+    talked to the address, divided by the number of our hosts that reach it
+    without DNS.  Persistence is the signal: a client re-resolves a name as its
+    TTL expires, so hours of connections to an address without a single lookup,
+    while everything else is resolved, is an address written into the software
+    (a missed lookup, a download from a redirect, explains one hour, not six).
+    Windows are at least ``min_window`` (24 h, the lookback of "never
+    resolved").  ``score_floor`` 6: six distinct hours from one host alert
+    whatever the population.  Flows with less than ``min_dns_history`` seconds
+    of DNS before them are not judged: there is nothing yet they could have
+    been resolved by.
 
 ``fresh_name_conn`` (client × address)
     Connections to an address the client resolved minutes before
@@ -84,8 +85,7 @@ class ConnNoDnsDetector(Detector):
     entity_type: ClassVar[EntityType] = "client_dest"
     requires: ClassVar[InputKind] = "flows"
     description: ClassVar[str] = "connections to a public address no host resolved"
-    #: one host, 31+ connections in a window (log2 32 = 5) plus some bytes (≥ 9 kB: +1), to an
-    #: address nobody resolved and no other host reaches that way.
+    #: six distinct hours of connections from one host to an address nobody resolved
     score_floor: ClassVar[float] = 6.0
 
     def __init__(
@@ -160,15 +160,11 @@ class ConnNoDnsDetector(Detector):
                 pl.col("application").drop_nulls().unique().sort().head(3).alias("apps"),
                 pl.col("server_name").drop_nulls().unique().sort().head(3).alias("snis"),
                 pl.col("conn_state").drop_nulls().unique().sort().head(3).alias("states"),
+                pl.col("ts").dt.truncate("1h").n_unique().alias("active_hours"),
             )
             .filter(pl.col("connections") >= self.min_connections)
             .with_columns(pl.col("src_ip").n_unique().over("dst_ip", "window_start").alias("peers"))
-            .with_columns(
-                (
-                    ((1 + pl.col("connections")).log(2) + (1 + pl.col("bytes") / 1000).log10())
-                    / pl.col("peers")
-                ).alias("_s")
-            )
+            .with_columns((pl.col("active_hours").cast(pl.Float64) / pl.col("peers")).alias("_s"))
             .sort("src_ip", "dst_ip", "window_start")
         )
         evs: list[dict[str, Any]] = []
@@ -178,7 +174,7 @@ class ConnNoDnsDetector(Detector):
                     "reason": (
                         f"{r['src_ip']} connected {r['connections']:,} time(s) to {r['dst_ip']} port"
                         f" {','.join(str(p) for p in r['ports'])} without any DNS lookup of that"
-                        f" address ({r['bytes']:,} bytes"
+                        f" address, in {r['active_hours']} distinct hour(s) ({r['bytes']:,} bytes"
                         + (f", {', '.join(r['apps'])}" if r["apps"] else "")
                         + f"); {r['peers']} host(s) do so"
                     ),
@@ -191,6 +187,7 @@ class ConnNoDnsDetector(Detector):
                     "server_names": r["snis"],
                     "states": r["states"],
                     "hosts_without_dns": int(r["peers"]),
+                    "active_hours": int(r["active_hours"]),
                 }
             )
         return anomaly_frame(
