@@ -2531,7 +2531,7 @@ def _flow_campaigns(
 ) -> tuple[list[pl.DataFrame], list[dict[str, object]]]:
     """Hard-coded-IP C2, connection beacons and exfiltration, on hosts of no DNS campaign."""
     hosts = [h for h in result.events["src_ip"].unique().sort().to_list() if h not in taken]
-    rng.shuffle(hosts)  # type: ignore[arg-type]
+    rng.shuffle(hosts)
     start_us = int(result.start.timestamp() * 1e6)
     end_us = start_us + result.hours * 3_600_000_000
     # popular resolved addresses (CDNs, SaaS): fronting targets and upload endpoints

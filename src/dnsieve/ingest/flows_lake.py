@@ -39,7 +39,7 @@ from dnsieve.schema import FLOW_RECORD
 if TYPE_CHECKING:
     from dnsieve.lake import FileReport, Lake
 
-__all__ = ["flow_files", "flow_rows", "ingest_flows", "scan_flows"]
+__all__ = ["MAX_FLOWS", "flow_files", "flow_rows", "flows_for_alert", "ingest_flows", "scan_flows"]
 
 _FLOW_SQL = """
 CREATE TABLE IF NOT EXISTS flow_sources (
@@ -296,3 +296,58 @@ def _utc(t: datetime | None) -> datetime | None:
     if t is None:
         return None
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+#: the flows shown for one alert at most
+MAX_FLOWS = 200
+
+
+def flows_for_alert(
+    lake: Lake,
+    entity_type: str,
+    entity: str,
+    since: datetime,
+    until: datetime,
+    limit: int = MAX_FLOWS,
+) -> tuple[pl.DataFrame, int, list[str]]:
+    """The flows behind an alert, newest first: ``(flows, total, addresses)``.
+
+    * a flow alert on a client × address (``client_dest``): that client's flows to that
+      address in the window;
+    * a flow alert on a client: the client's flows in the window;
+    * a DNS alert on a client × domain: the client's flows to the addresses the domain
+      resolved to (in the window and the hour after); on a domain: every client's flows
+      to those addresses.
+
+    ``addresses`` are the destination addresses looked at (the DNS answers for a DNS alert).
+    """
+    client, _, rest = entity.partition("|")
+    lo, hi = _utc(since), _utc(until)
+    assert lo is not None and hi is not None
+    flows = scan_flows(lake, lo - timedelta(hours=1), hi + timedelta(hours=1))
+    addresses: list[str] = []
+    if entity_type == "client_dest":
+        addresses = [rest]
+        sel = flows.filter((pl.col("src_ip") == client) & (pl.col("dst_ip") == rest))
+    elif entity_type == "client":
+        sel = flows.filter(pl.col("src_ip") == entity)
+    else:
+        domain = rest if entity_type == "client_domain" else entity
+        ev = lake.scan(lo, hi + timedelta(hours=1)).filter(pl.col("registered_domain") == domain)
+        if entity_type == "client_domain":
+            ev = ev.filter(pl.col("src_ip") == client)
+        addresses = sorted(
+            ev.select(pl.col("answers").explode().drop_nulls().unique())
+            .collect()
+            .to_series()
+            .to_list()
+        )
+        sel = flows.filter(pl.col("dst_ip").is_in(addresses))
+        if entity_type == "client_domain":
+            sel = sel.filter(pl.col("src_ip") == client)
+    sel = sel.filter(
+        (pl.col("ts_last").fill_null(pl.col("ts")) >= lo) & (pl.col("ts") < hi + timedelta(hours=1))
+    )
+    total = int(sel.select(pl.len()).collect().item())
+    shown = sel.sort("ts", descending=True).head(limit).collect()
+    return shown, total, addresses
