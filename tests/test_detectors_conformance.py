@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import timedelta
+from typing import get_args
 
 import numpy as np
 import polars as pl
@@ -26,7 +27,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from dnsieve.detectors import DetectContext, available, get
-from dnsieve.detectors.base import ANOMALY_POLARS_SCHEMA, Detector
+from dnsieve.detectors.base import ANOMALY_POLARS_SCHEMA, Detector, EntityType, InputKind
 
 NAMES = available()
 
@@ -113,8 +114,8 @@ def test_registry_has_all_families() -> None:
 def test_class_attributes(name: str) -> None:
     cls = get(name)
     assert cls.name == name
-    assert cls.entity_type in ("domain", "client", "client_domain")
-    assert cls.requires in ("events", "domain_hourly", "client_hourly", "client_domain_hourly")
+    assert cls.entity_type in get_args(EntityType)
+    assert cls.requires in get_args(InputKind)
     assert isinstance(repr(cls()), str)
 
 

@@ -88,8 +88,13 @@ def test_iodine_dnsmasq_log(shared_data: Path) -> None:
 def test_real_background_is_quiet(shared_data: Path) -> None:
     assert _alerts([shared_data / "zeek/brimdata/dns.log.gz"]) == []
     rita = shared_data / "zeek/rita"
-    for sub in ("missing_host", "proxy_rolling"):
-        assert _alerts([rita / sub]) == [], sub
+    assert _alerts([rita / "proxy_rolling"]) == []
+    # missing_host's conn.log is routed to the flows (docs/flows.md): RITA's planted HTTP
+    # beacon, periodic inbound scanners and SSH guessers of the internet-facing host, and
+    # its own repeated connections to two OVH addresses it never resolved.  Its DNS is quiet.
+    got = set(_alerts([rita / "missing_host"]))
+    assert ("conn_beacon", "73.54.23.243|64.225.56.201") in got
+    assert {d for d, _ in got} <= {"conn_beacon", "conn_no_dns"}
     # GoTo (LogMeIn) clients check in every 1800 s with ~0 jitter: real,
     # benign software beaconing.  Through this proxy most series are automated
     # (the fitted null on-beat share is 0.64), and 8 lookups in 4 h are not

@@ -55,9 +55,15 @@ def ingest(
     as_json: Annotated[
         bool, typer.Option("--json", help="print a machine-readable summary")
     ] = False,
+    flows: Annotated[
+        bool, typer.Option("--flows", help="also read pcaps' flows (nfstream) into LAKE/flows")
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Ingest DNS logs, EVE JSON, pcaps or query logs into the Parquet lake.
+
+    Zeek conn.log and flow tables (FlowLabeler, CICFlowMeter) go to the lake's
+    ``flows/`` (docs/flows.md).
 
     Re-ingesting content already ingested is a no-op; a log that has grown is
     read from where the last ingest stopped.
@@ -82,7 +88,7 @@ def ingest(
         options["mapping"][k.strip()] = v.strip()
     lake = Lake.from_settings(settings, lake_dir)
     reports = ingest_with_progress(
-        lake, paths, fmt, options, show=not as_json and sys.stderr.isatty()
+        lake, paths, fmt, options, show=not as_json and sys.stderr.isatty(), pcap_flows=flows
     )
     if as_json:
         payload = {"lake": str(lake.path), "files": [r.to_dict() for r in reports]}

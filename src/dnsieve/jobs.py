@@ -52,7 +52,17 @@ def run_job(
         options["year"] = settings.ingest.year
     with tempfile.TemporaryDirectory(prefix="dnsieve-run-") as tmp:
         lake = Lake.from_settings(settings, lake_dir or Path(tmp) / "lake")
-        reports = lake.ingest_files(paths, fmt, options)
+        if fmt == "auto":  # conn.log and flow tables to LAKE/flows (docs/flows.md)
+            from dnsieve.ingest import iter_input_files
+            from dnsieve.ingest.flows_common import route_inputs
+
+            dns_files, flow_files = route_inputs(list(iter_input_files(paths)))
+            reports = lake.ingest_flow_files(flow_files) if flow_files else []
+            reports += (
+                lake.ingest_files(dns_files, fmt, options) if dns_files or not flow_files else []
+            )
+        else:
+            reports = lake.ingest_files(paths, fmt, options)
         # A one-shot run has all its data: score the final partial window too
         # (``detect`` otherwise waits for windows to complete, as a lake that
         # still grows must).

@@ -954,6 +954,41 @@ class Lake:
         lo, hi = row.item(0, "lo"), row.item(0, "hi")
         return None if lo is None else (lo, hi)
 
+    # ------------------------------------------------------------------ flows
+    # Flows live beside the events in ``flows/`` (see dnsieve.ingest.flows_lake).
+    @property
+    def flows_dir(self) -> Path:
+        """The flows dataset directory (``LAKE/flows``)."""
+        return self.path / "flows"
+
+    def ingest_flow_files(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        fmt: str = "auto",
+        options: dict[str, Any] | None = None,
+        on_progress: Callable[[str, int, int], None] | None = None,
+    ) -> list[FileReport]:
+        """Ingest flow inputs (conn.log, flow CSV, pcaps) into ``flows/``; one report per file."""
+        from dnsieve.ingest.flows_lake import ingest_flows
+
+        return ingest_flows(self, paths, fmt, options, on_progress)
+
+    def flow_files(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[Path]:
+        """The committed flow part files overlapping [since, until)."""
+        from dnsieve.ingest.flows_lake import flow_files
+
+        return flow_files(self, since, until)
+
+    def scan_flows(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> pl.LazyFrame:
+        """Lazy frame of canonical flows (FLOW_RECORD) with ``since <= ts < until``."""
+        from dnsieve.ingest.flows_lake import scan_flows
+
+        return scan_flows(self, since, until)
+
 
 def _dir_partition(f: Path) -> tuple[str, int] | None:
     """``(date, hour)`` of a part file from its ``date=``/``hour=`` directories."""

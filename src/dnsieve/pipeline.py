@@ -221,6 +221,10 @@ def detect(
             if cls.requires not in inputs:
                 if cls.requires == "events":
                     inputs[cls.requires] = eng.events(lk, fetch_from, end)
+                elif cls.requires == "flows":  # flows joined with their DNS (docs/flows.md)
+                    from dnsieve.features.flowjoin import flow_input
+
+                    inputs[cls.requires] = flow_input(lk, eng, fetch_from, end)
                 else:
                     inputs[cls.requires] = eng.aggregate(cls.requires, lk, fetch_from, end)
             data = inputs[cls.requires]

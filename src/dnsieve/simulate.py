@@ -81,13 +81,17 @@ __all__ = [
     "DEFAULT_START",
     "DGA_STYLES",
     "EVENTS_PER_CLIENT_WEEK",
+    "FLOW_KINDS",
     "LABEL_COLUMNS",
     "THREAT_KINDS",
+    "FlowSim",
     "SimResult",
     "campaign_counts",
     "dga_style_names",
     "read_dga_lists",
     "simulate",
+    "simulate_flows",
+    "write_conn",
     "write_zeek",
     "zeek_header",
 ]
@@ -2380,3 +2384,333 @@ def write_zeek(result: SimResult, out_dir: str | Path, fmt: str = "zeek") -> dic
     labels = out / "labels.csv"
     result.labels.write_csv(labels)
     return {"log": log, "labels": labels}
+
+
+# --------------------------------------------------------------------------- flows (conn.log)
+#
+# ``dnsieve simulate --flows`` also writes a Zeek conn.log consistent with the DNS above (the
+# DNS events are not changed): hosts connect to the addresses they just resolved, talk to NTP
+# by address, and three kinds of flow campaigns are injected.  Labels go to conn_labels.csv
+# (LABEL_COLUMNS, entity types client and client_dest).
+
+CONN_FIELDS: tuple[str, ...] = (
+    "ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service",
+    "duration", "orig_bytes", "resp_bytes", "conn_state", "local_orig", "local_resp",
+    "missed_bytes", "history", "orig_pkts", "orig_ip_bytes", "resp_pkts", "resp_ip_bytes",
+    "tunnel_parents",
+)  # fmt: skip
+CONN_TYPES: tuple[str, ...] = (
+    "time", "string", "addr", "port", "addr", "port", "enum", "string", "interval", "count",
+    "count", "string", "bool", "bool", "count", "string", "count", "count", "count", "count",
+    "set[string]",
+)  # fmt: skip
+
+#: The injected flow kinds and the detector family each is meant for.
+FLOW_KINDS: dict[str, str] = {
+    "flow_c2_ip": "conn_no_dns",
+    "flow_beacon": "conn_beacon",
+    "flow_exfil": "conn_exfil",
+}
+
+_NTP_SERVERS = ("162.159.200.1", "162.159.200.123", "129.250.35.250", "216.239.35.0")
+_IP_ANSWER = r"^(\d{1,3}\.){3}\d{1,3}$"
+
+
+@dataclass
+class FlowSim:
+    """Simulated flows (conn.log columns, sorted by ``ts``) and their campaign labels."""
+
+    conn: pl.DataFrame
+    labels: pl.DataFrame
+
+
+def _conn_rows(
+    rng: np.random.Generator,
+    ts_us: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
+    dport: np.ndarray,
+    proto: str,
+    service: np.ndarray | str | None,
+    duration: np.ndarray,
+    orig: np.ndarray,
+    resp: np.ndarray,
+    state: np.ndarray | str,
+    campaign: str | None,
+) -> pl.DataFrame:
+    """Conn rows with packet counts and IP bytes derived from the payload sizes."""
+    n = len(ts_us)
+    hdr = 52 if proto == "tcp" else 28
+    opk = np.maximum(1, np.ceil(orig / 1400.0).astype(np.int64) + (2 if proto == "tcp" else 0))
+    rpk = np.where(
+        resp > 0, np.ceil(resp / 1400.0).astype(np.int64) + (1 if proto == "tcp" else 0), 0
+    )
+    return pl.DataFrame(
+        {
+            "ts_us": ts_us.astype(np.int64),
+            "src_ip": src.astype(str),
+            "src_port": rng.integers(32768, 61000, n).astype(np.int32),
+            "dst_ip": dst.astype(str),
+            "dst_port": dport.astype(np.int32),
+            "proto": np.full(n, proto),
+            "service": np.full(n, service)
+            if isinstance(service, str) or service is None
+            else service,
+            "duration": duration.astype(np.float64),
+            "orig_bytes": orig.astype(np.int64),
+            "resp_bytes": resp.astype(np.int64),
+            "conn_state": np.full(n, state) if isinstance(state, str) else state,
+            "orig_pkts": opk,
+            "orig_ip_bytes": orig.astype(np.int64) + hdr * opk,
+            "resp_pkts": rpk,
+            "resp_ip_bytes": resp.astype(np.int64) + hdr * rpk,
+            "campaign": pl.Series([campaign] * n, dtype=pl.String),
+        },
+        schema_overrides={"service": pl.String, "conn_state": pl.String},
+    )
+
+
+def _background_conns(rng: np.random.Generator, result: SimResult) -> pl.DataFrame:
+    """Connections after successful A lookups, and NTP by address (no DNS), for every host."""
+    ev = (
+        result.events.filter(
+            (pl.col("rcode") == "NOERROR")
+            & (pl.col("qtype") == "A")
+            & pl.col("answers").is_not_null()
+        )
+        .select(
+            "ts",
+            "src_ip",
+            pl.col("answers")
+            .list.eval(pl.element().filter(pl.element().str.contains(_IP_ANSWER)))
+            .list.first()
+            .alias("ip"),
+            "registered_domain",
+        )
+        .filter(pl.col("ip").is_not_null() & ~pl.col("ip").str.starts_with("10."))
+    )
+    ev = ev.filter(pl.Series(rng.random(ev.height) < 0.8))
+    k = 1 + rng.poisson(0.6, ev.height)
+    rep = ev.select(pl.all().repeat_by(pl.Series(k)).explode())
+    n = rep.height
+    lag = (rng.exponential(0.4, n) + 0.005) * 1e6  # connect a moment after the answer
+    first = np.repeat(np.cumsum(np.concatenate([[0], k[:-1]])), k)
+    order = np.arange(n) - first  # 0 for a lookup's first connection, 1, 2, ... after
+    ts_us = (
+        rep["ts"].dt.epoch("us").to_numpy()
+        + lag.astype(np.int64)
+        + (order * rng.exponential(8e6, n)).astype(np.int64)
+    )
+    web = rng.random(n) < 0.85
+    dport = np.where(web, 443, 80)
+    service = np.where(web, "ssl", "http")
+    dur = np.minimum(rng.lognormal(0.3, 1.6, n), 3600.0)
+    orig = rng.lognormal(6.6, 0.9, n).astype(np.int64)
+    resp = rng.lognormal(9.2, 1.7, n).astype(np.int64)
+    state = np.where(rng.random(n) < 0.96, "SF", np.where(rng.random(n) < 0.5, "S0", "RSTO"))
+    web_rows = _conn_rows(rng, ts_us, rep["src_ip"].to_numpy(), rep["ip"].to_numpy(), dport, "tcp",
+                          service, dur, orig, resp, state, None)  # fmt: skip
+    # NTP by address every ~4 h per host (allow-listed by port, never resolved)
+    hosts = result.events["src_ip"].unique().sort().to_numpy()
+    start_us = int(result.start.timestamp() * 1e6)
+    per = max(1, result.hours // 4)
+    m = len(hosts) * per
+    t_ntp = (
+        start_us
+        + (np.repeat(np.arange(per), len(hosts)) * 4 * 3600 + rng.uniform(0, 4 * 3600, m)) * 1e6
+    )
+    ntp = _conn_rows(rng, t_ntp.astype(np.int64), np.tile(hosts, per),
+                     np.array(_NTP_SERVERS)[rng.integers(0, len(_NTP_SERVERS), m)],
+                     np.full(m, 123), "udp", "ntp", np.full(m, 0.03), np.full(m, 48),
+                     np.full(m, 48), "SF", None)  # fmt: skip
+    return pl.concat([web_rows, ntp])
+
+
+def _flow_campaigns(
+    rng: np.random.Generator, result: SimResult, n_each: int, taken: set[str]
+) -> tuple[list[pl.DataFrame], list[dict[str, object]]]:
+    """Hard-coded-IP C2, connection beacons and exfiltration, on hosts of no DNS campaign."""
+    hosts = [h for h in result.events["src_ip"].unique().sort().to_list() if h not in taken]
+    rng.shuffle(hosts)
+    start_us = int(result.start.timestamp() * 1e6)
+    end_us = start_us + result.hours * 3_600_000_000
+    # popular resolved addresses (CDNs, SaaS): fronting targets and upload endpoints
+    pop = (
+        result.events.filter((pl.col("qtype") == "A") & pl.col("answers").is_not_null())
+        .select("src_ip", pl.col("answers").list.first().alias("ip"))
+        .filter(pl.col("ip").str.contains(_IP_ANSWER) & ~pl.col("ip").str.starts_with("10."))
+        .group_by("ip")
+        .agg(pl.col("src_ip").n_unique().alias("k"))
+        .sort(["k", "ip"], descending=[True, False])
+        .head(50)["ip"]
+        .to_list()
+    )
+    frames: list[pl.DataFrame] = []
+    labels: list[dict[str, object]] = []
+
+    def label(kind: str, etype: str, entity: str, ts: np.ndarray, text: str, camp: str) -> None:
+        labels.append(
+            {
+                "kind": kind,
+                "entity_type": etype,
+                "entity": entity,
+                "window_start": _iso(int(ts.min()) // 1_000_000 * 1_000_000),
+                "window_end": _iso(int(ts.max()) // 1_000_000 * 1_000_000 + 1_000_000),
+                "detector_family": FLOW_KINDS[kind],
+                "description": text,
+                "campaign": camp,
+                "threat": 1,
+            }
+        )
+
+    def window(lo_h: float, hi_h: float) -> tuple[int, int]:
+        length = int(rng.uniform(lo_h, hi_h) * 3.6e9)
+        length = min(length, end_us - start_us - 3_600_000_000)
+        lo = int(
+            rng.integers(start_us + 3_600_000_000, max(start_us + 3_600_000_001, end_us - length))
+        )
+        return lo, lo + length
+
+    for i in range(n_each):
+        if len(hosts) < 3:
+            break
+        # 1. hard-coded C2 address: irregular check-ins, never resolved by anyone
+        host = hosts.pop()
+        ip = f"185.{int(rng.integers(100, 250))}.{int(rng.integers(0, 255))}.{int(rng.integers(1, 255))}"
+        lo, hi = window(6, 24)
+        ts = lo + np.cumsum(rng.exponential(rng.uniform(300, 1800), 400) * 1e6).astype(np.int64)
+        ts = ts[ts < hi]
+        if len(ts) >= 3:
+            n = len(ts)
+            camp = f"flow-c2-{i:02d}"
+            frames.append(_conn_rows(rng, ts, np.full(n, host), np.full(n, ip),
+                                     np.full(n, int(rng.choice([443, 8443, 4444, 8080]))), "tcp",
+                                     None, rng.lognormal(0, 1, n), rng.lognormal(6, 0.5, n).astype(np.int64),
+                                     rng.lognormal(7, 0.8, n).astype(np.int64), "SF", camp))  # fmt: skip
+            label(
+                "flow_c2_ip",
+                "client_dest",
+                f"{host}|{ip}",
+                ts,
+                f"C2 at a hard-coded address ({n} connections)",
+                camp,
+            )
+        # 2. connection beacon to a popular (fronted) address the host's DNS did resolve
+        host = hosts.pop()
+        ip = pop[int(rng.integers(0, max(1, min(len(pop), 20))))] if pop else "104.16.0.1"
+        interval = float(np.exp(rng.uniform(np.log(60), np.log(1800))))
+        jitter = float(rng.uniform(0.0, 0.3))
+        lo, hi = window(max(12.0, 25 * interval / 3600), max(36.0, 40 * interval / 3600))
+        gaps = interval * (1 + rng.uniform(-jitter, jitter, 5000)) * 1e6
+        ts = lo + np.cumsum(gaps).astype(np.int64)
+        ts = ts[ts < hi]
+        if len(ts) >= 6:
+            n = len(ts)
+            camp = f"flow-beacon-{i:02d}"
+            size = int(rng.integers(200, 2000))
+            frames.append(_conn_rows(rng, ts, np.full(n, host), np.full(n, ip), np.full(n, 443), "tcp", "ssl",
+                                     rng.lognormal(-1, 0.3, n), (size * rng.uniform(0.97, 1.03, n)).astype(np.int64),
+                                     (4 * size * rng.uniform(0.95, 1.05, n)).astype(np.int64), "SF", camp))  # fmt: skip
+            label("flow_beacon", "client_dest", f"{host}|{ip}", ts,
+                  f"beacon every {interval:.0f} s (jitter {jitter:.0%}) to a fronted address", camp)  # fmt: skip
+        # 3. exfiltration: hundreds of MB uploaded over hours to a resolved address
+        host = hosts.pop()
+        ip = pop[int(rng.integers(0, max(1, len(pop))))] if pop else "104.16.0.2"
+        lo, hi = window(1, 4)
+        total = rng.uniform(2e8, 2e9)
+        n = int(rng.integers(20, 120))
+        ts = np.sort(rng.integers(lo, hi, n))
+        camp = f"flow-exfil-{i:02d}"
+        frames.append(_conn_rows(rng, ts, np.full(n, host), np.full(n, ip), np.full(n, 443), "tcp", "ssl",
+                                 rng.uniform(20, 300, n), (total / n * rng.uniform(0.5, 1.5, n)).astype(np.int64),
+                                 rng.lognormal(8, 0.5, n).astype(np.int64), "SF", camp))  # fmt: skip
+        label(
+            "flow_exfil",
+            "client",
+            host,
+            ts,
+            f"{total / 1e6:.0f} MB uploaded in {(hi - lo) / 3.6e9:.1f} h",
+            camp,
+        )
+    return frames, labels
+
+
+def simulate_flows(result: SimResult, campaigns: int | None = None) -> FlowSim:
+    """Flows consistent with ``result``'s DNS plus injected flow campaigns.
+
+    ``campaigns`` of each kind (:data:`FLOW_KINDS`; default 2 per 1,000 hosts
+    and week, at least 1).  The DNS events are not touched.
+    """
+    rng = np.random.default_rng([result.seed, 16])
+    if campaigns is None:
+        campaigns = max(1, round(2 * result.clients / 1000 * result.hours / 168))
+    taken = {
+        e.split("|")[0]
+        for e in result.labels.filter(pl.col("entity_type") != "domain")["entity"].to_list()
+    }
+    bg = _background_conns(rng, result)
+    frames, labels = _flow_campaigns(rng, result, campaigns, taken)
+    end_us = int(result.start.timestamp() * 1e6) + result.hours * 3_600_000_000
+    conn = (
+        pl.concat([bg, *frames])
+        .filter(pl.col("ts_us") < end_us)
+        .sort("ts_us", "src_ip", maintain_order=True)
+    )
+    n = conn.height
+    uid = _random_chars(rng, n, 18, _B62)
+    uid[:, 0] = ord("C")
+    conn = conn.with_columns(
+        pl.from_epoch("ts_us", time_unit="us").dt.replace_time_zone("UTC").alias("ts"),
+        _fixed_strings(uid).alias("uid"),
+    ).drop("ts_us")
+    schema = dict.fromkeys(LABEL_COLUMNS, pl.String) | {"threat": pl.Int64}
+    return FlowSim(conn, pl.DataFrame(labels, schema=schema))
+
+
+def write_conn(flows: FlowSim, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``conn.log`` (Zeek TSV) and ``conn_labels.csv``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    c = flows.conn
+    exprs = [
+        (pl.col("ts").dt.epoch("us") // 1_000_000).cast(pl.String)
+        + "."
+        + (pl.col("ts").dt.epoch("us") % 1_000_000).cast(pl.String).str.zfill(6),
+        pl.col("uid"),
+        pl.col("src_ip"),
+        pl.col("src_port"),
+        pl.col("dst_ip"),
+        pl.col("dst_port"),
+        pl.col("proto"),
+        pl.col("service"),
+        pl.col("duration").round(6),
+        pl.col("orig_bytes"),
+        pl.col("resp_bytes"),
+        pl.col("conn_state"),
+        pl.lit("T"),
+        pl.lit("F"),
+        pl.lit(0),
+        pl.when(pl.col("conn_state") == "SF").then(pl.lit("ShADadFf")).otherwise(pl.lit("S")),
+        pl.col("orig_pkts"),
+        pl.col("orig_ip_bytes"),
+        pl.col("resp_pkts"),
+        pl.col("resp_ip_bytes"),
+        pl.lit(None, dtype=pl.String),
+    ]
+    text = c.select([e.alias(name) for e, name in zip(exprs, CONN_FIELDS, strict=True)])
+    open_us = int(c["ts"].dt.epoch("us").min()) if c.height else 0  # type: ignore[arg-type]
+    log = out / "conn.log"
+    with open(log, "wb") as fh:
+        fh.write(
+            (
+                "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n"
+                f"#path\tconn\n#open\t{_zeek_time(open_us)}\n"
+                "#fields\t" + "\t".join(CONN_FIELDS) + "\n#types\t" + "\t".join(CONN_TYPES) + "\n"
+            ).encode()
+        )
+        text.write_csv(
+            fh, separator="\t", include_header=False, quote_style="never", null_value="-"
+        )
+    labels = out / "conn_labels.csv"
+    flows.labels.write_csv(labels)
+    return {"conn": log, "labels": labels}

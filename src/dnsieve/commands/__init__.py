@@ -23,4 +23,5 @@ MODULES: tuple[str, ...] = (
     "dnsieve.commands.web",
     "dnsieve.commands.lake",
     "dnsieve.commands.rules",
+    "dnsieve.commands.flows",
 )

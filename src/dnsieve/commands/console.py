@@ -56,15 +56,31 @@ def settings_or_exit(config: Path | None, overrides: dict[str, Any] | None = Non
 
 
 def ingest_with_progress(
-    lake: Lake, paths: list[Path], fmt: str, options: dict[str, Any], show: bool
+    lake: Lake,
+    paths: list[Path],
+    fmt: str,
+    options: dict[str, Any],
+    show: bool,
+    pcap_flows: bool = False,
 ) -> list[FileReport]:
-    """Ingest ``paths`` into ``lake``, with a progress bar on stderr for large inputs."""
+    """Ingest ``paths`` into ``lake``, with a progress bar on stderr for large inputs.
+
+    With ``fmt="auto"`` each input goes to its kind: Zeek conn.log and flow tables to the
+    lake's ``flows/`` (and, with ``pcap_flows``, the flows of pcaps too; docs/flows.md).
+    """
     from dnsieve.ingest import iter_input_files
+    from dnsieve.ingest.flows_common import route_inputs
 
     files = list(iter_input_files(paths))
+    flow_reports: list[FileReport] = []
+    if fmt == "auto":
+        files, flow_inputs = route_inputs(files, pcap_flows)
+        flow_reports = lake.ingest_flow_files(flow_inputs) if flow_inputs else []
+        if flow_inputs and not files:
+            return flow_reports
     total = sum(_size(f) for f in files)
     if not show or total < 8 * 1024 * 1024:
-        return lake.ingest_files(files, fmt, options)
+        return flow_reports + lake.ingest_files(files, fmt, options)
     with Progress(
         TextColumn("[bold]ingest[/bold] {task.fields[name]}"),
         BarColumn(),
@@ -88,7 +104,7 @@ def ingest_with_progress(
                 task, completed=done_before + raw_done, name=escape(Path(path).name), rows=rows
             )
 
-        return lake.ingest_files(files, fmt, options, on_progress=on_progress)
+        return flow_reports + lake.ingest_files(files, fmt, options, on_progress=on_progress)
 
 
 def _size(path: Path) -> int:

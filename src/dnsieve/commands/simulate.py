@@ -46,6 +46,14 @@ def register(app: typer.Typer) -> None:
                 "--dga-family", help="use only this family of the --dga-list files (repeatable)"
             ),
         ] = None,
+        flows: Annotated[
+            bool,
+            typer.Option(
+                "--flows",
+                help="also write conn.log (consistent with the DNS) with injected flow campaigns"
+                " and conn_labels.csv (docs/flows.md)",
+            ),
+        ] = False,
     ) -> None:
         """Write synthetic enterprise DNS (Zeek dns.log) and labels.csv of injected attacks."""
         from dnsieve.simulate import read_dga_lists, write_zeek
@@ -95,3 +103,12 @@ def register(app: typer.Typer) -> None:
             )
         console.print(table)
         console.print(f"wrote {escape(str(paths['log']))} and {escape(str(paths['labels']))}")
+        if flows:
+            from dnsieve.simulate import simulate_flows, write_conn
+
+            sim_flows = simulate_flows(result)
+            conn = write_conn(sim_flows, out)
+            console.print(
+                f"wrote {sim_flows.conn.height:,} flows ({sim_flows.labels.height} injected flow "
+                f"campaigns) to {escape(str(conn['conn']))} and {escape(str(conn['labels']))}"
+            )

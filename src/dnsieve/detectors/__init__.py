@@ -37,6 +37,9 @@ _FAMILIES: tuple[str, ...] = (
     "dnsieve.detectors.lookalike",
     "dnsieve.detectors.dga_host",
     "dnsieve.detectors.newdomain",
+    "dnsieve.detectors.conn_beacon",
+    "dnsieve.detectors.conn_flows",
+    "dnsieve.detectors.conn_dns",
 )
 _loaded = False
 

@@ -17,6 +17,10 @@ Inputs a detector may require (``requires``):
     trailing baseline.
 ``domain_hourly`` / ``client_hourly`` / ``client_domain_hourly``
     the hourly aggregates of :mod:`dnsieve.features`.
+``flows``
+    canonical flows (:data:`dnsieve.schema.FLOW_RECORD`) with the DNS join
+    columns of :mod:`dnsieve.features.flowjoin`; flow detectors score
+    ``client`` or ``client_dest`` (client × destination address) entities.
 
 Every detector also provides ``example(seed)``: a small, valid, realistic input
 frame that the conformance suite (tests/test_detectors_conformance.py) uses
@@ -46,8 +50,8 @@ __all__ = [
     "empty_anomalies",
 ]
 
-EntityType = Literal["domain", "client", "client_domain"]
-InputKind = Literal["events", "domain_hourly", "client_hourly", "client_domain_hourly"]
+EntityType = Literal["domain", "client", "client_domain", "client_dest"]
+InputKind = Literal["events", "domain_hourly", "client_hourly", "client_domain_hourly", "flows"]
 
 ANOMALY_POLARS_SCHEMA: pl.Schema = pl.from_arrow(ANOMALY.empty_table()).schema  # type: ignore[union-attr]
 

@@ -57,6 +57,7 @@ ENTITY_COLUMNS: dict[str, tuple[str, ...]] = {
     "domain": ("registered_domain",),
     "client": ("src_ip",),
     "client_domain": ("src_ip", "registered_domain"),
+    "client_dest": ("src_ip", "dst_ip"),  # flow detectors: client × destination address
 }
 
 EVENT_POLARS_SCHEMA: pl.Schema = pl.from_arrow(DNS_EVENT.empty_table()).schema  # type: ignore[union-attr]

@@ -622,3 +622,62 @@ def alert_hourly(lake_path: Path | None, alert: Alert) -> pl.DataFrame | None:
         )
     except EventsUnavailable:
         return None
+
+
+@dataclass(frozen=True)
+class FlowsView:
+    """The flows of an alert (docs/flows.md): for a flow alert the flows behind it, for a DNS
+    alert the client's flows to the addresses the domain resolved to.  Plain text: the
+    template escapes every value."""
+
+    flows: pl.DataFrame | None
+    total: int
+    addresses: list[str]
+    message: str | None
+
+    def rows(self) -> list[dict[str, str]]:
+        """Display rows: time, client, destination, protocol, application, server name, bytes."""
+        if self.flows is None:
+            return []
+        out = []
+        for r in self.flows.iter_rows(named=True):
+            out.append(
+                {
+                    "time": r["ts"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+                    "client": f"{r['src_ip']}:{r['src_port'] if r['src_port'] is not None else ''}",
+                    "dest": f"{r['dst_ip']}:{r['dst_port'] if r['dst_port'] is not None else ''}",
+                    "proto": r["proto"] or "",
+                    "app": " / ".join(x for x in (r["application"], r["category"]) if x),
+                    "server": r["server_name"] or "",
+                    "bytes": f"{r['src2dst_bytes'] or 0:,} / {r['dst2src_bytes'] or 0:,}",
+                    "duration": f"{r['duration']:.1f} s" if r["duration"] is not None else "",
+                    "state": r["conn_state"] or r["end_reason"] or "",
+                }
+            )
+        return out
+
+
+def alert_flows(lake_path: Path | None, alert: Alert, limit: int = 200) -> FlowsView:
+    """The flows to show on ``alert``'s page (None when the lake has no flows at all)."""
+    if lake_path is None:
+        return FlowsView(None, 0, [], None)
+    from dnsieve.ingest.flows_lake import flow_rows, flows_for_alert
+    from dnsieve.lake import Lake
+
+    lake = Lake(lake_path)
+    try:
+        if flow_rows(lake) == 0:
+            return FlowsView(None, 0, [], None)
+        start = alert.episode_start or alert.window_start
+        end = alert.episode_end or alert.window_end
+        flows, total, addresses = flows_for_alert(
+            lake, alert.entity_type, alert.entity, start, end, limit
+        )
+    except Exception as exc:  # a damaged lake must not break the page
+        return FlowsView(None, 0, [], f"The flows are not readable: {type(exc).__name__}.")
+    msg = (
+        None
+        if total
+        else "The lake has no flows of this alert's hosts and addresses in its window."
+    )
+    return FlowsView(flows, total, addresses, msg)

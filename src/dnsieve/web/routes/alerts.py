@@ -15,6 +15,7 @@ from dnsieve.web.deps import AnalystPage, CsrfForm, LakePathDep, PageUser, Store
 from dnsieve.web.evidence import (
     alert_events,
     alert_explanation,
+    alert_flows,
     alert_hourly,
     alert_windows,
     evidence_json,
@@ -97,6 +98,7 @@ def detail(
     why = alert_explanation(alert, alert.evidence)
     related = related_alerts(store, alert, clients=why.clients)
     raw = alert_events(lake_path, alert, events)
+    flows = alert_flows(lake_path, alert)
     entry = None
     if alert.suppressed_by is not None:
         entry = next(
@@ -122,6 +124,7 @@ def detail(
         evidence=labelled_evidence(alert.evidence),
         evidence_raw=evidence_json(alert.evidence),
         windows=alert_windows(alert),
+        flows=flows,
         features=feature_rows(feature_percentiles(store, alert)),
         related=related,
         related_why=related_why,
