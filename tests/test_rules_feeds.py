@@ -216,3 +216,63 @@ def test_threatfox_train_watchlist_marks_exactly_the_expected_events(tmp_path: P
     assert sorted(set(hits["qname"].to_list())) == sorted(planted)
     # one row per (event, entry): an event may be watched twice (its name and its domain)
     assert hits.unique(["ts", "qname"]).height == len(planted)
+
+
+def test_refresh_downloads_a_feed_into_a_watchlist_version(tmp_path: Path) -> None:
+    """``dnsieve rules refresh`` fetches a published feed (here from a local HTTP server),
+    stores it as a new version, keeps the watchlist enabled only with ``--enable``, and
+    reports a server error or a plain-http URL cleanly without touching the store."""
+    import http.server
+    import threading
+
+    from typer.testing import CliRunner
+
+    from dnsieve.alerts.definitions import DefinitionStore
+    from dnsieve.alerts.store import AlertStore
+    from dnsieve.cli import app
+    from dnsieve.rules.feeds import fetch_feed
+
+    served = {"body": THREATFOX_EXPORT.encode()}
+
+    class Feed(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path != "/feed.csv":
+                self.send_error(404, "no such feed")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.end_headers()
+            self.wfile.write(served["body"])
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Feed)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(ValueError, match="only https"):
+            fetch_feed(f"{base}/feed.csv")
+        feed = fetch_feed(f"{base}/feed.csv", allow_http=True)
+        assert {e.value for e in feed.entries} >= {"evil-c2.example", "198.51.100.7"}
+        with pytest.raises(ValueError, match="larger than"):
+            fetch_feed(f"{base}/feed.csv", allow_http=True, max_bytes=100)
+
+        db = f"sqlite:///{tmp_path / 'a.db'}"
+        runner = CliRunner()
+        args = ["rules", "refresh", "tf", "--url", f"{base}/feed.csv", "--allow-http"]
+        res = runner.invoke(app, [*args, "--enable", "--db", db])
+        assert res.exit_code == 0, res.output
+        assert "version 1, enabled" in res.output
+        served["body"] += (
+            b'"2024-05-02 10:00:00", "1005", "new-c2.example", "domain", "botnet_cc", "", "", "X", "", "90", "", "", "0", "x"\n'
+        )
+        res = runner.invoke(app, [*args, "--db", db])
+        assert "version 2, draft" in res.output  # a changed feed waits for approval
+        res = runner.invoke(app, [*args[:4], f"{base}/missing.csv", "--allow-http", "--db", db])
+        assert res.exit_code == 1 and "HTTP 404" in res.output
+        with AlertStore.open(db) as store:
+            d = DefinitionStore(store).get("tf")
+            assert d.version == 2 and "new-c2.example" in d.body
+    finally:
+        server.shutdown()

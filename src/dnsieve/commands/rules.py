@@ -346,16 +346,66 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = None,
     ) -> None:
         """Import a threat-intelligence file as a watchlist (a new version if it exists)."""
-        from dnsieve.alerts.definitions import DefinitionError, DefinitionStore
-        from dnsieve.rules.feeds import import_feed, to_plain
+        from dnsieve.rules.feeds import import_feed
 
-        console, _ = _consoles()
         try:
             feed = import_feed(file, fmt)
         except ValueError as exc:
             raise fail(str(exc), 2) from None
+        _store_feed(feed, str(file), file.name, name, reason, severity, confidence, db, False)
+
+    @rules_app.command("refresh")
+    def refresh_cmd(
+        name: Annotated[str, typer.Argument(help="the watchlist to refresh (or create)")],
+        url: Annotated[str, typer.Option("--url", help="where the feed is published (https)")],
+        reason: Annotated[str, typer.Option("--reason", "-r")] = "scheduled feed refresh",
+        fmt: Annotated[
+            str, typer.Option("--format", "-f", help="auto, threatfox, plain, stix, misp")
+        ] = "auto",
+        severity: Annotated[str, typer.Option("--severity")] = "high",
+        confidence: Annotated[float, typer.Option("--confidence", min=0.01, max=1.0)] = 0.9,
+        enable: Annotated[
+            bool,
+            typer.Option(
+                "--enable",
+                help="enable the new version at once (you approve the feed, not each "
+                "version); without it a changed, enabled watchlist goes back to draft",
+            ),
+        ] = False,
+        allow_http: Annotated[
+            bool, typer.Option("--allow-http", help="also fetch a plain http:// URL")
+        ] = False,
+        timeout: Annotated[float, typer.Option("--timeout", min=1.0)] = 30.0,
+        db: DbOpt = None,
+    ) -> None:
+        """Download a feed (ThreatFox, plain, STIX, MISP) and store it as a new version of a
+        watchlist: for users with network access, e.g. from cron.  Nothing else in dnsieve
+        goes online."""
+        from dnsieve.rules.feeds import fetch_feed
+
+        try:
+            feed = fetch_feed(url, fmt, timeout=timeout, allow_http=allow_http)
+        except ValueError as exc:
+            raise fail(str(exc), 1) from None
+        _store_feed(feed, url, url, name, reason, severity, confidence, db, enable)
+
+    def _store_feed(
+        feed: Any,
+        source: str,
+        label: str,
+        name: str,
+        reason: str,
+        severity: str,
+        confidence: float,
+        db: str | None,
+        enable: bool,
+    ) -> None:
+        from dnsieve.alerts.definitions import DefinitionError, DefinitionStore
+        from dnsieve.rules.feeds import to_plain
+
+        console, _ = _consoles()
         if not feed.entries:
-            raise fail(f"{file}: no domain, suffix or address found ({feed.format})", 2)
+            raise fail(f"{source}: no domain, suffix or address found ({feed.format})", 2)
         body = to_plain(feed.entries)
         with open_store_or_exit(db) as store:
             ds = DefinitionStore(store)
@@ -378,8 +428,10 @@ def register(app: typer.Typer) -> None:
                     name,
                     current_user(),
                     "imported",
-                    f"{file.name}: {len(feed.entries)} entries ({feed.format})",
+                    f"{label}: {len(feed.entries)} entries ({feed.format})",
                 )
+                if enable and d.state != "enabled":
+                    d = ds.set_state(name, "enabled", current_user())
             except DefinitionError as exc:
                 raise fail(str(exc), 2) from None
         rej = sum(feed.rejected.values())

@@ -60,8 +60,10 @@ __all__ = [
     "FeedImport",
     "WatchEntry",
     "WatchKind",
+    "fetch_feed",
     "import_feed",
     "match_events",
+    "parse_feed",
     "parse_misp",
     "parse_plain",
     "parse_stix",
@@ -301,6 +303,18 @@ _PARSERS = {
 }
 
 
+def parse_feed(text: str, fmt: str = "auto", source: str = "feed") -> FeedImport:
+    """Parse a feed's text (``fmt``: auto or one of :data:`FEED_FORMATS`); ``source`` names
+    it in errors.  Raises :class:`ValueError` for an unknown format or a malformed document."""
+    kind = sniff_feed(text) if fmt == "auto" else fmt
+    if kind not in _PARSERS:
+        raise ValueError(f"unknown feed format {fmt!r}; choose auto or {', '.join(FEED_FORMATS)}")
+    try:
+        return _PARSERS[kind](text)
+    except (json.JSONDecodeError, csv.Error) as exc:
+        raise ValueError(f"{source}: not a valid {kind} feed: {exc}") from None
+
+
 def import_feed(path: str | Path, fmt: str = "auto") -> FeedImport:
     """Read a feed file (``fmt``: auto or one of :data:`FEED_FORMATS`).
 
@@ -316,13 +330,42 @@ def import_feed(path: str | Path, fmt: str = "auto") -> FeedImport:
         text = p.read_bytes().decode("utf-8", errors="replace")
     except OSError as exc:
         raise ValueError(f"{p}: {exc.strerror or exc}") from None
-    kind = sniff_feed(text) if fmt == "auto" else fmt
-    if kind not in _PARSERS:
-        raise ValueError(f"unknown feed format {fmt!r}; choose auto or {', '.join(FEED_FORMATS)}")
+    return parse_feed(text, fmt, str(p))
+
+
+def fetch_feed(
+    url: str,
+    fmt: str = "auto",
+    timeout: float = 30.0,
+    max_bytes: int = MAX_FEED_BYTES,
+    allow_http: bool = False,
+) -> FeedImport:
+    """Download a feed (for ``dnsieve rules refresh``: the one place dnsieve goes online,
+    and only when asked) and parse it as :func:`parse_feed` does.
+
+    Only ``https://`` URLs unless ``allow_http`` (a feed read in clear can be altered on
+    the way); at most ``max_bytes`` are read, and a larger body is refused rather than
+    cut.  Network and HTTP errors become :class:`ValueError` with the reason.
+    """
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("https", "http") or (scheme == "http" and not allow_http):
+        raise ValueError(f"{url}: only https:// feeds are fetched (http:// with allow_http)")
+    req = urllib.request.Request(url, headers={"User-Agent": "dnsieve-feed-refresh"})
     try:
-        return _PARSERS[kind](text)
-    except (json.JSONDecodeError, csv.Error) as exc:
-        raise ValueError(f"{p}: not a valid {kind} feed: {exc}") from None
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            body = resp.read(max_bytes + 1)
+    except urllib.error.HTTPError as exc:
+        raise ValueError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise ValueError(f"{url}: {reason}") from None
+    if len(body) > max_bytes:
+        raise ValueError(f"{url}: larger than {max_bytes // (1024 * 1024)} MiB")
+    return parse_feed(body.decode("utf-8", errors="replace"), fmt, url)
 
 
 def match_events(
