@@ -36,6 +36,7 @@ __all__ = [
     "IngestSettings",
     "LakeSettings",
     "Settings",
+    "SparkSettings",
     "default_data_dir",
     "load_settings",
 ]
@@ -90,8 +91,11 @@ class IngestSettings(_Section):
 
 
 class LakeSettings(_Section):
-    """The Parquet lake."""
+    """The lake: hour-partitioned Parquet with a manifest, or a Delta table."""
 
+    format: Literal["parquet", "delta"] = Field(
+        "parquet", description="parquet (manifest, the default) or delta (a Delta Lake table)"
+    )
     path: Path = Field(default_factory=lambda: default_data_dir() / "lake")
     rows_per_file: int = Field(
         500_000, ge=1_000, le=50_000_000, description="max rows per Parquet part file"
@@ -122,6 +126,28 @@ class DomainSettings(_Section):
 
     private_suffixes: bool = Field(
         True, description="use the PSL private section (foo.github.io is its own site)"
+    )
+
+
+class SparkSettings(_Section):
+    """The Spark session of ``engine = "spark"`` (the ``[spark]`` section).
+
+    >>> SparkSettings(conf={"spark.driver.maxResultSize": "8m"}).conf
+    {'spark.driver.maxResultSize': '8m'}
+    """
+
+    master: str | None = Field(
+        None,
+        description="local[N], spark://host:7077, yarn, k8s://...; unset: DNSIEVE_SPARK_MASTER, "
+        "an active session (spark-submit), else local[2]",
+    )
+    conf: dict[str, str] = Field(
+        default_factory=dict, description="Spark settings applied when the session starts"
+    )
+    scratch: str | None = Field(
+        None,
+        description="directory every executor and the driver can reach, where candidates are "
+        "written for the driver to read (unset: the system temporary directory, local mode)",
     )
 
 
@@ -222,6 +248,7 @@ class Settings(_Section):
     domains: DomainSettings = Field(default_factory=DomainSettings)
     detect: DetectSettings = Field(default_factory=DetectSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
 
 
 def _env_tree(env: Mapping[str, str]) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from dnsieve.config import DetectSettings
 from dnsieve.detectors import available, get
 from dnsieve.detectors.base import DetectContext, Detector, empty_anomalies
 from dnsieve.engines import get_engine
-from dnsieve.lake import Lake
+from dnsieve.lake import Lake, open_lake
 
 __all__ = [
     "DetectResult",
@@ -165,7 +165,7 @@ def detect(
         raise ValueError(
             f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})"
         )
-    lk = lake if isinstance(lake, Lake) else Lake(lake)
+    lk = lake if isinstance(lake, Lake) else open_lake(lake)  # Parquet or Delta
     names = list(detectors or settings.detectors or available())
     unknown = [n for n in names if n not in available()]
     if unknown:
@@ -207,15 +207,22 @@ def detect(
                 info.update(status="skipped", reason=reason, candidates=0)
                 continue
             if cls.requires not in inputs:
-                if cls.requires == "events":
+                if hasattr(eng, "input_frame"):  # a distributed engine: the input stays there
+                    inputs[cls.requires] = eng.input_frame(cls.requires, lk, fetch_from, end)
+                elif cls.requires == "events":
                     inputs[cls.requires] = eng.events(lk, fetch_from, end)
                 else:
                     inputs[cls.requires] = eng.aggregate(cls.requires, lk, fetch_from, end)
             data = inputs[cls.requires]
-            if hasattr(det, "fit_population"):
-                det.fit_population(data)
-            out = with_techniques(eng.map_detector(det, data, ctx), cls.techniques)
-            pop = det.population(data, ctx) if hasattr(det, "population") else out.height
+            if hasattr(eng, "score_detector"):  # fits, scores and counts where the data is
+                out, got_pop = eng.score_detector(det, data, ctx)
+                out = with_techniques(out, cls.techniques)
+                pop = out.height if got_pop is None else got_pop
+            else:
+                if hasattr(det, "fit_population"):
+                    det.fit_population(data)
+                out = with_techniques(eng.map_detector(det, data, ctx), cls.techniques)
+                pop = det.population(data, ctx) if hasattr(det, "population") else out.height
         except Exception as exc:
             if strict:
                 raise

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,13 +30,11 @@ from dnsieve.engines.base import (
     EVENT_POLARS_SCHEMA,
     EngineUnavailableError,
     check_kind,
-    entity_columns,
-    prepare_detector,
     resolve_files,
     to_utc,
 )
 from dnsieve.features import KEYS, QTYPE_COLUMNS, RCODE_COLUMNS, SCHEMAS
-from dnsieve.schema import ANOMALY, DNS_EVENT, EVENT_COLUMNS
+from dnsieve.schema import DNS_EVENT, EVENT_COLUMNS
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, SparkSession
@@ -200,28 +197,6 @@ def _spark_aggregate(kind: str, events: SparkDataFrame) -> SparkDataFrame:
     return out.select(*SCHEMAS[kind])
 
 
-def _partition_scorer(
-    detector: Detector, ctx: DetectContext, in_schema: dict[str, pl.DataType]
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The function ``mapInArrow`` runs on each partition: the detector's ``score``."""
-    out_schema = pa.schema([f.with_nullable(True) for f in ANOMALY])
-
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        got = list(batches)
-        if not got or sum(b.num_rows for b in got) == 0:
-            return
-        frame = pl.from_arrow(pa.Table.from_batches(got))
-        assert isinstance(frame, pl.DataFrame)
-        frame = frame.select(list(in_schema)).cast(pl.Schema(in_schema))
-        scored = detector.score(frame, ctx)
-        if scored.height == 0:
-            return
-        table = scored.select(ANOMALY.names).to_arrow().cast(out_schema)
-        yield from table.to_batches()
-
-    return run
-
-
 class SparkEngine:
     """PySpark engine (local mode in tests, any cluster in production)."""
 
@@ -292,6 +267,51 @@ class SparkEngine:
         table = data.to_arrow(compat_level=pl.CompatLevel.oldest())
         return self.spark.createDataFrame(table, schema=_spark_schema(table.schema))
 
+    def input_frame(
+        self,
+        kind: str,
+        source: Any,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> SparkDataFrame:
+        """A detector's input (``events`` or an aggregate kind) as a Spark frame: nothing is collected."""
+        if kind == "events":
+            return self.events_frame(source, since, until)
+        return self.aggregate_frame(kind, source, since, until)
+
+    def score_detector(
+        self,
+        detector: Detector,
+        data: Any,
+        ctx: DetectContext,
+        partitions: int | None = None,
+    ) -> tuple[pl.DataFrame, int | None]:
+        """The detector's anomalies and its calibration population, scored on the cluster.
+
+        ``data`` is a Spark frame (from :meth:`input_frame`) or a Polars frame
+        (sent to the cluster first).  Population state is fitted from
+        statistics reduced on the cluster and the detector runs per entity
+        partition; only the candidates and a population count per partition
+        reach the driver (:func:`dnsieve.engines.spark_detect.score_on_cluster`).
+        The population is None for a detector without ``population``.
+        """
+        from pyspark.sql import DataFrame as SparkDataFrame
+
+        from dnsieve.engines.spark_detect import score_on_cluster
+
+        if isinstance(data, pl.LazyFrame):
+            data = data.collect()
+        if isinstance(data, pl.DataFrame):
+            if data.height == 0:
+                pop = detector.population(data, ctx) if hasattr(detector, "population") else None
+                return detector.score(data, ctx), pop
+            data = self.to_spark(data)
+        if not isinstance(data, SparkDataFrame):
+            raise TypeError(
+                f"score_detector needs a Polars or Spark frame, not {type(data).__name__}"
+            )
+        return score_on_cluster(self, detector, data, ctx, partitions)
+
     def map_detector(
         self,
         detector: Detector,
@@ -303,43 +323,9 @@ class SparkEngine:
 
         Rows are hash-partitioned by the detector's entity columns, so each
         entity's rows reach one ``score`` call together; ``partitions``
-        defaults to the session's default parallelism.  A detector with
-        ``fit_population`` is fitted once on the driver over the whole input
-        (collected there when ``data`` is a Spark frame) and the fitted copy
-        is shipped to the workers.
+        defaults to the larger of the default parallelism and
+        ``spark.sql.shuffle.partitions``.  A detector with population state
+        is fitted from statistics reduced on the cluster, never from its
+        input collected to the driver (see :meth:`score_detector`).
         """
-        from pyspark.sql import DataFrame as SparkDataFrame
-
-        from dnsieve.detectors.base import ANOMALY_POLARS_SCHEMA
-
-        keys = entity_columns(detector.entity_type)
-        if isinstance(data, pl.LazyFrame):
-            data = data.collect()
-        if isinstance(data, pl.DataFrame):
-            if data.height == 0:
-                return detector.score(data, ctx)
-            in_schema = dict(data.schema)
-            sdf = self.to_spark(data)
-            detector = prepare_detector(detector, data)
-        elif isinstance(data, SparkDataFrame):
-            sdf = data
-            in_schema = dict(pl.from_arrow(sdf.limit(0).toArrow()).schema)  # type: ignore[union-attr]
-            if callable(getattr(detector, "fit_population", None)):
-                whole = _to_polars(sdf, pl.Schema(in_schema))
-                detector = prepare_detector(detector, whole)
-        else:
-            raise TypeError(
-                f"map_detector needs a Polars or Spark frame, not {type(data).__name__}"
-            )
-        missing = [k for k in keys if k not in sdf.columns]
-        if missing:
-            raise ValueError(
-                f"detector {detector.name!r} scores {detector.entity_type} entities but its "
-                f"input lacks {', '.join(missing)}"
-            )
-        n = partitions or self.spark.sparkContext.defaultParallelism
-        scored = sdf.repartition(n, *keys).mapInArrow(
-            _partition_scorer(detector, ctx, in_schema), _spark_schema(ANOMALY)
-        )
-        out = _to_polars(scored, ANOMALY_POLARS_SCHEMA)
-        return out.sort(_ANOMALY_SORT)
+        return self.score_detector(detector, data, ctx, partitions)[0]
