@@ -57,7 +57,6 @@ def test_round_trip_equals_parquet_lake(tmp_path: Path, logs: list[Path]) -> Non
     assert b.height == dl.committed_rows() > 10_000
     assert_frame_equal(b, a)
     # a Delta reader sees the same rows: the table is a standard Delta table
-    from deltalake import DeltaTable
 
     native = pl.scan_delta(str(dl.events_dir)).collect()
     assert native.height == a.height and {"date", "hour"} <= set(native.columns)

@@ -15,7 +15,6 @@ campaigns of every family) ingested through :class:`dnsieve.lake.Lake`.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np

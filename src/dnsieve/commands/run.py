@@ -50,6 +50,10 @@ def run_job(
     settings = settings or load_settings()
     ds = getattr(settings, "detect", None)
     dset = ds.model_copy() if isinstance(ds, DetectSettings) else DetectSettings.model_validate({})
+    if dset.engine == "spark":
+        from dnsieve.engines.spark import configure
+
+        configure(getattr(settings, "spark", None))  # [spark] master, conf, scratch
     options: dict[str, Any] = {"mapping": dict(settings.ingest.column_mapping)}
     if settings.ingest.year:
         options["year"] = settings.ingest.year

@@ -1,18 +1,23 @@
 """The Spark engine: the same aggregates and detectors on PySpark (``pip install 'dnsieve[spark]'``).
 
-The lake's Parquet part files are read with ``spark.read.parquet``; the hourly
-aggregates are computed with Spark SQL functions (exact distinct counts, hour
-buckets with the session time zone forced to UTC) and come back to the driver
-as Polars frames through Arrow, with exactly the schema of the
-:mod:`dnsieve.features` functions.  :meth:`SparkEngine.map_detector`
-hash-partitions the detector's input by entity, so no entity is split, and
-runs the detector's pure ``score`` on each partition with ``mapInArrow``.
+The lake's Parquet part files (or a Delta table's file list) are read with
+``spark.read.parquet``; the hourly aggregates are computed with Spark SQL
+functions (exact distinct counts, hour buckets with the session time zone
+forced to UTC).  For detection the inputs stay Spark frames
+(:meth:`SparkEngine.input_frame`) and :meth:`SparkEngine.score_detector` runs
+:mod:`dnsieve.engines.spark_detect`: population state fitted from statistics
+reduced on the cluster, the detector's pure ``score`` per entity partition
+with ``mapInArrow``, and only the candidates and population counts back on the
+driver.  :meth:`SparkEngine.aggregate` and :meth:`SparkEngine.events` still
+return Polars frames for callers that want them (they collect, by design).
 
 One :class:`~pyspark.sql.SparkSession` is shared per process
 (:func:`get_session`): JVM memory settings only take effect when the JVM
-starts.  The master is ``local[2]`` unless ``DNSIEVE_SPARK_MASTER`` names
-another (``spark://host:7077``, ``yarn``, ``k8s://...``) or a session is
-already active (``spark-submit``), in which case that one is used.
+starts.  The master is the ``[spark] master`` setting (:func:`configure`),
+else ``DNSIEVE_SPARK_MASTER`` (``spark://host:7077``, ``yarn``,
+``k8s://...``), else ``local[2]``; a session already active (``spark-submit``,
+Databricks) is used as it is when no master is set.  ``[spark] conf`` is
+applied when the session starts.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ __all__ = [
     "INSTALL_HINT",
     "EngineUnavailableError",
     "SparkEngine",
+    "configure",
     "get_session",
     "require_pyspark",
     "stop_session",
@@ -83,6 +89,30 @@ def require_pyspark() -> None:
         raise EngineUnavailableError(INSTALL_HINT) from exc
 
 
+#: the ``[spark]`` settings given to :func:`configure` (master, conf, scratch).
+_configured: dict[str, Any] = {"master": None, "conf": {}, "scratch": None}
+
+
+def configure(settings: Any) -> None:
+    """Use the ``[spark]`` settings (:class:`dnsieve.config.SparkSettings`) from now on.
+
+    ``master`` and ``conf`` apply when the session starts (a session already
+    running keeps its JVM settings); ``scratch`` is where the executors write
+    candidates for the driver to read.
+
+    >>> from dnsieve.config import SparkSettings
+    >>> configure(SparkSettings(master="local[1]", conf={"spark.sql.shuffle.partitions": "4"}))
+    >>> _configured["master"], _configured["conf"]
+    ('local[1]', {'spark.sql.shuffle.partitions': '4'})
+    >>> configure(SparkSettings())
+    """
+    _configured.update(
+        master=getattr(settings, "master", None),
+        conf=dict(getattr(settings, "conf", None) or {}),
+        scratch=getattr(settings, "scratch", None),
+    )
+
+
 def get_session(master: str | None = None, conf: dict[str, str] | None = None) -> SparkSession:
     """The process-wide SparkSession, started on first use.
 
@@ -93,6 +123,9 @@ def get_session(master: str | None = None, conf: dict[str, str] | None = None) -
     global _session
     require_pyspark()
     from pyspark.sql import SparkSession
+
+    master = master or _configured["master"]
+    conf = {**_configured["conf"], **(conf or {})}
 
     with _lock:
         if _session is not None and _session.sparkContext._jsc is not None:
@@ -202,9 +235,11 @@ class SparkEngine:
 
     name = "spark"
 
-    def __init__(self, session: SparkSession | None = None) -> None:
+    def __init__(self, session: SparkSession | None = None, scratch: str | None = None) -> None:
         require_pyspark()
         self._spark = session
+        #: where executors write candidates for the driver (``[spark] scratch``)
+        self.scratch = scratch or _configured["scratch"]
 
     @property
     def spark(self) -> SparkSession:

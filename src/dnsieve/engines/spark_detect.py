@@ -670,10 +670,119 @@ def fit_on_cluster(detector: Detector, sdf: SparkDataFrame) -> Detector:
     return prepare_detector(detector, whole)
 
 
+#: marks the context rows :func:`_with_client_context` adds to a partition.
+_CONTEXT = "_context"
+#: domain detectors whose score of a domain reads other domains' rows of the same
+#: clients: ``dga`` (a client's DGA-like NXDOMAIN count in the window) and
+#: ``visitors`` (when each client was first active, and when the data starts).
+_CLIENT_CONTEXT = frozenset({"dga", "visitors"})
+
+
+def _as_context(sdf: SparkDataFrame, rows: SparkDataFrame) -> SparkDataFrame:
+    """``rows`` (``_r``: a struct of event columns, ``_to``: the target partition) as event rows."""
+    F = _F()
+    fields = set(rows.schema["_r"].dataType.fieldNames())
+    return rows.select(
+        *(
+            F.col(f"_r.{c}").alias(c)
+            if c in fields
+            else F.lit(None).cast(sdf.schema[c].dataType).alias(c)
+            for c in sdf.columns
+        ),
+        F.col("_to").alias("_pid"),
+        F.lit(True).alias(_CONTEXT),
+    )
+
+
+def _first_activity_rows(base: SparkDataFrame, partitions: int) -> SparkDataFrame:
+    """``visitors`` context: each client's first usable row, for every partition.
+
+    One row per client and partition (not per event): the earliest of them is
+    also the data's first usable row, which the detector's history test needs.
+    """
+    from dnsieve.detectors.visitors import _LOCAL as VISITORS_LOCAL
+
+    F = _F()
+    rd = F.col("registered_domain")
+    usable = base.where(
+        F.col("ts").isNotNull()
+        & F.col("src_ip").isNotNull()
+        & rd.isNotNull()
+        & rd.contains(".")
+        & ~rd.rlike(VISITORS_LOCAL)
+    )
+    row = F.min_by(F.struct("ts", "src_ip", "registered_domain"), F.col("ts"))
+    firsts = usable.groupBy("src_ip").agg(row.alias("_r")).select("_r")
+    every = base.sparkSession.range(partitions).select(F.col("id").cast("int").alias("_to"))
+    # every partition needs every client's first activity: its score divides by
+    # the number of established clients on the whole network
+    return _as_context(base.drop("_pid", _CONTEXT), firsts.crossJoin(every))
+
+
+def _with_client_context(
+    sdf: SparkDataFrame, ctx: DetectContext, partitions: int, name: str = "dga"
+) -> SparkDataFrame:
+    """Domain partitions plus, for each, the NXDOMAIN rows of its clients on other domains.
+
+    A domain's ``dga`` score counts the DGA-like domains its clients failed
+    on in the window, across all domains.  Each partition therefore gets,
+    besides its own rows, one row per (window, client, other domain) of the
+    NXDOMAIN events of the clients it holds, marked ``_context``; the
+    scorer drops context rows of its own domains and keeps only its own
+    domains' anomalies.  The row set is ``pmod(hash(domain), partitions)``,
+    the hash Spark's own repartitioning uses.
+    """
+    from dnsieve.detectors.frames import utc
+
+    F = _F()
+    start_us = int(utc(ctx.start).timestamp() * 1_000_000)
+    end_us = int(utc(ctx.end).timestamp() * 1_000_000)
+    w_us = max(1, int(ctx.window * 1_000_000))
+    t_us = F.unix_micros(F.col("ts"))
+    rd = F.coalesce(F.col("registered_domain"), F.lit(""))
+    base = sdf.withColumn("_pid", F.pmod(F.hash(rd), F.lit(partitions))).withColumn(
+        _CONTEXT, F.lit(False)
+    )
+    inside = base.where((t_us >= start_us) & (t_us < end_us) & F.col("src_ip").isNotNull())
+    inside = inside.withColumn("_w", F.floor((t_us - F.lit(start_us)) / F.lit(w_us)))
+    if name == "visitors":
+        extra = _first_activity_rows(base, partitions)
+        return base.unionByName(extra).repartition(partitions, "_pid").drop("_pid")
+    pairs = inside.select("_w", "src_ip", F.col("_pid").alias("_to")).distinct()
+    nx = F.upper(F.coalesce(F.col("rcode"), F.lit(""))) == "NXDOMAIN"
+    first = F.min_by(F.struct("ts", "qname", "rcode"), F.col("ts"))
+    fails = (
+        inside.where(nx & (F.col("src_ip") != ""))
+        .groupBy("_w", "src_ip", "registered_domain", "_pid")
+        .agg(first.alias("_r"))
+    )
+    ctx_rows = (
+        fails.join(pairs, on=["_w", "src_ip"], how="inner")
+        .where(F.col("_to") != F.col("_pid"))
+        .select(
+            *(
+                F.col(f"_r.{c}").alias(c)
+                if c in ("ts", "qname", "rcode")
+                else F.col(c)
+                if c in ("src_ip", "registered_domain")
+                else F.lit(None).cast(sdf.schema[c].dataType).alias(c)
+                for c in sdf.columns
+            ),
+            F.col("_to").alias("_pid"),
+            F.lit(True).alias(_CONTEXT),
+        )
+    )
+    return base.unionByName(ctx_rows).repartition(partitions, "_pid").drop("_pid")
+
+
 def _scorer(
     detector: Detector, ctx: DetectContext, in_schema: dict[str, pl.DataType], count: bool
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The ``mapInArrow`` function: score a partition, then emit its population count."""
+    """The ``mapInArrow`` function: score a partition, then emit its population count.
+
+    A partition with ``_context`` rows (:func:`_with_client_context`) scores
+    its own domains only, with the other domains' rows as context.
+    """
     out_schema = pa.schema(
         [*(f.with_nullable(True) for f in ANOMALY), pa.field(POPULATION_COLUMN, pa.int64())]
     )
@@ -684,8 +793,15 @@ def _scorer(
             return
         frame = pl.from_arrow(pa.Table.from_batches(got))
         assert isinstance(frame, pl.DataFrame)
+        own: pl.Series | None = None
+        if _CONTEXT in frame.columns:
+            rd = pl.col("registered_domain")
+            own = frame.filter(~pl.col(_CONTEXT)).get_column("registered_domain").unique()
+            frame = frame.filter(~pl.col(_CONTEXT) | ~rd.is_in(own.drop_nulls().implode()))
         frame = frame.select(list(in_schema)).cast(pl.Schema(in_schema))
         scored = detector.score(frame, ctx)
+        if own is not None and scored.height:
+            scored = scored.filter(pl.col("entity").is_in(own.drop_nulls().implode()))
         if scored.height:
             table = scored.select(ANOMALY.names).with_columns(
                 pl.lit(None, pl.Int64).alias(POPULATION_COLUMN)
@@ -766,7 +882,11 @@ def score_on_cluster(
         shuffle = int(engine.spark.conf.get("spark.sql.shuffle.partitions", "8"))
         partitions = max(sc.defaultParallelism, shuffle)
     out_schema = pa.schema([*ANOMALY, pa.field(POPULATION_COLUMN, pa.int64())])
-    scored = sdf.repartition(partitions, *keys).mapInArrow(
+    if detector.name in _CLIENT_CONTEXT and detector.entity_type == "domain":
+        spread = _with_client_context(sdf, ctx, partitions, detector.name)
+    else:
+        spread = sdf.repartition(partitions, *keys)
+    scored = spread.mapInArrow(
         _scorer(fitted, ctx, in_schema, count=not from_state), _spark_schema(out_schema)
     )
     got = _bring_back(scored, getattr(engine, "scratch", None))
