@@ -1036,7 +1036,7 @@ class DeltaLake(Lake):
         """Compact small files with Delta's OPTIMIZE (a new version; old ones stay readable)."""
         dt = self.table()
         if dt is None:
-            return {"partitions": 0, "parts_before": 0, "parts_after": 0}
+            return {"partitions": 0, "parts_before": 0, "parts_after": 0, "failed": 0}
         before = len(dt.file_uris())
         metrics = dt.optimize.compact()
         after = len(self.table().file_uris())
@@ -1044,6 +1044,7 @@ class DeltaLake(Lake):
             "partitions": int(metrics.get("partitionsOptimized", 0)),
             "parts_before": before,
             "parts_after": after,
+            "failed": 0,
         }
 
     # ------------------------------------------------------------------ writing

@@ -386,7 +386,8 @@ def _typos_on_cluster(names: pl.Series, known: SparkDataFrame) -> set[str]:
     vdf = spark.createDataFrame(var.to_arrow())
     kv = known.select("known", F.explode(_deletions("known")).alias("v"))
     hit = (
-        vdf.join(kv, on="v", how="inner")
+        F.broadcast(vdf)  # the rare names' variants (built on the driver); kv stays put
+        .join(kv, on="v", how="inner")
         .where(F.col("name") != F.col("known"))
         .select("name")
         .distinct()
@@ -480,7 +481,7 @@ def dga_host_fit_on_cluster(detector: Any, sdf: SparkDataFrame) -> Any:
             .groupBy("src_ip", hour.alias("h"))
             .agg(F.countDistinct("rd").alias("x"), F.countDistinct(rare_hit).alias("k"))
         )
-        hh = active.join(fails, on=["src_ip", "h"], how="left").select(
+        hh = active.join(fails.hint("shuffle_merge"), on=["src_ip", "h"], how="left").select(
             F.coalesce("x", F.lit(0)).alias("x"), F.coalesce("k", F.lit(0)).alias("k")
         )
         tally = _rows(hh.groupBy("x").agg(F.count(F.lit(1)).alias("c"), F.sum("k").alias("k")))
@@ -543,7 +544,11 @@ def newdomain_fit_on_cluster(detector: Any, sdf: SparkDataFrame) -> Any:
         )
         .cache()
     )
-    first_schema = {"rd": pl.String, "first_seen": pl.Datetime("us", "UTC")}
+    first_types: dict[str, pl.DataType] = {
+        "rd": pl.String(),
+        "first_seen": pl.Datetime("us", "UTC"),
+    }
+    first_schema = pl.Schema(first_types)
     fitted = copy.deepcopy(detector)
     try:
         b = _rows(ev.agg(F.min("ts").alias("lo"), F.max("ts").alias("hi")))[0]
@@ -564,7 +569,7 @@ def newdomain_fit_on_cluster(detector: Any, sdf: SparkDataFrame) -> Any:
         )
         first = pl.from_arrow(first_sdf.toArrow())
         assert isinstance(first, pl.DataFrame)
-        first = first.cast(first_schema).sort("rd")  # type: ignore[arg-type]
+        first = first.cast(first_schema).sort("rd")
         if d.skip_popular and first.height:
             from dnsieve.popular import popularity_rank
 
@@ -585,7 +590,7 @@ def newdomain_fit_on_cluster(detector: Any, sdf: SparkDataFrame) -> Any:
                 if n >= d.min_new_domains:
                     for col in ("extra_hosts", "return_hours"):
                         tally = _rows(counts.groupBy(col).agg(F.count(F.lit(1)).alias("c")))
-                        tally.sort(key=lambda r, c=col: int(r[c]))
+                        tally.sort(key=lambda r, k=col: int(r[k]))  # type: ignore[misc]
                         v = np.array([int(r[col]) for r in tally], dtype=np.int64)
                         c = np.array([int(r["c"]) for r in tally], dtype=np.int64)
                         bulk = support_bulk(v, c, d.tail_share)
@@ -656,11 +661,11 @@ def fit_on_cluster(detector: Detector, sdf: SparkDataFrame) -> Detector:
     from dnsieve.detectors.volume import _HurdleVolume
 
     if isinstance(detector, _HurdleVolume):
-        return volume_fit_on_cluster(detector, sdf)  # type: ignore[no-any-return]
+        return volume_fit_on_cluster(detector, sdf)
     if isinstance(detector, DgaHostDetector):
-        return dga_host_fit_on_cluster(detector, sdf)  # type: ignore[no-any-return]
+        return dga_host_fit_on_cluster(detector, sdf)
     if isinstance(detector, NewDomainDetector):
-        return newdomain_fit_on_cluster(detector, sdf)  # type: ignore[no-any-return]
+        return newdomain_fit_on_cluster(detector, sdf)
     if not callable(getattr(detector, "fit_population", None)):
         return detector
     from dnsieve.engines.base import prepare_detector
@@ -681,7 +686,7 @@ _CLIENT_CONTEXT = frozenset({"dga", "visitors"})
 def _as_context(sdf: SparkDataFrame, rows: SparkDataFrame) -> SparkDataFrame:
     """``rows`` (``_r``: a struct of event columns, ``_to``: the target partition) as event rows."""
     F = _F()
-    fields = set(rows.schema["_r"].dataType.fieldNames())
+    fields = set(rows.schema["_r"].dataType.fieldNames())  # type: ignore[attr-defined]
     return rows.select(
         *(
             F.col(f"_r.{c}").alias(c)
@@ -756,8 +761,10 @@ def _with_client_context(
         .groupBy("_w", "src_ip", "registered_domain", "_pid")
         .agg(first.alias("_r"))
     )
+    # a shuffle join: a broadcast would send one side through the driver
     ctx_rows = (
-        fails.join(pairs, on=["_w", "src_ip"], how="inner")
+        fails.hint("shuffle_merge")
+        .join(pairs.hint("shuffle_merge"), on=["_w", "src_ip"], how="inner")
         .where(F.col("_to") != F.col("_pid"))
         .select(
             *(
