@@ -645,6 +645,62 @@ def _domain_counts(detector: Any, joined: SparkDataFrame) -> SparkDataFrame:
     return joined.repartition(max(n, 1), "rd").mapInArrow(run, _spark_schema(out))
 
 
+# ---------------------------------------------------------------------------- beacon
+def beacon_fit_on_cluster(
+    detector: Any, sdf: SparkDataFrame, ctx: DetectContext, partitions: int
+) -> Any:
+    """A copy of a ``beacon`` detector with ``p0s_`` (its population null) fitted on the cluster.
+
+    The null at each tolerance is the median on-beat share of the judged
+    series of the whole population: each domain partition emits its judged
+    series' shares (computed by the detector's own ``_events`` and
+    ``_series``) and Spark takes their exact medians.
+    """
+    from dnsieve.detectors.beacon import poisson_on_beat_share
+    from dnsieve.engines.spark import _spark_schema
+
+    F = _F()
+    det = copy.deepcopy(detector)
+    n_tol = len(det.tolerances)
+    out = pa.schema([(f"s{i}", pa.float64()) for i in range(n_tol)])
+
+    def shares(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        got = [b for b in batches if b.num_rows]
+        if not got:
+            return
+        frame = pl.from_arrow(pa.Table.from_batches(got))
+        assert isinstance(frame, pl.DataFrame)
+        ev = det._events(frame.with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC"))), ctx)
+        if ev.height == 0:
+            return
+        per = det._series(ev)
+        judged = per.filter(
+            (pl.col("connections") >= det.min_connections) & (pl.col("period") >= det.min_period)
+        )
+        if judged.height:
+            table = judged.select(
+                [(pl.col(f"_on{i}") / pl.col("gaps")).alias(f"s{i}") for i in range(n_tol)]
+            )
+            yield from table.to_arrow().cast(out).to_batches()
+
+    cols = ["ts", "src_ip", "registered_domain"]
+    part = sdf.select(*cols).repartition(partitions, "registered_domain")
+    got = part.mapInArrow(shares, _spark_schema(out))
+    med = _rows(got.agg(*(F.expr(f"percentile(s{i}, 0.5)").alias(f"m{i}") for i in range(n_tol))))
+    p0s = []
+    for i, d in enumerate(det.tolerances):
+        share = med[0][f"m{i}"] if med else None
+        p0s.append(min(0.95, max(poisson_on_beat_share(d), float(share or 0.0))))
+    det.p0s_ = tuple(p0s)
+    return det
+
+
+#: detectors partitioned by other columns than their entity's (a coarser key never
+#: splits an entity): ``beacon`` scores client x domain series against the other
+#: clients of the same domain (how many are on the same beat).
+_PARTITION_KEYS: dict[str, tuple[str, ...]] = {"beacon": ("registered_domain",)}
+
+
 # ---------------------------------------------------------------------------- scoring
 def fit_on_cluster(detector: Detector, sdf: SparkDataFrame) -> Detector:
     """A copy of ``detector`` with its population state fitted on the cluster.
@@ -882,12 +938,15 @@ def score_on_cluster(
     in_frame = pl.from_arrow(sdf.limit(0).toArrow())
     assert isinstance(in_frame, pl.DataFrame)
     in_schema = dict(in_frame.schema)
-    fitted = fit_on_cluster(detector, sdf)
-    from_state = detector.name in _POPULATION_FROM_STATE
     if partitions is None:
         sc = engine.spark.sparkContext
         shuffle = int(engine.spark.conf.get("spark.sql.shuffle.partitions", "8"))
         partitions = max(sc.defaultParallelism, shuffle)
+    fitted = fit_on_cluster(detector, sdf)
+    if detector.name == "beacon" and hasattr(detector, "_series"):
+        fitted = beacon_fit_on_cluster(detector, sdf, ctx, partitions)
+    keys = _PARTITION_KEYS.get(detector.name, keys)
+    from_state = detector.name in _POPULATION_FROM_STATE
     out_schema = pa.schema([*ANOMALY, pa.field(POPULATION_COLUMN, pa.int64())])
     if detector.name in _CLIENT_CONTEXT and detector.entity_type == "domain":
         spread = _with_client_context(sdf, ctx, partitions, detector.name)
