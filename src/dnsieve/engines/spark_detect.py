@@ -736,7 +736,8 @@ _CONTEXT = "_context"
 #: domain detectors whose score of a domain reads other domains' rows of the same
 #: clients: ``dga`` (a client's DGA-like NXDOMAIN count in the window) and
 #: ``visitors`` (when each client was first active, and when the data starts).
-_CLIENT_CONTEXT = frozenset({"dga", "visitors"})
+#: ``lookalike`` weighs a brand by how many ordinary domains of the period contain it.
+_CLIENT_CONTEXT = frozenset({"dga", "visitors", "lookalike"})
 
 
 def _as_context(sdf: SparkDataFrame, rows: SparkDataFrame) -> SparkDataFrame:
@@ -808,6 +809,19 @@ def _with_client_context(
     inside = inside.withColumn("_w", F.floor((t_us - F.lit(start_us)) / F.lit(w_us)))
     if name == "visitors":
         extra = _first_activity_rows(base, partitions)
+        return base.unionByName(extra).repartition(partitions, "_pid").drop("_pid")
+    if name == "lookalike":  # one row of every domain of the period, for every partition
+        row = F.min_by(F.struct("ts", "src_ip", "registered_domain", "qname"), F.col("ts"))
+        names = (
+            base.where(
+                (t_us >= start_us) & (t_us < end_us) & F.col("registered_domain").isNotNull()
+            )
+            .groupBy("registered_domain")
+            .agg(row.alias("_r"))
+            .select("_r")
+        )
+        every = base.sparkSession.range(partitions).select(F.col("id").cast("int").alias("_to"))
+        extra = _as_context(base.drop("_pid", _CONTEXT), names.crossJoin(every))
         return base.unionByName(extra).repartition(partitions, "_pid").drop("_pid")
     pairs = inside.select("_w", "src_ip", F.col("_pid").alias("_to")).distinct()
     nx = F.upper(F.coalesce(F.col("rcode"), F.lit(""))) == "NXDOMAIN"
