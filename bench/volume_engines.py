@@ -15,6 +15,13 @@ constant.
 
     .venv/bin/python bench/volume_engines.py                   # 1M, 4M, 16M rows
     .venv/bin/python bench/volume_engines.py --base-rows 200000 --no-spark
+    .venv/bin/python bench/volume_engines.py --detect --base-rows 250000   # every detector
+
+``--detect`` times every registered detector instead (issue 14): the inputs,
+the population fit, the scoring and the candidates back on the driver, on a
+48-hour lake (the first day is the volume model's baseline) at 1x, 4x and 16x.
+On Spark nothing but statistics and candidates reaches the driver
+(:mod:`dnsieve.engines.spark_detect`).  The ``ALL`` rows sum the detectors.
 
 ``bench/volume.py`` calls :func:`run` and :func:`report`.
 """
@@ -39,7 +46,7 @@ import pyarrow.parquet as pq
 from dnsieve.engines import get_engine
 from dnsieve.schema import DNS_EVENT
 
-__all__ = ["generate_hour", "report", "run", "universe", "write_lake"]
+__all__ = ["detect_once", "generate_hour", "report", "run", "run_detect", "universe", "write_lake"]
 
 START = datetime(2024, 4, 1, tzinfo=UTC)
 QTYPES = np.array(["A", "AAAA", "HTTPS", "PTR", "TXT", "CNAME", "MX", "SRV", "NULL", "ANY"])
@@ -186,6 +193,93 @@ def run(
     return results
 
 
+def detect_once(
+    eng: Any, source: Path, names: Sequence[str], hours: int
+) -> dict[str, tuple[float, int]]:
+    """Score ``source`` with each detector as :func:`dnsieve.pipeline.detect` does.
+
+    Returns, per detector, (seconds, candidates).  Inputs are built once per
+    kind and shared by the detectors that need them (their cost is charged to
+    the first detector that asks).  The scored period is the span after the
+    first day (the volume model's baseline).  On Spark the inputs stay Spark
+    frames and :meth:`~dnsieve.engines.spark.SparkEngine.score_detector`
+    fits, scores and counts on the cluster; on Polars the detector is fitted
+    and scored in process.
+    """
+    from dnsieve import detectors
+    from dnsieve.detectors.base import DetectContext
+
+    start, end = START + timedelta(hours=24), START + timedelta(hours=hours)
+    ctx = DetectContext(start=start, end=end, window=3600.0)
+    inputs: dict[str, Any] = {}
+    out: dict[str, tuple[float, int]] = {}
+    for name in names:
+        det = detectors.get(name)()
+        t = time.perf_counter()
+        kind = det.requires
+        if kind not in inputs:
+            if hasattr(eng, "input_frame"):
+                inputs[kind] = eng.input_frame(kind, source)
+            elif kind == "events":
+                inputs[kind] = eng.events(source)
+            else:
+                inputs[kind] = eng.aggregate(kind, source)
+        if hasattr(eng, "score_detector"):
+            found, _ = eng.score_detector(det, inputs[kind], ctx)
+        else:
+            found = eng.map_detector(det, inputs[kind], ctx)
+        out[name] = (time.perf_counter() - t, found.height)
+    return out
+
+
+def run_detect(
+    base_rows: int = 250_000,
+    scales: Sequence[int] = (1, 4, 16),
+    engines: Sequence[str] = ("polars", "spark"),
+    names: Sequence[str] | None = None,
+    hours: int = 48,
+    workdir: Path | None = None,
+    log: Any = print,
+) -> list[dict[str, Any]]:
+    """Time every detector on each engine at each scale (one dict per engine, scale, detector)."""
+    from dnsieve import detectors
+
+    names = list(names or detectors.available())
+    tmp = Path(tempfile.mkdtemp(prefix="dnsieve-bench-detect-", dir=workdir))
+    results: list[dict[str, Any]] = []
+    try:
+        lakes: dict[int, Path] = {}
+        for s in scales:
+            lakes[s] = tmp / f"lake-{s}x"
+            write_lake(
+                lakes[s], base_rows * s, hours=hours, n_domains=20_000, n_clients=2_000, seed=s
+            )
+        for name in engines:
+            eng = get_engine(name)
+            if name == "spark":  # warm the JVM and the Python workers first
+                t = time.perf_counter()
+                detect_once(eng, lakes[scales[0]], names, hours)
+                log(f"spark warm-up {time.perf_counter() - t:.1f} s")
+            for s in scales:
+                rows = base_rows * s
+                got = detect_once(eng, lakes[s], names, hours)
+                for det, (secs, cands) in got.items():
+                    results.append(
+                        {"engine": name, "kind": det, "scale": s, "rows": rows,
+                         "out_rows": cands, "seconds": secs, "rows_per_s": rows / secs}
+                    )  # fmt: skip
+                total = sum(v[0] for v in got.values())
+                results.append(
+                    {"engine": name, "kind": "ALL", "scale": s, "rows": rows,
+                     "out_rows": sum(v[1] for v in got.values()), "seconds": total,
+                     "rows_per_s": rows / total}
+                )  # fmt: skip
+                log(f"{name:6s} all detectors {s:>2}x {rows:>11,} rows {total:7.2f} s")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
 def report(results: list[dict[str, Any]]) -> str:
     """A text table: throughput, cost growth against 1x, and spark/polars time ratio."""
     lines = [
@@ -214,8 +308,22 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--no-spark", action="store_true")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    ap.add_argument(
+        "--detect",
+        action="store_true",
+        help="time every detector (fit, score, candidates back) instead of the aggregates",
+    )
+    ap.add_argument("--detectors", default="", help="with --detect: these detectors (default all)")
+    ap.add_argument("--hours", type=int, default=48, help="with --detect: hours of data")
     a = ap.parse_args()
     engines = ("polars",) if a.no_spark else ("polars", "spark")
+    if a.detect:
+        names = [x for x in a.detectors.split(",") if x] or None
+        res = run_detect(
+            a.base_rows, [int(x) for x in a.scales.split(",")], engines, names, a.hours
+        )
+        print(json.dumps(res, indent=1) if a.json else report(res))
+        return
     res = run(
         a.base_rows,
         [int(x) for x in a.scales.split(",")],

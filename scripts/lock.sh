@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 uv pip compile pyproject.toml \
-    --extra dev --extra spark --extra mcmc --extra web --extra rules \
+    --extra dev --extra spark --extra mcmc --extra web --extra rules --extra kafka --extra flows --extra delta \
     --python-version 3.11 --generate-hashes --annotation-style line \
     --custom-compile-command "scripts/lock.sh" \
     "$@" -o requirements/ci.txt

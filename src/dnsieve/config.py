@@ -36,6 +36,7 @@ __all__ = [
     "IngestSettings",
     "LakeSettings",
     "Settings",
+    "SparkSettings",
     "StreamSettings",
     "default_data_dir",
     "load_settings",
@@ -91,8 +92,11 @@ class IngestSettings(_Section):
 
 
 class LakeSettings(_Section):
-    """The Parquet lake."""
+    """The lake: hour-partitioned Parquet with a manifest, or a Delta table."""
 
+    format: Literal["parquet", "delta"] = Field(
+        "parquet", description="parquet (manifest, the default) or delta (a Delta Lake table)"
+    )
     path: Path = Field(default_factory=lambda: default_data_dir() / "lake")
     rows_per_file: int = Field(
         500_000, ge=1_000, le=50_000_000, description="max rows per Parquet part file"
@@ -123,6 +127,28 @@ class DomainSettings(_Section):
 
     private_suffixes: bool = Field(
         True, description="use the PSL private section (foo.github.io is its own site)"
+    )
+
+
+class SparkSettings(_Section):
+    """The Spark session of ``engine = "spark"`` (the ``[spark]`` section).
+
+    >>> SparkSettings(conf={"spark.driver.maxResultSize": "8m"}).conf
+    {'spark.driver.maxResultSize': '8m'}
+    """
+
+    master: str | None = Field(
+        None,
+        description="local[N], spark://host:7077, yarn, k8s://...; unset: DNSIEVE_SPARK_MASTER, "
+        "an active session (spark-submit), else local[2]",
+    )
+    conf: dict[str, str] = Field(
+        default_factory=dict, description="Spark settings applied when the session starts"
+    )
+    scratch: str | None = Field(
+        None,
+        description="directory every executor and the driver can reach, where candidates are "
+        "written for the driver to read (unset: the system temporary directory, local mode)",
     )
 
 
@@ -266,6 +292,7 @@ class Settings(_Section):
     detect: DetectSettings = Field(default_factory=DetectSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
 
 
 def _env_tree(env: Mapping[str, str]) -> dict[str, Any]:

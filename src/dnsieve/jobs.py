@@ -47,6 +47,10 @@ def run_job(
     settings = settings or load_settings()
     ds = getattr(settings, "detect", None)
     dset = ds.model_copy() if isinstance(ds, DetectSettings) else DetectSettings.model_validate({})
+    if dset.engine == "spark":
+        from dnsieve.engines.spark import configure
+
+        configure(getattr(settings, "spark", None))  # [spark] master, conf, scratch
     options: dict[str, Any] = {"mapping": dict(settings.ingest.column_mapping)}
     if settings.ingest.year:
         options["year"] = settings.ingest.year
@@ -177,6 +181,10 @@ def score_period(
     settings = settings or load_settings()
     ds = getattr(settings, "detect", None)
     dset = ds.model_copy() if isinstance(ds, DetectSettings) else DetectSettings.model_validate({})
+    if dset.engine == "spark":
+        from dnsieve.engines.spark import configure
+
+        configure(getattr(settings, "spark", None))  # [spark] master, conf, scratch
     gap = getattr(getattr(settings, "alerts", None), "episode_gap", None)
     res = detect(
         lake, engine=engine or dset.engine, settings=dset, since=since, until=until,

@@ -59,7 +59,17 @@ from dnsieve.domains import DomainSplitter
 from dnsieve.ingest import IngestStats, ReadContext, iter_input_files, read_file
 from dnsieve.schema import DNS_EVENT, EVENT_COLUMNS
 
-__all__ = ["FileReport", "Lake", "exit_status", "fingerprint", "open_input"]
+__all__ = [
+    "DELTA_APP_PREFIX",
+    "DELTA_EVENT",
+    "DeltaLake",
+    "FileReport",
+    "Lake",
+    "exit_status",
+    "fingerprint",
+    "open_input",
+    "open_lake",
+]
 
 log = logging.getLogger(__name__)
 
@@ -425,7 +435,9 @@ class Lake:
 
     @classmethod
     def from_settings(cls, settings: Any, path: str | os.PathLike[str] | None = None) -> Lake:
-        """Build a lake from a :class:`dnsieve.config.Settings` tree."""
+        """Build a lake from a :class:`dnsieve.config.Settings` tree (``[lake] format``)."""
+        if cls is Lake and getattr(settings.lake, "format", "parquet") == "delta":
+            return DeltaLake.from_settings(settings, path)
         return cls(
             path if path is not None else settings.lake.path,
             rows_per_file=settings.lake.rows_per_file,
@@ -1004,3 +1016,258 @@ def _dir_partition(f: Path) -> tuple[str, int] | None:
 def _utc(t: datetime) -> datetime:
 
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+# ---------------------------------------------------------------------------- Delta Lake
+#: the app-transaction id prefix of an ingest commit; the input's SHA-256 follows it.
+DELTA_APP_PREFIX = "dnsieve-ingest-"
+
+
+class DeltaLake(Lake):
+    """The lake as a Delta table (``[lake] format = "delta"``), written with delta-rs.
+
+    Layout: ``LAKE/events/`` is a Delta table partitioned by ``date`` (UTC
+    ``YYYY-MM-DD``) and ``hour``, with the :data:`~dnsieve.schema.DNS_EVENT`
+    columns; ``_delta_log/`` holds its commits.  Any Delta reader (Spark with
+    delta-spark, Databricks, DuckDB, Polars) reads it natively.
+
+    **Atomic, idempotent appends.**  Each input file is one Delta commit: its
+    rows appear together or not at all.  The commit carries an *app
+    transaction* whose id is :data:`DELTA_APP_PREFIX` + the SHA-256 of the
+    file's bytes, so re-ingesting content already committed (under any name)
+    is a no-op; a writer lock (``LAKE/.lock``) makes the check and the append
+    one step for concurrent writers on one machine, and delta-rs's optimistic
+    concurrency keeps concurrent appends from several machines consistent.
+    A log that has grown since it was ingested is new content: it is
+    ingested whole (the Parquet lake's prefix resume is not offered here).
+
+    **Time travel.**  ``DeltaLake(path, version=3)`` (or ``as_of=datetime``)
+    reads the table as of that commit: :meth:`files`, :meth:`scan` and every
+    engine see exactly the rows of that version, so a detection can be
+    reproduced as it was.  :meth:`history` lists the versions.
+
+    Engines read the table through :meth:`files` (the table's file list at the
+    version), so the Spark engine needs no delta-spark JARs.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        version: int | None = None,
+        as_of: datetime | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(path, **kwargs)
+        if version is not None and as_of is not None:
+            raise ValueError("give a Delta version or an as-of time, not both")
+        self.version = version
+        self.as_of = as_of
+
+    # ------------------------------------------------------------------ reading
+    def table(self) -> Any:
+        """The :class:`deltalake.DeltaTable` at this lake's version (None when not created)."""
+        from deltalake import DeltaTable
+
+        if not DeltaTable.is_deltatable(str(self.events_dir)):
+            return None
+        dt = DeltaTable(str(self.events_dir), version=self.version)
+        if self.as_of is not None:
+            dt.load_as_version(_utc(self.as_of))
+        return dt
+
+    def files(self, since: datetime | None = None, until: datetime | None = None) -> list[Path]:
+        """The table's data files at this version, pruned to the hours overlapping [since, until)."""
+        dt = self.table()
+        if dt is None:
+            return []
+        actions = pl.DataFrame(dt.get_add_actions(flatten=True))  # Arrow C stream
+        lo = _utc(since) if since is not None else None
+        hi = _utc(until) if until is not None else None
+        out = []
+        for rel, date, hour in actions.select(
+            "path", "partition.date", "partition.hour"
+        ).iter_rows():
+            if lo is not None or hi is not None:
+                h = datetime.fromisoformat(str(date)).replace(hour=int(hour), tzinfo=UTC)
+                if (lo is not None and h + timedelta(hours=1) <= lo) or (
+                    hi is not None and h >= hi
+                ):
+                    continue
+            out.append(self.events_dir / rel)
+        return sorted(out)
+
+    def committed_rows(self) -> int:
+        """Rows in the table at this version (from the log's file statistics)."""
+        dt = self.table()
+        if dt is None:
+            return 0
+        actions = pl.DataFrame(dt.get_add_actions(flatten=True))  # Arrow C stream
+        return int(actions.get_column("num_records").sum()) if actions.height else 0
+
+    def history(self) -> list[dict[str, Any]]:
+        """The table's commits, newest first: version, timestamp, operation, source file."""
+        dt = self.table()
+        return [] if dt is None else list(dt.history())
+
+    def sources(self) -> list[dict[str, Any]]:
+        """The ingested inputs, oldest first, from the commits' metadata."""
+        out = []
+        for c in reversed(self.history()):
+            if "dnsieve.sha256" in c:
+                out.append(
+                    {
+                        "sha256": c["dnsieve.sha256"],
+                        "path": c.get("dnsieve.source", ""),
+                        "format": c.get("dnsieve.format", ""),
+                        "rows_written": int(c.get("dnsieve.rows", 0)),
+                        "version": c.get("version"),
+                    }
+                )
+        return out
+
+    def compact(self) -> dict[str, int]:
+        """Compact small files with Delta's OPTIMIZE (a new version; old ones stay readable)."""
+        dt = self.table()
+        if dt is None:
+            return {"partitions": 0, "parts_before": 0, "parts_after": 0, "failed": 0}
+        before = len(dt.file_uris())
+        metrics = dt.optimize.compact()
+        after = len(self.table().file_uris())
+        return {
+            "partitions": int(metrics.get("partitionsOptimized", 0)),
+            "parts_before": before,
+            "parts_after": after,
+            "failed": 0,
+        }
+
+    # ------------------------------------------------------------------ writing
+    def ingest_files(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        fmt: str = "auto",
+        options: dict[str, Any] | None = None,
+        on_progress: Callable[[str, int, int], None] | None = None,
+    ) -> list[FileReport]:
+        """Ingest files and directories, one atomic Delta commit per input file.
+
+        Reports as :meth:`Lake.ingest_files`; content already committed is
+        ``unchanged``.  Reading a time-travelled lake for writing is an error.
+        """
+        if self.version is not None or self.as_of is not None:
+            raise ValueError("a Delta lake opened at a past version is read-only")
+        reports: list[FileReport] = []
+        with self._writer_lock():
+            for p in iter_input_files(paths):
+                reports.append(self._ingest_delta(p, fmt, options or {}, on_progress))
+        return reports
+
+    def _ingest_delta(
+        self,
+        path: Path,
+        fmt: str,
+        options: dict[str, Any],
+        on_progress: Callable[[str, int, int], None] | None,
+    ) -> FileReport:
+        from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+
+        t0 = time.perf_counter()
+        rep = FileReport(path=str(path), status="ingested")
+        fh, why = open_input(path)
+        if fh is None:
+            rep.status, rep.error = FAILED, why
+            rep.seconds = time.perf_counter() - t0
+            return rep
+        with fh:
+            try:
+                digest, size, _ = fingerprint(fh)
+            except OSError as exc:
+                rep.status, rep.error = FAILED, _os_reason(exc, path)
+                rep.seconds = time.perf_counter() - t0
+                return rep
+            rep.sha256 = digest
+            app_id = DELTA_APP_PREFIX + digest
+            table = str(self.events_dir)
+            done = DeltaTable.is_deltatable(table) and DeltaTable(table).transaction_version(app_id)
+            if done is not None and done is not False:
+                rep.status = "unchanged"
+                rep.seconds = time.perf_counter() - t0
+                return rep
+            if size == 0:
+                rep.status, rep.error = "empty", "empty file"
+                rep.seconds = time.perf_counter() - t0
+                return rep
+            fh.seek(0)
+            stats = IngestStats(source=str(path))
+            ctx = ReadContext(
+                sensor=str(path),
+                stats=stats,
+                batch_size=self.batch_size,
+                splitter=self.splitter,
+                options=options,
+                max_record_bytes=self.max_record_bytes,
+            )
+            batches = []
+            for b in read_file(path, fmt, ctx, raw=fh):
+                batches.append(_with_partition_columns(b))
+                rep.rows_written += b.num_rows
+                if on_progress is not None:
+                    on_progress(str(path), ctx.raw_pos(), rep.rows_written)
+        rep.format = stats.format
+        rep.records_read = stats.records_read
+        rep.rejects = dict(stats.rejects)
+        rep.skipped = dict(stats.skipped)
+        rep.reject_examples = stats.examples
+        rep.error = stats.error
+        if rep.rows_written:
+            self.events_dir.mkdir(parents=True, exist_ok=True)
+            data = pa.Table.from_batches(batches, schema=DELTA_EVENT)
+            write_deltalake(
+                table,
+                data,
+                mode="append",
+                partition_by=["date", "hour"],
+                commit_properties=CommitProperties(
+                    custom_metadata={
+                        "dnsieve.sha256": digest,
+                        "dnsieve.source": str(path),
+                        "dnsieve.format": rep.format,
+                        "dnsieve.rows": str(rep.rows_written),
+                    },
+                    app_transactions=[Transaction(app_id, 1)],
+                ),
+            )
+        elif stats.error:
+            rep.status = FAILED
+        elif stats.skipped and not stats.rejects:
+            rep.status = "skipped"
+        rep.seconds = time.perf_counter() - t0
+        return rep
+
+
+#: the Delta table's schema: the canonical event plus its two partition columns.
+DELTA_EVENT: pa.Schema = DNS_EVENT.append(pa.field("date", pa.string())).append(
+    pa.field("hour", pa.int32())
+)
+
+
+def _with_partition_columns(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A canonical batch with the ``date`` and ``hour`` (UTC) partition columns appended."""
+    ts = batch.column("ts")
+    date = pc.strftime(ts, format="%Y-%m-%d", locale="C")
+    hour = pc.cast(pc.hour(ts), pa.int32())
+    cols = [*batch.columns, date, hour]
+    return pa.RecordBatch.from_arrays(cols, schema=DELTA_EVENT)
+
+
+def open_lake(path: str | os.PathLike[str], *, version: int | None = None, **kwargs: Any) -> Lake:
+    """The lake at ``path``: a :class:`DeltaLake` when ``events/`` is a Delta table, else a :class:`Lake`.
+
+    ``version`` (Delta only) opens the table as of that version.
+    """
+    p = Path(path)
+    if (p / "events" / "_delta_log").is_dir():
+        return DeltaLake(p, version=version, **kwargs)
+    if version is not None:
+        raise ValueError(f"{p} is not a Delta lake: it has no versions to travel to")
+    return Lake(p, **kwargs)

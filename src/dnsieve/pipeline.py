@@ -48,7 +48,7 @@ from dnsieve.config import DetectSettings
 from dnsieve.detectors import available, get
 from dnsieve.detectors.base import DetectContext, Detector, empty_anomalies
 from dnsieve.engines import Engine, get_engine
-from dnsieve.lake import Lake
+from dnsieve.lake import Lake, open_lake
 
 __all__ = [
     "DetectResult",
@@ -177,7 +177,7 @@ def detect(
         raise ValueError(
             f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})"
         )
-    lk = lake if isinstance(lake, Lake) else Lake(lake)
+    lk = lake if isinstance(lake, Lake) else open_lake(lake)  # Parquet or Delta
     names = list(detectors or settings.detectors or available())
     unknown = [n for n in names if n not in available()]
     if unknown:
@@ -219,16 +219,24 @@ def detect(
                 info.update(status="skipped", reason=reason, candidates=0)
                 continue
             if cls.requires not in inputs:
-                if cls.requires == "events":
-                    inputs[cls.requires] = eng.events(lk, fetch_from, end)
-                elif cls.requires == "flows":  # flows joined with their DNS (docs/flows.md)
+                if cls.requires == "flows":  # flows joined with their DNS (docs/flows.md)
                     from dnsieve.features.flowjoin import flow_input
 
                     inputs[cls.requires] = flow_input(lk, eng, fetch_from, end)
+                elif hasattr(eng, "input_frame"):  # a distributed engine: the input stays there
+                    inputs[cls.requires] = eng.input_frame(cls.requires, lk, fetch_from, end)
+                elif cls.requires == "events":
+                    inputs[cls.requires] = eng.events(lk, fetch_from, end)
                 else:
                     inputs[cls.requires] = eng.aggregate(cls.requires, lk, fetch_from, end)
             data = inputs[cls.requires]
-            if hasattr(det, "fit_population"):
+            if hasattr(eng, "score_detector") and cls.requires != "flows":
+                # a distributed engine fits, scores and counts where the data is (flows are
+                # joined on the driver today, so they keep the map_detector path below)
+                out, got_pop = eng.score_detector(det, data, ctx)
+                out = with_techniques(out, cls.techniques)
+                pop = out.height if got_pop is None else got_pop
+            elif hasattr(det, "fit_population"):
                 det.fit_population(data)
                 # Fitted on the whole input already: an engine that can score it as
                 # it is skips map_detector's own fit (the same fit, done twice).
@@ -237,10 +245,11 @@ def detect(
                     if hasattr(eng, "score_fitted")
                     else eng.map_detector(det, data, ctx)
                 )
+                out = with_techniques(scored, cls.techniques)
+                pop = det.population(data, ctx) if hasattr(det, "population") else out.height
             else:
-                scored = eng.map_detector(det, data, ctx)
-            out = with_techniques(scored, cls.techniques)
-            pop = det.population(data, ctx) if hasattr(det, "population") else out.height
+                out = with_techniques(eng.map_detector(det, data, ctx), cls.techniques)
+                pop = det.population(data, ctx) if hasattr(det, "population") else out.height
         except Exception as exc:
             if strict:
                 raise

@@ -246,6 +246,14 @@ def register(app: typer.Typer) -> None:
                 help="evaluate the store's enabled Sigma rules, watchlists and anomaly rules",
             ),
         ] = True,
+        lake_version: Annotated[
+            int | None,
+            typer.Option(
+                "--lake-version",
+                min=0,
+                help="Delta lake only: score the table as of this version (time travel)",
+            ),
+        ] = None,
     ) -> None:
         """Score every complete window of the lake (or --since/--until) and write calibrated alerts.
 
@@ -269,7 +277,21 @@ def register(app: typer.Typer) -> None:
                     f"{engine!r}: choose polars or spark", param_hint="--engine"
                 )
             dset.engine = engine  # type: ignore[assignment]
+        if dset.engine == "spark":
+            from dnsieve.engines.spark import configure
+
+            configure(getattr(settings, "spark", None))  # [spark] master, conf, scratch
         lake = Lake.from_settings(settings, lake_dir)
+        if (lake.events_dir / "_delta_log").is_dir():  # a Delta lake, whatever [lake] format says
+            from dnsieve.lake import DeltaLake
+
+            lake = DeltaLake(lake.path, version=lake_version)
+        elif lake_version is not None:
+            err_console.print(
+                f"[red]error:[/red] --lake-version needs a Delta lake; "
+                f"{escape(str(lake.path))} is not one"
+            )
+            raise typer.Exit(2)
         if not lake.events_dir.is_dir():
             err_console.print(
                 f"[red]error:[/red] no lake at {escape(str(lake.path))} (run dnsieve ingest first)"

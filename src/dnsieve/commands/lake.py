@@ -37,10 +37,12 @@ def register(app: typer.Typer) -> None:
 
         from dnsieve.commands.console import console
         from dnsieve.commands.console import settings_or_exit as _settings
-        from dnsieve.lake import Lake
+        from dnsieve.lake import DeltaLake, Lake
 
         lake = Lake.from_settings(_settings(config), lake_dir)
-        if not (lake.path / "_manifest.sqlite").is_file():
+        if (lake.events_dir / "_delta_log").is_dir() and not isinstance(lake, DeltaLake):
+            lake = DeltaLake(lake.path)  # a Delta lake, whatever [lake] format says
+        if not isinstance(lake, DeltaLake) and not (lake.path / "_manifest.sqlite").is_file():
             console.print(f"[red]error:[/red] no lake at {escape(str(lake.path))}")
             raise typer.Exit(2)
         res = lake.compact()

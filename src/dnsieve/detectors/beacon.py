@@ -249,8 +249,9 @@ class BeaconDetector(Detector):
             return empty_anomalies()
         # The population null at each tolerance: the typical on-beat share of a
         # judged series here, never below the share under Poisson timing.
-        p0s: list[float] = []
-        for i, d in enumerate(self.tolerances):
+        # (``p0s_``: fitted on the whole population by a distributed engine)
+        p0s: list[float] = list(getattr(self, "p0s_", None) or ())
+        for i, d in enumerate(self.tolerances[len(p0s) :], start=len(p0s)):
             share = (judged[f"_on{i}"] / judged["gaps"]).median()
             p0s.append(min(0.95, max(poisson_on_beat_share(d), float(share or 0.0))))  # type: ignore[arg-type]
         p0 = p0s[-1]

@@ -10,7 +10,8 @@ A *source* is any of:
 
 * a :class:`~dnsieve.lake.Lake`;
 * the path of a lake directory (it holds ``events/``), or of its ``events/``
-  directory;
+  directory; a Delta lake (``events/`` is a Delta table) is read by the
+  table's current file list;
 * a Parquet part file, or a sequence of part files (all with the
   :data:`~dnsieve.schema.DNS_EVENT` schema).
 
@@ -178,7 +179,11 @@ def resolve_files(
         files = source.files()
     elif isinstance(source, (str, os.PathLike)):
         p = Path(source)
-        if (p / "_manifest.sqlite").is_file():  # a lake: only what its manifest committed
+        if (p / "events" / "_delta_log").is_dir() or (p / "_delta_log").is_dir():
+            from dnsieve.lake import DeltaLake  # a Delta table: its current file list
+
+            files = DeltaLake(p if (p / "events").is_dir() else p.parent).files()
+        elif (p / "_manifest.sqlite").is_file():  # a lake: only what its manifest committed
             files = Lake(p).files()
         elif p.name == "events" and (p.parent / "_manifest.sqlite").is_file():
             files = Lake(p.parent).files()

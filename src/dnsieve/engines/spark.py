@@ -1,18 +1,23 @@
 """The Spark engine: the same aggregates and detectors on PySpark (``pip install 'dnsieve[spark]'``).
 
-The lake's Parquet part files are read with ``spark.read.parquet``; the hourly
-aggregates are computed with Spark SQL functions (exact distinct counts, hour
-buckets with the session time zone forced to UTC) and come back to the driver
-as Polars frames through Arrow, with exactly the schema of the
-:mod:`dnsieve.features` functions.  :meth:`SparkEngine.map_detector`
-hash-partitions the detector's input by entity, so no entity is split, and
-runs the detector's pure ``score`` on each partition with ``mapInArrow``.
+The lake's Parquet part files (or a Delta table's file list) are read with
+``spark.read.parquet``; the hourly aggregates are computed with Spark SQL
+functions (exact distinct counts, hour buckets with the session time zone
+forced to UTC).  For detection the inputs stay Spark frames
+(:meth:`SparkEngine.input_frame`) and :meth:`SparkEngine.score_detector` runs
+:mod:`dnsieve.engines.spark_detect`: population state fitted from statistics
+reduced on the cluster, the detector's pure ``score`` per entity partition
+with ``mapInArrow``, and only the candidates and population counts back on the
+driver.  :meth:`SparkEngine.aggregate` and :meth:`SparkEngine.events` still
+return Polars frames for callers that want them (they collect, by design).
 
 One :class:`~pyspark.sql.SparkSession` is shared per process
 (:func:`get_session`): JVM memory settings only take effect when the JVM
-starts.  The master is ``local[2]`` unless ``DNSIEVE_SPARK_MASTER`` names
-another (``spark://host:7077``, ``yarn``, ``k8s://...``) or a session is
-already active (``spark-submit``), in which case that one is used.
+starts.  The master is the ``[spark] master`` setting (:func:`configure`),
+else ``DNSIEVE_SPARK_MASTER`` (``spark://host:7077``, ``yarn``,
+``k8s://...``), else ``local[2]``; a session already active (``spark-submit``,
+Databricks) is used as it is when no master is set.  ``[spark] conf`` is
+applied when the session starts.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,13 +35,11 @@ from dnsieve.engines.base import (
     EVENT_POLARS_SCHEMA,
     EngineUnavailableError,
     check_kind,
-    entity_columns,
-    prepare_detector,
     resolve_files,
     to_utc,
 )
 from dnsieve.features import KEYS, QTYPE_COLUMNS, RCODE_COLUMNS, SCHEMAS
-from dnsieve.schema import ANOMALY, DNS_EVENT, EVENT_COLUMNS
+from dnsieve.schema import DNS_EVENT, EVENT_COLUMNS
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, SparkSession
@@ -50,6 +52,7 @@ __all__ = [
     "INSTALL_HINT",
     "EngineUnavailableError",
     "SparkEngine",
+    "configure",
     "get_session",
     "require_pyspark",
     "stop_session",
@@ -86,6 +89,30 @@ def require_pyspark() -> None:
         raise EngineUnavailableError(INSTALL_HINT) from exc
 
 
+#: the ``[spark]`` settings given to :func:`configure` (master, conf, scratch).
+_configured: dict[str, Any] = {"master": None, "conf": {}, "scratch": None}
+
+
+def configure(settings: Any) -> None:
+    """Use the ``[spark]`` settings (:class:`dnsieve.config.SparkSettings`) from now on.
+
+    ``master`` and ``conf`` apply when the session starts (a session already
+    running keeps its JVM settings); ``scratch`` is where the executors write
+    candidates for the driver to read.
+
+    >>> from dnsieve.config import SparkSettings
+    >>> configure(SparkSettings(master="local[1]", conf={"spark.sql.shuffle.partitions": "4"}))
+    >>> _configured["master"], _configured["conf"]
+    ('local[1]', {'spark.sql.shuffle.partitions': '4'})
+    >>> configure(SparkSettings())
+    """
+    _configured.update(
+        master=getattr(settings, "master", None),
+        conf=dict(getattr(settings, "conf", None) or {}),
+        scratch=getattr(settings, "scratch", None),
+    )
+
+
 def get_session(master: str | None = None, conf: dict[str, str] | None = None) -> SparkSession:
     """The process-wide SparkSession, started on first use.
 
@@ -96,6 +123,9 @@ def get_session(master: str | None = None, conf: dict[str, str] | None = None) -
     global _session
     require_pyspark()
     from pyspark.sql import SparkSession
+
+    master = master or _configured["master"]
+    conf = {**_configured["conf"], **(conf or {})}
 
     with _lock:
         if _session is not None and _session.sparkContext._jsc is not None:
@@ -200,36 +230,16 @@ def _spark_aggregate(kind: str, events: SparkDataFrame) -> SparkDataFrame:
     return out.select(*SCHEMAS[kind])
 
 
-def _partition_scorer(
-    detector: Detector, ctx: DetectContext, in_schema: dict[str, pl.DataType]
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The function ``mapInArrow`` runs on each partition: the detector's ``score``."""
-    out_schema = pa.schema([f.with_nullable(True) for f in ANOMALY])
-
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        got = list(batches)
-        if not got or sum(b.num_rows for b in got) == 0:
-            return
-        frame = pl.from_arrow(pa.Table.from_batches(got))
-        assert isinstance(frame, pl.DataFrame)
-        frame = frame.select(list(in_schema)).cast(pl.Schema(in_schema))
-        scored = detector.score(frame, ctx)
-        if scored.height == 0:
-            return
-        table = scored.select(ANOMALY.names).to_arrow().cast(out_schema)
-        yield from table.to_batches()
-
-    return run
-
-
 class SparkEngine:
     """PySpark engine (local mode in tests, any cluster in production)."""
 
     name = "spark"
 
-    def __init__(self, session: SparkSession | None = None) -> None:
+    def __init__(self, session: SparkSession | None = None, scratch: str | None = None) -> None:
         require_pyspark()
         self._spark = session
+        #: where executors write candidates for the driver (``[spark] scratch``)
+        self.scratch = scratch or _configured["scratch"]
 
     @property
     def spark(self) -> SparkSession:
@@ -292,6 +302,51 @@ class SparkEngine:
         table = data.to_arrow(compat_level=pl.CompatLevel.oldest())
         return self.spark.createDataFrame(table, schema=_spark_schema(table.schema))
 
+    def input_frame(
+        self,
+        kind: str,
+        source: Any,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> SparkDataFrame:
+        """A detector's input (``events`` or an aggregate kind) as a Spark frame: nothing is collected."""
+        if kind == "events":
+            return self.events_frame(source, since, until)
+        return self.aggregate_frame(kind, source, since, until)
+
+    def score_detector(
+        self,
+        detector: Detector,
+        data: Any,
+        ctx: DetectContext,
+        partitions: int | None = None,
+    ) -> tuple[pl.DataFrame, int | None]:
+        """The detector's anomalies and its calibration population, scored on the cluster.
+
+        ``data`` is a Spark frame (from :meth:`input_frame`) or a Polars frame
+        (sent to the cluster first).  Population state is fitted from
+        statistics reduced on the cluster and the detector runs per entity
+        partition; only the candidates and a population count per partition
+        reach the driver (:func:`dnsieve.engines.spark_detect.score_on_cluster`).
+        The population is None for a detector without ``population``.
+        """
+        from pyspark.sql import DataFrame as SparkDataFrame
+
+        from dnsieve.engines.spark_detect import score_on_cluster
+
+        if isinstance(data, pl.LazyFrame):
+            data = data.collect()
+        if isinstance(data, pl.DataFrame):
+            if data.height == 0:
+                pop = detector.population(data, ctx) if hasattr(detector, "population") else None
+                return detector.score(data, ctx), pop
+            data = self.to_spark(data)
+        if not isinstance(data, SparkDataFrame):
+            raise TypeError(
+                f"score_detector needs a Polars or Spark frame, not {type(data).__name__}"
+            )
+        return score_on_cluster(self, detector, data, ctx, partitions)
+
     def map_detector(
         self,
         detector: Detector,
@@ -303,43 +358,9 @@ class SparkEngine:
 
         Rows are hash-partitioned by the detector's entity columns, so each
         entity's rows reach one ``score`` call together; ``partitions``
-        defaults to the session's default parallelism.  A detector with
-        ``fit_population`` is fitted once on the driver over the whole input
-        (collected there when ``data`` is a Spark frame) and the fitted copy
-        is shipped to the workers.
+        defaults to the larger of the default parallelism and
+        ``spark.sql.shuffle.partitions``.  A detector with population state
+        is fitted from statistics reduced on the cluster, never from its
+        input collected to the driver (see :meth:`score_detector`).
         """
-        from pyspark.sql import DataFrame as SparkDataFrame
-
-        from dnsieve.detectors.base import ANOMALY_POLARS_SCHEMA
-
-        keys = entity_columns(detector.entity_type)
-        if isinstance(data, pl.LazyFrame):
-            data = data.collect()
-        if isinstance(data, pl.DataFrame):
-            if data.height == 0:
-                return detector.score(data, ctx)
-            in_schema = dict(data.schema)
-            sdf = self.to_spark(data)
-            detector = prepare_detector(detector, data)
-        elif isinstance(data, SparkDataFrame):
-            sdf = data
-            in_schema = dict(pl.from_arrow(sdf.limit(0).toArrow()).schema)  # type: ignore[union-attr]
-            if callable(getattr(detector, "fit_population", None)):
-                whole = _to_polars(sdf, pl.Schema(in_schema))
-                detector = prepare_detector(detector, whole)
-        else:
-            raise TypeError(
-                f"map_detector needs a Polars or Spark frame, not {type(data).__name__}"
-            )
-        missing = [k for k in keys if k not in sdf.columns]
-        if missing:
-            raise ValueError(
-                f"detector {detector.name!r} scores {detector.entity_type} entities but its "
-                f"input lacks {', '.join(missing)}"
-            )
-        n = partitions or self.spark.sparkContext.defaultParallelism
-        scored = sdf.repartition(n, *keys).mapInArrow(
-            _partition_scorer(detector, ctx, in_schema), _spark_schema(ANOMALY)
-        )
-        out = _to_polars(scored, ANOMALY_POLARS_SCHEMA)
-        return out.sort(_ANOMALY_SORT)
+        return self.score_detector(detector, data, ctx, partitions)[0]
