@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -155,6 +156,8 @@ def input_kind(path: str | os.PathLike[str]) -> str:
 
     stats = IngestStats(source=str(path))
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return "dns"  # a FIFO or device would block the sniff; the DNS ingest refuses it
         stream, head, raw = open_decoded(Path(path), stats)
     except OSError:
         return "dns"  # the DNS ingest reports the open error
