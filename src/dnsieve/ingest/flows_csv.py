@@ -132,7 +132,7 @@ def flow_csv_frame(df: pl.DataFrame, options: dict[str, object] | None = None) -
     ...     "flowStart": ["1556000000.5"], "flowEnd": ["1556000002.5"], "f_pktTotalCount": ["4"],
     ...     "f_avg_ps": ["60.5"], "flowEndReason": ["3"], "web_service": ["Google"]})
     >>> flow_csv_frame(t).select("proto", "src2dst_packets", "end_reason", "application").row(0)
-    ('tcp', 4, 'end', 'Google')
+    ('tcp', 4.0, 'end', 'Google')
     """
     options = options or {}
     norm: dict[str, str] = {}

@@ -91,7 +91,10 @@ def flowlabeler_frame(flows: pl.DataFrame) -> pl.DataFrame:
     for c in ("src2dst_ts_last", "dst2src_ts", "dst2src_ts_last", "application", "category"):
         if c not in f.columns:
             f = f.with_columns(pl.lit(None).alias(c))
-    for c in ("src_port", "dst_port", "uid", "end_reason", "ts_last", "duration"):
+    for c in (
+        "src_port", "dst_port", "uid", "end_reason", "ts_last", "duration",
+        "src2dst_bytes", "dst2src_bytes", "src2dst_packets", "dst2src_packets",
+    ):  # fmt: skip
         if c not in f.columns:
             f = f.with_columns(pl.lit(None).alias(c))
     exprs: dict[str, pl.Expr] = {
