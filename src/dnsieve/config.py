@@ -177,6 +177,16 @@ class DetectSettings(BaseModel):
     min_baseline_hours: int = Field(
         default=24, ge=1, le=24 * 92, description="volume model: least history (h)"
     )
+    fit_every_hours: int = Field(
+        default=24,
+        ge=1,
+        le=24 * 31,
+        description=(
+            "population laws (the volume model's priors) are refitted every this many hours, "
+            "on the baseline before each fit epoch, so a window scores the same in a stream "
+            "as in a run"
+        ),
+    )
     prob_threshold: float = Field(
         default=0.95,
         ge=0.5,

@@ -161,6 +161,7 @@ def score_period(
     inputs: dict[str, Any] | None = None,
     before_store: Callable[[], None] | None = None,
     history: tuple[pl.DataFrame, dict[str, int]] | None = None,
+    state: dict[str, pl.DataFrame] | None = None,
 ) -> tuple[Any, pl.DataFrame]:
     """Detect, calibrate, score and store the windows of ``[since, until)`` of ``lake``.
 
@@ -172,7 +173,8 @@ def score_period(
     engine); ``window``: a fixed scoring window in seconds (default: adapted
     to the span, as ``run``).  Unless ``store_url`` is False the alerts are
     stored as a run whose ``inputs`` are ``inputs`` (``before_store`` is called
-    between detection and storage: a crash-test hook).  Returns
+    between detection and storage: a crash-test hook).  ``state``: the
+    stateful detectors' state after the previous period (``DetectResult.state``).  Returns
     ``(DetectResult, alerts)``.
     """
     from dnsieve.config import load_settings
@@ -188,7 +190,7 @@ def score_period(
     gap = getattr(getattr(settings, "alerts", None), "episode_gap", None)
     res = detect(
         lake, engine=engine or dset.engine, settings=dset, since=since, until=until,
-        episode_gap=gap, window=window, history=history,
+        episode_gap=gap, window=window, history=history, state=state,
     )  # fmt: skip
     alerts = res.alerts
     if before_store is not None:

@@ -48,6 +48,7 @@ from dnsieve.config import DetectSettings
 from dnsieve.detectors import available, get
 from dnsieve.detectors.base import DetectContext, Detector, empty_anomalies
 from dnsieve.engines import Engine, get_engine
+from dnsieve.engines.base import fits_causally
 from dnsieve.lake import Lake, open_lake
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "add_top_clients",
     "choose_window",
     "detect",
+    "fit_epochs",
     "with_techniques",
 ]
 
@@ -69,6 +71,9 @@ class DetectResult:
     anomalies: pl.DataFrame  # all scored candidates, with calibration columns
     alerts: pl.DataFrame  # calibrated alerts within the daily budget
     summary: dict[str, Any] = field(default_factory=dict)
+    #: state each stateful detector carries to the next period (pass it back as
+    #: ``detect(state=...)``): the volume models' flagged hours
+    state: dict[str, pl.DataFrame] = field(default_factory=dict)
 
 
 def with_techniques(anomalies: pl.DataFrame, techniques: tuple[str, ...]) -> pl.DataFrame:
@@ -138,6 +143,80 @@ def _period(
     return start, end, window
 
 
+def fit_epochs(
+    start: datetime, end: datetime, every_seconds: float
+) -> list[tuple[datetime, datetime, datetime]]:
+    """The fit epochs that ``[start, end)`` spans: (period start, period end, fit until).
+
+    Epochs are ``every_seconds`` long and aligned on the Unix epoch (UTC days
+    by default), so they do not depend on where a scoring period starts.  A
+    detector that fits causally (:func:`dnsieve.engines.base.fits_causally`)
+    scores each epoch's part of the period with population laws fitted on the
+    baseline before the epoch, the same fit a stream that scores one closed
+    hour at a time uses for that hour.
+
+    >>> t = datetime(2026, 1, 1, 18, tzinfo=UTC)
+    >>> [(a.hour, b.day, b.hour, u.day) for a, b, u in fit_epochs(t, t + timedelta(hours=30), 86400)]
+    [(18, 2, 0, 1), (0, 3, 0, 2)]
+    """
+    out = []
+    lo = _floor(start, every_seconds)
+    while lo < end:
+        hi = lo + timedelta(seconds=every_seconds)
+        out.append((max(lo, start), min(hi, end), lo))
+        lo = hi
+    return out
+
+
+def _score_causally(
+    det: Detector, data: Any, ctx: DetectContext, eng: Any, every_seconds: float
+) -> tuple[pl.DataFrame, int]:
+    """A causally fitting detector's candidates and population over ``ctx``'s period.
+
+    Each fit epoch's part of the period is scored with the detector fitted on
+    the baseline before that epoch (``fit_until``); the candidates and the
+    populations of the parts add up.
+    """
+    from dataclasses import replace
+
+    from dnsieve.engines.base import prepare_detector
+
+    frames: list[pl.DataFrame] = []
+    total = 0
+    stateful = hasattr(det, "score_with_state")
+    for lo, hi, until in fit_epochs(ctx.start, ctx.end, every_seconds):
+        part = replace(ctx, start=lo, end=hi, fit_until=until)
+        if hasattr(eng, "score_detector"):
+            # fits on the cluster (honouring fit_until); a stateful detector's carried_
+            # state travels to the partitions and comes back merged
+            out, got = eng.score_detector(det, data, part)
+            pop = out.height if got is None else int(got)
+        else:
+            fitted = prepare_detector(det, data, until)
+            if stateful:
+                frame = data.collect() if isinstance(data, pl.LazyFrame) else data
+                out, det.carried_ = fitted.score_with_state(  # type: ignore[attr-defined]
+                    frame, part, getattr(det, "carried_", None)
+                )
+            else:
+                out = (
+                    eng.score_fitted(fitted, data, part)
+                    if hasattr(eng, "score_fitted")
+                    else eng.map_detector(det, data, part)
+                )
+            pop = fitted.population(data, part) if hasattr(fitted, "population") else out.height
+        frames.append(out)
+        total += int(pop)
+    out = pl.concat(frames) if frames else empty_anomalies()
+    return out.sort(["entity", "window_start", "detector"]), total
+
+
+def _first_event(lake: Lake, since: datetime, until: datetime) -> datetime | None:
+    """The first event time in ``[since, until)`` of ``lake`` (None: no events)."""
+    lo = lake.scan(since, until).select(pl.col("ts").min()).collect().item()
+    return _utc(lo) if isinstance(lo, datetime) else None
+
+
 def detect(
     lake: Lake | str | Path,
     *,
@@ -151,6 +230,7 @@ def detect(
     episode_gap: timedelta | None = None,
     window: float | None = None,
     history: tuple[pl.DataFrame, dict[str, int]] | None = None,
+    state: dict[str, pl.DataFrame] | None = None,
 ) -> DetectResult:
     """Run the registered detectors (or ``detectors``) over ``lake`` and calibrate.
 
@@ -165,6 +245,9 @@ def detect(
     ``history``: candidates (ANOMALY columns) and populations per detector of
     earlier periods, pooled into the calibration (the tail fit and the daily
     budget) as if scored with this period; only this period's rows come back.
+    ``state``: what stateful detectors carried out of the previous period
+    (``DetectResult.state``), so a lake scored period by period (a stream)
+    gives the scores of one pass.
     """
     if episode_gap is None:
         from dnsieve.config import AlertSettings
@@ -199,13 +282,22 @@ def detect(
         window_seconds=window,
     )
     eng = get_engine(engine) if isinstance(engine, str) else engine
-    fetch_from = start - timedelta(hours=settings.baseline_hours)
+    fit_every = float(settings.fit_every_hours) * 3600.0
+    # the first fit epoch's baseline is read too (a causal fit needs it: see fit_epochs)
+    fetch_from = _floor(start, fit_every) - timedelta(hours=settings.baseline_hours)
+    # What a detector may ask for is the data it can see: the scored period and the
+    # history before it (up to the baseline), not the scored span alone.  A stream that
+    # scores one closed hour sees the same history as a run over the whole lake.
+    history_from = _floor(_first_event(lk, fetch_from, end) or start, window)
+    seen_span = (end - min(history_from, start)).total_seconds()
+    summary["history_hours"] = round(seen_span / 3600, 3)
     ctx = DetectContext(
         start=start, end=end, window=window, seed=settings.seed, params=params or {}
     )
     inputs: dict[str, Any] = {}
     frames: list[pl.DataFrame] = []
     population: dict[str, int] = {}
+    new_state: dict[str, pl.DataFrame] = dict(state or {})
     for name in names:
         cls = get(name)
         kwargs = {**settings.detector_params(name), **(params or {}).get(name, {})}
@@ -214,7 +306,9 @@ def detect(
         t0 = time.perf_counter()
         try:
             det: Detector = cls(**kwargs)
-            reason = det.skip_reason(span) if hasattr(det, "skip_reason") else None
+            if state and name in state and hasattr(det, "score_with_state"):
+                det.carried_ = state[name]  # type: ignore[attr-defined]
+            reason = det.skip_reason(seen_span) if hasattr(det, "skip_reason") else None
             if reason:
                 info.update(status="skipped", reason=reason, candidates=0)
                 continue
@@ -230,7 +324,13 @@ def detect(
                 else:
                     inputs[cls.requires] = eng.aggregate(cls.requires, lk, fetch_from, end)
             data = inputs[cls.requires]
-            if hasattr(eng, "score_detector") and cls.requires != "flows":
+            # hourly windows (a lake, a stream) fit causally; a short capture, scored at
+            # once in shorter windows, is fitted on the whole capture
+            causal = fits_causally(det) and window >= 3600.0
+            if causal and (cls.requires != "flows" or not hasattr(eng, "score_detector")):
+                out, pop = _score_causally(det, data, ctx, eng, fit_every)
+                out = with_techniques(out, cls.techniques)
+            elif hasattr(eng, "score_detector") and cls.requires != "flows":
                 # a distributed engine fits, scores and counts where the data is (flows are
                 # joined on the driver today, so they keep the map_detector path below)
                 out, got_pop = eng.score_detector(det, data, ctx)
@@ -257,6 +357,8 @@ def detect(
             continue
         population[name] = max(int(pop), out.height)
         frames.append(out)
+        if getattr(det, "carried_", None) is not None:
+            new_state[name] = det.carried_  # type: ignore[attr-defined]
         info.update(
             status="ok",
             input_rows=data.height if isinstance(data, pl.DataFrame) else None,
@@ -284,7 +386,7 @@ def detect(
         episode_gap=episode_gap,
     )
     if pool is not anomalies:
-        mine = pl.col("window_start") >= start
+        mine = pl.col("window_end") > start  # the windows that close in this period
         cal = type(cal)(cal.anomalies.filter(mine), cal.alerts.filter(mine), cal.diagnostics)
     try:
         alerts_out = add_top_clients(lk, cal.alerts)
@@ -301,7 +403,7 @@ def detect(
         info.setdefault("alerts", 0)
     summary["calibration"] = cal.diagnostics
     summary["alerts"] = cal.alerts.height
-    return DetectResult(cal.anomalies, cal.alerts, summary)
+    return DetectResult(cal.anomalies, cal.alerts, summary, new_state)
 
 
 _NO_CLIENTS = r'"clients":\s*\[\s*\]'

@@ -63,7 +63,10 @@ class DetectContext:
     ``start``/``end`` bound the period to *score* ([start, end)); rows before
     ``start`` in the input are baseline only.  ``seed`` makes any sampling
     reproducible.  ``window`` is the scoring window length in seconds chosen
-    for this run (short captures get short windows).
+    for this run (short captures get short windows).  ``fit_until``: when set,
+    population laws (``fit_population(data, until=...)``) are fitted on the
+    baseline before it only, the start of the fit epoch the period lies in
+    (causal scoring: :func:`dnsieve.pipeline.detect`).
     """
 
     start: datetime
@@ -71,6 +74,7 @@ class DetectContext:
     window: float = 3600.0
     seed: int = 0
     params: dict[str, Any] | None = None
+    fit_until: datetime | None = None
 
 
 class Detector(ABC):

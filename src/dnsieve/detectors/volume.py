@@ -526,9 +526,11 @@ def _prefix_sums(y: NDArray[Any], bounds: NDArray[np.int64]) -> tuple[Array, Arr
     Returns three (D, len(bounds)+1) float64 arrays whose column ``i`` sums the
     columns before ``bounds[i]`` (the last: the whole row).  One pass over
     ``y`` without full-size temporaries: each segment between two bounds is
-    reduced in ``y``'s own dtype (float32: pairwise sums, exact for integer
-    counts while a segment's sum stays under 2^24; sums of squares carry a
-    relative error of about 1e-7), then accumulated in float64.
+    reduced in float64 and accumulated in float64, so the sums do not depend
+    on where the bounds fall (a stream's windows cut the hours differently
+    from one pass over the lake; float32 sums of squared counts would differ
+    in their last digits, and the dispersion φ, a difference of such sums,
+    by up to 1 %).
     """
     d, t = y.shape
     edges = np.append(bounds, t)
@@ -537,8 +539,8 @@ def _prefix_sums(y: NDArray[Any], bounds: NDArray[np.int64]) -> tuple[Array, Arr
     for i in range(bounds.size):
         blk = y[:, edges[i] : edges[i + 1]]
         pz[:, i + 1] = np.einsum("ij->i", (blk > 0).view(np.uint8), dtype=np.int32)
-        py[:, i + 1] = blk.sum(axis=1)
-        py2[:, i + 1] = np.einsum("ij,ij->i", blk, blk)
+        py[:, i + 1] = blk.sum(axis=1, dtype=np.float64)
+        py2[:, i + 1] = np.einsum("ij,ij->i", blk, blk, dtype=np.float64)
     for i in range(2, bounds.size + 1):  # column-wise: cumsum along a short axis 1 is slow
         pz[:, i] += pz[:, i - 1]
         py[:, i] += py[:, i - 1]
@@ -866,6 +868,32 @@ def _hours_of(data: pl.DataFrame, entity_col: str, count_col: str) -> pl.DataFra
     )
 
 
+#: The flagged-hours guard's carried state: an entity's flagged epoch hours.
+_FLAG_COLUMNS = ["entity", "h"]
+_FLAGS = pl.Schema({"entity": pl.String(), "h": pl.Int64()})
+
+
+def _empty_flags() -> pl.DataFrame:
+    return pl.DataFrame(schema=_FLAGS)
+
+
+def _flag_matrix(
+    flags: pl.DataFrame, names: list[str], t0: int, n_hours: int
+) -> NDArray[np.bool_] | None:
+    """``flags`` as a (names × hours from ``t0``) mask, None when none falls inside."""
+    if flags.height == 0 or not names:
+        return None
+    idx = pl.DataFrame({"entity": names, "_r": np.arange(len(names), dtype=np.int64)})
+    hit = flags.join(idx, on="entity", how="inner").filter(
+        (pl.col("h") >= t0) & (pl.col("h") < t0 + n_hours)
+    )
+    if hit.height == 0:
+        return None
+    mask = np.zeros((len(names), n_hours), dtype=bool)
+    mask[hit["_r"].to_numpy(), hit["h"].to_numpy() - t0] = True
+    return mask
+
+
 def _epoch_hour(t: datetime, ceil: bool) -> int:
     ts = (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp() / 3600.0
     return math.ceil(ts - 1e-9) if ceil else math.floor(ts + 1e-9)
@@ -908,7 +936,7 @@ class _HurdleVolume(Detector):
         half_life_days: float = 0.0,
         exclude_p: float = 1e-4,
         exclude_hours: int = 3,
-        exclude_passes: int = 3,
+        exclude_passes: int = 10,
     ) -> None:
         self.window_hours = window_hours
         self.baseline_hours = baseline_hours
@@ -930,11 +958,17 @@ class _HurdleVolume(Detector):
 
     # -- planning ----------------------------------------------------------
     def _plan(self, rows: pl.DataFrame, ctx: DetectContext) -> tuple[int, int, NDArray[np.int64]]:
-        """(t0, n_hours, window start hours) for the windows scored in ``ctx``."""
+        """(t0, n_hours, window start hours) for the windows scored in ``ctx``.
+
+        Windows are the ``window_hours``-long tiles aligned on the epoch; a
+        period scores the tiles that *close* in it (end in ``(start, end]``),
+        so scoring a lake hour by hour as it arrives (a stream) scores every
+        tile once, at the hour it completes, exactly as one pass over the lake.
+        """
         c = int(self.window_hours)
         start_h = _epoch_hour(ctx.start, ceil=True)
         end_h = _epoch_hour(ctx.end, ceil=False)
-        first = -(-start_h // c) * c
+        first = -(-(start_h - c + 1) // c) * c
         ws = np.arange(first, end_h - c + 1, c, dtype=np.int64)
         if rows.height == 0 or ws.size == 0:
             return 0, 0, np.zeros(0, dtype=np.int64)
@@ -970,18 +1004,30 @@ class _HurdleVolume(Detector):
             total += int(ents.filter(pl.Series(m)).n_unique())
         return total
 
-    def fit_population(self, data: pl.DataFrame) -> _HurdleVolume:
+    def fit_population(self, data: pl.DataFrame, until: datetime | None = None) -> _HurdleVolume:
         """Fit the population priors on ``data`` and keep them (``priors_``).
 
         Engines that score partitions of the entities separately (Spark) call
         this once on the driver so every partition shares the same priors.
+        With ``until`` the priors are fitted causally, on the baseline before it
+        only (hours in ``[until - baseline_hours, until)``): the pipeline fits
+        once per fit epoch and scores the epoch's windows with it, so a window
+        is scored the same whether the lake is scored at once or hour by hour.
         """
         rows = _hours_of(data, self.entity_col, "queries")
-        self.priors_ = self._fit(rows)
         self.t0_ = int(rows.get_column("h").min()) if rows.height else None  # type: ignore[arg-type]
         crows = self._client_rows(data)
-        self.client_priors_ = self._fit(crows) if crows is not None else None
+        self.priors_ = self._fit(self._before(rows, until))
+        self.client_priors_ = self._fit(self._before(crows, until)) if crows is not None else None
         return self
+
+    def _before(self, rows: pl.DataFrame, until: datetime | None) -> pl.DataFrame:
+        """``rows`` of the baseline before ``until`` (all of them when None)."""
+        if until is None:
+            return rows
+        u = _epoch_hour(until, ceil=False)
+        h = pl.col("h")
+        return rows.filter((h < u) & (h >= u - int(self.baseline_hours)))
 
     def _client_rows(self, data: pl.DataFrame) -> pl.DataFrame | None:
         """Hourly distinct-client rows, or None when this detector or ``data`` has none."""
@@ -1020,10 +1066,25 @@ class _HurdleVolume(Detector):
 
     # -- scoring -----------------------------------------------------------
     def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
+        return self.score_with_state(data, ctx, getattr(self, "carried_", None))[0]
+
+    def score_with_state(
+        self, data: pl.DataFrame, ctx: DetectContext, state: pl.DataFrame | None
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Score ``ctx``'s windows given the hours flagged before them; return the new flags.
+
+        ``state`` (``entity``, ``h``: epoch hour) holds the hours the
+        flagged-hours guard found extreme in windows scored earlier (an earlier
+        fit epoch, or an earlier hour of a stream): they stay out of this
+        period's baselines, as they would had the windows been scored in one
+        call.  The returned state adds this period's flags, pruned to the hours
+        a later baseline can still reach.
+        """
         rows = _hours_of(data, self.entity_col, "queries")
         t0, n_hours, ws = self._plan(rows, ctx)
+        carried = _empty_flags() if state is None else state.select(_FLAG_COLUMNS).cast(_FLAGS)
         if ws.size == 0:
-            return empty_anomalies()
+            return empty_anomalies(), carried
         priors = getattr(self, "priors_", None) or self._fit(rows.filter(pl.col("h") >= t0))
         crows = self._client_rows(data)
         cpriors: HurdlePriors | None = None
@@ -1038,6 +1099,7 @@ class _HurdleVolume(Detector):
         if self.skip_names is not None:
             ents = ents.filter(~ents.str.contains(self.skip_names))
         out: list[pl.DataFrame] = []
+        flags: list[pl.DataFrame] = [carried]
         step = max(int(self.chunk_size), 1)
         for i in range(0, ents.len(), step):
             chunk = ents.slice(i, step)
@@ -1046,9 +1108,29 @@ class _HurdleVolume(Detector):
             cmat = None
             if crows is not None and cpriors is not None:
                 _, cmat = dense_matrix(crows, self.entity_col, t0, n_hours, entities=names)
-            out.append(self._score_matrix(names, mat, t0, ws - t0, priors, ctx.seed, cmat, cpriors))
+            pre = _flag_matrix(carried, names, t0, n_hours)
+            res, excluded = self._score_matrix(
+                names, mat, t0, ws - t0, priors, ctx.seed, cmat, cpriors, pre
+            )
+            out.append(res)
+            er, ec = np.nonzero(excluded)
+            if er.size:
+                flags.append(
+                    pl.DataFrame(
+                        {"entity": [names[int(r)] for r in er], "h": (ec + t0).astype(np.int64)},
+                        schema=_FLAGS,
+                    )
+                )
         res = pl.concat(out) if out else empty_anomalies()
-        return res.sort(["entity", "window_start", "detector"])
+        # a flag matters to baselines within baseline_hours (+ the guard's reach) after it
+        keep_from = (
+            _epoch_hour(ctx.end, ceil=False)
+            - int(self.baseline_hours)
+            - int(self.exclude_hours)
+            - int(self.window_hours)
+        )
+        new_state = pl.concat(flags).filter(pl.col("h") >= keep_from).unique().sort(_FLAG_COLUMNS)
+        return res.sort(["entity", "window_start", "detector"]), new_state
 
     def _series_tails(
         self,
@@ -1112,7 +1194,13 @@ class _HurdleVolume(Detector):
         seed: int = 0,
         cmat: NDArray[np.float32] | None = None,
         cpriors: HurdlePriors | None = None,
-    ) -> pl.DataFrame:
+        pre_excluded: NDArray[np.bool_] | None = None,
+    ) -> tuple[pl.DataFrame, NDArray[np.bool_]]:
+        """Candidates of ``names`` × window ``starts``, and the hours the guard excluded.
+
+        ``pre_excluded`` marks hours flagged before this call (carried state):
+        they are out of every baseline from the start.
+        """
         c = int(self.window_hours)
         b, per = int(self.baseline_hours), self._period
         guard = int(self.guard)
@@ -1129,36 +1217,45 @@ class _HurdleVolume(Detector):
                 exclude=excl, exclude_hours=eh,
             )  # fmt: skip
 
-        st = stats(mat, priors, None)
-        cst = stats(cmat, cpriors, None) if cmat is not None and cpriors is not None else None
-        totals = np.stack([mat[:, s : s + c].sum(axis=1) for s in starts], axis=1)
         excluded = np.zeros(mat.shape, dtype=bool)
+        pre: tuple[NDArray[np.intp], NDArray[np.intp]] | None = None
+        if pre_excluded is not None and pre_excluded.any():
+            excluded |= pre_excluded
+            pre_r, pre_c = np.nonzero(excluded)
+            pre = (pre_r, pre_c)
+        st = stats(mat, priors, pre)
+        cst = stats(cmat, cpriors, pre) if cmat is not None and cpriors is not None else None
+        totals = np.stack([mat[:, s : s + c].sum(axis=1) for s in starts], axis=1)
         passes = max(int(self.exclude_passes), 0) if self.exclude_p > 0 and eh > 0 else 0
         for it in range(passes + 1):
             outlier = self._gate(st) if cst is None else self._gate(st) | self._gate(cst)
             gate = st.active & (totals >= self.min_queries) & outlier
             di, wi = np.nonzero(gate)
             if di.size == 0:
-                return empty_anomalies()
+                return empty_anomalies(), excluded
             ex = self._series_tails(mat, st, di, wi, starts)
             cex: dict[str, Array] | None = None
             if cst is not None and cmat is not None:
                 cex = self._series_tails(cmat, cst, di, wi, starts)
             if it == passes:
                 break
-            # flagged-hours guard: hours already judged extreme (in either
-            # series) are left out of every later baseline, then the affected
-            # entities are rescored, until no new hour is flagged
+            # flagged-hours guard: hours judged extreme (in either series) are
+            # left out of the later baselines, and the affected entities are
+            # rescored.  The flags are recomputed from scratch each pass (plus
+            # the carried ones), so the passes converge to what scoring the
+            # windows one at a time, in time order, gives: a window's flags
+            # depend only on earlier hours.
             flag = ex["tail"] <= self.exclude_p
             if cex is not None:
                 flag |= cex["tail"] <= self.exclude_p
             ci, hj = np.nonzero(flag)
-            rows_f, cols_f = di[ci], starts[wi[ci]] + hj
-            new = ~excluded[rows_f, cols_f]
-            if not new.any():
+            now = np.zeros_like(excluded) if pre_excluded is None else pre_excluded.copy()
+            now[di[ci], starts[wi[ci]] + hj] = True
+            changed = np.nonzero((now != excluded).any(axis=1))[0]
+            if changed.size == 0:
                 break
-            excluded[rows_f[new], cols_f[new]] = True
-            rows = np.unique(rows_f[new])
+            excluded = now
+            rows = changed
             er, ec = np.nonzero(excluded[rows])
             st.set_rows(rows, stats(mat[rows], priors, (er, ec)))
             if cst is not None and cmat is not None and cpriors is not None:
@@ -1175,7 +1272,7 @@ class _HurdleVolume(Detector):
             p_local = np.minimum(1.0, 2.0 * np.minimum(ex["p_local"], cex["p_local"]))
         keep = p_local <= self.emit_p
         if not keep.any():
-            return empty_anomalies()
+            return empty_anomalies(), excluded
         sel = np.nonzero(keep)[0]
         # exact P(λ_C > λ_B) for the evidence: X/(X+Y) ~ Beta(α_C, α_B)
         prob_size_exact = special.betaincc(
@@ -1224,7 +1321,7 @@ class _HurdleVolume(Detector):
             ev["clients"] = [names[int(di[i])]] if self.entity_type == "client" else []
             evidence.append(ev)
         w_start = [datetime.fromtimestamp((t0 + int(starts[wi[i]])) * 3600, UTC) for i in sel]
-        return anomaly_frame(
+        frame = anomaly_frame(
             self.name,
             self.entity_type,
             [names[int(di[i])] for i in sel],
@@ -1234,6 +1331,7 @@ class _HurdleVolume(Detector):
             p_local[sel].tolist(),
             evidence,
         )
+        return frame, excluded
 
     @property
     def _period(self) -> int:

@@ -45,6 +45,7 @@ __all__ = [
     "EngineUnavailableError",
     "check_kind",
     "entity_columns",
+    "fits_causally",
     "prepare_detector",
     "resolve_files",
     "to_utc",
@@ -107,7 +108,9 @@ class EngineUnavailableError(ImportError):
     """An engine's optional dependencies are not installed (the message says what to install)."""
 
 
-def prepare_detector(detector: Detector, data: pl.DataFrame) -> Detector:
+def prepare_detector(
+    detector: Detector, data: pl.DataFrame, until: datetime | None = None
+) -> Detector:
     """A copy of ``detector`` fitted on the whole input, ready to score any part of it.
 
     Detectors whose scores depend on the population (empirical-Bayes priors,
@@ -115,14 +118,34 @@ def prepare_detector(detector: Detector, data: pl.DataFrame) -> Detector:
     on the *whole* input and then score entity partitions with the fitted
     copy, so a partitioned run gives the same scores as a single one.  Other
     detectors are returned as they are.  The caller's detector is never
-    modified.
+    modified.  ``until``: a causal fit (population laws on the baseline before
+    it), passed on to detectors whose ``fit_population`` takes it
+    (:func:`fits_causally`).
     """
     fit = getattr(detector, "fit_population", None)
     if not callable(fit):
         return detector
     fitted = copy.deepcopy(detector)
-    fitted.fit_population(data)  # type: ignore[attr-defined]
+    if until is not None and fits_causally(detector):
+        fitted.fit_population(data, until=until)  # type: ignore[attr-defined]
+    else:
+        fitted.fit_population(data)  # type: ignore[attr-defined]
     return fitted
+
+
+def fits_causally(detector: Detector) -> bool:
+    """Whether ``detector.fit_population`` takes ``until`` (fits on the baseline before it).
+
+    Such a detector's population laws are refitted per fit epoch by
+    :func:`dnsieve.pipeline.detect`, so a window's score depends only on data
+    up to its own end, however the lake is cut into scoring periods.
+    """
+    fit = getattr(detector, "fit_population", None)
+    if not callable(fit):
+        return False
+    import inspect
+
+    return "until" in inspect.signature(fit).parameters
 
 
 def check_kind(kind: str) -> str:

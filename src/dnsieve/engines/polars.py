@@ -70,7 +70,7 @@ class PolarsEngine:
         exactly as the distributed engines do (see :func:`prepare_detector`).
         """
         frame = data.collect() if isinstance(data, pl.LazyFrame) else data
-        return prepare_detector(detector, frame).score(frame, ctx)
+        return prepare_detector(detector, frame, ctx.fit_until).score(frame, ctx)
 
     def score_fitted(self, detector: Detector, data: Any, ctx: DetectContext) -> pl.DataFrame:
         """``detector.score`` for a detector the caller already fitted on all of ``data``.

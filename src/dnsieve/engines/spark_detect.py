@@ -321,30 +321,42 @@ def _mml_on_sample(
     return replace(priors, a0=a0, b0=b0, alpha0=alpha0, beta0=beta0, method="mml")
 
 
-def volume_fit_on_cluster(detector: Any, sdf: SparkDataFrame) -> Any:
-    """A copy of a volume detector with ``priors_``, ``t0_`` and ``client_priors_`` fitted on Spark."""
+def volume_fit_on_cluster(detector: Any, sdf: SparkDataFrame, until: Any = None) -> Any:
+    """A copy of a volume detector with ``priors_``, ``t0_`` and ``client_priors_`` fitted on Spark.
+
+    With ``until`` (a datetime) the priors are fitted on the baseline hours
+    before it only, as ``fit_population(data, until)`` does.
+    """
     F = _F()
     fitted = copy.deepcopy(detector)
     rows = _hours_frame(sdf, detector.entity_col, "queries").cache()
+
+    def before(r: SparkDataFrame) -> SparkDataFrame:
+        if until is None:
+            return r
+        u = int(_aware(until).timestamp() // 3600)
+        return r.filter((F.col("h") < u) & (F.col("h") >= u - int(detector.baseline_hours)))
+
     try:
-        b = _rows(rows.agg(F.min("h").alias("lo"), F.max("h").alias("hi")))[0]
+        lo = _rows(rows.agg(F.min("h").alias("lo")))[0]["lo"]
+        fitted.t0_ = None if lo is None else int(lo)
+        fit_rows = before(rows)
+        b = _rows(fit_rows.agg(F.min("h").alias("lo"), F.max("h").alias("hi")))[0]
         if b["lo"] is None:
             from dnsieve.detectors.volume import fit_priors
 
             fitted.priors_ = fit_priors(np.zeros(0), np.zeros(0), 1.0)
-            fitted.t0_ = None
         else:
             fitted.priors_ = _priors_on_cluster(
-                rows, int(b["lo"]), int(b["hi"]), detector.min_baseline_hours,
+                fit_rows, int(b["lo"]), int(b["hi"]), detector.min_baseline_hours,
                 detector.prior_method,
             )  # fmt: skip
-            fitted.t0_ = int(b["lo"])
     finally:
         rows.unpersist()
     fitted.client_priors_ = None
     col = detector.clients_col
     if col is not None and col in sdf.columns:
-        crows = _hours_frame(sdf, detector.entity_col, col).cache()
+        crows = before(_hours_frame(sdf, detector.entity_col, col)).cache()
         try:
             cb = _rows(crows.agg(F.min("h").alias("lo"), F.max("h").alias("hi")))[0]
             if cb["lo"] is None:
@@ -702,7 +714,7 @@ _PARTITION_KEYS: dict[str, tuple[str, ...]] = {"beacon": ("registered_domain",)}
 
 
 # ---------------------------------------------------------------------------- scoring
-def fit_on_cluster(detector: Detector, sdf: SparkDataFrame) -> Detector:
+def fit_on_cluster(detector: Detector, sdf: SparkDataFrame, until: Any = None) -> Detector:
     """A copy of ``detector`` with its population state fitted on the cluster.
 
     Built-in detectors with population state (``volume``, ``client_volume``,
@@ -710,14 +722,15 @@ def fit_on_cluster(detector: Detector, sdf: SparkDataFrame) -> Detector:
     cluster.  Any other detector with ``fit_population`` is fitted on its
     input collected to the driver (the only path that does so: a third-party
     detector must supply its own reduction to avoid it).  Detectors without
-    population state are returned as they are.
+    population state are returned as they are.  ``until``: fit causally, on
+    the baseline before it (detectors whose ``fit_population`` takes it).
     """
     from dnsieve.detectors.dga_host import DgaHostDetector
     from dnsieve.detectors.newdomain import NewDomainDetector
     from dnsieve.detectors.volume import _HurdleVolume
 
     if isinstance(detector, _HurdleVolume):
-        return volume_fit_on_cluster(detector, sdf)
+        return volume_fit_on_cluster(detector, sdf, until)
     if isinstance(detector, DgaHostDetector):
         return dga_host_fit_on_cluster(detector, sdf)
     if isinstance(detector, NewDomainDetector):
@@ -728,7 +741,7 @@ def fit_on_cluster(detector: Detector, sdf: SparkDataFrame) -> Detector:
 
     whole = pl.from_arrow(sdf.toArrow())
     assert isinstance(whole, pl.DataFrame)
-    return prepare_detector(detector, whole)
+    return prepare_detector(detector, whole, until)
 
 
 #: marks the context rows :func:`_with_client_context` adds to a partition.
@@ -852,6 +865,25 @@ def _with_client_context(
     return base.unionByName(ctx_rows).repartition(partitions, "_pid").drop("_pid")
 
 
+#: marks the rows of a partition's carried detector state among its candidates.
+_STATE = "\x00state"
+
+
+def state_rows(state: pl.DataFrame) -> pl.DataFrame:
+    """A stateful detector's (entity, h) state as ANOMALY-shaped rows marked :data:`_STATE`."""
+    ts = pl.from_epoch(pl.col("h") * 3600, time_unit="s").cast(pl.Datetime("us", "UTC"))
+    return state.select(
+        pl.lit(_STATE).alias("detector"),
+        pl.lit("").alias("entity_type"),
+        pl.col("entity").cast(pl.String),
+        ts.alias("window_start"),
+        ts.alias("window_end"),
+        pl.lit(0.0).alias("score"),
+        pl.lit(None, pl.Float64).alias("p_value"),
+        pl.lit("{}").alias("evidence"),
+    )
+
+
 def _scorer(
     detector: Detector, ctx: DetectContext, in_schema: dict[str, pl.DataType], count: bool
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
@@ -876,7 +908,16 @@ def _scorer(
             own = frame.filter(~pl.col(_CONTEXT)).get_column("registered_domain").unique()
             frame = frame.filter(~pl.col(_CONTEXT) | ~rd.is_in(own.drop_nulls().implode()))
         frame = frame.select(list(in_schema)).cast(pl.Schema(in_schema))
-        scored = detector.score(frame, ctx)
+        state: pl.DataFrame | None = None
+        if hasattr(detector, "score_with_state"):  # carried state in, the new state out
+            scored, state = detector.score_with_state(
+                frame, ctx, getattr(detector, "carried_", None)
+            )
+        else:
+            scored = detector.score(frame, ctx)
+        if state is not None and state.height:
+            table = state_rows(state).with_columns(pl.lit(None, pl.Int64).alias(POPULATION_COLUMN))
+            yield from table.to_arrow().cast(out_schema).to_batches()
         if own is not None and scored.height:
             scored = scored.filter(pl.col("entity").is_in(own.drop_nulls().implode()))
         if scored.height:
@@ -956,7 +997,7 @@ def score_on_cluster(
         sc = engine.spark.sparkContext
         shuffle = int(engine.spark.conf.get("spark.sql.shuffle.partitions", "8"))
         partitions = max(sc.defaultParallelism, shuffle)
-    fitted = fit_on_cluster(detector, sdf)
+    fitted = fit_on_cluster(detector, sdf, ctx.fit_until)
     if detector.name == "beacon" and hasattr(detector, "_series"):
         fitted = beacon_fit_on_cluster(detector, sdf, ctx, partitions)
     keys = _PARTITION_KEYS.get(detector.name, keys)
@@ -970,6 +1011,16 @@ def score_on_cluster(
         _scorer(fitted, ctx, in_schema, count=not from_state), _spark_schema(out_schema)
     )
     got = _bring_back(scored, getattr(engine, "scratch", None))
+    is_state = (pl.col("detector") == _STATE).fill_null(False)  # population rows: null
+    if hasattr(detector, "score_with_state"):  # the partitions' guard state, merged
+        rows = got.filter(is_state)
+        merged = (
+            rows.select(pl.col("entity"), (pl.col("window_start").dt.epoch("s") // 3600).alias("h"))
+            .unique()
+            .sort("entity", "h")
+        )
+        detector.carried_ = merged if rows.height else getattr(fitted, "carried_", None)  # type: ignore[attr-defined]
+    got = got.filter(~is_state)
     is_pop = pl.col(POPULATION_COLUMN).is_not_null()
     anomalies = got.filter(~is_pop).drop(POPULATION_COLUMN)
     anomalies = anomalies.select(list(ANOMALY_POLARS_SCHEMA)).cast(ANOMALY_POLARS_SCHEMA)

@@ -49,6 +49,9 @@ class Checkpoint:
     candidates: pl.DataFrame | None = None
     #: entity-windows each detector scored in those windows
     population: dict[str, int] = field(default_factory=dict)
+    #: state detectors carry from one scored period to the next (the volume
+    #: models' flagged hours: :meth:`dnsieve.pipeline.DetectResult.state`)
+    detector_state: dict[str, pl.DataFrame] = field(default_factory=dict)
     seq: int = 0
 
 
@@ -97,6 +100,10 @@ class StreamCheckpoint:
             if (d / "candidates.parquet").exists()
             else None,
             population={k: int(v) for k, v in meta.get("population", {}).items()},
+            detector_state={
+                name: pl.read_parquet(d / f"state-{name}.parquet")
+                for name in meta.get("detector_state", [])
+            },
             seq=int(meta["seq"]),
         )
 
@@ -110,6 +117,8 @@ class StreamCheckpoint:
         ck.state.save(d / "state")
         if ck.candidates is not None:
             ck.candidates.write_parquet(d / "candidates.parquet")
+        for name, frame in ck.detector_state.items():
+            frame.write_parquet(d / f"state-{name}.parquet")
         meta = {
             "seq": ck.seq,
             "positions": ck.positions,
@@ -118,6 +127,7 @@ class StreamCheckpoint:
             "agg_from": _iso(ck.agg_from),
             "counters": ck.counters,
             "population": ck.population,
+            "detector_state": sorted(ck.detector_state),
             "saved_at": datetime.now(UTC).isoformat(),
         }
         with open(d / "meta.json", "w") as fh:

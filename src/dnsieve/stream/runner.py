@@ -406,10 +406,11 @@ class StreamRunner:
         res, alerts = score_period(
             self.lake, since, until, self.settings, engine=engine, window=window,
             store_url=self.store_url, before_store=lambda: self._hook("detected"),
-            history=history,
+            history=history, state=ck.detector_state,
             inputs={"stream": self.source.name, "since": str(since), "until": str(until)},
         )  # fmt: skip
         self._remember(ck, res, until)
+        ck.detector_state = dict(getattr(res, "state", {}) or {})
         ck.scored_until = until
         n = int(alerts.height)
         ck.counters["alerts"] = int(ck.counters.get("alerts", 0)) + n
