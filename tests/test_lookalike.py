@@ -145,6 +145,9 @@ def test_nearest_brand_is_the_brute_force_one() -> None:
                     w[i], w[i + 1] = w[i + 1], w[i]
             labels.append("".join(w))
     labels += ["".join(rng.choice(letters) for _ in range(rng.randint(4, 20))) for _ in range(300)]
+    # Outside the character-set prefilter's ASCII fast path: non-ASCII letters
+    # (one edit, in characters, from a brand), escapes, and over-long labels.
+    labels += ["gööglemaps", "amazön", "yout\\x00be", "ﬁcebook", "é" * 12, "a" * 300, ""]
     want = []
     for label in labels:
         best = None
