@@ -280,6 +280,23 @@ class BrandIndex:
             if len(lab) >= 5 and lab.isalpha() and d == self.label_to_domain.get(lab):
                 top.append(lab)
         self.substring_brands = frozenset(top)
+        # Polars forms of the references, built once for match_frame.
+        self._known_labels = pl.Series(list(self.label_to_domain), dtype=pl.String)
+        self._abused = pl.Series(sorted(ABUSED_TLDS), dtype=pl.String)
+        self._substring_sorted = sorted(self.substring_brands)
+        self._substring_series = pl.Series(self._substring_sorted, dtype=pl.String)
+        self._skeleton_frame = pl.DataFrame(
+            {"sk": list(self.skeletons), "homo": list(self.skeletons.values())},
+            schema={"sk": pl.String, "homo": pl.String},
+        )
+        self._label_domain_frame = pl.DataFrame(
+            {
+                "brand_label": list(self.label_to_domain),
+                "brand": list(self.label_to_domain.values()),
+            },
+            schema={"brand_label": pl.String, "brand": pl.String},
+        )
+        self._domains = pl.Series(sorted(self.domains), dtype=pl.String)
 
     def match(self, label: str, tld: str) -> LookalikeMatch | None:
         """The strongest look-alike evidence for one registered-domain label, if any."""
@@ -298,21 +315,43 @@ class BrandIndex:
         >>> [m.method if m else None for m in idx.match_many([("paypa1", "com"), ("amazom", "com"), ("wiki", "org")])]
         ['homoglyph', 'edit_distance', None]
         """
-        out: list[LookalikeMatch | None] = [None] * len(pairs)
         if not pairs:
-            return out
-        labels = pl.Series([p[0] for p in pairs], dtype=pl.String).fill_null("")
-        tlds = pl.Series([p[1] for p in pairs], dtype=pl.String).fill_null("")
-        known_labels = pl.Series(list(self.label_to_domain), dtype=pl.String)
+            return []
+        found = self.match_frame(
+            pl.Series([p[0] for p in pairs], dtype=pl.String),
+            pl.Series([p[1] for p in pairs], dtype=pl.String),
+        )
+        return [
+            None if b is None else LookalikeMatch(self.label_to_domain[b], b, m, d, s)
+            for b, m, d, s in found.select("brand_label", "method", "distance", "score").iter_rows()
+        ]
+
+    def match_frame(self, labels: pl.Series, tlds: pl.Series) -> pl.DataFrame:
+        """:meth:`match_many` as a frame: one row per (label, TLD), nulls for no match.
+
+        Columns ``brand`` (the reference domain), ``brand_label``, ``method``,
+        ``distance`` and ``score``.  The tests run column-wise in Polars; only
+        the names with a candidate (a typo in reach, a brand inside) reach
+        Python.
+        """
         lab = pl.col("lab")
-        df = pl.DataFrame({"lab": labels, "tld": tlds}).with_columns(
-            known=(lab == "") | lab.is_in(known_labels.implode()),
-            abused=pl.col("tld").is_in(pl.Series(sorted(ABUSED_TLDS)).implode()),
-            lure=lab.str.contains_any(list(LURE_WORDS)),
-            ascii=lab.str.len_bytes() == lab.str.len_chars(),
-            plain=(lab.str.len_bytes() == lab.str.len_chars())
-            & ~lab.str.contains("\\x", literal=True)
-            & ~lab.str.starts_with("xn--"),
+        df = (
+            pl.DataFrame(
+                {
+                    "lab": labels.cast(pl.String).fill_null(""),
+                    "tld": tlds.cast(pl.String).fill_null(""),
+                }
+            )
+            .with_columns(
+                known=(lab == "") | lab.is_in(self._known_labels.implode()),
+                abused=pl.col("tld").is_in(self._abused.implode()),
+                ascii=lab.str.len_bytes() == lab.str.len_chars(),
+            )
+            .with_columns(
+                plain=pl.col("ascii")
+                & ~lab.str.contains("\\x", literal=True)
+                & ~lab.str.starts_with("xn--"),
+            )
         )
         # Skeletons: plain ASCII labels fold in Polars (what skeleton() does for them),
         # the others (punycode, escaped or Unicode labels) one by one.
@@ -323,49 +362,66 @@ class BrandIndex:
         odd = np.flatnonzero((~df["plain"] & ~df["known"]).to_numpy()).tolist()
         if odd:
             sk = df["sk"].to_list()
+            lab_list = df["lab"].to_list()
             for k in odd:
-                sk[k] = skeleton(pairs[k][0] or "")
+                sk[k] = skeleton(lab_list[k])
             df = df.with_columns(sk=pl.Series(sk, dtype=pl.String))
-        ref = pl.DataFrame(
-            {"sk": list(self.skeletons), "homo": list(self.skeletons.values())},
-            schema={"sk": pl.String, "homo": pl.String},
-        )
-        df = df.join(ref, on="sk", how="left", maintain_order="left").with_columns(
+        df = df.join(self._skeleton_frame, on="sk", how="left", maintain_order="left").with_columns(
             homo=pl.when(~pl.col("known") & (pl.col("sk") != lab)).then(pl.col("homo"))
         )
+        free = ~pl.col("known") & pl.col("homo").is_null()
         df = df.with_columns(
-            typo=~pl.col("known")
-            & pl.col("homo").is_null()
+            typo=free
             & pl.col("ascii")
             & (lab.str.len_chars() >= 4)
-            & ~lab.str.strip_chars_end("0123456789").is_in(known_labels.implode()),
-        ).with_columns(
+            & ~lab.str.strip_chars_end("0123456789").is_in(self._known_labels.implode()),
             # A brand inside the label matters on an abused TLD or beside a lure word.
-            inside=~pl.col("known")
-            & pl.col("homo").is_null()
-            & (pl.col("abused") | pl.col("lure"))
-            & lab.str.contains_any(sorted(self.substring_brands)),
+            inside=free
+            & (pl.col("abused") | lab.str.contains_any(list(LURE_WORDS)))
+            & lab.str.contains_any(self._substring_sorted),
+            # A brand's own label on an abused TLD is the brand inside it.
+            own=pl.col("known") & lab.is_in(self._substring_series.implode()) & pl.col("abused"),
         )
-        for k in np.flatnonzero(df["known"].to_numpy()).tolist():
-            label, tld = pairs[k]
-            if label and label in self.substring_brands and tld in ABUSED_TLDS:
-                out[k] = LookalikeMatch(
-                    self.label_to_domain[label], label, "brand_in_label", 0, BRAND_ON_ABUSED_TLD
-                )
-        homo = df["homo"].to_list()
-        for k in np.flatnonzero(df["homo"].is_not_null().to_numpy()).tolist():
-            b = homo[k]
-            out[k] = LookalikeMatch(self.label_to_domain[b], b, "homoglyph", 0, 0.95)
+        brand: list[str | None] = [None] * df.height
+        method: list[str | None] = [None] * df.height
+        distance: list[int | None] = [None] * df.height
+        score: list[float | None] = [None] * df.height
+        for k in np.flatnonzero(df["own"].to_numpy()).tolist():
+            brand[k], method[k], distance[k], score[k] = (
+                df["lab"][k], "brand_in_label", 0, BRAND_ON_ABUSED_TLD,
+            )  # fmt: skip
+        homo = df["homo"]
+        for k in np.flatnonzero(homo.is_not_null().to_numpy()).tolist():
+            brand[k], method[k], distance[k], score[k] = homo[k], "homoglyph", 0, 0.95
         typo: list[int] = np.flatnonzero(df["typo"].to_numpy()).tolist()
-        for i, hit in zip(typo, self.nearest([pairs[k][0] for k in typo]), strict=True):
+        typo_labels = df["lab"].gather(typo).to_list() if typo else []
+        for k, hit in zip(typo, self.nearest(typo_labels), strict=True):
             if hit is not None:
                 d, b = hit
-                score = 0.85 if d == 1 else 0.6
-                out[i] = LookalikeMatch(self.label_to_domain[b], b, "edit_distance", d, score)
-        for k in np.flatnonzero(df["inside"].to_numpy()).tolist():
-            if out[k] is None:
-                out[k] = self._inside(*pairs[k])
-        return out
+                brand[k], method[k], distance[k], score[k] = (
+                    b, "edit_distance", d, 0.85 if d == 1 else 0.6,
+                )  # fmt: skip
+        inside: list[int] = np.flatnonzero(df["inside"].to_numpy()).tolist()
+        if inside:
+            lab_col, tld_col = df["lab"], df["tld"]
+            for k in inside:
+                if brand[k] is None:
+                    m = self._inside(lab_col[k], tld_col[k])
+                    if m is not None:
+                        brand[k], method[k], distance[k], score[k] = (
+                            m.brand_label, m.method, m.distance, m.score,
+                        )  # fmt: skip
+        out = pl.DataFrame(
+            {
+                "brand_label": pl.Series(brand, dtype=pl.String),
+                "method": pl.Series(method, dtype=pl.String),
+                "distance": pl.Series(distance, dtype=pl.Int64),
+                "score": pl.Series(score, dtype=pl.Float64),
+            }
+        )
+        return out.join(
+            self._label_domain_frame, on="brand_label", how="left", maintain_order="left"
+        ).select("brand", "brand_label", "method", "distance", "score")
 
     def nearest(self, labels: Sequence[str]) -> list[tuple[int, str] | None]:
         """For each label, the (distance, brand) with the least distance, then brand, or None.
@@ -526,7 +582,8 @@ def match_names(names: pl.Series, labels: pl.DataFrame | None = None) -> pl.Data
         labels = registered_labels(names)
     elif labels.height != names.len():
         raise ValueError(f"labels has {labels.height} rows for {names.len()} names")
-    tld = labels["icann_domain"].str.split(".").list.slice(1).list.join(".")
+    # Everything right of the first dot ("" for a one-label name).
+    tld = labels["icann_domain"].str.splitn(".", 2).struct.field("field_1")
     keys = pl.DataFrame(
         {
             "dom": labels["icann_domain"].fill_null(""),
@@ -535,14 +592,9 @@ def match_names(names: pl.Series, labels: pl.DataFrame | None = None) -> pl.Data
         }
     )
     uniq = keys.unique(maintain_order=True)
-    todo = uniq.filter(~pl.col("dom").is_in(list(idx.domains)))
-    found = idx.match_many(list(zip(todo["lab"].to_list(), todo["tld"].to_list(), strict=True)))
-    table = todo.with_columns(
-        brand=pl.Series([m.brand if m else None for m in found], dtype=pl.String),
-        method=pl.Series([m.method if m else None for m in found], dtype=pl.String),
-        distance=pl.Series([m.distance if m else None for m in found], dtype=pl.Int64),
-        score=pl.Series([m.score if m else None for m in found], dtype=pl.Float64),
-    )
+    todo = uniq.filter(~pl.col("dom").is_in(idx._domains.implode()))
+    found = idx.match_frame(todo["lab"], todo["tld"])
+    table = pl.concat([todo, found.drop("brand_label")], how="horizontal")
     rows = keys.join(table, on=["dom", "lab", "tld"], how="left", maintain_order="left")
     return rows.select(
         pl.col("brand").alias("lookalike_brand"),
