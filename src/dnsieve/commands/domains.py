@@ -56,18 +56,19 @@ def read_domain_lines(stream: BinaryIO) -> tuple[list[str], int]:
 
 def score_table(names: list[str]) -> pl.DataFrame:
     """The output table: domain, registered_domain, dga_probability, features, look-alike."""
-    from dnsieve.detectors.dga import score_names
+    from dnsieve.detectors.dga import private_registered_domains, registered_labels, score_names
     from dnsieve.detectors.lookalike import match_names
-    from dnsieve.domains import DomainSplitter
 
     s = pl.Series("domain", names, dtype=pl.String)
-    split = DomainSplitter().split_series(s)
-    scored = score_names(s)
-    look = match_names(s, labels=scored.select("icann_domain", "label"))
+    # One ICANN split serves all three: the DGA label, the look-alike label and
+    # (where no private PSL rule applies, i.e. almost always) the registered domain.
+    icann = registered_labels(s)
+    scored = score_names(s, labels=icann)
+    look = match_names(s, labels=icann)
     table = pl.concat(
         [
             s.to_frame(),
-            split.select("registered_domain"),
+            private_registered_domains(s, icann).to_frame(),
             scored.select(
                 pl.col("label").alias("scored_label"), pl.col("dga_probability").round(6)
             ),

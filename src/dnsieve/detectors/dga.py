@@ -80,6 +80,7 @@ __all__ = [
     "Trees",
     "default_model",
     "model_features",
+    "private_registered_domains",
     "registered_labels",
     "score_names",
 ]
@@ -674,16 +675,92 @@ def registered_labels(registered: pl.Series) -> pl.DataFrame:
     )
 
 
-def score_names(names: pl.Series | Sequence[str], model: DgaModel | None = None) -> pl.DataFrame:
+# A clean name: labels of printable ASCII other than dots and capitals, one dot apart.
+_CLEAN_NAME = r"^[!-\-/-@\[-~]+(\.[!-\-/-@\[-~]+)*$"
+
+
+@lru_cache(maxsize=1)
+def _private_rule_parents() -> tuple[pl.Series, pl.Series]:
+    """Where the PSL's private section can move a registered domain.
+
+    Returns ``(parents, suffixes)``: the ICANN registered domains under which
+    a private rule sits (``github.io`` for ``github.io``, ``amazonaws.com``
+    for ``*.compute.amazonaws.com``; exceptions and wildcards by the rule's
+    labels), and the private rules that are ICANN public suffixes themselves.
+    A name under neither has the same registered domain in both sections.
+    """
+    ref = resources.files("publicsuffixlist") / "public_suffix_list.dat"
+    text = ref.read_text(encoding="utf-8")
+    body = text.split("===BEGIN PRIVATE DOMAINS===", 1)[-1].split("===END PRIVATE DOMAINS===")[0]
+    rules = []
+    for line in body.splitlines():
+        rule = line.strip().split(" ", 1)[0].lstrip("!")
+        if not rule or rule.startswith("//"):
+            continue
+        labels = [_ace(x) for x in rule.lower().split(".")]
+        while labels and labels[0] == "*":
+            labels = labels[1:]
+        if labels:
+            rules.append(".".join(labels))
+    icann = registered_labels(pl.Series(rules, dtype=pl.String))
+    proper = icann["suffix"] != ""
+    parents = icann.filter(proper)["icann_domain"].unique().sort()
+    suffixes = pl.Series(rules, dtype=pl.String).filter(~proper).unique().sort()
+    return parents, suffixes
+
+
+def private_registered_domains(names: pl.Series, icann: pl.DataFrame) -> pl.Series:
+    """Registered domains with the PSL's private section (``foo.github.io``), from the ICANN split.
+
+    ``icann`` is :func:`registered_labels` of ``names`` (``icann_domain`` and
+    ``suffix``).  The result equals ``DomainSplitter(private_suffixes=True)
+    .split_series(names)["registered_domain"]``, but only names the private
+    section can change (under a private rule's ICANN parent,
+    :func:`_private_rule_parents`) and names that are not clean (capitals,
+    empty labels, bytes outside printable ASCII, no label left of an ICANN
+    suffix) are split again; for the others the two sections agree, so the
+    ICANN registered domain is the answer.  ``dnsieve domains score`` needs
+    both splits, and this saves it the second pass over every name.
+    """
+    parents, suffixes = _private_rule_parents()
+    s = names.cast(pl.String)
+    fast = (
+        pl.DataFrame({"n": s, "d": icann["icann_domain"], "x": icann["suffix"]})
+        .select(
+            pl.col("n").str.contains(_CLEAN_NAME).fill_null(False)
+            & (pl.col("x") != "")
+            & ~pl.col("d").is_in(parents.implode())
+            & ~pl.col("x").is_in(suffixes.implode())
+        )
+        .to_series()
+    )
+    out = icann["icann_domain"].alias("registered_domain")
+    slow = np.flatnonzero(~fast.to_numpy())
+    if slow.size:
+        again = DomainSplitter().split_series(s.gather(slow))["registered_domain"]
+        out = out.scatter(slow, again)
+    return out
+
+
+def score_names(
+    names: pl.Series | Sequence[str],
+    model: DgaModel | None = None,
+    labels: pl.DataFrame | None = None,
+) -> pl.DataFrame:
     """DGA probability and lexical features for each name (query or registered domain).
 
     Returns one row per input: ``icann_domain``, ``label``,
     ``dga_probability`` and the :data:`dnsieve.lexical.FEATURE_NAMES`.
-    Each distinct label is scored once.
+    Each distinct label is scored once.  ``labels``, when given, is the
+    names' :func:`registered_labels` already computed by the caller.
     """
     m = model or default_model()
     s = names if isinstance(names, pl.Series) else pl.Series("name", list(names), dtype=pl.String)
-    labels = registered_labels(s).drop("suffix")
+    if labels is None:
+        labels = registered_labels(s)
+    elif labels.height != s.len():
+        raise ValueError(f"labels has {labels.height} rows for {s.len()} names")
+    labels = labels.select("icann_domain", "label")
     uniq = labels["label"].unique(maintain_order=True)
     feats, mat = model_features(uniq, m.tables, m.max_len)
     prob = m.calibrate(m.margin_from_features(mat))
