@@ -575,6 +575,15 @@ def _suffix_depths() -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
     return by_tld, by_last2, wildcard
 
 
+@lru_cache(maxsize=1)
+def _suffix_depth_series() -> tuple[tuple[pl.Series, pl.Series], ...]:
+    """:func:`_suffix_depths` as (keys, depths) Series pairs, built once for ``replace_strict``."""
+    return tuple(
+        (pl.Series(list(d), dtype=pl.String), pl.Series(list(d.values()), dtype=pl.Int64))
+        for d in _suffix_depths()
+    )
+
+
 def _ace(label: str) -> str:
     try:
         return label.encode("idna").decode("ascii")
@@ -599,20 +608,22 @@ def registered_labels(registered: pl.Series) -> pl.DataFrame:
     >>> registered_labels(pl.Series(["x1.cloudfront.net", "foo.github.io", "a.b.co.uk", "wpad"]))["label"].to_list()
     ['cloudfront', 'github', 'b', 'wpad']
     """
-    by_tld, by_last2, wildcard = _suffix_depths()
+    by_tld, by_last2, wildcard = _suffix_depth_series()
     df = pl.DataFrame({"n": registered.cast(pl.String).fill_null("").str.strip_chars(".")})
     # Empty labels inside a name (a..b): the PSL does not apply; the name is kept whole.
     odd = pl.col("n").str.contains(r"\.\.", literal=False) | (pl.col("n") == "")
-    last1 = pl.col("n").str.extract(r"([^.]*)$", 1).fill_null("")
-    last2 = pl.col("n").str.extract(r"([^.]+\.[^.]*)$", 1)
+    # Staged: each string pass once, then the depth lookups on the staged columns.
     df = df.with_columns(
         odd=odd,
-        last1=last1,
-        last2=last2,
-        d1=last1.replace_strict(by_tld, default=1, return_dtype=pl.Int64),
+        last1=pl.col("n").str.extract(r"([^.]*)$", 1).fill_null(""),
+        last2=pl.col("n").str.extract(r"([^.]+\.[^.]*)$", 1),
+    ).with_columns(
+        d1=pl.col("last1").replace_strict(*by_tld, default=1, return_dtype=pl.Int64),
         d2=pl.max_horizontal(
-            last2.replace_strict(by_last2, default=1, return_dtype=pl.Int64).fill_null(1),
-            last1.replace_strict(wildcard, default=1, return_dtype=pl.Int64),
+            pl.col("last2")
+            .replace_strict(*by_last2, default=1, return_dtype=pl.Int64)
+            .fill_null(1),
+            pl.col("last1").replace_strict(*wildcard, default=1, return_dtype=pl.Int64),
         ),
     )
     depth = pl.when(pl.col("odd")).then(0).when(pl.col("d1") == 1).then(1).otherwise(pl.col("d2"))
