@@ -578,14 +578,15 @@ def hashed_ngrams(
 
 def ngram_codes(
     enc: EncodedLabels, g: int, lead: int = 1
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+) -> tuple[npt.NDArray[np.signedinteger[Any]], npt.NDArray[np.bool_]]:
     """Exact base-40 codes of the character ``g``-grams of each label.
 
     The label is framed by ``lead`` :data:`BOUNDARY` symbols in front and one
     behind (``lead = g - 1`` gives every character a full ``g - 1``-symbol
     history, as a Markov model wants; ``lead = 1`` gives ``^label$``).
     Returns ``(codes, valid)``, both ``(n_labels, n_positions)``; a code is
-    ``sum(sym[k + i] * 40 ** (g - 1 - i))``, below ``40 ** g``.  Empty labels
+    ``sum(sym[k + i] * 40 ** (g - 1 - i))``, below ``40 ** g``: int32 up to
+    ``g = 5`` (half the memory traffic of int64), int64 beyond.  Empty labels
     have no n-grams.
 
     >>> enc = encode_labels(["ab"])
@@ -594,11 +595,12 @@ def ngram_codes(
     True
     """
     n, width = enc.sym.shape
-    padded = np.full((n, width + lead + 1), BOUNDARY, dtype=np.int64)
+    dtype = np.int32 if N_SYMBOLS**g < 2**31 else np.int64
+    padded = np.full((n, width + lead + 1), BOUNDARY, dtype=dtype)
     padded[:, lead : lead + width] = enc.sym
     npos = width + lead + 2 - g
     if npos <= 0:
-        return np.zeros((n, 0), np.int64), np.zeros((n, 0), bool)
+        return np.zeros((n, 0), dtype), np.zeros((n, 0), bool)
     code = padded[:, 0:npos].copy()
     for k in range(1, g):
         code *= N_SYMBOLS
@@ -669,7 +671,7 @@ def frequent_ngrams(
     if not parts:
         return np.zeros(0, np.int64)
     uniq, cnt = np.unique(np.concatenate(parts), return_counts=True)
-    return uniq[cnt >= min_labels]  # type: ignore[no-any-return, unused-ignore]
+    return uniq[cnt >= min_labels].astype(np.int64)  # type: ignore[no-any-return, unused-ignore]
 
 
 def ngram_bitset(vocab: npt.NDArray[np.int64], g: int) -> npt.NDArray[np.uint8]:
