@@ -121,6 +121,8 @@ _IS_LETTER[:26] = True
 _IS_CONSONANT = _IS_LETTER & ~_IS_VOWEL
 _IS_DIGIT = np.zeros(N_SYMBOLS, dtype=bool)
 _IS_DIGIT[_DIGIT0 : _DIGIT0 + 10] = True
+# 1 for a letter, 2 for a digit, 0 otherwise (a letter-digit switch multiplies to 2).
+_KIND = np.where(_IS_LETTER, 1, np.where(_IS_DIGIT, 2, 0)).astype(np.int8)
 _IS_HYPHEN = np.zeros(N_SYMBOLS, dtype=bool)
 _IS_HYPHEN[[_HYPHEN, _UNDERSCORE]] = True
 
@@ -433,9 +435,10 @@ def encoded_features(
     used = enc.used.astype(np.float64)
     safe = np.maximum(used, 1.0)
     sym = enc.sym
-    is_cons = _IS_CONSONANT[sym] & enc.mask
-    is_dig = _IS_DIGIT[sym] & enc.mask
-    kind = np.where(_IS_LETTER[sym] & enc.mask, 1, np.where(is_dig, 2, 0)).astype(np.int8)
+    # Padding holds BOUNDARY, which is no letter or digit: the tables need no mask.
+    is_cons = _IS_CONSONANT[sym]
+    is_dig = _IS_DIGIT[sym]
+    kind = _KIND[sym]
     switches = ((kind[:, 1:] * kind[:, :-1]) == 2).sum(axis=1)
     return {
         "length": enc.lengths.astype(np.int64),
