@@ -19,12 +19,15 @@ that moved.
 from __future__ import annotations
 
 import hashlib
+import io
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dnsieve.commands.domains import score_table
 
@@ -172,3 +175,44 @@ def test_score_table_unchanged_on_real_names(shared_data: Path) -> None:
     table = score_table(names)
     assert table.height == len(names) > 20_000
     assert _digests(table) == _REAL_DIGESTS
+
+
+def _read_reference(data: bytes) -> tuple[list[str], int]:
+    """The line reader as it was: every field through escape_name and the limit check."""
+    from dnsieve.domains import escape_name
+    from dnsieve.ingest.base import is_name_too_long
+
+    names, skipped = [], 0
+    for raw in io.BytesIO(data):
+        if len(raw) > 64 * 1024:
+            skipped += 1
+            continue
+        line = raw.strip()
+        if not line or line.startswith(b"#"):
+            continue
+        field = line.split()[0]
+        if len(field) > 253 * 4:
+            skipped += 1
+            continue
+        name = escape_name(field)
+        if not name or name == "." or is_name_too_long(name):
+            skipped += 1
+            continue
+        names.append(name)
+    return names, skipped
+
+
+_LINE = st.one_of(
+    st.binary(max_size=80),
+    st.from_regex(rb"\A[ \t]*[A-Za-z0-9.\-_]{0,70}(\.[a-z]{2,5})?\.?([ \t]+\S*)?\Z"),
+    st.sampled_from([b"#c", b".", b"..", b"a" * 64 + b".com", b"a" * 63 + b".com", b"x\xff.com"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_LINE, max_size=30))
+def test_read_domain_lines_fast_path_is_the_escaping_one(lines: list[bytes]) -> None:
+    from dnsieve.commands.domains import read_domain_lines
+
+    data = b"\n".join(x.replace(b"\n", b" ").replace(b"\r", b" ") for x in lines) + b"\n"
+    assert read_domain_lines(io.BytesIO(data)) == _read_reference(data)
