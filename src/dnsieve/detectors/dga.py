@@ -58,6 +58,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 import polars as pl
+import pyarrow.compute as pac
 
 from dnsieve import lexical
 from dnsieve.detectors import register
@@ -772,14 +773,25 @@ def score_names(
     elif labels.height != s.len():
         raise ValueError(f"labels has {labels.height} rows for {s.len()} names")
     labels = labels.select("icann_domain", "label")
-    uniq = labels["label"].unique(maintain_order=True)
+    # Distinct labels in order of first appearance (the order fixes model_features'
+    # blocks), and each row's index among them: a dictionary encoding, no join.
+    arr = labels["label"].to_arrow()
+    coded = None if arr.null_count else pac.dictionary_encode(arr)
+    uniq = (
+        labels["label"].unique(maintain_order=True)
+        if coded is None
+        else pl.Series("label", coded.dictionary, dtype=pl.String)
+    )
     feats, mat = model_features(uniq, m.tables, m.max_len)
     prob = m.calibrate(m.margin_from_features(mat))
     table = pl.DataFrame(
         [pl.Series("label", uniq), pl.Series("dga_probability", prob)]
         + [pl.Series(k, feats[k]) for k in lexical.FEATURE_NAMES]
     )
-    return labels.join(table, on="label", how="left", maintain_order="left")
+    if coded is None:  # null labels match nothing, as in a join
+        return labels.join(table, on="label", how="left", maintain_order="left")
+    rows = table.drop("label").gather(pl.Series(coded.indices, dtype=pl.UInt32))
+    return pl.concat([labels, rows], how="horizontal")
 
 
 @register
