@@ -177,14 +177,14 @@ def test_score_table_unchanged_on_real_names(shared_data: Path) -> None:
     assert _digests(table) == _REAL_DIGESTS
 
 
-def _read_reference(data: bytes) -> tuple[list[str], int]:
+def _read_reference(data: bytes, max_line: int = 64 * 1024) -> tuple[list[str], int]:
     """The line reader as it was: every field through escape_name and the limit check."""
     from dnsieve.domains import escape_name
     from dnsieve.ingest.base import is_name_too_long
 
     names, skipped = [], 0
     for raw in io.BytesIO(data):
-        if len(raw) > 64 * 1024:
+        if len(raw) > max_line:
             skipped += 1
             continue
         line = raw.strip()
@@ -210,9 +210,18 @@ _LINE = st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(_LINE, max_size=30))
-def test_read_domain_lines_fast_path_is_the_escaping_one(lines: list[bytes]) -> None:
-    from dnsieve.commands.domains import read_domain_lines
+@given(st.lists(_LINE, max_size=30), st.booleans(), st.sampled_from([1, 7, 64, 1 << 20]))
+def test_read_domain_lines_is_the_escaping_reader(
+    lines: list[bytes], last_newline: bool, block: int
+) -> None:
+    """The block reader (fast path for plain blocks) reads what a per-line escaping
+    reader does, at any block size (lines cut across blocks) and with a short
+    line limit (over-long lines, open across blocks, dropped and counted once)."""
+    from dnsieve.commands import domains
 
-    data = b"\n".join(x.replace(b"\n", b" ").replace(b"\r", b" ") for x in lines) + b"\n"
-    assert read_domain_lines(io.BytesIO(data)) == _read_reference(data)
+    data = b"\n".join(x.replace(b"\n", b" ") for x in lines) + (b"\n" if last_newline else b"")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(domains, "_BLOCK", block)
+        assert domains.read_domain_lines(io.BytesIO(data)) == _read_reference(data)
+        mp.setattr(domains, "_MAX_LINE", 40)
+        assert domains.read_domain_lines(io.BytesIO(data)) == _read_reference(data, 40)

@@ -17,7 +17,9 @@ __all__ = ["read_domain_lines", "register", "score_table"]
 
 
 _MAX_LINE = 64 * 1024
-_UNSAFE_BYTES = re.compile(rb"[^\x21-\x7e]")
+_BLOCK = 1 << 20
+# Anything but printable ASCII and newlines: spaces, tabs, CR, controls, bytes >= 0x80.
+_NOT_PLAIN_LINES = re.compile(rb"[^\x21-\x7e\n]")
 
 
 def read_domain_lines(stream: BinaryIO) -> tuple[list[str], int]:
@@ -27,19 +29,67 @@ def read_domain_lines(stream: BinaryIO) -> tuple[list[str], int]:
     field is the name; bytes outside printable ASCII are escaped (``\\xNN``),
     so junk is scored as the string it is instead of crashing.  Names past the
     protocol's limits (over 253 bytes, or a label over 63) are skipped (not a DNS
-    name), and so are lines
-    over 64 KiB, which are never read into memory whole.
+    name), and so are lines of 64 KiB or more, which are never read into memory
+    whole: the stream is read in blocks of 1 MiB, and a line still open past
+    64 KiB is dropped up to its newline.
     """
     names: list[str] = []
     skipped = 0
+    pending = b""  # the start of a line that continues in the next block
+    dropping = False  # inside an over-long line: discard up to its newline
     while True:
-        raw = stream.readline(_MAX_LINE + 1)
-        if not raw:
+        block = stream.read(_BLOCK)
+        if not block:
             break
-        if len(raw) > _MAX_LINE:  # an over-long line: skip it without holding it whole
+        lines = block.split(b"\n")
+        rest = lines.pop()  # after the block's last newline (the next line's start)
+        if lines:
+            if dropping:
+                lines.pop(0)  # the over-long line's end
+                dropping = False
+            else:
+                lines[0] = pending + lines[0]
+            pending = b""
+            skipped += _read_lines(lines, names)
+        if not dropping:
+            pending += rest
+            if len(pending) > _MAX_LINE:
+                skipped += 1
+                pending, dropping = b"", True
+    if pending and not dropping:  # a last line without a newline
+        skipped += _read_lines([pending], names, terminated=False)
+    return names, skipped
+
+
+def _read_lines(lines: list[bytes], names: list[str], terminated: bool = True) -> int:
+    """Append the names of whole lines (without their newline) to ``names``; the count skipped."""
+    skipped = 0
+    text = b"\n".join(lines)
+    if _NOT_PLAIN_LINES.search(text) is None:
+        # Every line is one field of printable ASCII (nearly every file): escape_name's
+        # result is the lower-cased text, so the block converts at once.
+        for name in text.decode("ascii").lower().split("\n"):
+            if not name:
+                continue
+            if len(name) + terminated > _MAX_LINE:  # as long as a line read whole would be
+                skipped += 1
+                continue
+            if name[0] == "#":
+                continue
+            if len(name) > 253 * 4:
+                skipped += 1
+                continue
+            if len(name) > 1 and name[-1] == ".":
+                name = name[:-1]
+            # Escapes only shorten a name: 63 characters or fewer are within every limit.
+            if name == "." or (len(name) > 63 and is_name_too_long(name)):
+                skipped += 1
+                continue
+            names.append(name)
+        return skipped
+    for raw in lines:
+        if len(raw) + terminated > _MAX_LINE:  # as long as a line read whole would be
             skipped += 1
-            while raw and not raw.endswith(b"\n"):
-                raw = stream.readline(_MAX_LINE)
             continue
         line = raw.strip()
         if not line or line.startswith(b"#"):
@@ -48,19 +98,12 @@ def read_domain_lines(stream: BinaryIO) -> tuple[list[str], int]:
         if len(field) > 253 * 4:
             skipped += 1
             continue
-        if _UNSAFE_BYTES.search(field) is None:
-            # Printable ASCII (nearly every line): escape_name's result without its byte loop.
-            name = field.decode("ascii").lower()
-            if len(name) > 1 and name.endswith("."):
-                name = name[:-1]
-        else:
-            name = escape_name(field)
-        # Escapes only shorten a name, so one of 63 characters or fewer is within every limit.
+        name = escape_name(field)
         if not name or name == "." or (len(name) > 63 and is_name_too_long(name)):
             skipped += 1
             continue
         names.append(name)
-    return names, skipped
+    return skipped
 
 
 def score_table(names: list[str]) -> pl.DataFrame:
