@@ -457,7 +457,7 @@ class BrandIndex:
             cols = np.flatnonzero(np.abs(self._edit_len - n) <= self._edit_limit)
             if cols.size == 0:
                 continue
-            gap = np.bitwise_count(sets[rows][:, None] ^ self._edit_sets[cols][None, :])
+            gap = _popcount32(sets[rows][:, None] ^ self._edit_sets[cols][None, :])
             near = gap <= self._edit_gap[cols][None, :]
             odd = ~plain[rows]
             if odd.any():  # no character set: every brand in reach is a candidate
@@ -516,6 +516,21 @@ class BrandIndex:
             if best:
                 break
         return best
+
+
+def _popcount32(x: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
+    """Set bits of each uint32 (``np.bitwise_count`` from NumPy 2, a SWAR count before)."""
+    count = getattr(np, "bitwise_count", None)
+    if count is not None:
+        return count(x)  # type: ignore[no-any-return, unused-ignore]
+    return _popcount32_swar(x)
+
+
+def _popcount32_swar(x: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
+    x = x - ((x >> np.uint32(1)) & np.uint32(0x55555555))
+    x = (x & np.uint32(0x33333333)) + ((x >> np.uint32(2)) & np.uint32(0x33333333))
+    x = (x + (x >> np.uint32(4))) & np.uint32(0x0F0F0F0F)
+    return (x * np.uint32(0x01010101)) >> np.uint32(24)
 
 
 def _char_sets(
