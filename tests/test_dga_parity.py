@@ -145,3 +145,59 @@ def test_split_series_matches_per_name_split_on_real_names(
     got = DomainSplitter(private_suffixes=private).split_series(names).rows()
     exact = DomainSplitter(private_suffixes=private)
     assert got == [exact.split(n) for n in names.to_list()]
+
+
+def _rule_names() -> list[str | None]:
+    """Names built from every rule of the bundled PSL (both sections), plus odd ones."""
+    from importlib import resources
+
+    text = (resources.files("publicsuffixlist") / "public_suffix_list.dat").read_text("utf-8")
+    names: list[str | None] = [None]
+    for line in text.splitlines():
+        rule = line.strip().split(" ", 1)[0]
+        if not rule or rule.startswith("//"):
+            continue
+        labels = rule.lstrip("!").replace("*", "w").split(".")
+        try:
+            rule = ".".join(x.encode("idna").decode("ascii") for x in labels)
+        except UnicodeError:
+            rule = ".".join(labels)
+        names += [rule, f"a.{rule}", f"b.a.{rule}", f"c.b.a.{rule}", "x." + rule.split(".", 1)[-1]]
+        names.append(f"Q.Ab.{rule.upper()}")
+    names += [
+        "", ".", "..", "a..b.com", ".com", "com.", "wpad", "www.ck", "x.www.ck", "a\\x00b.com",
+        "é.com", "a.-.com", "a.b.unknowntld", "a.city.kawasaki.jp", "WWW.Example.CO.UK", "x.",
+    ]  # fmt: skip
+    return names
+
+
+def test_private_registered_domains_equal_the_private_split_on_every_rule() -> None:
+    """The registered domain taken from the ICANN split is the private-section split's."""
+    from dnsieve.detectors.dga import private_registered_domains
+
+    names = pl.Series(_rule_names(), dtype=pl.String)
+    want = DomainSplitter(private_suffixes=True).split_series(names)["registered_domain"]
+    got = private_registered_domains(names, registered_labels(names))
+    assert got.to_list() == want.to_list()
+    # Most rule-built names are clean and outside any private rule: the fast path is used.
+    assert (got == registered_labels(names)["icann_domain"]).sum() > names.len() // 3
+
+
+@pytest.mark.shared
+def test_private_registered_domains_on_real_names(shared_data: Path) -> None:
+    from dnsieve.detectors.dga import private_registered_domains
+
+    d = shared_data / "domains"
+    base = pl.concat(
+        [
+            pl.read_csv(
+                d / "benign" / "tranco_like_top50k_2025-02_kmikholap.csv",
+                has_header=False,
+                new_columns=["rank", "domain"],
+            )["domain"],
+            pl.read_csv(d / "threatfox" / "train.csv")["input"],
+        ]
+    )
+    names = pl.concat([base, "h7." + base.head(20_000), base.head(5_000).str.to_uppercase() + "."])
+    want = DomainSplitter(private_suffixes=True).split_series(names)["registered_domain"]
+    assert private_registered_domains(names, registered_labels(names)).to_list() == want.to_list()

@@ -145,6 +145,9 @@ def test_nearest_brand_is_the_brute_force_one() -> None:
                     w[i], w[i + 1] = w[i + 1], w[i]
             labels.append("".join(w))
     labels += ["".join(rng.choice(letters) for _ in range(rng.randint(4, 20))) for _ in range(300)]
+    # Outside the character-set prefilter's ASCII fast path: non-ASCII letters
+    # (one edit, in characters, from a brand), escapes, and over-long labels.
+    labels += ["gööglemaps", "amazön", "yout\\x00be", "ﬁcebook", "é" * 12, "a" * 300, ""]
     want = []
     for label in labels:
         best = None
@@ -157,3 +160,15 @@ def test_nearest_brand_is_the_brute_force_one() -> None:
     got = idx.nearest(labels)
     assert got == want
     assert sum(x is not None for x in got) > 100  # the edits mostly stay in reach
+
+
+def test_popcount_fallback_counts_bits() -> None:
+    """The SWAR popcount used before NumPy 2 agrees with counting bits one by one."""
+    import numpy as np
+
+    from dnsieve.detectors.lookalike import _popcount32, _popcount32_swar
+
+    x = np.random.default_rng(3).integers(0, 2**32, 5000, dtype=np.uint64).astype(np.uint32)
+    x[:3] = [0, 0xFFFFFFFF, 0x80000001]
+    want = np.array([bin(int(v)).count("1") for v in x])
+    assert (_popcount32_swar(x) == want).all() and (_popcount32(x) == want).all()

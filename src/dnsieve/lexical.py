@@ -121,6 +121,8 @@ _IS_LETTER[:26] = True
 _IS_CONSONANT = _IS_LETTER & ~_IS_VOWEL
 _IS_DIGIT = np.zeros(N_SYMBOLS, dtype=bool)
 _IS_DIGIT[_DIGIT0 : _DIGIT0 + 10] = True
+# 1 for a letter, 2 for a digit, 0 otherwise (a letter-digit switch multiplies to 2).
+_KIND = np.where(_IS_LETTER, 1, np.where(_IS_DIGIT, 2, 0)).astype(np.int8)
 _IS_HYPHEN = np.zeros(N_SYMBOLS, dtype=bool)
 _IS_HYPHEN[[_HYPHEN, _UNDERSCORE]] = True
 
@@ -336,14 +338,30 @@ _GROUP_INDEX = {name: i for i, (name, _) in enumerate(_GROUPS)}
 _GROUP_MATRIX = np.stack([m for _, m in _GROUPS], axis=1).astype(np.float32)
 
 
+_GEMM_ROWS = 1024
+
+
+def _group_sums(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """``x @ _GROUP_MATRIX`` in blocks of rows (exact: small integer counts).
+
+    Blocks small enough that BLAS runs them on one thread: a whole batch
+    (67k x 40 x 11) makes OpenBLAS start its thread pool, whose spinning
+    cost three times the multiplication itself on a busy machine.
+    """
+    out = np.empty((x.shape[0], _GROUP_MATRIX.shape[1]), dtype=np.float32)
+    for r in range(0, x.shape[0], _GEMM_ROWS):
+        np.matmul(x[r : r + _GEMM_ROWS], _GROUP_MATRIX, out=out[r : r + _GEMM_ROWS])
+    return out
+
+
 class _Sums:
     """Per-row character counts (``tot``) and distinct counts (``dist``) per group."""
 
     __slots__ = ("dist", "tot")
 
     def __init__(self, counts: npt.NDArray[np.int64]) -> None:
-        self.tot = counts.astype(np.float32) @ _GROUP_MATRIX
-        self.dist = (counts > 0).astype(np.float32) @ _GROUP_MATRIX
+        self.tot = _group_sums(counts.astype(np.float32))
+        self.dist = _group_sums((counts > 0).astype(np.float32))
 
     def __getitem__(self, name: str) -> npt.NDArray[np.float64]:
         return self.tot[:, _GROUP_INDEX[name]]  # type: ignore[no-any-return, return-value, unused-ignore]
@@ -417,9 +435,10 @@ def encoded_features(
     used = enc.used.astype(np.float64)
     safe = np.maximum(used, 1.0)
     sym = enc.sym
-    is_cons = _IS_CONSONANT[sym] & enc.mask
-    is_dig = _IS_DIGIT[sym] & enc.mask
-    kind = np.where(_IS_LETTER[sym] & enc.mask, 1, np.where(is_dig, 2, 0)).astype(np.int8)
+    # Padding holds BOUNDARY, which is no letter or digit: the tables need no mask.
+    is_cons = _IS_CONSONANT[sym]
+    is_dig = _IS_DIGIT[sym]
+    kind = _KIND[sym]
     switches = ((kind[:, 1:] * kind[:, :-1]) == 2).sum(axis=1)
     return {
         "length": enc.lengths.astype(np.int64),
@@ -578,14 +597,15 @@ def hashed_ngrams(
 
 def ngram_codes(
     enc: EncodedLabels, g: int, lead: int = 1
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+) -> tuple[npt.NDArray[np.signedinteger[Any]], npt.NDArray[np.bool_]]:
     """Exact base-40 codes of the character ``g``-grams of each label.
 
     The label is framed by ``lead`` :data:`BOUNDARY` symbols in front and one
     behind (``lead = g - 1`` gives every character a full ``g - 1``-symbol
     history, as a Markov model wants; ``lead = 1`` gives ``^label$``).
     Returns ``(codes, valid)``, both ``(n_labels, n_positions)``; a code is
-    ``sum(sym[k + i] * 40 ** (g - 1 - i))``, below ``40 ** g``.  Empty labels
+    ``sum(sym[k + i] * 40 ** (g - 1 - i))``, below ``40 ** g``: int32 up to
+    ``g = 5`` (half the memory traffic of int64), int64 beyond.  Empty labels
     have no n-grams.
 
     >>> enc = encode_labels(["ab"])
@@ -594,11 +614,12 @@ def ngram_codes(
     True
     """
     n, width = enc.sym.shape
-    padded = np.full((n, width + lead + 1), BOUNDARY, dtype=np.int64)
+    dtype = np.int32 if N_SYMBOLS**g < 2**31 else np.int64
+    padded = np.full((n, width + lead + 1), BOUNDARY, dtype=dtype)
     padded[:, lead : lead + width] = enc.sym
     npos = width + lead + 2 - g
     if npos <= 0:
-        return np.zeros((n, 0), np.int64), np.zeros((n, 0), bool)
+        return np.zeros((n, 0), dtype), np.zeros((n, 0), bool)
     code = padded[:, 0:npos].copy()
     for k in range(1, g):
         code *= N_SYMBOLS
@@ -669,7 +690,7 @@ def frequent_ngrams(
     if not parts:
         return np.zeros(0, np.int64)
     uniq, cnt = np.unique(np.concatenate(parts), return_counts=True)
-    return uniq[cnt >= min_labels]  # type: ignore[no-any-return, unused-ignore]
+    return uniq[cnt >= min_labels].astype(np.int64)  # type: ignore[no-any-return, unused-ignore]
 
 
 def ngram_bitset(vocab: npt.NDArray[np.int64], g: int) -> npt.NDArray[np.uint8]:

@@ -58,6 +58,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 import polars as pl
+import pyarrow.compute as pac
 
 from dnsieve import lexical
 from dnsieve.detectors import register
@@ -80,6 +81,7 @@ __all__ = [
     "Trees",
     "default_model",
     "model_features",
+    "private_registered_domains",
     "registered_labels",
     "score_names",
 ]
@@ -574,6 +576,15 @@ def _suffix_depths() -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
     return by_tld, by_last2, wildcard
 
 
+@lru_cache(maxsize=1)
+def _suffix_depth_series() -> tuple[tuple[pl.Series, pl.Series], ...]:
+    """:func:`_suffix_depths` as (keys, depths) Series pairs, built once for ``replace_strict``."""
+    return tuple(
+        (pl.Series(list(d), dtype=pl.String), pl.Series(list(d.values()), dtype=pl.Int64))
+        for d in _suffix_depths()
+    )
+
+
 def _ace(label: str) -> str:
     try:
         return label.encode("idna").decode("ascii")
@@ -598,20 +609,22 @@ def registered_labels(registered: pl.Series) -> pl.DataFrame:
     >>> registered_labels(pl.Series(["x1.cloudfront.net", "foo.github.io", "a.b.co.uk", "wpad"]))["label"].to_list()
     ['cloudfront', 'github', 'b', 'wpad']
     """
-    by_tld, by_last2, wildcard = _suffix_depths()
+    by_tld, by_last2, wildcard = _suffix_depth_series()
     df = pl.DataFrame({"n": registered.cast(pl.String).fill_null("").str.strip_chars(".")})
     # Empty labels inside a name (a..b): the PSL does not apply; the name is kept whole.
     odd = pl.col("n").str.contains(r"\.\.", literal=False) | (pl.col("n") == "")
-    last1 = pl.col("n").str.extract(r"([^.]*)$", 1).fill_null("")
-    last2 = pl.col("n").str.extract(r"([^.]+\.[^.]*)$", 1)
+    # Staged: each string pass once, then the depth lookups on the staged columns.
     df = df.with_columns(
         odd=odd,
-        last1=last1,
-        last2=last2,
-        d1=last1.replace_strict(by_tld, default=1, return_dtype=pl.Int64),
+        last1=pl.col("n").str.extract(r"([^.]*)$", 1).fill_null(""),
+        last2=pl.col("n").str.extract(r"([^.]+\.[^.]*)$", 1),
+    ).with_columns(
+        d1=pl.col("last1").replace_strict(*by_tld, default=1, return_dtype=pl.Int64),
         d2=pl.max_horizontal(
-            last2.replace_strict(by_last2, default=1, return_dtype=pl.Int64).fill_null(1),
-            last1.replace_strict(wildcard, default=1, return_dtype=pl.Int64),
+            pl.col("last2")
+            .replace_strict(*by_last2, default=1, return_dtype=pl.Int64)
+            .fill_null(1),
+            pl.col("last1").replace_strict(*wildcard, default=1, return_dtype=pl.Int64),
         ),
     )
     depth = pl.when(pl.col("odd")).then(0).when(pl.col("d1") == 1).then(1).otherwise(pl.col("d2"))
@@ -674,24 +687,111 @@ def registered_labels(registered: pl.Series) -> pl.DataFrame:
     )
 
 
-def score_names(names: pl.Series | Sequence[str], model: DgaModel | None = None) -> pl.DataFrame:
+# A clean name: labels of printable ASCII other than dots and capitals, one dot apart.
+_CLEAN_NAME = r"^[!-\-/-@\[-~]+(\.[!-\-/-@\[-~]+)*$"
+
+
+@lru_cache(maxsize=1)
+def _private_rule_parents() -> tuple[pl.Series, pl.Series]:
+    """Where the PSL's private section can move a registered domain.
+
+    Returns ``(parents, suffixes)``: the ICANN registered domains under which
+    a private rule sits (``github.io`` for ``github.io``, ``amazonaws.com``
+    for ``*.compute.amazonaws.com``; exceptions and wildcards by the rule's
+    labels), and the private rules that are ICANN public suffixes themselves.
+    A name under neither has the same registered domain in both sections.
+    """
+    ref = resources.files("publicsuffixlist") / "public_suffix_list.dat"
+    text = ref.read_text(encoding="utf-8")
+    body = text.split("===BEGIN PRIVATE DOMAINS===", 1)[-1].split("===END PRIVATE DOMAINS===")[0]
+    rules = []
+    for line in body.splitlines():
+        rule = line.strip().split(" ", 1)[0].lstrip("!")
+        if not rule or rule.startswith("//"):
+            continue
+        labels = [_ace(x) for x in rule.lower().split(".")]
+        while labels and labels[0] == "*":
+            labels = labels[1:]
+        if labels:
+            rules.append(".".join(labels))
+    icann = registered_labels(pl.Series(rules, dtype=pl.String))
+    proper = icann["suffix"] != ""
+    parents = icann.filter(proper)["icann_domain"].unique().sort()
+    suffixes = pl.Series(rules, dtype=pl.String).filter(~proper).unique().sort()
+    return parents, suffixes
+
+
+def private_registered_domains(names: pl.Series, icann: pl.DataFrame) -> pl.Series:
+    """Registered domains with the PSL's private section (``foo.github.io``), from the ICANN split.
+
+    ``icann`` is :func:`registered_labels` of ``names`` (``icann_domain`` and
+    ``suffix``).  The result equals ``DomainSplitter(private_suffixes=True)
+    .split_series(names)["registered_domain"]``, but only names the private
+    section can change (under a private rule's ICANN parent,
+    :func:`_private_rule_parents`) and names that are not clean (capitals,
+    empty labels, bytes outside printable ASCII, no label left of an ICANN
+    suffix) are split again; for the others the two sections agree, so the
+    ICANN registered domain is the answer.  ``dnsieve domains score`` needs
+    both splits, and this saves it the second pass over every name.
+    """
+    parents, suffixes = _private_rule_parents()
+    s = names.cast(pl.String)
+    fast = (
+        pl.DataFrame({"n": s, "d": icann["icann_domain"], "x": icann["suffix"]})
+        .select(
+            pl.col("n").str.contains(_CLEAN_NAME).fill_null(False)
+            & (pl.col("x") != "")
+            & ~pl.col("d").is_in(parents.implode())
+            & ~pl.col("x").is_in(suffixes.implode())
+        )
+        .to_series()
+    )
+    out = icann["icann_domain"].alias("registered_domain")
+    slow = np.flatnonzero(~fast.to_numpy())
+    if slow.size:
+        again = DomainSplitter().split_series(s.gather(slow))["registered_domain"]
+        out = out.scatter(slow, again)
+    return out
+
+
+def score_names(
+    names: pl.Series | Sequence[str],
+    model: DgaModel | None = None,
+    labels: pl.DataFrame | None = None,
+) -> pl.DataFrame:
     """DGA probability and lexical features for each name (query or registered domain).
 
     Returns one row per input: ``icann_domain``, ``label``,
     ``dga_probability`` and the :data:`dnsieve.lexical.FEATURE_NAMES`.
-    Each distinct label is scored once.
+    Each distinct label is scored once.  ``labels``, when given, is the
+    names' :func:`registered_labels` already computed by the caller.
     """
     m = model or default_model()
     s = names if isinstance(names, pl.Series) else pl.Series("name", list(names), dtype=pl.String)
-    labels = registered_labels(s).drop("suffix")
-    uniq = labels["label"].unique(maintain_order=True)
+    if labels is None:
+        labels = registered_labels(s)
+    elif labels.height != s.len():
+        raise ValueError(f"labels has {labels.height} rows for {s.len()} names")
+    labels = labels.select("icann_domain", "label")
+    # Distinct labels in order of first appearance (the order fixes model_features'
+    # blocks), and each row's index among them: a dictionary encoding, no join.
+    arr = labels["label"].to_arrow()
+    coded = None if arr.null_count else pac.dictionary_encode(arr)
+    uniq = (
+        labels["label"].unique(maintain_order=True)
+        if coded is None
+        else pl.Series("label", coded.dictionary, dtype=pl.String)
+    )
     feats, mat = model_features(uniq, m.tables, m.max_len)
     prob = m.calibrate(m.margin_from_features(mat))
     table = pl.DataFrame(
         [pl.Series("label", uniq), pl.Series("dga_probability", prob)]
         + [pl.Series(k, feats[k]) for k in lexical.FEATURE_NAMES]
     )
-    return labels.join(table, on="label", how="left", maintain_order="left")
+    if coded is None:  # null labels match nothing, as in a join
+        return labels.join(table, on="label", how="left", maintain_order="left")
+    rows = table.drop("label").gather(pl.Series(coded.indices, dtype=pl.UInt32))
+    return pl.concat([labels, rows], how="horizontal")
 
 
 @register

@@ -43,7 +43,10 @@ from importlib import resources
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pac
 
 from dnsieve.detectors import register
 from dnsieve.detectors.base import (
@@ -267,11 +270,33 @@ class BrandIndex:
         self._edit_len = np.array([len(x) for x in self.edit_brands], dtype=np.int64)
         # Up to two edits for brands of 10 letters or more, one for shorter ones.
         self._edit_limit = np.where(self._edit_len >= 10, 2, 1)
+        # The longest label any brand can reach, and each brand's character set.
+        self._reach = int(self._edit_len.max(initial=0)) + 2
+        brands = pa.array(self.edit_brands, type=pa.large_string())
+        self._edit_sets = _char_sets(brands, self._reach)[0]
+        self._edit_gap = (2 * self._edit_limit).astype(np.uint8)
         top = []
         for d, lab in zip(domains[:brand_in_label_top], labels[:brand_in_label_top], strict=True):
             if len(lab) >= 5 and lab.isalpha() and d == self.label_to_domain.get(lab):
                 top.append(lab)
         self.substring_brands = frozenset(top)
+        # Polars forms of the references, built once for match_frame.
+        self._known_labels = pl.Series(list(self.label_to_domain), dtype=pl.String)
+        self._abused = pl.Series(sorted(ABUSED_TLDS), dtype=pl.String)
+        self._substring_sorted = sorted(self.substring_brands)
+        self._substring_series = pl.Series(self._substring_sorted, dtype=pl.String)
+        self._skeleton_frame = pl.DataFrame(
+            {"sk": list(self.skeletons), "homo": list(self.skeletons.values())},
+            schema={"sk": pl.String, "homo": pl.String},
+        )
+        self._label_domain_frame = pl.DataFrame(
+            {
+                "brand_label": list(self.label_to_domain),
+                "brand": list(self.label_to_domain.values()),
+            },
+            schema={"brand_label": pl.String, "brand": pl.String},
+        )
+        self._domains = pl.Series(sorted(self.domains), dtype=pl.String)
 
     def match(self, label: str, tld: str) -> LookalikeMatch | None:
         """The strongest look-alike evidence for one registered-domain label, if any."""
@@ -290,21 +315,43 @@ class BrandIndex:
         >>> [m.method if m else None for m in idx.match_many([("paypa1", "com"), ("amazom", "com"), ("wiki", "org")])]
         ['homoglyph', 'edit_distance', None]
         """
-        out: list[LookalikeMatch | None] = [None] * len(pairs)
         if not pairs:
-            return out
-        labels = pl.Series([p[0] for p in pairs], dtype=pl.String).fill_null("")
-        tlds = pl.Series([p[1] for p in pairs], dtype=pl.String).fill_null("")
-        known_labels = pl.Series(list(self.label_to_domain), dtype=pl.String)
+            return []
+        found = self.match_frame(
+            pl.Series([p[0] for p in pairs], dtype=pl.String),
+            pl.Series([p[1] for p in pairs], dtype=pl.String),
+        )
+        return [
+            None if b is None else LookalikeMatch(self.label_to_domain[b], b, m, d, s)
+            for b, m, d, s in found.select("brand_label", "method", "distance", "score").iter_rows()
+        ]
+
+    def match_frame(self, labels: pl.Series, tlds: pl.Series) -> pl.DataFrame:
+        """:meth:`match_many` as a frame: one row per (label, TLD), nulls for no match.
+
+        Columns ``brand`` (the reference domain), ``brand_label``, ``method``,
+        ``distance`` and ``score``.  The tests run column-wise in Polars; only
+        the names with a candidate (a typo in reach, a brand inside) reach
+        Python.
+        """
         lab = pl.col("lab")
-        df = pl.DataFrame({"lab": labels, "tld": tlds}).with_columns(
-            known=(lab == "") | lab.is_in(known_labels.implode()),
-            abused=pl.col("tld").is_in(pl.Series(sorted(ABUSED_TLDS)).implode()),
-            lure=lab.str.contains_any(list(LURE_WORDS)),
-            ascii=lab.str.len_bytes() == lab.str.len_chars(),
-            plain=(lab.str.len_bytes() == lab.str.len_chars())
-            & ~lab.str.contains("\\x", literal=True)
-            & ~lab.str.starts_with("xn--"),
+        df = (
+            pl.DataFrame(
+                {
+                    "lab": labels.cast(pl.String).fill_null(""),
+                    "tld": tlds.cast(pl.String).fill_null(""),
+                }
+            )
+            .with_columns(
+                known=(lab == "") | lab.is_in(self._known_labels.implode()),
+                abused=pl.col("tld").is_in(self._abused.implode()),
+                ascii=lab.str.len_bytes() == lab.str.len_chars(),
+            )
+            .with_columns(
+                plain=pl.col("ascii")
+                & ~lab.str.contains("\\x", literal=True)
+                & ~lab.str.starts_with("xn--"),
+            )
         )
         # Skeletons: plain ASCII labels fold in Polars (what skeleton() does for them),
         # the others (punycode, escaped or Unicode labels) one by one.
@@ -315,88 +362,132 @@ class BrandIndex:
         odd = np.flatnonzero((~df["plain"] & ~df["known"]).to_numpy()).tolist()
         if odd:
             sk = df["sk"].to_list()
+            lab_list = df["lab"].to_list()
             for k in odd:
-                sk[k] = skeleton(pairs[k][0] or "")
+                sk[k] = skeleton(lab_list[k])
             df = df.with_columns(sk=pl.Series(sk, dtype=pl.String))
-        ref = pl.DataFrame(
-            {"sk": list(self.skeletons), "homo": list(self.skeletons.values())},
-            schema={"sk": pl.String, "homo": pl.String},
-        )
-        df = df.join(ref, on="sk", how="left", maintain_order="left").with_columns(
+        df = df.join(self._skeleton_frame, on="sk", how="left", maintain_order="left").with_columns(
             homo=pl.when(~pl.col("known") & (pl.col("sk") != lab)).then(pl.col("homo"))
         )
+        free = ~pl.col("known") & pl.col("homo").is_null()
         df = df.with_columns(
-            typo=~pl.col("known")
-            & pl.col("homo").is_null()
+            typo=free
             & pl.col("ascii")
             & (lab.str.len_chars() >= 4)
-            & ~lab.str.strip_chars_end("0123456789").is_in(known_labels.implode()),
-        ).with_columns(
+            & ~lab.str.strip_chars_end("0123456789").is_in(self._known_labels.implode()),
             # A brand inside the label matters on an abused TLD or beside a lure word.
-            inside=~pl.col("known")
-            & pl.col("homo").is_null()
-            & (pl.col("abused") | pl.col("lure"))
-            & lab.str.contains_any(sorted(self.substring_brands)),
+            inside=free
+            & (pl.col("abused") | lab.str.contains_any(list(LURE_WORDS)))
+            & lab.str.contains_any(self._substring_sorted),
+            # A brand's own label on an abused TLD is the brand inside it.
+            own=pl.col("known") & lab.is_in(self._substring_series.implode()) & pl.col("abused"),
         )
-        for k in np.flatnonzero(df["known"].to_numpy()).tolist():
-            label, tld = pairs[k]
-            if label and label in self.substring_brands and tld in ABUSED_TLDS:
-                out[k] = LookalikeMatch(
-                    self.label_to_domain[label], label, "brand_in_label", 0, BRAND_ON_ABUSED_TLD
-                )
-        homo = df["homo"].to_list()
-        for k in np.flatnonzero(df["homo"].is_not_null().to_numpy()).tolist():
-            b = homo[k]
-            out[k] = LookalikeMatch(self.label_to_domain[b], b, "homoglyph", 0, 0.95)
+        brand: list[str | None] = [None] * df.height
+        method: list[str | None] = [None] * df.height
+        distance: list[int | None] = [None] * df.height
+        score: list[float | None] = [None] * df.height
+        for k in np.flatnonzero(df["own"].to_numpy()).tolist():
+            brand[k], method[k], distance[k], score[k] = (
+                df["lab"][k], "brand_in_label", 0, BRAND_ON_ABUSED_TLD,
+            )  # fmt: skip
+        homo = df["homo"]
+        for k in np.flatnonzero(homo.is_not_null().to_numpy()).tolist():
+            brand[k], method[k], distance[k], score[k] = homo[k], "homoglyph", 0, 0.95
         typo: list[int] = np.flatnonzero(df["typo"].to_numpy()).tolist()
-        for i, hit in zip(typo, self.nearest([pairs[k][0] for k in typo]), strict=True):
+        typo_labels = df["lab"].gather(typo).to_list() if typo else []
+        for k, hit in zip(typo, self.nearest(typo_labels), strict=True):
             if hit is not None:
                 d, b = hit
-                score = 0.85 if d == 1 else 0.6
-                out[i] = LookalikeMatch(self.label_to_domain[b], b, "edit_distance", d, score)
-        for k in np.flatnonzero(df["inside"].to_numpy()).tolist():
-            if out[k] is None:
-                out[k] = self._inside(*pairs[k])
-        return out
+                brand[k], method[k], distance[k], score[k] = (
+                    b, "edit_distance", d, 0.85 if d == 1 else 0.6,
+                )  # fmt: skip
+        inside: list[int] = np.flatnonzero(df["inside"].to_numpy()).tolist()
+        if inside:
+            lab_col, tld_col = df["lab"], df["tld"]
+            for k in inside:
+                if brand[k] is None:
+                    m = self._inside(lab_col[k], tld_col[k])
+                    if m is not None:
+                        brand[k], method[k], distance[k], score[k] = (
+                            m.brand_label, m.method, m.distance, m.score,
+                        )  # fmt: skip
+        out = pl.DataFrame(
+            {
+                "brand_label": pl.Series(brand, dtype=pl.String),
+                "method": pl.Series(method, dtype=pl.String),
+                "distance": pl.Series(distance, dtype=pl.Int64),
+                "score": pl.Series(score, dtype=pl.Float64),
+            }
+        )
+        return out.join(
+            self._label_domain_frame, on="brand_label", how="left", maintain_order="left"
+        ).select("brand", "brand_label", "method", "distance", "score")
 
     def nearest(self, labels: Sequence[str]) -> list[tuple[int, str] | None]:
         """For each label, the (distance, brand) with the least distance, then brand, or None.
 
         Distances are optimal-string-alignment distances (:func:`damerau_levenshtein`)
         to the typo references, within each brand's limit (2 for brands of 10
-        letters or more, else 1).  All labels of one length are compared with
-        the brands of a length within 2 in one call to RapidFuzz's ``cdist``
-        (C++, bit-parallel, cut off at 2), so no Python loop runs per pair.
+        letters or more, else 1).  Labels are grouped by length and compared
+        only with the brands whose length gap is within their limit.  A
+        letter-set prefilter then drops the pairs that cannot be within the
+        limit: one edit changes the set of characters a string uses by at most
+        two (a substitution removes one and adds one; an insertion, a deletion
+        or a transposition by at most one), so a pair whose 32-bit character
+        sets (:func:`_char_sets`) differ in more than twice the limit is out
+        of reach.  That rules out ~99.5 % of the pairs on real names with one
+        XOR and popcount each; RapidFuzz's ``cpdist`` (C++) computes the exact
+        distance of the rest, and no Python loop runs per pair.
         """
         from rapidfuzz.distance import OSA
-        from rapidfuzz.process import cdist
+        from rapidfuzz.process import cpdist
 
         out: list[tuple[int, str] | None] = [None] * len(labels)
-        lens = np.fromiter((len(x) for x in labels), dtype=np.int64, count=len(labels))
+        if not labels:
+            return out
+        arr = pa.array(labels, type=pa.large_string())
+        sets, lens, plain = _char_sets(arr, self._reach)
         order = np.argsort(lens, kind="stable")
         cuts = np.flatnonzero(np.diff(lens[order])) + 1
-        for rows_arr in np.split(order, cuts) if order.size else []:
-            n = int(lens[rows_arr[0]])
-            rows = rows_arr.tolist()
+        rows_l: list[npt.NDArray[np.int64]] = []
+        cols_l: list[npt.NDArray[np.int64]] = []
+        for rows in np.split(order, cuts):
+            n = int(lens[rows[0]])
             # A brand is in reach when the length gap is within its own limit.
             cols = np.flatnonzero(np.abs(self._edit_len - n) <= self._edit_limit)
             if cols.size == 0:
                 continue
-            brands = [self.edit_brands[j] for j in cols]
-            dist = cdist(
-                [labels[i] for i in rows], brands, scorer=OSA.distance, score_cutoff=2,
-                dtype=np.uint8, workers=1,
-            )  # fmt: skip
-            ok = dist <= self._edit_limit[cols][None, :]
-            near = np.flatnonzero(ok.any(axis=1))  # few rows have a brand in reach
-            if near.size == 0:
-                continue
-            d_near, ok_near = dist[near].astype(np.int64), ok[near]
-            # Least distance first, then the brand first in byte order (cols are sorted).
-            key = d_near * cols.size + np.arange(cols.size)[None, :]
-            key[~ok_near] = np.iinfo(np.int64).max
-            for kk, j in enumerate(key.argmin(axis=1).tolist()):
-                out[rows[int(near[kk])]] = (int(d_near[kk, j]), brands[j])
+            gap = _popcount32(sets[rows][:, None] ^ self._edit_sets[cols][None, :])
+            near = gap <= self._edit_gap[cols][None, :]
+            odd = ~plain[rows]
+            if odd.any():  # no character set: every brand in reach is a candidate
+                near[odd] = True
+            flat = np.flatnonzero(near)
+            rows_l.append(rows[flat // cols.size])
+            cols_l.append(cols[flat % cols.size])
+        if not rows_l:
+            return out
+        pr, pc = np.concatenate(rows_l), np.concatenate(cols_l)
+        if pr.size == 0:
+            return out
+        dist = cpdist(
+            arr.take(pa.array(pr)).to_pylist(),
+            [self.edit_brands[j] for j in pc.tolist()],
+            scorer=OSA.distance, score_cutoff=2, dtype=np.uint8, workers=1,
+        ).astype(np.int64)  # fmt: skip
+        ok = dist <= self._edit_limit[pc]
+        pr, pc, dist = pr[ok], pc[ok], dist[ok]
+        # Least distance first, then the brand first in byte order (edit_brands is sorted).
+        first = np.lexsort((pc, dist, pr))
+        keep = np.ones(first.size, dtype=bool)
+        keep[1:] = pr[first[1:]] != pr[first[:-1]]
+        for i, d, j in zip(
+            pr[first[keep]].tolist(),
+            dist[first[keep]].tolist(),
+            pc[first[keep]].tolist(),
+            strict=True,
+        ):
+            out[i] = (d, self.edit_brands[j])
         return out
 
     def _inside(self, label: str, tld: str) -> LookalikeMatch | None:
@@ -425,6 +516,48 @@ class BrandIndex:
             if best:
                 break
         return best
+
+
+def _popcount32(x: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
+    """Set bits of each uint32 (``np.bitwise_count`` from NumPy 2, a SWAR count before)."""
+    count = getattr(np, "bitwise_count", None)
+    if count is not None:
+        return count(x)  # type: ignore[no-any-return, unused-ignore]
+    return _popcount32_swar(x)
+
+
+def _popcount32_swar(x: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
+    x = x - ((x >> np.uint32(1)) & np.uint32(0x55555555))
+    x = (x & np.uint32(0x33333333)) + ((x >> np.uint32(2)) & np.uint32(0x33333333))
+    x = (x + (x >> np.uint32(4))) & np.uint32(0x0F0F0F0F)
+    return (x * np.uint32(0x01010101)) >> np.uint32(24)
+
+
+def _char_sets(
+    arr: pa.LargeStringArray, max_len: int
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Per string: its characters as a 32-bit set (bit ``ord(c) % 32``), length, plainness.
+
+    Any map from characters to bits gives a set that one edit changes by at
+    most two bits, which is all :meth:`BrandIndex.nearest` needs.  The set is
+    built from the UTF-8 bytes, so it is only a set of *characters* for plain
+    ASCII strings of at most ``max_len`` bytes: ``plain`` marks those; the
+    others must skip the prefilter.  Lengths are in characters.
+    """
+    from dnsieve import lexical
+
+    starts, nbytes, data = lexical._buffers(arr)
+    nchars = np.asarray(pac.utf8_length(arr).fill_null(0), dtype=np.int64)
+    plain = (nbytes == nchars) & (nbytes <= max_len)
+    sets = np.zeros(nbytes.size, dtype=np.uint32)
+    width = min(int(nbytes.max()) if nbytes.size else 0, max_len)
+    if width and data.size:
+        pos = np.arange(width, dtype=np.int64)
+        inside = pos[None, :] < nbytes[:, None]
+        raw = data[np.minimum(starts[:, None] + pos[None, :], data.size - 1)]
+        bits = np.left_shift(np.uint32(1), (raw & 31).astype(np.uint32))
+        sets = np.bitwise_or.reduce(np.where(inside, bits, np.uint32(0)), axis=1)
+    return sets, nchars, plain
 
 
 @lru_cache(maxsize=1)
@@ -464,7 +597,8 @@ def match_names(names: pl.Series, labels: pl.DataFrame | None = None) -> pl.Data
         labels = registered_labels(names)
     elif labels.height != names.len():
         raise ValueError(f"labels has {labels.height} rows for {names.len()} names")
-    tld = labels["icann_domain"].str.split(".").list.slice(1).list.join(".")
+    # Everything right of the first dot ("" for a one-label name).
+    tld = labels["icann_domain"].str.splitn(".", 2).struct.field("field_1")
     keys = pl.DataFrame(
         {
             "dom": labels["icann_domain"].fill_null(""),
@@ -473,14 +607,9 @@ def match_names(names: pl.Series, labels: pl.DataFrame | None = None) -> pl.Data
         }
     )
     uniq = keys.unique(maintain_order=True)
-    todo = uniq.filter(~pl.col("dom").is_in(list(idx.domains)))
-    found = idx.match_many(list(zip(todo["lab"].to_list(), todo["tld"].to_list(), strict=True)))
-    table = todo.with_columns(
-        brand=pl.Series([m.brand if m else None for m in found], dtype=pl.String),
-        method=pl.Series([m.method if m else None for m in found], dtype=pl.String),
-        distance=pl.Series([m.distance if m else None for m in found], dtype=pl.Int64),
-        score=pl.Series([m.score if m else None for m in found], dtype=pl.Float64),
-    )
+    todo = uniq.filter(~pl.col("dom").is_in(idx._domains.implode()))
+    found = idx.match_frame(todo["lab"], todo["tld"])
+    table = pl.concat([todo, found.drop("brand_label")], how="horizontal")
     rows = keys.join(table, on=["dom", "lab", "tld"], how="left", maintain_order="left")
     return rows.select(
         pl.col("brand").alias("lookalike_brand"),
