@@ -182,6 +182,40 @@ def test_cli_spark_stream_gives_the_embedded_alerts(
     assert list((tmp_path / "ck" / "spark" / "offsets").iterdir())
     bad = CliRunner().invoke(app, ["stream", "--engine", "flink", "--kafka", "x:1", "--topic", "t"])
     assert bad.exit_code == 2 and "unknown engine" in bad.output
+    # Spark's own connector needs its JARs (not on this machine's classpath): a clear error
+    native = CliRunner().invoke(
+        app, [*args, "--db", db, "--spark-kafka", "native", "--stop-when-idle", "0.3"]
+    )
+    assert native.exit_code == 1 and "spark-sql-kafka-0-10" in native.output
+
+
+def test_live_spark_stream_scores_as_it_catches_up_and_stops_on_request(
+    topic: Any, spark: Any, tmp_path: Path
+) -> None:
+    import threading
+    import time
+
+    mc, _, n, _ = topic
+    st = _settings(batch=12000)
+    st.stream.status_seconds = 0.05
+    view = SparkKafkaView(mc.bootstrap, "dns", "live")
+    runner = SparkStreamRunner(
+        view, Lake.from_settings(st, tmp_path / "lake"), tmp_path / "ck", st,
+        store_url=f"sqlite:///{tmp_path / 's.db'}",
+    )  # fmt: skip
+    th = threading.Thread(target=runner.run)
+    th.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and runner.status.scored_until is None:
+        time.sleep(0.1)
+    runner.stop()
+    th.join(60)
+    view.close()
+    assert not th.is_alive() and runner.status.state == "stopped"
+    # caught up: every event in, the closed hours scored (causally, as the embedded live stream)
+    assert runner.status.events == n and runner.status.scored_until is not None
+    assert runner.status.lag == dict.fromkeys(_high_watermarks(mc), 0)
+    assert runner.status.alerts > 0 and stored(f"sqlite:///{tmp_path / 's.db'}").height > 0
 
 
 def test_a_failed_batch_is_replayed_from_sparks_checkpoint_without_duplicates(

@@ -43,7 +43,12 @@ def source_from_options(
 
 
 def spark_source_from_options(
-    kafka: str | None, topic: str | None, group: str, follow: Path | None, pattern: str
+    kafka: str | None,
+    topic: str | None,
+    group: str,
+    follow: Path | None,
+    pattern: str,
+    connector: str = "python",
 ) -> Any:
     """The Spark stream's view of the source the options name (see :mod:`dnsieve.stream.spark`)."""
     if (kafka is None) == (follow is None):
@@ -61,7 +66,7 @@ def spark_source_from_options(
         if not topic:
             raise fail("--kafka needs --topic", 2)
         try:
-            return SparkKafkaView(kafka, topic, group)
+            return SparkKafkaView(kafka, topic, group, connector=connector)
         except ImportError:
             raise fail("Kafka needs confluent-kafka: pip install 'dnsieve[kafka]'", 2) from None
         except Exception as exc:
@@ -122,6 +127,13 @@ def register(app: typer.Typer) -> None:
                 help="polars (embedded) or spark (a Structured Streaming query; see docs/streaming.md)",
             ),
         ] = "polars",
+        spark_kafka: Annotated[
+            str,
+            typer.Option(
+                "--spark-kafka",
+                help="with --engine spark: python (no JARs) or native (spark-sql-kafka-0-10)",
+            ),
+        ] = "python",
         config: ConfigOpt = None,
     ) -> None:
         """Detect continuously: read Kafka or growing logs, score windows as they close, store alerts."""
@@ -135,8 +147,10 @@ def register(app: typer.Typer) -> None:
         fmt = fmt or settings.ingest.format
         if fmt != "auto" and fmt not in FORMATS:
             raise fail(f"unknown format {fmt!r}; choose auto or one of {', '.join(FORMATS)}", 2)
+        if spark_kafka not in ("python", "native"):
+            raise fail(f"unknown --spark-kafka {spark_kafka!r}; choose python or native", 2)
         if engine == "spark":
-            src = spark_source_from_options(kafka, topic, group, follow, pattern)
+            src = spark_source_from_options(kafka, topic, group, follow, pattern, spark_kafka)
         else:
             src = source_from_options(kafka, topic, group, follow, pattern)
         lake = Lake.from_settings(settings, lake_dir)

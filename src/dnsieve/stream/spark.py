@@ -48,6 +48,7 @@ from dnsieve.stream.runner import StreamRunner, StreamStatus
 from dnsieve.stream.sources import Chunk
 
 __all__ = [
+    "CONNECTORS",
     "RAW_SCHEMA",
     "KafkaDataSource",
     "KafkaRange",
@@ -64,6 +65,8 @@ RAW_SCHEMA = "partition string, offset long, value binary"
 _ARROW_SCHEMA = pa.schema(
     [("partition", pa.string()), ("offset", pa.int64()), ("value", pa.binary())]
 )
+#: how Spark reads Kafka: the Python Data Source here, or Spark's own connector (JARs)
+CONNECTORS = ("python", "native")
 #: records per Arrow batch a Kafka read task yields
 _READ_BATCH = 10_000
 
@@ -307,9 +310,14 @@ class SparkKafkaView:
         topic: str,
         group: str = "dnsieve",
         config: dict[str, Any] | None = None,
+        connector: str = "python",
     ) -> None:
         from confluent_kafka import Consumer
 
+        if connector not in CONNECTORS:
+            raise ValueError(f"unknown Kafka connector {connector!r}; choose python or native")
+        #: ``python`` (:class:`KafkaDataSource`) or ``native`` (``spark-sql-kafka-0-10``)
+        self.connector = connector
         self.name = f"kafka:{topic}"
         self.topic = topic
         self.bootstrap = bootstrap
@@ -341,6 +349,33 @@ class SparkKafkaView:
             "startingOffsets": json.dumps(
                 {k: v for k, v in positions.items() if k.startswith(self.topic + "/")}
             ),
+        }
+        opts.update({f"kafka.{k}": str(v) for k, v in self.config.items()})
+        return opts
+
+    def native_options(self, max_records: int, positions: dict[str, int]) -> dict[str, str]:
+        """The options of Spark's own Kafka source (``spark-sql-kafka-0-10``) reading this topic.
+
+        Lost offsets are not fatal (``failOnDataLoss=false``): the runner counts
+        them as ``offsets_lost`` rejects, as the embedded stream does.
+
+        >>> v = SparkKafkaView.__new__(SparkKafkaView)
+        >>> v.bootstrap, v.topic, v.config = "k:9092", "dns", {"security.protocol": "SSL"}
+        >>> o = v.native_options(5000, {"dns/0": 7, "other/1": 3})
+        >>> o["subscribe"], o["startingOffsets"], o["kafka.security.protocol"]
+        ('dns', '{"dns": {"0": 7}}', 'SSL')
+        """
+        own = {
+            k.rsplit("/", 1)[1]: int(v)
+            for k, v in positions.items()
+            if k.startswith(self.topic + "/")
+        }
+        opts = {
+            "kafka.bootstrap.servers": self.bootstrap,
+            "subscribe": self.topic,
+            "maxOffsetsPerTrigger": str(max_records),
+            "startingOffsets": json.dumps({self.topic: own}) if own else "earliest",
+            "failOnDataLoss": "false",
         }
         opts.update({f"kafka.{k}": str(v) for k, v in self.config.items()})
         return opts
@@ -477,11 +512,24 @@ class SparkStreamRunner(StreamRunner):
 
     def _reader(self, ck: Checkpoint) -> Any:
         spark = self._session()
+        from pyspark.sql import functions as F
+
         if isinstance(self.view, SparkKafkaView):
+            if self.view.connector == "native":
+                opts = self.view.native_options(self.cfg.max_batch_events, ck.positions)
+                return (
+                    spark.readStream.format("kafka")
+                    .options(**opts)
+                    .load()
+                    .select(
+                        F.concat(F.col("topic"), F.lit("/"), F.col("partition")).alias("partition"),
+                        F.col("offset"),
+                        F.col("value"),
+                    )
+                )
             spark.dataSource.register(KafkaDataSource)
             opts = self.view.options(self.cfg.max_batch_events, ck.positions)
             return spark.readStream.format("dnsieve_kafka").options(**opts).load()
-        from pyspark.sql import functions as F
 
         root = self.view.root
         reader = spark.readStream.format("text").option("wholetext", "true")
@@ -546,10 +594,18 @@ class SparkStreamRunner(StreamRunner):
         self._rate = (self.status.events, time.monotonic())
         self._t_status = time.monotonic()
         self.spark_checkpoint.mkdir(parents=True, exist_ok=True)
+        try:
+            df = self._reader(ck)
+        except Exception as exc:  # pyspark's AnalysisException: no such data source
+            if getattr(self.view, "connector", None) == "native" and "kafka" in str(exc).lower():
+                raise RuntimeError(
+                    "Spark's Kafka connector is not on the classpath: start Spark with "
+                    "--packages org.apache.spark:spark-sql-kafka-0-10_2.13:<Spark version>, "
+                    "or read with --spark-kafka python"
+                ) from exc
+            raise
         writer = (
-            self._reader(ck)
-            .writeStream.queryName(f"dnsieve-{len(self.spark_checkpoint.parts)}")
-            .foreachBatch(self.process_batch)
+            df.writeStream.foreachBatch(self.process_batch)
             .option("checkpointLocation", str(self.spark_checkpoint))
             .trigger(processingTime=f"{max(self.cfg.poll_seconds, 0.05)} seconds")
         )
