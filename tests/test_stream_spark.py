@@ -10,26 +10,30 @@ session serves the module (started by the first Spark test).
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
 import pytest
+from polars.testing import assert_frame_equal
 
 pytest.importorskip("pyspark")
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
 from dnsieve.config import Settings  # noqa: E402
+from dnsieve.features import KEYS  # noqa: E402
 from dnsieve.ingest.kafka import MockCluster, read_events, replay, zeek_json_lines  # noqa: E402
 from dnsieve.jobs import run_job  # noqa: E402
 from dnsieve.lake import Lake  # noqa: E402
 from dnsieve.simulate import simulate, write_zeek  # noqa: E402
-from dnsieve.stream import KafkaSource, StreamRunner  # noqa: E402
+from dnsieve.stream import KafkaSource, StreamEngine, StreamRunner  # noqa: E402
 from dnsieve.stream.spark import (  # noqa: E402
     KafkaStreamReader,
     SparkFileView,
     SparkKafkaView,
+    SparkStreamEngine,
     SparkStreamRunner,
     chunks_from_arrow,
     file_chunks,
@@ -196,7 +200,7 @@ def test_live_spark_stream_scores_as_it_catches_up_and_stops_on_request(
     import time
 
     mc, _, n, _ = topic
-    st = _settings(batch=12000)
+    st = _settings(batch=n)  # one micro-batch: live scoring is what this test is about
     st.stream.status_seconds = 0.05
     view = SparkKafkaView(mc.bootstrap, "dns", "live")
     runner = SparkStreamRunner(
@@ -240,6 +244,22 @@ def test_a_failed_batch_is_replayed_from_sparks_checkpoint_without_duplicates(
     assert status.events == n and status.late == 0
     assert Lake(tmp_path / "lake").scan().select(pl.len()).collect().item() == n
     assert stored(f"sqlite:///{tmp_path / 's.db'}").drop("status").equals(want.drop("status"))
+    # [detect] engine = "spark" reads the same closed hours from the stream's store as the
+    # embedded engine: from the lake before the stream's first hour, from the store after
+    ck = runner.ckpts.load()
+    assert ck.agg_from is not None
+    lake = Lake(tmp_path / "lake")
+    since = ck.agg_from + timedelta(hours=1)
+    emb = StreamEngine(runner.ckpts.aggregates, since)
+    st.detect.engine = "spark"
+    on_spark = runner._engine(ck)
+    assert isinstance(on_spark, SparkStreamEngine)
+    on_spark.agg_from = since
+    keys = list(KEYS["domain_hourly"])
+    span = (ck.agg_from, since + timedelta(hours=1))
+    want_agg = emb.aggregate("domain_hourly", lake, *span).sort(keys)
+    assert want_agg.get_column("hour").n_unique() == 2
+    assert_frame_equal(on_spark.aggregate("domain_hourly", lake, *span).sort(keys), want_agg)
 
 
 def test_spark_file_source_gives_run_alerts(topic: Any, spark: Any, tmp_path: Path) -> None:
@@ -247,8 +267,8 @@ def test_spark_file_source_gives_run_alerts(topic: Any, spark: Any, tmp_path: Pa
     ev = read_events([log])[0].sort("ts")
     d = tmp_path / "logs"
     d.mkdir()
-    # three rotated logs of zeek JSON lines
-    for i, part in enumerate(ev.iter_slices(ev.height // 3 + 1)):
+    # two rotated logs of zeek JSON lines
+    for i, part in enumerate(ev.iter_slices(ev.height // 2 + 1)):
         (d / f"dns.{i:02d}.json").write_bytes(b"\n".join(zeek_json_lines(part)) + b"\n")
     st = _settings()
     db_run = f"sqlite:///{tmp_path / 'run.db'}"
@@ -260,7 +280,7 @@ def test_spark_file_source_gives_run_alerts(topic: Any, spark: Any, tmp_path: Pa
     )  # fmt: skip
     status = runner.run()
     assert status.state == "finished" and status.events == ev.height
-    assert len(runner.batch_log) == 3
+    assert len(runner.batch_log) == 2  # a file per micro-batch
     a, b = stored(db_run), stored(f"sqlite:///{tmp_path / 's.db'}")
     assert a.height > 0 and a.drop("status").equals(b.drop("status"))
-    assert view.caught_up() and len(view.partitions()) == 3
+    assert view.caught_up() and len(view.partitions()) == 2

@@ -35,6 +35,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 
+from dnsieve.engines.spark import SparkEngine
 from dnsieve.lake import Lake
-from dnsieve.stream.checkpoint import Checkpoint
+from dnsieve.stream.checkpoint import AggregateStore, Checkpoint
 from dnsieve.stream.runner import StreamRunner, StreamStatus
 from dnsieve.stream.sources import Chunk
 
@@ -55,6 +57,7 @@ __all__ = [
     "KafkaStreamReader",
     "SparkFileView",
     "SparkKafkaView",
+    "SparkStreamEngine",
     "SparkStreamRunner",
     "chunks_from_arrow",
     "file_chunks",
@@ -470,6 +473,64 @@ class SparkFileView:
         """Nothing held open."""
 
 
+class SparkStreamEngine(SparkEngine):
+    """The Spark engine reading closed hours' aggregates from the stream's store.
+
+    The counterpart of :class:`~dnsieve.stream.runner.StreamEngine` for
+    ``[detect] engine = "spark"``: hours from the stream's first closed hour on
+    are read from ``CHECKPOINT/agg`` with ``spark.read.parquet`` (the driver
+    and every executor must reach it: a shared file system on a cluster);
+    earlier hours (history the lake held before the stream) are aggregated
+    from the lake.  Nothing is collected: the frames stay on the cluster.
+    """
+
+    def __init__(
+        self, store: AggregateStore, agg_from: datetime | None, session: Any = None
+    ) -> None:
+        super().__init__(session)
+        self.store = store
+        self.agg_from = agg_from
+
+    def aggregate_frame(
+        self,
+        kind: str,
+        source: Any,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Any:
+        if self.agg_from is None:
+            return super().aggregate_frame(kind, source, since, until)
+        parts = []
+        if since is None or since < self.agg_from:
+            parts.append(super().aggregate_frame(kind, source, since, self.agg_from))
+        lo = self.agg_from if since is None or since < self.agg_from else since
+        parts.append(self._stored(kind, lo, until))
+        out = parts[0]
+        for p in parts[1:]:
+            out = out.unionByName(p)
+        return out
+
+    def _stored(self, kind: str, since: datetime, until: datetime | None) -> Any:
+        """The store's hours of ``kind`` in ``[since, until)``, typed as the engine's aggregate."""
+        from pyspark.sql import functions as F
+
+        like = super().aggregate_frame(kind, [], None, None).schema
+        start = since.replace(minute=0, second=0, microsecond=0)
+        files = [
+            str(f)
+            for f in sorted((self.store.root / kind).glob("*.parquet"))
+            if _hour_of(f) >= start and (until is None or _hour_of(f) < until)
+        ]
+        if not files:
+            return self.spark.createDataFrame([], like)
+        sdf = self.spark.read.parquet(*files)
+        return sdf.select(*(F.col(c.name).cast(c.dataType).alias(c.name) for c in like.fields))
+
+
+def _hour_of(f: Path) -> datetime:
+    return datetime.strptime(f.stem, "%Y%m%d%H").replace(tzinfo=UTC)
+
+
 class SparkStreamRunner(StreamRunner):
     """:class:`StreamRunner` whose micro-batches come from a Spark Structured Streaming query.
 
@@ -547,6 +608,12 @@ class SparkStreamRunner(StreamRunner):
             F.lit(0).cast("long").alias("offset"),
             F.encode(F.col("value"), "UTF-8").alias("value"),
         )
+
+    def _engine(self, ck: Checkpoint) -> Any:
+        """``[detect] engine = "spark"`` scores on the cluster; else the embedded engine."""
+        if getattr(getattr(self.settings, "detect", None), "engine", "polars") == "spark":
+            return SparkStreamEngine(self.ckpts.aggregates, ck.agg_from, self._session())
+        return super()._engine(ck)
 
     def process_batch(self, df: Any, batch_id: int) -> None:
         """``foreachBatch``: the runner's ingest, close, checkpoint and (live) scoring."""
