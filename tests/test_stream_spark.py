@@ -186,6 +186,13 @@ def test_cli_spark_stream_gives_the_embedded_alerts(
     assert list((tmp_path / "ck" / "spark" / "offsets").iterdir())
     bad = CliRunner().invoke(app, ["stream", "--engine", "flink", "--kafka", "x:1", "--topic", "t"])
     assert bad.exit_code == 2 and "unknown engine" in bad.output
+    for wrong, msg in (
+        (["--follow", str(tmp_path / "nope")], "no such file"),
+        (["--kafka", mc.bootstrap], "--kafka needs --topic"),
+        ([*args[3:7], "--spark-kafka", "jar"], "unknown --spark-kafka"),
+    ):
+        r = CliRunner().invoke(app, ["stream", "--engine", "spark", *wrong])
+        assert r.exit_code == 2 and msg in r.output, r.output
     # Spark's own connector needs its JARs (not on this machine's classpath): a clear error
     native = CliRunner().invoke(
         app, [*args, "--db", db, "--spark-kafka", "native", "--stop-when-idle", "0.3"]
