@@ -74,7 +74,10 @@ def spark_source_from_options(
     assert follow is not None
     if not follow.exists():
         raise fail(f"no such file or directory: {follow}", 2)
-    return SparkFileView(follow, pattern)
+    try:
+        return SparkFileView(follow, pattern)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
 
 
 def register(app: typer.Typer) -> None:

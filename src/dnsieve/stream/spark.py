@@ -432,6 +432,13 @@ class SparkFileView:
         self.files_per_batch = files_per_batch
         self.name = f"follow:{root}"
         self._pos: dict[str, int] = {}
+        colons = [p.name for p in self._files() if ":" in p.name]
+        if colons:
+            # Hadoop paths cannot hold a colon (Zeek's archive names: dns.12:00:00-13:00:00.log.gz)
+            raise ValueError(
+                f"Spark's file source cannot read file names with ':' ({colons[0]!r} and "
+                f"{len(colons) - 1} more): rename them, or stream them with --engine polars"
+            )
 
     def refresh(self, positions: dict[str, int] | None = None) -> None:
         if positions is not None:
