@@ -233,7 +233,7 @@ def test_a_failed_batch_is_replayed_from_sparks_checkpoint_without_duplicates(
     topic: Any, spark: Any, tmp_path: Path
 ) -> None:
     mc, _, n, want = topic
-    st = _settings(batch=7000)
+    st = _settings(batch=n // 2 + 1)  # two micro-batches; the second fails
     calls = {"n": 0}
 
     def fail_second_batch() -> None:
