@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from dnsieve.commands.console import ConfigOpt, console, err_console, fail, settings_or_exit
 
-__all__ = ["register", "source_from_options"]
+__all__ = ["register", "source_from_options", "spark_source_from_options"]
 
 
 def source_from_options(
@@ -40,6 +40,44 @@ def source_from_options(
     if not follow.exists():
         raise fail(f"no such file or directory: {follow}", 2)
     return FollowSource(follow, pattern)
+
+
+def spark_source_from_options(
+    kafka: str | None,
+    topic: str | None,
+    group: str,
+    follow: Path | None,
+    pattern: str,
+    connector: str = "python",
+) -> Any:
+    """The Spark stream's view of the source the options name (see :mod:`dnsieve.stream.spark`)."""
+    if (kafka is None) == (follow is None):
+        raise fail("give either --kafka HOST:PORT --topic T or --follow PATH", 2)
+    try:
+        from dnsieve.engines.spark import require_pyspark
+
+        require_pyspark()
+        from dnsieve.stream.spark import SparkFileView, SparkKafkaView
+    except ImportError:
+        raise fail("the spark engine needs: pip install 'dnsieve[spark]'", 2) from None
+    except Exception as exc:  # EngineUnavailableError: the install hint
+        raise fail(str(exc), 2) from None
+    if kafka is not None:
+        if not topic:
+            raise fail("--kafka needs --topic", 2)
+        try:
+            return SparkKafkaView(kafka, topic, group, connector=connector)
+        except ImportError:
+            raise fail("Kafka needs confluent-kafka: pip install 'dnsieve[kafka]'", 2) from None
+        except Exception as exc:
+            raise fail(f"kafka {kafka}: {exc}", 2) from None
+    assert follow is not None
+    if not follow.exists():
+        raise fail(f"no such file or directory: {follow}", 2)
+    try:
+        return SparkFileView(follow, pattern)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
 
 
 def register(app: typer.Typer) -> None:
@@ -86,8 +124,19 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--json", help="print the final status as JSON")
         ] = False,
         engine: Annotated[
-            str, typer.Option("--engine", help="polars (embedded); spark is not available yet")
+            str,
+            typer.Option(
+                "--engine",
+                help="polars (embedded) or spark (a Structured Streaming query; see docs/streaming.md)",
+            ),
         ] = "polars",
+        spark_kafka: Annotated[
+            str,
+            typer.Option(
+                "--spark-kafka",
+                help="with --engine spark: python (no JARs) or native (spark-sql-kafka-0-10)",
+            ),
+        ] = "python",
         config: ConfigOpt = None,
     ) -> None:
         """Detect continuously: read Kafka or growing logs, score windows as they close, store alerts."""
@@ -96,16 +145,17 @@ def register(app: typer.Typer) -> None:
         from dnsieve.stream import StreamRunner
 
         settings = settings_or_exit(config)
-        if engine != "polars":
-            raise fail(
-                "only the embedded engine streams for now (--engine polars); "
-                "see docs/streaming.md for the Spark status",
-                2,
-            )
+        if engine not in ("polars", "spark"):
+            raise fail(f"unknown engine {engine!r}; choose polars or spark", 2)
         fmt = fmt or settings.ingest.format
         if fmt != "auto" and fmt not in FORMATS:
             raise fail(f"unknown format {fmt!r}; choose auto or one of {', '.join(FORMATS)}", 2)
-        src = source_from_options(kafka, topic, group, follow, pattern)
+        if spark_kafka not in ("python", "native"):
+            raise fail(f"unknown --spark-kafka {spark_kafka!r}; choose python or native", 2)
+        if engine == "spark":
+            src = spark_source_from_options(kafka, topic, group, follow, pattern, spark_kafka)
+        else:
+            src = source_from_options(kafka, topic, group, follow, pattern)
         lake = Lake.from_settings(settings, lake_dir)
         tty = sys.stderr.isatty() and not as_json
 
@@ -115,12 +165,21 @@ def register(app: typer.Typer) -> None:
             else:
                 err_console.print(escape(s.line()))
 
-        runner = StreamRunner(
-            src, lake, checkpoint, settings, fmt=fmt, store_url=db or True,
-            stop_when_idle=stop_when_idle, on_status=None if as_json else show,
-        )  # fmt: skip
+        kwargs: dict[str, Any] = {
+            "fmt": fmt,
+            "store_url": db or True,
+            "stop_when_idle": stop_when_idle,
+            "on_status": None if as_json else show,
+        }
         try:
-            status = runner.run()
+            if engine == "spark":
+                from dnsieve.stream.spark import SparkStreamRunner
+
+                status = SparkStreamRunner(src, lake, checkpoint, settings, **kwargs).run()
+            else:
+                status = StreamRunner(src, lake, checkpoint, settings, **kwargs).run()
+        except RuntimeError as exc:
+            raise fail(str(exc)) from None
         finally:
             src.close()
         if as_json:

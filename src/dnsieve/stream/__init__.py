@@ -6,7 +6,9 @@
   progress checkpointed atomically, and the closed hours' aggregates;
 * :mod:`~dnsieve.stream.runner` -- the loop: micro-batches → lake + state →
   closed windows scored by :func:`dnsieve.jobs.score_period` → offsets committed;
-* :mod:`~dnsieve.stream.replay` -- publish logs to Kafka in their time order.
+* :mod:`~dnsieve.stream.replay` -- publish logs to Kafka in their time order;
+* :mod:`~dnsieve.stream.spark` -- the same runner driven by a Spark Structured
+  Streaming query (``--engine spark``; imported on demand, it needs pyspark).
 """
 
 from __future__ import annotations

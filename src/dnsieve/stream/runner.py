@@ -366,6 +366,10 @@ class StreamRunner:
             if isinstance(first, datetime) and (ck.agg_from is None or first < ck.agg_from):
                 ck.agg_from = first
 
+    def _engine(self, ck: Checkpoint) -> Any:
+        """The engine scoring closed windows: the embedded one over the stream's aggregates."""
+        return StreamEngine(self.ckpts.aggregates, ck.agg_from)
+
     def _backlog_due(self, ck: Checkpoint) -> bool:
         every = self.cfg.score_every_hours
         if every <= 0 or ck.state.watermark is None:
@@ -401,7 +405,7 @@ class StreamRunner:
             since = None if span is None or origin is None or span[0] >= origin else origin
         if final and since is None:
             window = None  # the whole input at once: the window adapts as in run
-        engine = StreamEngine(self.ckpts.aggregates, ck.agg_from)
+        engine = self._engine(ck)
         history = (ck.candidates, ck.population) if ck.candidates is not None else None
         res, alerts = score_period(
             self.lake, since, until, self.settings, engine=engine, window=window,
