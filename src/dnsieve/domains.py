@@ -114,6 +114,9 @@ class DomainSplitter:
         self.private_suffixes = private_suffixes
         self.cache_size = cache_size
         self._cache: dict[str, tuple[str, str, str]] = {}
+        #: split of names seen in earlier batches (``__q`` and the three parts),
+        #: so a long ingest splits each distinct name once, not once per batch
+        self._seen: pl.DataFrame | None = None
 
     def split(self, name: str) -> tuple[str, str, str]:
         """Split one normalised name."""
@@ -139,7 +142,20 @@ class DomainSplitter:
         """
         names = qnames.cast(pl.String)
         uniq = names.drop_nulls().unique()
-        mapping = self._split_unique(uniq)
+        seen = self._seen
+        if seen is None:
+            mapping = self._split_unique(uniq)
+            self._seen = mapping if mapping.height <= self.cache_size else None
+        else:
+            # Names seen before (the popular ones, in most batches) are looked up;
+            # only the others are split.
+            known = seen.join(uniq.alias("__q").to_frame(), on="__q", how="semi")
+            fresh = uniq.filter(~uniq.is_in(known.get_column("__q")))
+            new = self._split_unique(fresh) if fresh.len() else None
+            mapping = known if new is None else pl.concat([known, new])
+            if new is not None:
+                grown = seen.height + new.height
+                self._seen = pl.concat([seen, new]) if grown <= self.cache_size else new
         return (
             names.alias("__q")
             .to_frame()
@@ -290,6 +306,8 @@ def _suffix_depths(private: bool) -> tuple[dict[str, int], dict[str, int], dict[
 
 
 def _ace(label: str) -> str:
+    if label.isascii():  # nearly every rule: IDNA would return it unchanged
+        return label
     try:
         return label.encode("idna").decode("ascii")
     except UnicodeError:
