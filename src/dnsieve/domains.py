@@ -27,6 +27,7 @@ an empty ``subdomain``.
 from __future__ import annotations
 
 import re
+import threading
 from functools import lru_cache
 
 import polars as pl
@@ -98,9 +99,18 @@ def normalize_qnames(col: pl.Series) -> pl.Series:
     )
 
 
+_LOAD_LOCK = threading.Lock()
+
+
 @lru_cache(maxsize=2)
-def _psl(private_suffixes: bool) -> PublicSuffixList:
+def _psl_uncached(private_suffixes: bool) -> PublicSuffixList:
     return PublicSuffixList(only_icann=not private_suffixes)
+
+
+def _psl(private_suffixes: bool) -> PublicSuffixList:
+    # one loader at a time: a warm-up thread and the first split never parse it twice
+    with _LOAD_LOCK:
+        return _psl_uncached(private_suffixes)
 
 
 class DomainSplitter:
@@ -117,6 +127,20 @@ class DomainSplitter:
         #: split of names seen in earlier batches (``__q`` and the three parts),
         #: so a long ingest splits each distinct name once, not once per batch
         self._seen: pl.DataFrame | None = None
+        self._warming: threading.Thread | None = None
+
+    def warm(self) -> None:
+        """Load the Public Suffix List tables in a background thread (returns at once).
+
+        Parsing the list costs a fixed fraction of a second per process; an
+        ingest calls this first so that the parse overlaps with hashing and
+        parsing its input instead of delaying the first batch.
+        """
+        if self._warming is None:
+            self._warming = threading.Thread(
+                target=_load_tables, args=(self.private_suffixes,), daemon=True, name="psl-load"
+            )
+            self._warming.start()
 
     def split(self, name: str) -> tuple[str, str, str]:
         """Split one normalised name."""
@@ -270,8 +294,21 @@ class DomainSplitter:
         return out
 
 
+def _load_tables(private: bool) -> None:
+    _psl(private)
+    _suffix_depths(private)
+
+
+def _suffix_depths(private: bool = True) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """:func:`_suffix_depths_uncached`, computed once per process (thread-safe)."""
+    with _LOAD_LOCK:
+        return _suffix_depths_uncached(private)
+
+
 @lru_cache(maxsize=2)
-def _suffix_depths(private: bool) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+def _suffix_depths_uncached(
+    private: bool,
+) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
     """How many trailing labels of a name the PSL can look at.
 
     Returns ``(by_tld, by_last2, wildcard)``: the most labels of any rule

@@ -208,6 +208,7 @@ class StreamRunner:
     # ------------------------------------------------------------------ loop
     def run(self) -> StreamStatus:
         """Run until stopped (or idle for ``stop_when_idle`` seconds); returns the final status."""
+        self.lake.splitter.warm()  # the suffix list loads while the first batch is read
         ck = self.ckpts.load()
         if ck.positions:
             self.source.seek(ck.positions)
@@ -480,8 +481,11 @@ class StreamRunner:
         """Record the status as this stream's run in the alert store (runs page, /api/stream)."""
         from dnsieve.alerts.store import AlertStore
 
+        url = None if self.store_url is True else self.store_url
         try:
-            with AlertStore.open(None if self.store_url is True else self.store_url) as store:  # type: ignore[arg-type]
+            # the schema is brought up to date once, by the first report; the later
+            # ones (every few seconds, for the life of the stream) only write a row
+            with AlertStore.open(url, migrate=self._run_id is None) as store:  # type: ignore[arg-type]
                 if self._run_id is None:
                     self._run_id = store.start_run({"stream": s.name, "kind": "stream"})
                 store.finish_run(self._run_id, counts={"stream": s.to_dict()}, rejects=s.rejects)
