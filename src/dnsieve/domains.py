@@ -173,13 +173,16 @@ class DomainSplitter:
         else:
             # Names seen before (the popular ones, in most batches) are looked up;
             # only the others are split.
-            known = seen.join(uniq.alias("__q").to_frame(), on="__q", how="semi")
-            fresh = uniq.filter(~uniq.is_in(known.get_column("__q")))
+            batch = uniq.alias("__q").to_frame()
+            known = seen.join(batch, on="__q", how="semi")
+            fresh = batch.join(seen, on="__q", how="anti").get_column("__q")
             new = self._split_unique(fresh) if fresh.len() else None
             mapping = known if new is None else pl.concat([known, new])
             if new is not None:
-                grown = seen.height + new.height
-                self._seen = pl.concat([seen, new]) if grown <= self.cache_size else new
+                if seen.height + new.height <= self.cache_size:
+                    self._seen = pl.concat([seen, new])
+                else:  # full: start over from this batch's new names (if they fit)
+                    self._seen = new if new.height <= self.cache_size else None
         return (
             names.alias("__q")
             .to_frame()
