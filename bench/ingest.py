@@ -11,6 +11,12 @@ Sections:
   Measured: the :class:`~dnsieve.ingest.zeek.ZeekTsvAdapter` to canonical Arrow
   batches and, when :mod:`dnsieve.lake` is available, the full path into the
   Parquet lake.
+* Zeek JSON (:func:`bench_zeek_json`): the same events as JSON lines (as Zeek
+  writes them with ``LogAscii::use_json=T`` and ISO-8601 times, and as
+  zeek-kafka publishes them); the reference is a bare ``polars.read_ndjson``.
+* Both Zeek sections run at each of ``--sizes`` (default 250k and 2M rows):
+  the ratio must hold at both, so fixed costs (loading the Public Suffix
+  List, opening the manifest) and per-row costs both show.
 * ``--rss``: the adapter alone, then the full path into the lake, over a
   10M-row file (``--rss-rows``), each in a fresh subprocess, reporting the peak
   resident set size (Linux ``VmHWM``; target under 1.5 GB).
@@ -327,6 +333,72 @@ def bench_zeek_tsv(path: Path, repeat: int = 3, lake: bool = True) -> list[Row]:
     return rows
 
 
+def generate_zeek_json(tsv: Path, path: Path) -> Path:
+    """Write the events of the Zeek TSV ``tsv`` as Zeek JSON lines (ISO-8601 ``ts``)."""
+    from dnsieve.ingest import IngestStats, ReadContext, read_file
+    from dnsieve.ingest.kafka import zeek_json_lines
+
+    ctx = ReadContext(sensor=tsv.name, stats=IngestStats(source=str(tsv)))
+    tmp = path.with_suffix(path.suffix + ".part")
+    with open(tmp, "wb") as fh:
+        for batch in read_file(tsv, "zeek", ctx):
+            lines = zeek_json_lines(pl.from_arrow(batch))  # type: ignore[arg-type]
+            fh.write(b"\n".join(lines) + b"\n")
+    tmp.replace(path)
+    return path
+
+
+def _bare_read_ndjson(path: Path) -> int:
+    """The reference for JSON: a bare Polars read of the whole file (types inferred)."""
+    return pl.read_ndjson(path).height
+
+
+def _adapter_rows_fmt(path: Path, fmt: str) -> int:
+    from dnsieve.ingest import IngestStats, ReadContext, read_file
+
+    ctx = ReadContext(sensor=path.name, stats=IngestStats(source=str(path)))
+    n = sum(b.num_rows for b in read_file(path, fmt, ctx))
+    if ctx.stats.rejected:
+        raise RuntimeError(f"unexpected rejects: {ctx.stats.rejects}")
+    return n
+
+
+def bench_zeek_json(path: Path, repeat: int = 3, lake: bool = True) -> list[Row]:
+    """Zeek JSON: bare ``polars.read_ndjson`` (reference), adapter, and adapter -> lake."""
+    from dnsieve.lake import Lake
+
+    rows: list[Row] = []
+    n, t, c = _timed(lambda: _bare_read_ndjson(path), repeat)
+    ref = Row("zeek-json", "polars.read_ndjson (reference)", n, t, cpu_seconds=c)
+    rows.append(ref)
+    n, t, c = _timed(lambda: _adapter_rows_fmt(path, "zeek-json"), repeat)
+    rows.append(
+        Row("zeek-json", "ZeekJsonAdapter -> canonical batches", n, t, ref.rate, c, ref.cpu_rate)
+    )
+    if lake:
+
+        def to_lake() -> int:
+            tmp = Path(tempfile.mkdtemp(prefix="dnsieve-bench-lake-"))
+            try:
+                return _rows_written(Lake(tmp).ingest_files([path], "zeek-json"), n)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+        n_l, t_l, c_l = _timed(to_lake, repeat)
+        rows.append(
+            Row(
+                "zeek-json",
+                "ZeekJsonAdapter -> Parquet lake",
+                n_l,
+                t_l,
+                ref.rate,
+                c_l,
+                ref.cpu_rate,
+            )
+        )
+    return rows
+
+
 def _rows_written(result: object, default: int) -> int:
     """Best effort: rows written as reported by ``Lake.ingest_files`` (else ``default``)."""
     for attr in ("rows_written", "rows"):
@@ -504,18 +576,18 @@ def print_table(rows: list[Row]) -> None:
     which a machine shared with other jobs distorts much less.
     """
     print(
-        f"{'section':<10} {'what':<42} {'items':>11} {'seconds':>8} {'items/s':>12} "
+        f"{'section':<15} {'what':<42} {'items':>11} {'seconds':>8} {'items/s':>12} "
         f"{'ratio':>6} {'cpu s':>7} {'cpu ratio':>9}"
     )
     for r in rows:
         if r.items == 0:
-            print(f"{r.section:<10} {r.what:<42} {'-':>11} {'-':>8} {'-':>12} {'-':>6}")
+            print(f"{r.section:<15} {r.what:<42} {'-':>11} {'-':>8} {'-':>12} {'-':>6}")
             continue
         ratio = "" if r.ratio is None else f"{r.ratio:.2f}"
         cpu = "" if r.cpu_seconds is None else f"{r.cpu_seconds:.2f}"
         cpu_ratio = "" if r.cpu_ratio is None else f"{r.cpu_ratio:.2f}"
         print(
-            f"{r.section:<10} {r.what:<42} {r.items:>11,} {r.seconds:>8.2f} "
+            f"{r.section:<15} {r.what:<42} {r.items:>11,} {r.seconds:>8.2f} "
             f"{r.rate:>12,.0f} {ratio:>6} {cpu:>7} {cpu_ratio:>9}"
         )
 
@@ -623,7 +695,13 @@ def bench_hostile(work: Path, src: Path | None, name_mb: int = 50) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--rows", type=int, default=2_000_000, help="rows of the generated Zeek TSV")
+    ap.add_argument(
+        "--sizes",
+        default="250000,2000000",
+        help="comma-separated rows of the generated Zeek logs (each size is one TSV and one JSON)",
+    )
+    ap.add_argument("--rows", type=int, default=None, help="one size only (overrides --sizes)")
+    ap.add_argument("--no-json", action="store_true", help="skip the Zeek JSON section")
     ap.add_argument("--repeat", type=int, default=3, help="best of N runs per measurement")
     ap.add_argument("--workdir", type=Path, default=None, help="where to keep generated files")
     ap.add_argument("--no-lake", action="store_true", help="skip the Parquet lake row")
@@ -674,13 +752,28 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         return 0
-    path = work / f"zeek-dns-{args.rows}.log"
-    if not path.exists():
-        print(f"generating {args.rows:,} rows -> {path}", flush=True)
-        generate_zeek_tsv(path, args.rows)
-    size_mb = path.stat().st_size / 1e6
-    print(f"Zeek TSV: {path} ({size_mb:,.0f} MB), best of {args.repeat}", flush=True)
-    rows = bench_zeek_tsv(path, repeat=args.repeat, lake=not args.no_lake)
+    sizes = [args.rows] if args.rows else [int(x) for x in args.sizes.split(",") if x.strip()]
+    rows: list[Row] = []
+    for size in sizes:
+        path = work / f"zeek-dns-{size}.log"
+        if not path.exists():
+            print(f"generating {size:,} rows -> {path}", flush=True)
+            generate_zeek_tsv(path, size)
+        size_mb = path.stat().st_size / 1e6
+        print(f"Zeek TSV: {path} ({size_mb:,.0f} MB), best of {args.repeat}", flush=True)
+        tag = f"{size / 1e6:g}M" if size >= 1_000_000 else f"{size // 1000}k"
+        got = bench_zeek_tsv(path, repeat=args.repeat, lake=not args.no_lake)
+        if not args.no_json:
+            jpath = work / f"zeek-dns-{size}.json"
+            if not jpath.exists():
+                print(f"writing the same events as Zeek JSON -> {jpath}", flush=True)
+                generate_zeek_json(path, jpath)
+            size_mb = jpath.stat().st_size / 1e6
+            print(f"Zeek JSON: {jpath} ({size_mb:,.0f} MB), best of {args.repeat}", flush=True)
+            got += bench_zeek_json(jpath, repeat=args.repeat, lake=not args.no_lake)
+        for r in got:
+            r.section = f"{r.section} {tag}"
+        rows += got
     if not args.no_pcap:
         pcap = work / f"dns-{args.pcap_packets}.pcap"
         if not pcap.exists():

@@ -27,6 +27,7 @@ an empty ``subdomain``.
 from __future__ import annotations
 
 import re
+import threading
 from functools import lru_cache
 
 import polars as pl
@@ -98,9 +99,18 @@ def normalize_qnames(col: pl.Series) -> pl.Series:
     )
 
 
+_LOAD_LOCK = threading.Lock()
+
+
 @lru_cache(maxsize=2)
-def _psl(private_suffixes: bool) -> PublicSuffixList:
+def _psl_uncached(private_suffixes: bool) -> PublicSuffixList:
     return PublicSuffixList(only_icann=not private_suffixes)
+
+
+def _psl(private_suffixes: bool) -> PublicSuffixList:
+    # one loader at a time: a warm-up thread and the first split never parse it twice
+    with _LOAD_LOCK:
+        return _psl_uncached(private_suffixes)
 
 
 class DomainSplitter:
@@ -114,6 +124,23 @@ class DomainSplitter:
         self.private_suffixes = private_suffixes
         self.cache_size = cache_size
         self._cache: dict[str, tuple[str, str, str]] = {}
+        #: split of names seen in earlier batches (``__q`` and the three parts),
+        #: so a long ingest splits each distinct name once, not once per batch
+        self._seen: pl.DataFrame | None = None
+        self._warming: threading.Thread | None = None
+
+    def warm(self) -> None:
+        """Load the Public Suffix List tables in a background thread (returns at once).
+
+        Parsing the list costs a fixed fraction of a second per process; an
+        ingest calls this first so that the parse overlaps with hashing and
+        parsing its input instead of delaying the first batch.
+        """
+        if self._warming is None:
+            self._warming = threading.Thread(
+                target=_load_tables, args=(self.private_suffixes,), daemon=True, name="psl-load"
+            )
+            self._warming.start()
 
     def split(self, name: str) -> tuple[str, str, str]:
         """Split one normalised name."""
@@ -139,7 +166,23 @@ class DomainSplitter:
         """
         names = qnames.cast(pl.String)
         uniq = names.drop_nulls().unique()
-        mapping = self._split_unique(uniq)
+        seen = self._seen
+        if seen is None:
+            mapping = self._split_unique(uniq)
+            self._seen = mapping if mapping.height <= self.cache_size else None
+        else:
+            # Names seen before (the popular ones, in most batches) are looked up;
+            # only the others are split.
+            batch = uniq.alias("__q").to_frame()
+            known = seen.join(batch, on="__q", how="semi")
+            fresh = batch.join(seen, on="__q", how="anti").get_column("__q")
+            new = self._split_unique(fresh) if fresh.len() else None
+            mapping = known if new is None else pl.concat([known, new])
+            if new is not None:
+                if seen.height + new.height <= self.cache_size:
+                    self._seen = pl.concat([seen, new])
+                else:  # full: start over from this batch's new names (if they fit)
+                    self._seen = new if new.height <= self.cache_size else None
         return (
             names.alias("__q")
             .to_frame()
@@ -254,8 +297,21 @@ class DomainSplitter:
         return out
 
 
+def _load_tables(private: bool) -> None:
+    _psl(private)
+    _suffix_depths(private)
+
+
+def _suffix_depths(private: bool = True) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """:func:`_suffix_depths_uncached`, computed once per process (thread-safe)."""
+    with _LOAD_LOCK:
+        return _suffix_depths_uncached(private)
+
+
 @lru_cache(maxsize=2)
-def _suffix_depths(private: bool) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+def _suffix_depths_uncached(
+    private: bool,
+) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
     """How many trailing labels of a name the PSL can look at.
 
     Returns ``(by_tld, by_last2, wildcard)``: the most labels of any rule
@@ -290,6 +346,8 @@ def _suffix_depths(private: bool) -> tuple[dict[str, int], dict[str, int], dict[
 
 
 def _ace(label: str) -> str:
+    if label.isascii():  # nearly every rule: IDNA would return it unchanged
+        return label
     try:
         return label.encode("idna").decode("ascii")
     except UnicodeError:

@@ -122,7 +122,9 @@ def _as_frame(batch: pa.RecordBatch | pa.Table | pl.DataFrame | pl.LazyFrame) ->
     elif isinstance(batch, pl.DataFrame):
         df = batch
     else:
-        df = pl.from_arrow(batch)  # type: ignore[assignment]
+        # only the columns the state reads cross into Polars (not answers, ttls ...)
+        keep = [n for n in _NEEDED if n in batch.schema.names]
+        df = pl.from_arrow(batch.select(keep))  # type: ignore[assignment]
     cols = {}
     for name, dtype in _NEEDED.items():
         if name in df.columns:

@@ -85,7 +85,7 @@ def _writer(lake: Lake) -> Any:
             if not batches:
                 return
             self.buffered -= n
-            self.write_table(key, pa.Table.from_batches(batches, schema=FLOW_RECORD))
+            self.submit_table(key, pa.Table.from_batches(batches, schema=FLOW_RECORD))
 
     return _FlowWriter(
         lake.path / "flows",

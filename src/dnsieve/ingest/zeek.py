@@ -761,53 +761,117 @@ def _parse_json_lines(
     out.append(df)
 
 
+@dataclass
+class _JsonPrepared:
+    """A chunk of JSON lines parsed and mapped (by the worker), or None when it
+    did not parse as a whole (the main thread then bisects it line by line)."""
+
+    frame: pl.DataFrame | None  # adapter columns of the dns lines
+    records: int
+    other: int  # lines of another log (not_dns_log)
+    example: str
+
+
+def _map_json(df: pl.DataFrame) -> tuple[pl.DataFrame | None, int, str]:
+    """Adapter columns of the dns lines of ``df``; (frame, lines of other logs, an example)."""
+    if df.height == 0:
+        return None, 0, ""
+    path = df.get_column("_path")
+    # Another log (``_path`` not dns, or no dns fields at all: conn.log lines).
+    other = (path.is_not_null() & (path != "dns")) | (
+        path.is_null() & df.get_column("query").is_null() & df.get_column("trans_id").is_null()
+    )
+    n_other = int(other.sum())
+    example = ""
+    if n_other:
+        example = str(df.filter(other).row(0, named=True))
+        df = df.filter(~other)
+    return (zeek_json_frame(df) if df.height else None), n_other, example
+
+
+def _prepare_json(data: bytes) -> _JsonPrepared | None:
+    """Parse and map a chunk of complete lines.  Pure: runs in the worker."""
+    try:
+        df = _read_ndjson(data)
+    except Exception:
+        return None
+    frame, n_other, example = _map_json(df)
+    return _JsonPrepared(frame, df.height, n_other, example)
+
+
 class ZeekJsonAdapter:
-    """Zeek JSON-lines dns.log (``LogAscii::use_json=T``), epoch or ISO-8601 ``ts``."""
+    """Zeek JSON-lines dns.log (``LogAscii::use_json=T``), epoch or ISO-8601 ``ts``.
+
+    As for TSV, a worker thread parses and maps one chunk ahead
+    (``polars.read_ndjson`` releases the GIL) while the main thread
+    canonicalises the previous one; accounting stays on the main thread and
+    in input order.
+    """
 
     name = "zeek-json"
 
     def read(self, stream: BinaryIO, ctx: ReadContext) -> Iterator[pa.RecordBatch]:
         """Yield canonical batches; bad lines are counted one by one."""
         chunk_bytes = int(ctx.options.get("chunk_bytes", CHUNK_BYTES))
-        for offset, chunk, terminated in iter_lines_chunks(
-            stream, chunk_bytes, ctx.max_record_bytes, _long_counter(ctx)
-        ):
-            start = _skip_prefix(chunk, offset, ctx.skip_bytes)
-            if start >= len(chunk):
-                ctx.stats.bytes_consumed = max(ctx.stats.bytes_consumed, offset + len(chunk))
-                continue
-            data = _to_utf8(chunk[start:], json_safe=True)
-            frames: list[pl.DataFrame] = []
-            if not terminated:
+        # (end offset, data or None for a chunk wholly before skip_bytes, prepared)
+        queue: deque[tuple[int, bytes | None, Future[_JsonPrepared | None] | None]] = deque()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="zeek-json") as pool:
+            for offset, chunk, terminated in iter_lines_chunks(
+                stream, chunk_bytes, ctx.max_record_bytes, _long_counter(ctx)
+            ):
+                start = _skip_prefix(chunk, offset, ctx.skip_bytes)
+                if start >= len(chunk):
+                    queue.append((offset + len(chunk), None, None))
+                    continue
+                data = _to_utf8(chunk[start:], json_safe=True)
+                if terminated:
+                    queue.append((offset + len(chunk), data, pool.submit(_prepare_json, data)))
+                    while len(queue) > 1:
+                        yield from self._finish(queue.popleft(), ctx)
+                    continue
+                while queue:
+                    yield from self._finish(queue.popleft(), ctx)
                 # An unterminated last line that does not parse may still be being
                 # written: it is rejected as truncated_record and not consumed, so
                 # the next read of the grown file picks it up.
+                frames: list[pl.DataFrame] = []
                 before = ctx.stats.rejects["truncated_record"]
                 _parse_json_lines([data] if data.strip() else [], ctx, frames, "truncated_record")
                 if ctx.stats.rejects["truncated_record"] == before:
                     ctx.stats.bytes_consumed = offset + len(chunk)
-            else:
-                try:
-                    frames.append(_read_ndjson(data))
-                    ctx.stats.records_read += frames[0].height
-                except Exception:
-                    lines = [ln for ln in data.split(b"\n") if ln.strip()]
-                    _parse_json_lines(lines, ctx, frames)
-                ctx.stats.bytes_consumed = offset + len(chunk)
-            for df in frames:
-                if df.height == 0:
-                    continue
-                path = df.get_column("_path")
-                # Another log (``_path`` not dns, or no dns fields at all: conn.log lines).
-                other = (path.is_not_null() & (path != "dns")) | (
-                    path.is_null()
-                    & df.get_column("query").is_null()
-                    & df.get_column("trans_id").is_null()
-                )
-                n_other = int(other.sum())
-                if n_other:
-                    example = str(df.filter(other).row(0, named=True))
-                    ctx.stats.reject("not_dns_log", example, n=n_other)
-                    df = df.filter(~other)
-                if df.height:
-                    yield from canonical_batches(zeek_json_frame(df), ctx)
+                yield from self._emit(frames, ctx)
+            while queue:
+                yield from self._finish(queue.popleft(), ctx)
+
+    def _finish(
+        self,
+        item: tuple[int, bytes | None, Future[_JsonPrepared | None] | None],
+        ctx: ReadContext,
+    ) -> Iterator[pa.RecordBatch]:
+        end, data, fut = item
+        if data is None or fut is None:
+            ctx.stats.bytes_consumed = max(ctx.stats.bytes_consumed, end)
+            return
+        prep = fut.result()
+        if prep is None:  # some line is bad: bisect, so each bad line is rejected alone
+            frames: list[pl.DataFrame] = []
+            lines = [ln for ln in data.split(b"\n") if ln.strip()]
+            _parse_json_lines(lines, ctx, frames)
+            ctx.stats.bytes_consumed = end
+            yield from self._emit(frames, ctx)
+            return
+        ctx.stats.records_read += prep.records
+        ctx.stats.bytes_consumed = end
+        if prep.other:
+            ctx.stats.reject("not_dns_log", prep.example, n=prep.other)
+        if prep.frame is not None:
+            yield from canonical_batches(prep.frame, ctx)
+
+    @staticmethod
+    def _emit(frames: list[pl.DataFrame], ctx: ReadContext) -> Iterator[pa.RecordBatch]:
+        for df in frames:
+            frame, n_other, example = _map_json(df)
+            if n_other:
+                ctx.stats.reject("not_dns_log", example, n=n_other)
+            if frame is not None:
+                yield from canonical_batches(frame, ctx)

@@ -40,6 +40,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -86,6 +87,10 @@ class StreamEngine(PolarsEngine):
         return pl.concat(parts, how="vertical") if len(parts) > 1 else parts[0]
 
 
+#: Bytes of a micro-batch an adapter parses at once (see :func:`decode_chunk`).
+DECODE_CHUNK_BYTES = 4 * 1024 * 1024
+
+
 def decode_chunk(
     chunk: Chunk, fmt: str, options: dict[str, Any], lake: Lake
 ) -> tuple[pa.Table | None, IngestStats, str]:
@@ -100,12 +105,15 @@ def decode_chunk(
         return None, stats, fmt
     if fmt == "auto":
         fmt = sniff(data[: 64 * 1024]) or "zeek-json"
+    # A micro-batch is a few tens of MB: parse it in pieces of a few MB so the
+    # adapters' one-chunk-ahead worker overlaps parsing with canonicalising.
+    opts = {"chunk_bytes": DECODE_CHUNK_BYTES, **options}
     ctx = ReadContext(
         sensor=chunk.partition,
         stats=stats,
         batch_size=lake.batch_size,
         splitter=lake.splitter,
-        options=options,
+        options=opts,
         max_record_bytes=lake.max_record_bytes,
     )
     batches = list(read_stream(io.BytesIO(data), fmt, ctx))
@@ -208,6 +216,7 @@ class StreamRunner:
     # ------------------------------------------------------------------ loop
     def run(self) -> StreamStatus:
         """Run until stopped (or idle for ``stop_when_idle`` seconds); returns the final status."""
+        self.lake.splitter.warm()  # the suffix list loads while the first batch is read
         ck = self.ckpts.load()
         if ck.positions:
             self.source.seek(ck.positions)
@@ -278,13 +287,16 @@ class StreamRunner:
         positions: dict[str, int] = {}
         total = 0
         rejects: Counter[str] = Counter()
+        decoded: list[tuple[Chunk, pa.Table | None]] = []
+        ends: dict[str, int] = {}  # where each partition's previous chunk of this poll ended
         for ch in chunks:
             fmt = self._formats.get(ch.partition, self.fmt)
             table, stats, used = decode_chunk(ch, fmt, self.options, self.lake)
             self._formats.setdefault(ch.partition, used)
             rejects.update(stats.rejects)
             rejects.update(ch.rejects)
-            expect = ck.positions.get(ch.partition)
+            expect = ends.get(ch.partition, ck.positions.get(ch.partition))
+            ends[ch.partition] = ch.end
             if (
                 expect is not None
                 and not ch.partition.startswith("file:")
@@ -304,21 +316,15 @@ class StreamRunner:
             if new is not None and new.num_rows:
                 new_tables.append(new)
             positions[ch.partition] = max(ch.end, start)
-            if table is None or table.num_rows == 0:
-                ck.positions[ch.partition] = ch.end
-                continue
-            ts = table.column("ts")
-            hi = pa.compute.max(ts).as_py()
-            if hi is not None:
-                hi = hi.replace(tzinfo=UTC) if hi.tzinfo is None else hi.astimezone(UTC)
-                prev = ck.progress.get(ch.partition)
-                if prev is None or hi.isoformat() > prev:
-                    ck.progress[ch.partition] = hi.isoformat()
-            ck.state.update(table)
-            total += table.num_rows
-            ck.positions[ch.partition] = ch.end
+            decoded.append((ch, table))
+        # The lake append (Parquet encoding, fsync, manifest commit) runs in a thread
+        # while the hourly state folds the same events in: the two are independent.
         batches = [b for t in new_tables for b in t.to_batches()]
-        self.lake.append_stream(batches, self.prefix, positions)
+        with ThreadPoolExecutor(1, thread_name_prefix="stream-append") as pool:
+            appended = pool.submit(self.lake.append_stream, batches, self.prefix, positions)
+            for ch, table in decoded:
+                total += self._fold(ck, ch, table)
+            appended.result()
         n_rej = sum(rejects.values())
         ck.counters["events"] = int(ck.counters.get("events", 0)) + total
         ck.counters["rejected"] = int(ck.counters.get("rejected", 0)) + n_rej
@@ -331,6 +337,22 @@ class StreamRunner:
         self.status.rejected = int(ck.counters["rejected"])
         self.status.late = ck.state.late_rows
         return total
+
+    @staticmethod
+    def _fold(ck: Checkpoint, ch: Chunk, table: pa.Table | None) -> int:
+        """Fold a decoded chunk into the state and the checkpoint's progress; returns events."""
+        if table is None or table.num_rows == 0:
+            ck.positions[ch.partition] = ch.end
+            return 0
+        hi = pa.compute.max(table.column("ts")).as_py()
+        if hi is not None:
+            hi = hi.replace(tzinfo=UTC) if hi.tzinfo is None else hi.astimezone(UTC)
+            prev = ck.progress.get(ch.partition)
+            if prev is None or hi.isoformat() > prev:
+                ck.progress[ch.partition] = hi.isoformat()
+        ck.state.update(table)
+        ck.positions[ch.partition] = ch.end
+        return int(table.num_rows)
 
     def _watermark(self, ck: Checkpoint) -> datetime | None:
         """Min over partitions of their newest event time, less the allowed lateness.
@@ -485,8 +507,11 @@ class StreamRunner:
         """Record the status as this stream's run in the alert store (runs page, /api/stream)."""
         from dnsieve.alerts.store import AlertStore
 
+        url = None if self.store_url is True else self.store_url
         try:
-            with AlertStore.open(None if self.store_url is True else self.store_url) as store:  # type: ignore[arg-type]
+            # the schema is brought up to date once, by the first report; the later
+            # ones (every few seconds, for the life of the stream) only write a row
+            with AlertStore.open(url, migrate=self._run_id is None) as store:  # type: ignore[arg-type]
                 if self._run_id is None:
                     self._run_id = store.start_run({"stream": s.name, "kind": "stream"})
                 store.finish_run(self._run_id, counts={"stream": s.to_dict()}, rejects=s.rejects)
