@@ -7,8 +7,10 @@ never-seen domains are different: one user follows one link, and the domain
 is never seen again or only by that host.
 
 **New.**  A registered domain is new when its first query in the input comes
-after a warm-up (``min(max_warmup_hours, warmup_share × span)`` of history:
-nothing can be called new without a look back) and it resolved at least once
+after a warm-up (``max_warmup_hours`` of history when scored in hourly windows,
+as lakes and streams are, so a stream a few hours old calls nothing new; on a
+short capture ``min(max_warmup_hours, warmup_share × span)``: nothing can be
+called new without a look back) and it resolved at least once
 (``NOERROR``; never-resolving names are :mod:`dga_host`'s business).  Local
 and reverse names and single labels are ignored.
 
@@ -88,6 +90,8 @@ class NewDomainPopulation:
     new_per_day: float
     fitted_on: int
     method: str
+    #: the fitted input's first event (warm-up of hourly scoring: :meth:`NewDomainDetector.new`)
+    start: datetime | None = None
 
 
 def _domain_events(data: pl.DataFrame) -> pl.DataFrame:
@@ -195,7 +199,9 @@ class NewDomainDetector(Detector):
         stats_ = self._counts(ev.join(done, on="rd", how="inner"), None)
         n = stats_.height
         if n < self.min_new_domains:
-            return NewDomainPopulation(first, _REFERENCE, _REFERENCE, new_per_day, n, "reference")
+            return NewDomainPopulation(
+                first, _REFERENCE, _REFERENCE, new_per_day, n, "reference", lo
+            )
         fits = []
         for col in ("extra_hosts", "return_hours"):
             tally = stats_[col].value_counts().sort(col)
@@ -203,7 +209,7 @@ class NewDomainDetector(Detector):
             bulk = support_bulk(v, c, self.tail_share)
             mean, size = fit_truncated_nb(v, c, bulk, 0.5 / n, censor=self.censor_tail)
             fits.append((mean, size, bulk))
-        return NewDomainPopulation(first, fits[0], fits[1], new_per_day, n, "truncated-mle")
+        return NewDomainPopulation(first, fits[0], fits[1], new_per_day, n, "truncated-mle", lo)
 
     def _counts(self, ev: pl.DataFrame, upto: str | None) -> pl.DataFrame:
         """Per domain (and window, when ``upto`` names the window-end column):
@@ -236,20 +242,35 @@ class NewDomainDetector(Detector):
             .head(self.max_clients),
         )
 
+    def new(self, pop: NewDomainPopulation, ctx: DetectContext) -> pl.DataFrame:
+        """The new domains (``rd``, ``first_seen``) this period may call new.
+
+        Scored in hourly windows (a lake, a stream), nothing is new before the
+        full ``max_warmup_hours`` of history: a stream a few hours old must not
+        call every domain it has not met yet new, and a run over the same lake
+        then agrees with it.  A short capture, scored in shorter windows, keeps
+        the warm-up of ``warmup_share`` of its span.
+        """
+        if ctx.window < 3600 or pop.start is None:
+            return pop.first
+        since = utc(pop.start) + timedelta(hours=self.max_warmup_hours)
+        return pop.first.filter(pl.col("first_seen") > since)
+
     def population(self, data: pl.DataFrame, ctx: DetectContext) -> int:
         """New domains first seen in the scored period (calibration's population)."""
         pop = getattr(self, "population_", None) or self._fit(data)
-        f = pop.first.filter(
+        f = self.new(pop, ctx).filter(
             (pl.col("first_seen") >= utc(ctx.start)) & (pl.col("first_seen") < utc(ctx.end))
         )
         return f.height
 
     def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
         pop = getattr(self, "population_", None) or self._fit(data)
-        if pop.first.height == 0:
+        first = self.new(pop, ctx)
+        if first.height == 0:
             return empty_anomalies()
         follow = timedelta(hours=self.follow_hours)
-        ev = _domain_events(data).join(pop.first, on="rd", how="inner")
+        ev = _domain_events(data).join(first, on="rd", how="inner")
         ev = ev.filter(pl.col("ts") < pl.col("first_seen") + follow)
         # The windows of the scored period in which the domain was queried.
         inside = ev.filter((pl.col("ts") >= utc(ctx.start)) & (pl.col("ts") < utc(ctx.end)))

@@ -612,11 +612,11 @@ def newdomain_fit_on_cluster(detector: Any, sdf: SparkDataFrame) -> Any:
                 counts.unpersist()
         if len(fits) == 2:
             fitted.population_ = NewDomainPopulation(
-                first, fits[0], fits[1], new_per_day, n, "truncated-mle"
+                first, fits[0], fits[1], new_per_day, n, "truncated-mle", lo
             )
         else:
             fitted.population_ = NewDomainPopulation(
-                first, _REFERENCE, _REFERENCE, new_per_day, n, "reference"
+                first, _REFERENCE, _REFERENCE, new_per_day, n, "reference", lo
             )
     finally:
         ev.unpersist()
