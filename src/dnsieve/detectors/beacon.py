@@ -86,10 +86,13 @@ from dnsieve.detectors.base import (
     empty_anomalies,
 )
 from dnsieve.detectors.frames import (
+    closing_tiles,
     evidence_json,
     example_events,
     scored_period,
     tidy,
+    tile_columns,
+    utc,
     window_columns,
 )
 
@@ -170,18 +173,53 @@ class BeaconDetector(Detector):
         self.lookback = lookback
         self.min_period = min_period
 
-    def _events(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
-        ev = scored_period(data, ctx).filter(
-            pl.col("src_ip").is_not_null()
+    def tiled(self, ctx: DetectContext) -> bool:
+        """Whether ``ctx`` is scored in epoch tiles: hourly or longer windows (a
+        lake, a stream); a short capture scored in shorter windows is one window."""
+        return ctx.window >= 3600.0
+
+    def _length(self, ctx: DetectContext) -> float:
+        return max(ctx.window, self.min_window)
+
+    @staticmethod
+    def _usable(data: pl.DataFrame) -> pl.DataFrame:
+        return data.filter(
+            pl.col("ts").is_not_null()
+            & pl.col("src_ip").is_not_null()
             & pl.col("registered_domain").is_not_null()
             & pl.col("registered_domain").str.contains(".", literal=True)
             & ~pl.col("registered_domain").str.contains(_LOCAL)
         )
-        return ev.with_columns(window_columns(ctx, min_window=self.min_window))
+
+    def _events(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
+        """The events of the windows scored in ``ctx`` and of their lookback, with
+        ``window_start``/``window_end``; ``_scored``: the window is scored here.
+
+        Tiled (:meth:`tiled`): the epoch tiles that close in the period
+        (:func:`closing_tiles`) and the ``lookback`` before them, from the input
+        (which holds the history before the period).  Otherwise the scored
+        period's windows (aligned on its start, the last one clipped).
+        """
+        if not self.tiled(ctx):
+            ev = self._usable(scored_period(data, ctx))
+            return ev.with_columns(
+                window_columns(ctx, min_window=self.min_window), _scored=pl.lit(True)
+            )
+        length = self._length(ctx)
+        lo, hi = closing_tiles(ctx, length)
+        if lo >= hi:
+            return self._usable(data.clear()).with_columns(
+                tile_columns(length), _scored=pl.lit(True)
+            )
+        since = lo - timedelta(seconds=max(self.lookback - length, 0.0))
+        ev = self._usable(data).filter((pl.col("ts") >= since) & (pl.col("ts") < hi))
+        return ev.with_columns(tile_columns(length)).with_columns(
+            _scored=pl.col("window_start") >= lo
+        )
 
     def population(self, data: pl.DataFrame, ctx: DetectContext) -> int:
         """Client × domain × window series with at least two connections' worth of lookups."""
-        ev = self._events(data, ctx)
+        ev = self._events(data, ctx).filter(pl.col("_scored"))
         # Integer codes for the string keys: the same groups, counted faster.
         ids = ev.select(
             pl.col("src_ip").cast(pl.Categorical).to_physical(),
@@ -189,6 +227,58 @@ class BeaconDetector(Detector):
             "window_start",
         )
         return int(ids.group_by(ids.columns).len().filter(pl.col("len") >= 2).height)
+
+    def _judged(self, per: pl.DataFrame) -> pl.DataFrame:
+        """The series long and slow enough to be judged."""
+        return per.filter(
+            (pl.col("connections") >= self.min_connections) & (pl.col("period") >= self.min_period)
+        )
+
+    def null_shares(self, data: pl.DataFrame, until: datetime) -> pl.DataFrame:
+        """On-beat shares (``s0``, ``s1``, ... per tolerance) of the judged series
+        of the ``min_window`` epoch tiles that closed in the ``lookback`` before
+        ``until`` (at least one tile): what the causal null is the median of."""
+        length = self.min_window
+        until_us = int(utc(until).timestamp() * 1_000_000)
+        w_us = max(1, int(length * 1_000_000))
+        hi_us = (until_us // w_us) * w_us
+        span_us = max(int(self.lookback * 1_000_000), w_us)
+        lo = datetime.fromtimestamp((hi_us - span_us) / 1e6, tz=UTC)
+        hi = datetime.fromtimestamp(hi_us / 1e6, tz=UTC)
+        ev = self._usable(data).filter((pl.col("ts") >= lo) & (pl.col("ts") < hi))
+        judged = self._judged(self._series(ev.with_columns(tile_columns(length))))
+        return judged.select(
+            [(pl.col(f"_on{i}") / pl.col("gaps")).alias(f"s{i}") for i in range(len(self.tolerances))]
+        )
+
+    def nulls(self, medians: list[float | None]) -> tuple[float, ...]:
+        """The null on-beat share per tolerance from the population's median shares,
+        never below the share under Poisson timing (nor above 0.95)."""
+        return tuple(
+            min(0.95, max(poisson_on_beat_share(d), float(m or 0.0)))
+            for d, m in zip(self.tolerances, medians, strict=True)
+        )
+
+    def fit_population(self, data: pl.DataFrame, until: datetime | None = None) -> BeaconDetector:
+        """Fit the null ``p0`` per tolerance (``p0s_``) causally.
+
+        With ``until`` (the fit epoch of the period scored next: see
+        :func:`dnsieve.pipeline.fit_epochs`) the null is the median on-beat
+        share of the judged series of the tiles that closed in the ``lookback``
+        before it (:meth:`null_shares`), the Poisson share when there are none
+        (the first day of a lake): a tile is then judged against the same null
+        whether the lake is scored at once or hour by hour.  Without ``until``
+        (a short capture) nothing is fitted here and :meth:`score` takes the
+        median over the series it scores.
+        """
+        if until is None:
+            self.p0s_: tuple[float, ...] | None = None
+            return self
+        shares = self.null_shares(data, until)
+        self.p0s_ = self.nulls(
+            [shares.get_column(c).median() if shares.height else None for c in shares.columns]  # type: ignore[misc]
+        )
+        return self
 
     def _series(self, ev: pl.DataFrame) -> pl.DataFrame:
         """Per (client, domain, window): connections, gaps, period, on-beat gaps, MAD.
@@ -241,19 +331,26 @@ class BeaconDetector(Detector):
             return empty_anomalies()
         wkey = ["window_start", "window_end"]
         pair = ["src_ip", "registered_domain"]
-        per = self._series(ev)
-        judged = per.filter(
-            (pl.col("connections") >= self.min_connections) & (pl.col("period") >= self.min_period)
-        )
+        first = ev.filter(pl.col("_scored")).get_column("window_start").min()
+        if first is None:
+            return empty_anomalies()
+        per = self._series(ev).with_columns(_scored=pl.col("window_start") >= first)
+        judged = self._judged(per).filter(pl.col("_scored"))
         if judged.height == 0:
             return empty_anomalies()
-        # The population null at each tolerance: the typical on-beat share of a
-        # judged series here, never below the share under Poisson timing.
-        # (``p0s_``: fitted on the whole population by a distributed engine)
-        p0s: list[float] = list(getattr(self, "p0s_", None) or ())
-        for i, d in enumerate(self.tolerances[len(p0s) :], start=len(p0s)):
-            share = (judged[f"_on{i}"] / judged["gaps"]).median()
-            p0s.append(min(0.95, max(poisson_on_beat_share(d), float(share or 0.0))))  # type: ignore[arg-type]
+        # The population null at each tolerance: fitted causally (fit_population)
+        # or by a distributed engine (``p0s_``), else the typical on-beat share of
+        # a judged series here, never below the share under Poisson timing.
+        p0s = list(getattr(self, "p0s_", None) or ())
+        if not p0s:
+            p0s = list(
+                self.nulls(
+                    [
+                        (judged[f"_on{i}"] / judged["gaps"]).median()  # type: ignore[misc]
+                        for i in range(len(self.tolerances))
+                    ]
+                )
+            )
         p0 = p0s[-1]
         ks = [f"_on{i}" for i in range(len(self.tolerances))]
         # Trailing windows whose period agrees add their beats (low-and-slow beacons).
