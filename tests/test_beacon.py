@@ -177,3 +177,67 @@ def test_reason_and_clients() -> None:
     assert ev["clients"] == ["10.9.4.1"]
     assert ev["reason"].startswith("10.9.4.1 looked up fresh-c2.top ")
     assert "4.0 min period" in ev["reason"] and "gaps within" in ev["reason"]
+
+
+# -- causal scoring: epoch tiles, lookback from history, null before the fit epoch --
+
+
+def _low_and_slow(seed: int) -> tuple[pl.DataFrame, str]:
+    """Two days: an hourly timer (six beats per 6 h tile) among bursty browsing."""
+    rng = np.random.default_rng(seed)
+    span = 2 * 86400.0
+    rows = _rows(_timer(rng, 3600.0, 0.2, 0.0, span), "10.9.6.1", "slow-c2.net")
+    return example_events(rows + _background(rng, span, clients=20)), "10.9.6.1|slow-c2.net"
+
+
+def test_tiles_are_aligned_on_the_epoch_and_scored_where_they_close() -> None:
+    ev, _ = _low_and_slow(21)
+    det = get("beacon")()
+    # a period from 05:00 to 13:20 scores the tile 00:00-06:00 and 06:00-12:00 only:
+    # 12:00-18:00 closes later, whatever the period's own start and end
+    ctx = DetectContext(
+        start=T0 + timedelta(hours=5), end=T0 + timedelta(hours=13, minutes=20), window=3600.0
+    )
+    out = det.score(ev, ctx)
+    assert out.height > 0
+    assert sorted(set(out["window_start"].dt.hour())) == [0, 6]
+    assert set(out["window_end"].dt.hour()) == {6, 12}
+
+
+def test_hour_by_hour_equals_one_pass_with_history_lookback() -> None:
+    """Day two scored in one pass or hour by hour (a stream): the same rows, and
+    the low-and-slow timer's tiles add the beats of the day before (the input's
+    history), not only of the period's own tiles."""
+    ev, slow = _low_and_slow(22)
+    day = T0 + timedelta(days=1)
+    det = get("beacon")().fit_population(ev, until=day)  # type: ignore[attr-defined]
+    whole = det.score(ev, DetectContext(start=day, end=day + timedelta(days=1), window=3600.0))
+    parts = [
+        det.score(ev, DetectContext(start=h, end=h + timedelta(hours=1), window=3600.0))
+        for h in (day + timedelta(hours=i) for i in range(24))
+    ]
+    hourly = pl.concat([p for p in parts if p.height])
+    key = ["entity", "window_start"]
+    assert whole.height > 0 and whole.height == hourly.height
+    assert whole.sort(key).equals(hourly.sort(key))
+    first = whole.filter((pl.col("entity") == slow) & (pl.col("window_start") == day))
+    evidence = json.loads(first["evidence"][0])
+    assert evidence["lookback_gaps"] > evidence["gaps"]  # beats of day one, from history
+    assert "over the last 24 h" in evidence["reason"]
+    assert float(first["score"][0]) >= FLOOR
+
+
+def test_the_causal_null_reads_only_tiles_closed_before_the_fit_epoch() -> None:
+    ev, _ = _low_and_slow(23)
+    day = T0 + timedelta(days=1)
+    full = get("beacon")().fit_population(ev, until=day)  # type: ignore[attr-defined]
+    past = get("beacon")().fit_population(ev.filter(pl.col("ts") < day), until=day)  # type: ignore[attr-defined]
+    assert full.p0s_ == past.p0s_
+    # fitted from the population (bursty browsing is on the beat more than Poisson)
+    floor = tuple(poisson_on_beat_share(d) for d in full.tolerances)
+    assert full.p0s_ != floor and all(p >= f for p, f in zip(full.p0s_, floor, strict=True))
+    # nothing closed before the first day: the Poisson share
+    first = get("beacon")().fit_population(ev, until=T0)  # type: ignore[attr-defined]
+    assert first.p0s_ == floor
+    # no epoch: score takes the median of the series it scores
+    assert get("beacon")().fit_population(ev).p0s_ is None  # type: ignore[attr-defined]

@@ -29,10 +29,13 @@ agrees with this one's (within the tolerance) are added (they are mergeable
 sufficient statistics: ``k`` and ``m`` per window).
 
 **The null ``p0`` is fitted from the population**: the median on-beat share of
-every (client, domain) series with at least ``min_connections`` connections in
-the run, never below the share under Poisson timing with the same median
+the (client, domain) series with at least ``min_connections`` connections,
+never below the share under Poisson timing with the same median
 (``2^−(1−δ) − 2^−(1+δ)``, 0.209 for δ = 0.3).  Human browsing is burstier
 than Poisson, so the population share is what a typical series shows here.
+Causally (:meth:`BeaconDetector.fit_population` with ``until``, once per fit
+epoch) the series are those of the tiles closed in the ``lookback`` before the
+epoch (none: the Poisson share); unfitted, those scored in the call.
 
 **Software, not C2.**  ``ttl_factor`` is 0.5 when the period is within 10 %
 of 1, 2 or 3 times the answers' median TTL (a cache expiring, not an implant).
@@ -53,8 +56,12 @@ call-home timer (implants sleep for tens of seconds to hours: Cobalt Strike's
 default is 60 s): such series are not judged (a Windows host retrying an
 unanswered name every 4 s for 15 minutes in the brimdata capture).
 
-Windows are at least ``min_window`` (6 h) long whatever the run's window;
-on a short capture the window is the capture.  Evidence: the period, jitter
+Windows are at least ``min_window`` (6 h) long whatever the run's window.
+With hourly or longer windows (a lake, a stream) they are tiles aligned on the
+Unix epoch, each scored in the period in which it closes, from the input's
+events, with its lookback rebuilt from the input's earlier events: a lake
+scored at once and hour by hour give the same candidates.  A short capture
+scored in shorter windows is one window (aligned on its start, clipped).  Evidence: the period, jitter
 (MAD), on-beat gaps, the binomial tail, ``reason`` (one sentence) and
 ``clients``.  Single-label names, ``*.arpa`` and ``.local``-style names are
 skipped: they never leave the site.
@@ -248,7 +255,10 @@ class BeaconDetector(Detector):
         ev = self._usable(data).filter((pl.col("ts") >= lo) & (pl.col("ts") < hi))
         judged = self._judged(self._series(ev.with_columns(tile_columns(length))))
         return judged.select(
-            [(pl.col(f"_on{i}") / pl.col("gaps")).alias(f"s{i}") for i in range(len(self.tolerances))]
+            [
+                (pl.col(f"_on{i}") / pl.col("gaps")).alias(f"s{i}")
+                for i in range(len(self.tolerances))
+            ]
         )
 
     def nulls(self, medians: list[float | None]) -> tuple[float, ...]:
@@ -325,16 +335,33 @@ class BeaconDetector(Detector):
         )
         return ids.join(per, on="_s", how="inner").drop("_s")
 
+    def _scored_series(self, ev: pl.DataFrame) -> pl.DataFrame:
+        """:meth:`_series` of :meth:`_events`' rows, ``_scored`` for the windows
+        scored here (the others are the lookback's)."""
+        first = ev.filter(pl.col("_scored")).get_column("window_start").min()
+        per = self._series(ev)
+        if first is None:
+            return per.with_columns(_scored=pl.lit(False))
+        return per.with_columns(_scored=pl.col("window_start") >= first)
+
+    def score_null_shares(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
+        """On-beat shares (``s0``, ``s1``, ...) of the judged series scored in
+        ``ctx``: the null :meth:`score` takes the median of when not fitted."""
+        judged = self._judged(self._scored_series(self._events(data, ctx)))
+        return judged.filter(pl.col("_scored")).select(
+            [
+                (pl.col(f"_on{i}") / pl.col("gaps")).alias(f"s{i}")
+                for i in range(len(self.tolerances))
+            ]
+        )
+
     def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
         ev = self._events(data, ctx)
         if ev.height == 0:
             return empty_anomalies()
         wkey = ["window_start", "window_end"]
         pair = ["src_ip", "registered_domain"]
-        first = ev.filter(pl.col("_scored")).get_column("window_start").min()
-        if first is None:
-            return empty_anomalies()
-        per = self._series(ev).with_columns(_scored=pl.col("window_start") >= first)
+        per = self._scored_series(ev)
         judged = self._judged(per).filter(pl.col("_scored"))
         if judged.height == 0:
             return empty_anomalies()

@@ -659,20 +659,33 @@ def _domain_counts(detector: Any, joined: SparkDataFrame) -> SparkDataFrame:
 
 # ---------------------------------------------------------------------------- beacon
 def beacon_fit_on_cluster(
-    detector: Any, sdf: SparkDataFrame, ctx: DetectContext, partitions: int
+    detector: Any,
+    sdf: SparkDataFrame,
+    ctx: DetectContext | None = None,
+    partitions: int | None = None,
+    until: Any = None,
 ) -> Any:
     """A copy of a ``beacon`` detector with ``p0s_`` (its population null) fitted on the cluster.
 
-    The null at each tolerance is the median on-beat share of the judged
-    series of the whole population: each domain partition emits its judged
-    series' shares (computed by the detector's own ``_events`` and
-    ``_series``) and Spark takes their exact medians.
+    The null at each tolerance is a median of the judged series' on-beat
+    shares: each domain partition emits its series' shares and Spark takes
+    their exact medians.  With ``until`` (or ``ctx.fit_until``) the series are
+    those of the tiles closed in the lookback before it
+    (``BeaconDetector.null_shares``, the causal fit of ``fit_population``);
+    otherwise those scored in ``ctx`` (``score_null_shares``: the null
+    ``score`` takes without a fit).  Neither: nothing is fitted.
     """
-    from dnsieve.detectors.beacon import poisson_on_beat_share
     from dnsieve.engines.spark import _spark_schema
 
     F = _F()
     det = copy.deepcopy(detector)
+    if until is None and ctx is not None:
+        until = ctx.fit_until
+    if until is None and ctx is None:
+        det.p0s_ = None
+        return det
+    if partitions is None:
+        partitions = max(sdf.sparkSession.sparkContext.defaultParallelism, 1)
     n_tol = len(det.tolerances)
     out = pa.schema([(f"s{i}", pa.float64()) for i in range(n_tol)])
 
@@ -682,28 +695,20 @@ def beacon_fit_on_cluster(
             return
         frame = pl.from_arrow(pa.Table.from_batches(got))
         assert isinstance(frame, pl.DataFrame)
-        ev = det._events(frame.with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC"))), ctx)
-        if ev.height == 0:
-            return
-        per = det._series(ev)
-        judged = per.filter(
-            (pl.col("connections") >= det.min_connections) & (pl.col("period") >= det.min_period)
+        frame = frame.with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
+        table = (
+            det.null_shares(frame, until)
+            if until is not None
+            else det.score_null_shares(frame, ctx)
         )
-        if judged.height:
-            table = judged.select(
-                [(pl.col(f"_on{i}") / pl.col("gaps")).alias(f"s{i}") for i in range(n_tol)]
-            )
+        if table.height:
             yield from table.to_arrow().cast(out).to_batches()
 
     cols = ["ts", "src_ip", "registered_domain"]
     part = sdf.select(*cols).repartition(partitions, "registered_domain")
     got = part.mapInArrow(shares, _spark_schema(out))
     med = _rows(got.agg(*(F.expr(f"percentile(s{i}, 0.5)").alias(f"m{i}") for i in range(n_tol))))
-    p0s = []
-    for i, d in enumerate(det.tolerances):
-        share = med[0][f"m{i}"] if med else None
-        p0s.append(min(0.95, max(poisson_on_beat_share(d), float(share or 0.0))))
-    det.p0s_ = tuple(p0s)
+    det.p0s_ = det.nulls([med[0][f"m{i}"] if med else None for i in range(n_tol)])
     return det
 
 
@@ -725,10 +730,13 @@ def fit_on_cluster(detector: Detector, sdf: SparkDataFrame, until: Any = None) -
     population state are returned as they are.  ``until``: fit causally, on
     the baseline before it (detectors whose ``fit_population`` takes it).
     """
+    from dnsieve.detectors.beacon import BeaconDetector
     from dnsieve.detectors.dga_host import DgaHostDetector
     from dnsieve.detectors.newdomain import NewDomainDetector
     from dnsieve.detectors.volume import _HurdleVolume
 
+    if isinstance(detector, BeaconDetector):
+        return beacon_fit_on_cluster(detector, sdf, until=until)
     if isinstance(detector, _HurdleVolume):
         return volume_fit_on_cluster(detector, sdf, until)
     if isinstance(detector, DgaHostDetector):
@@ -997,9 +1005,12 @@ def score_on_cluster(
         sc = engine.spark.sparkContext
         shuffle = int(engine.spark.conf.get("spark.sql.shuffle.partitions", "8"))
         partitions = max(sc.defaultParallelism, shuffle)
-    fitted = fit_on_cluster(detector, sdf, ctx.fit_until)
-    if detector.name == "beacon" and hasattr(detector, "_series"):
+    from dnsieve.detectors.beacon import BeaconDetector
+
+    if isinstance(detector, BeaconDetector):  # its null: from the period's series or causal
         fitted = beacon_fit_on_cluster(detector, sdf, ctx, partitions)
+    else:
+        fitted = fit_on_cluster(detector, sdf, ctx.fit_until)
     keys = _PARTITION_KEYS.get(detector.name, keys)
     from_state = detector.name in _POPULATION_FROM_STATE
     out_schema = pa.schema([*ANOMALY, pa.field(POPULATION_COLUMN, pa.int64())])
