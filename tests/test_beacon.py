@@ -210,7 +210,7 @@ def test_hour_by_hour_equals_one_pass_with_history_lookback() -> None:
     history), not only of the period's own tiles."""
     ev, slow = _low_and_slow(22)
     day = T0 + timedelta(days=1)
-    det = get("beacon")().fit_population(ev, until=day)  # type: ignore[attr-defined]
+    det = get("beacon")()
     whole = det.score(ev, DetectContext(start=day, end=day + timedelta(days=1), window=3600.0))
     parts = [
         det.score(ev, DetectContext(start=h, end=h + timedelta(hours=1), window=3600.0))
@@ -227,17 +227,24 @@ def test_hour_by_hour_equals_one_pass_with_history_lookback() -> None:
     assert float(first["score"][0]) >= FLOOR
 
 
-def test_the_causal_null_reads_only_tiles_closed_before_the_fit_epoch() -> None:
+def test_the_null_of_a_tile_reads_its_lookback_only() -> None:
+    """A tile's null is the median share of the series of the tile and of its
+    24 h lookback: data after the tile or before the lookback never changes it,
+    and the first tile of a lake has a population null too (not the Poisson floor)."""
     ev, _ = _low_and_slow(23)
-    day = T0 + timedelta(days=1)
-    full = get("beacon")().fit_population(ev, until=day)  # type: ignore[attr-defined]
-    past = get("beacon")().fit_population(ev.filter(pl.col("ts") < day), until=day)  # type: ignore[attr-defined]
-    assert full.p0s_ == past.p0s_
-    # fitted from the population (bursty browsing is on the beat more than Poisson)
-    floor = tuple(poisson_on_beat_share(d) for d in full.tolerances)
-    assert full.p0s_ != floor and all(p >= f for p, f in zip(full.p0s_, floor, strict=True))
-    # nothing closed before the first day: the Poisson share
-    first = get("beacon")().fit_population(ev, until=T0)  # type: ignore[attr-defined]
-    assert first.p0s_ == floor
-    # no epoch: score takes the median of the series it scores
-    assert get("beacon")().fit_population(ev).p0s_ is None  # type: ignore[attr-defined]
+    det = get("beacon")()
+    tile = T0 + timedelta(days=1, hours=6)
+    ctx = DetectContext(start=tile, end=tile + timedelta(hours=6), window=3600.0)
+    seen = ev.filter(
+        (pl.col("ts") >= tile - timedelta(hours=18)) & (pl.col("ts") < tile + timedelta(hours=6))
+    )
+    a, b = det.score(ev, ctx), det.score(seen, ctx)
+    assert a.height > 0 and a.equals(b)
+    null = {json.loads(e)["null_on_beat_share"] for e in a["evidence"]}
+    first = det.score(ev, DetectContext(start=T0, end=T0 + timedelta(hours=6), window=3600.0))
+    null0 = {json.loads(e)["null_on_beat_share"] for e in first["evidence"]}
+    assert len(null) == len(null0) == 1  # one null per tile
+    poisson = round(poisson_on_beat_share(det.jitter_tolerance), 4)  # type: ignore[attr-defined]
+    assert null.pop() > poisson and null0.pop() > poisson  # browsing is burstier than Poisson
+    shares = det.null_shares(ev, ctx)  # type: ignore[attr-defined]
+    assert set(shares["window_start"]) == {tile}

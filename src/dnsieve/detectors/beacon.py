@@ -33,9 +33,9 @@ the (client, domain) series with at least ``min_connections`` connections,
 never below the share under Poisson timing with the same median
 (``2^−(1−δ) − 2^−(1+δ)``, 0.209 for δ = 0.3).  Human browsing is burstier
 than Poisson, so the population share is what a typical series shows here.
-Causally (:meth:`BeaconDetector.fit_population` with ``until``, once per fit
-epoch) the series are those of the tiles closed in the ``lookback`` before the
-epoch (none: the Poisson share); unfitted, those scored in the call.
+With epoch tiles each tile has its own null, over the series of the tile and
+of its ``lookback`` (all known when the tile closes: causal); a short capture
+takes it over the series it scores.
 
 **Software, not C2.**  ``ttl_factor`` is 0.5 when the period is within 10 %
 of 1, 2 or 3 times the answers' median TTL (a cache expiring, not an implant).
@@ -99,7 +99,6 @@ from dnsieve.detectors.frames import (
     scored_period,
     tidy,
     tile_columns,
-    utc,
     window_columns,
 )
 
@@ -118,9 +117,10 @@ def poisson_on_beat_share(tolerance: float) -> float:
 
 
 def regularity_log10p(
-    on_beat: NDArray[np.int64], gaps: NDArray[np.int64], p0: float
+    on_beat: NDArray[np.int64], gaps: NDArray[np.int64], p0: float | NDArray[np.float64]
 ) -> NDArray[np.float64]:
-    """``−log10 P(K ≥ on_beat | gaps, p0)``, K ~ Binomial(gaps, p0), per series.
+    """``−log10 P(K ≥ on_beat | gaps, p0)``, K ~ Binomial(gaps, p0), per series
+    (``p0``: one null, or one per series).
 
     >>> regularity_log10p(np.array([0, 5]), np.array([5, 5]), 0.5).round(3).tolist()
     [0.0, 1.505]
@@ -241,24 +241,11 @@ class BeaconDetector(Detector):
             (pl.col("connections") >= self.min_connections) & (pl.col("period") >= self.min_period)
         )
 
-    def null_shares(self, data: pl.DataFrame, until: datetime) -> pl.DataFrame:
-        """On-beat shares (``s0``, ``s1``, ... per tolerance) of the judged series
-        of the ``min_window`` epoch tiles that closed in the ``lookback`` before
-        ``until`` (at least one tile): what the causal null is the median of."""
-        length = self.min_window
-        until_us = int(utc(until).timestamp() * 1_000_000)
-        w_us = max(1, int(length * 1_000_000))
-        hi_us = (until_us // w_us) * w_us
-        span_us = max(int(self.lookback * 1_000_000), w_us)
-        lo = datetime.fromtimestamp((hi_us - span_us) / 1e6, tz=UTC)
-        hi = datetime.fromtimestamp(hi_us / 1e6, tz=UTC)
-        ev = self._usable(data).filter((pl.col("ts") >= lo) & (pl.col("ts") < hi))
-        judged = self._judged(self._series(ev.with_columns(tile_columns(length))))
-        return judged.select(
-            [
-                (pl.col(f"_on{i}") / pl.col("gaps")).alias(f"s{i}")
-                for i in range(len(self.tolerances))
-            ]
+    def tile_nulls(self, shares: pl.DataFrame) -> pl.DataFrame:
+        """Per ``window_start``: the median of :meth:`lookback_shares`' shares
+        (``_n0``, ``_n1``, ...; clipped to the Poisson floor in :meth:`score`)."""
+        return shares.group_by("window_start").agg(
+            pl.col(f"s{i}").median().alias(f"_n{i}") for i in range(len(self.tolerances))
         )
 
     def nulls(self, medians: list[float | None]) -> tuple[float, ...]:
@@ -269,26 +256,28 @@ class BeaconDetector(Detector):
             for d, m in zip(self.tolerances, medians, strict=True)
         )
 
-    def fit_population(self, data: pl.DataFrame, until: datetime | None = None) -> BeaconDetector:
-        """Fit the null ``p0`` per tolerance (``p0s_``) causally.
-
-        With ``until`` (the fit epoch of the period scored next: see
-        :func:`dnsieve.pipeline.fit_epochs`) the null is the median on-beat
-        share of the judged series of the tiles that closed in the ``lookback``
-        before it (:meth:`null_shares`), the Poisson share when there are none
-        (the first day of a lake): a tile is then judged against the same null
-        whether the lake is scored at once or hour by hour.  Without ``until``
-        (a short capture) nothing is fitted here and :meth:`score` takes the
-        median over the series it scores.
-        """
-        if until is None:
-            self.p0s_: tuple[float, ...] | None = None
-            return self
-        shares = self.null_shares(data, until)
-        self.p0s_ = self.nulls(
-            [shares.get_column(c).median() if shares.height else None for c in shares.columns]  # type: ignore[misc]
+    def shares(self, judged: pl.DataFrame) -> pl.DataFrame:
+        """``window_start`` and the on-beat shares (``s0``, ``s1``, ...) of judged series."""
+        return judged.select(
+            "window_start",
+            *[
+                (pl.col(f"_on{i}") / pl.col("gaps")).alias(f"s{i}")
+                for i in range(len(self.tolerances))
+            ],
         )
-        return self
+
+    def lookback_shares(self, shares: pl.DataFrame, length: float) -> pl.DataFrame:
+        """:meth:`shares` with ``window_start`` moved to each tile whose null they
+        enter: the tiles of ``length`` seconds that start in ``[ws, ws + lookback)``
+        (the series of a tile's own window and of its lookback)."""
+        w_us = max(1, int(length * 1_000_000))
+        k = max(1, -(-int(self.lookback * 1_000_000) // w_us))
+        return (
+            shares.with_columns(_k=pl.lit(list(range(k)), dtype=pl.List(pl.Int64)))
+            .explode("_k")
+            .with_columns(pl.col("window_start") + pl.duration(microseconds=pl.col("_k") * w_us))
+            .drop("_k")
+        )
 
     def _series(self, ev: pl.DataFrame) -> pl.DataFrame:
         """Per (client, domain, window): connections, gaps, period, on-beat gaps, MAD.
@@ -344,16 +333,19 @@ class BeaconDetector(Detector):
             return per.with_columns(_scored=pl.lit(False))
         return per.with_columns(_scored=pl.col("window_start") >= first)
 
-    def score_null_shares(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
-        """On-beat shares (``s0``, ``s1``, ...) of the judged series scored in
-        ``ctx``: the null :meth:`score` takes the median of when not fitted."""
+    def null_shares(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
+        """The on-beat shares the nulls of ``ctx``'s windows are medians of
+        (``window_start``, ``s0``, ``s1``, ...).  Tiled: for each tile scored in
+        ``ctx``, the judged series of the tile and of its lookback
+        (:meth:`lookback_shares`); otherwise the judged series scored.  A
+        distributed engine takes the medians over every partition's shares."""
         judged = self._judged(self._scored_series(self._events(data, ctx)))
-        return judged.filter(pl.col("_scored")).select(
-            [
-                (pl.col(f"_on{i}") / pl.col("gaps")).alias(f"s{i}")
-                for i in range(len(self.tolerances))
-            ]
-        )
+        if not self.tiled(ctx):
+            return self.shares(judged.filter(pl.col("_scored")))
+        length = self._length(ctx)
+        lo, hi = closing_tiles(ctx, length)
+        ws = pl.col("window_start")
+        return self.lookback_shares(self.shares(judged), length).filter((ws >= lo) & (ws < hi))
 
     def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
         ev = self._events(data, ctx)
@@ -365,20 +357,36 @@ class BeaconDetector(Detector):
         judged = self._judged(per).filter(pl.col("_scored"))
         if judged.height == 0:
             return empty_anomalies()
-        # The population null at each tolerance: fitted causally (fit_population)
-        # or by a distributed engine (``p0s_``), else the typical on-beat share of
-        # a judged series here, never below the share under Poisson timing.
-        p0s = list(getattr(self, "p0s_", None) or ())
-        if not p0s:
-            p0s = list(
-                self.nulls(
+        # The population null at each tolerance: the typical on-beat share of a
+        # judged series, never below the share under Poisson timing.  Tiled: per
+        # tile, over the series of the tile and of its lookback (causal: known when
+        # the tile closes); a short capture: over the series it scores.  A
+        # distributed engine brings it from the whole population (``tile_nulls_``,
+        # ``p0s_``).
+        nk = [f"_n{i}" for i in range(len(self.tolerances))]
+        tile_nulls = getattr(self, "tile_nulls_", None)
+        p0s_ = getattr(self, "p0s_", None)
+        if self.tiled(ctx) and tile_nulls is None and not p0s_:
+            tile_nulls = self.tile_nulls(
+                self.lookback_shares(self.shares(self._judged(per)), self._length(ctx))
+            )
+        if tile_nulls is not None:
+            judged = judged.join(tile_nulls, on="window_start", how="left")
+        else:
+            if not p0s_:
+                p0s_ = self.nulls(
                     [
                         (judged[f"_on{i}"] / judged["gaps"]).median()  # type: ignore[misc]
                         for i in range(len(self.tolerances))
                     ]
                 )
+            judged = judged.with_columns(
+                pl.lit(p, dtype=pl.Float64).alias(n) for n, p in zip(nk, p0s_, strict=True)
             )
-        p0 = p0s[-1]
+        floors = [poisson_on_beat_share(d) for d in self.tolerances]
+        judged = judged.with_columns(
+            pl.col(n).fill_null(f).clip(f, 0.95) for n, f in zip(nk, floors, strict=True)
+        )
         ks = [f"_on{i}" for i in range(len(self.tolerances))]
         # Trailing windows whose period agrees add their beats (low-and-slow beacons).
         tol = self.jitter_tolerance
@@ -453,8 +461,8 @@ class BeaconDetector(Detector):
         m = judged["beats_m"].to_numpy()
         per_tol = np.vstack(
             [
-                regularity_log10p(judged[f"_b{k}"].to_numpy(), m, p)
-                for k, p in zip(ks, p0s, strict=True)
+                regularity_log10p(judged[f"_b{k}"].to_numpy(), m, judged[n].to_numpy())
+                for k, n in zip(ks, nk, strict=True)
             ]
         )
         best = per_tol.argmax(axis=0)
@@ -467,11 +475,11 @@ class BeaconDetector(Detector):
             best_on_beat=pl.Series(
                 np.vstack([judged[f"_b{k}"].to_numpy() for k in ks])[best, idx].astype(np.int64)
             ),
-            best_null=pl.Series(np.asarray(p0s)[best]),
+            best_null=pl.Series(np.vstack([judged[n].to_numpy() for n in nk])[best, idx]),
         ).with_columns(
             score=pl.col("regularity") * pl.col("ttl_factor") * pl.col("prevalence_factor")
         )
-        evidence = judged.select(self._evidence(p0)).to_series()
+        evidence = judged.select(self._evidence(nk[-1])).to_series()
         entity = judged.select(pl.concat_str(pair, separator="|")).to_series()
         return anomaly_frame(
             self.name,
@@ -483,7 +491,7 @@ class BeaconDetector(Detector):
             evidence=evidence,
         )
 
-    def _evidence(self, p0: float) -> pl.Expr:
+    def _evidence(self, null: str) -> pl.Expr:
         iso = "%Y-%m-%dT%H:%M:%S%.3fZ"
         r3 = lambda c: tidy(pl.col(c).cast(pl.Float64)).alias(c)  # noqa: E731
         hours = ((pl.col("last") - pl.col("first")) / 3.6e9).round(1)
@@ -520,7 +528,7 @@ class BeaconDetector(Detector):
             pl.col("on_beat").alias("on_beat_gaps"),
             pl.col("beats_m").alias("lookback_gaps"),
             pl.col("beats_k").alias("lookback_on_beat_gaps"),
-            pl.lit(round(p0, 4)).alias("null_on_beat_share"),
+            pl.col(null).round(4).alias("null_on_beat_share"),
             r3("best_tolerance"),
             pl.col("best_on_beat").alias("best_tolerance_on_beat_gaps"),
             r3("best_null").alias("best_tolerance_null_share"),

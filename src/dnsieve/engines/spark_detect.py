@@ -659,35 +659,26 @@ def _domain_counts(detector: Any, joined: SparkDataFrame) -> SparkDataFrame:
 
 # ---------------------------------------------------------------------------- beacon
 def beacon_fit_on_cluster(
-    detector: Any,
-    sdf: SparkDataFrame,
-    ctx: DetectContext | None = None,
-    partitions: int | None = None,
-    until: Any = None,
+    detector: Any, sdf: SparkDataFrame, ctx: DetectContext, partitions: int
 ) -> Any:
-    """A copy of a ``beacon`` detector with ``p0s_`` (its population null) fitted on the cluster.
+    """A copy of a ``beacon`` detector with its population null fitted on the cluster.
 
-    The null at each tolerance is a median of the judged series' on-beat
-    shares: each domain partition emits its series' shares and Spark takes
-    their exact medians.  With ``until`` (or ``ctx.fit_until``) the series are
-    those of the tiles closed in the lookback before it
-    (``BeaconDetector.null_shares``, the causal fit of ``fit_population``);
-    otherwise those scored in ``ctx`` (``score_null_shares``: the null
-    ``score`` takes without a fit).  Neither: nothing is fitted.
+    The null at each tolerance is a median of judged series' on-beat shares
+    (``BeaconDetector.null_shares``): each domain partition emits its series'
+    shares and Spark takes their exact medians, per scored tile (the series
+    of the tile and of its lookback: ``tile_nulls_``) with hourly or longer
+    windows, over the scored series of a short capture otherwise (``p0s_``).
     """
     from dnsieve.engines.spark import _spark_schema
 
     F = _F()
     det = copy.deepcopy(detector)
-    if until is None and ctx is not None:
-        until = ctx.fit_until
-    if until is None and ctx is None:
-        det.p0s_ = None
-        return det
-    if partitions is None:
-        partitions = max(sdf.sparkSession.sparkContext.defaultParallelism, 1)
     n_tol = len(det.tolerances)
-    out = pa.schema([(f"s{i}", pa.float64()) for i in range(n_tol)])
+    tiled = bool(det.tiled(ctx))
+    out = pa.schema(
+        [pa.field("window_start", pa.int64())]  # epoch µs: no session time zone on the way
+        + [(f"s{i}", pa.float64()) for i in range(n_tol)]
+    )
 
     def shares(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         got = [b for b in batches if b.num_rows]
@@ -696,19 +687,27 @@ def beacon_fit_on_cluster(
         frame = pl.from_arrow(pa.Table.from_batches(got))
         assert isinstance(frame, pl.DataFrame)
         frame = frame.with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
-        table = (
-            det.null_shares(frame, until)
-            if until is not None
-            else det.score_null_shares(frame, ctx)
-        )
+        table = det.null_shares(frame, ctx).with_columns(pl.col("window_start").dt.epoch("us"))
         if table.height:
-            yield from table.to_arrow().cast(out).to_batches()
+            yield from table.select(out.names).to_arrow().cast(out).to_batches()
 
     cols = ["ts", "src_ip", "registered_domain"]
     part = sdf.select(*cols).repartition(partitions, "registered_domain")
     got = part.mapInArrow(shares, _spark_schema(out))
-    med = _rows(got.agg(*(F.expr(f"percentile(s{i}, 0.5)").alias(f"m{i}") for i in range(n_tol))))
-    det.p0s_ = det.nulls([med[0][f"m{i}"] if med else None for i in range(n_tol)])
+    meds = [F.expr(f"percentile(s{i}, 0.5)").alias(f"_n{i}") for i in range(n_tol)]
+    if tiled:
+        rows = _rows(got.groupBy("window_start").agg(*meds))
+        det.tile_nulls_ = pl.DataFrame(
+            [
+                [r["window_start"] for r in rows],
+                *[[r[f"_n{i}"] for r in rows] for i in range(n_tol)],
+            ],
+            schema={"window_start": pl.Int64, **{f"_n{i}": pl.Float64 for i in range(n_tol)}},
+            orient="col",
+        ).with_columns(pl.from_epoch("window_start", time_unit="us").dt.replace_time_zone("UTC"))
+        return det
+    med = _rows(got.agg(*meds))
+    det.p0s_ = det.nulls([med[0][f"_n{i}"] if med else None for i in range(n_tol)])
     return det
 
 
@@ -730,13 +729,10 @@ def fit_on_cluster(detector: Detector, sdf: SparkDataFrame, until: Any = None) -
     population state are returned as they are.  ``until``: fit causally, on
     the baseline before it (detectors whose ``fit_population`` takes it).
     """
-    from dnsieve.detectors.beacon import BeaconDetector
     from dnsieve.detectors.dga_host import DgaHostDetector
     from dnsieve.detectors.newdomain import NewDomainDetector
     from dnsieve.detectors.volume import _HurdleVolume
 
-    if isinstance(detector, BeaconDetector):
-        return beacon_fit_on_cluster(detector, sdf, until=until)
     if isinstance(detector, _HurdleVolume):
         return volume_fit_on_cluster(detector, sdf, until)
     if isinstance(detector, DgaHostDetector):
@@ -1007,7 +1003,7 @@ def score_on_cluster(
         partitions = max(sc.defaultParallelism, shuffle)
     from dnsieve.detectors.beacon import BeaconDetector
 
-    if isinstance(detector, BeaconDetector):  # its null: from the period's series or causal
+    if isinstance(detector, BeaconDetector):  # its null, per tile, from every partition
         fitted = beacon_fit_on_cluster(detector, sdf, ctx, partitions)
     else:
         fitted = fit_on_cluster(detector, sdf, ctx.fit_until)
