@@ -544,12 +544,15 @@ class BeaconDetector(Detector):
 
     @classmethod
     def example(cls, seed: int = 0) -> pl.DataFrame:
-        """An hour: one host beaconing every 60 s ± 3 s, others browsing at random."""
+        """One 6 h tile (06:00-12:00 UTC): one host beaconing every 60 s ± 3 s,
+        others browsing at random.  A whole tile, so an hourly context that ends
+        at its close scores it (tiles are scored where they close)."""
         rng = np.random.default_rng(seed)
-        t0 = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
+        span = 6 * 3600.0
+        t0 = datetime(2024, 3, 1, 6, 0, tzinfo=UTC)
         rows: list[dict[str, Any]] = []
         t = 5.0
-        while t < 3600:
+        while t < span:
             rows.append(
                 {
                     "ts": t0 + timedelta(seconds=t),
@@ -565,11 +568,11 @@ class BeaconDetector(Detector):
                 }
             )
             t += 60.0 + float(rng.normal(0, 3))
-        for _ in range(60):
+        for _ in range(360):
             dom = ["example.org", "wikipedia.org"][int(rng.integers(0, 2))]
             rows.append(
                 {
-                    "ts": t0 + timedelta(seconds=float(rng.uniform(0, 3600))),
+                    "ts": t0 + timedelta(seconds=float(rng.uniform(0, span))),
                     "src_ip": f"10.2.0.{int(rng.integers(2, 5))}",
                     "qname": "www." + dom,
                     "qtype": "A",
