@@ -177,3 +177,74 @@ def test_reason_and_clients() -> None:
     assert ev["clients"] == ["10.9.4.1"]
     assert ev["reason"].startswith("10.9.4.1 looked up fresh-c2.top ")
     assert "4.0 min period" in ev["reason"] and "gaps within" in ev["reason"]
+
+
+# -- causal scoring: epoch tiles, lookback from history, null before the fit epoch --
+
+
+def _low_and_slow(seed: int) -> tuple[pl.DataFrame, str]:
+    """Two days: an hourly timer (six beats per 6 h tile) among bursty browsing."""
+    rng = np.random.default_rng(seed)
+    span = 2 * 86400.0
+    rows = _rows(_timer(rng, 3600.0, 0.2, 0.0, span), "10.9.6.1", "slow-c2.net")
+    return example_events(rows + _background(rng, span, clients=20)), "10.9.6.1|slow-c2.net"
+
+
+def test_tiles_are_aligned_on_the_epoch_and_scored_where_they_close() -> None:
+    ev, _ = _low_and_slow(21)
+    det = get("beacon")()
+    # a period from 05:00 to 13:20 scores the tile 00:00-06:00 and 06:00-12:00 only:
+    # 12:00-18:00 closes later, whatever the period's own start and end
+    ctx = DetectContext(
+        start=T0 + timedelta(hours=5), end=T0 + timedelta(hours=13, minutes=20), window=3600.0
+    )
+    out = det.score(ev, ctx)
+    assert out.height > 0
+    assert sorted(set(out["window_start"].dt.hour())) == [0, 6]
+    assert set(out["window_end"].dt.hour()) == {6, 12}
+
+
+def test_hour_by_hour_equals_one_pass_with_history_lookback() -> None:
+    """Day two scored in one pass or hour by hour (a stream): the same rows, and
+    the low-and-slow timer's tiles add the beats of the day before (the input's
+    history), not only of the period's own tiles."""
+    ev, slow = _low_and_slow(22)
+    day = T0 + timedelta(days=1)
+    det = get("beacon")()
+    whole = det.score(ev, DetectContext(start=day, end=day + timedelta(days=1), window=3600.0))
+    parts = [
+        det.score(ev, DetectContext(start=h, end=h + timedelta(hours=1), window=3600.0))
+        for h in (day + timedelta(hours=i) for i in range(24))
+    ]
+    hourly = pl.concat([p for p in parts if p.height])
+    key = ["entity", "window_start"]
+    assert whole.height > 0 and whole.height == hourly.height
+    assert whole.sort(key).equals(hourly.sort(key))
+    first = whole.filter((pl.col("entity") == slow) & (pl.col("window_start") == day))
+    evidence = json.loads(first["evidence"][0])
+    assert evidence["lookback_gaps"] > evidence["gaps"]  # beats of day one, from history
+    assert "over the last 24 h" in evidence["reason"]
+    assert float(first["score"][0]) >= FLOOR
+
+
+def test_the_null_of_a_tile_reads_its_lookback_only() -> None:
+    """A tile's null is the median share of the series of the tile and of its
+    24 h lookback: data after the tile or before the lookback never changes it,
+    and the first tile of a lake has a population null too (not the Poisson floor)."""
+    ev, _ = _low_and_slow(23)
+    det = get("beacon")()
+    tile = T0 + timedelta(days=1, hours=6)
+    ctx = DetectContext(start=tile, end=tile + timedelta(hours=6), window=3600.0)
+    seen = ev.filter(
+        (pl.col("ts") >= tile - timedelta(hours=18)) & (pl.col("ts") < tile + timedelta(hours=6))
+    )
+    a, b = det.score(ev, ctx), det.score(seen, ctx)
+    assert a.height > 0 and a.equals(b)
+    null = {json.loads(e)["null_on_beat_share"] for e in a["evidence"]}
+    first = det.score(ev, DetectContext(start=T0, end=T0 + timedelta(hours=6), window=3600.0))
+    null0 = {json.loads(e)["null_on_beat_share"] for e in first["evidence"]}
+    assert len(null) == len(null0) == 1  # one null per tile
+    poisson = round(poisson_on_beat_share(det.jitter_tolerance), 4)  # type: ignore[attr-defined]
+    assert null.pop() > poisson and null0.pop() > poisson  # browsing is burstier than Poisson
+    shares = det.null_shares(ev, ctx)  # type: ignore[attr-defined]
+    assert set(shares["window_start"]) == {tile}

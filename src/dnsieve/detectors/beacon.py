@@ -29,10 +29,13 @@ agrees with this one's (within the tolerance) are added (they are mergeable
 sufficient statistics: ``k`` and ``m`` per window).
 
 **The null ``p0`` is fitted from the population**: the median on-beat share of
-every (client, domain) series with at least ``min_connections`` connections in
-the run, never below the share under Poisson timing with the same median
+the (client, domain) series with at least ``min_connections`` connections,
+never below the share under Poisson timing with the same median
 (``2^−(1−δ) − 2^−(1+δ)``, 0.209 for δ = 0.3).  Human browsing is burstier
 than Poisson, so the population share is what a typical series shows here.
+With epoch tiles each tile has its own null, over the series of the tile and
+of its ``lookback`` (all known when the tile closes: causal); a short capture
+takes it over the series it scores.
 
 **Software, not C2.**  ``ttl_factor`` is 0.5 when the period is within 10 %
 of 1, 2 or 3 times the answers' median TTL (a cache expiring, not an implant).
@@ -53,8 +56,12 @@ call-home timer (implants sleep for tens of seconds to hours: Cobalt Strike's
 default is 60 s): such series are not judged (a Windows host retrying an
 unanswered name every 4 s for 15 minutes in the brimdata capture).
 
-Windows are at least ``min_window`` (6 h) long whatever the run's window;
-on a short capture the window is the capture.  Evidence: the period, jitter
+Windows are at least ``min_window`` (6 h) long whatever the run's window.
+With hourly or longer windows (a lake, a stream) they are tiles aligned on the
+Unix epoch, each scored in the period in which it closes, from the input's
+events, with its lookback rebuilt from the input's earlier events: a lake
+scored at once and hour by hour give the same candidates.  A short capture
+scored in shorter windows is one window (aligned on its start, clipped).  Evidence: the period, jitter
 (MAD), on-beat gaps, the binomial tail, ``reason`` (one sentence) and
 ``clients``.  Single-label names, ``*.arpa`` and ``.local``-style names are
 skipped: they never leave the site.
@@ -86,10 +93,12 @@ from dnsieve.detectors.base import (
     empty_anomalies,
 )
 from dnsieve.detectors.frames import (
+    closing_tiles,
     evidence_json,
     example_events,
     scored_period,
     tidy,
+    tile_columns,
     window_columns,
 )
 
@@ -108,9 +117,10 @@ def poisson_on_beat_share(tolerance: float) -> float:
 
 
 def regularity_log10p(
-    on_beat: NDArray[np.int64], gaps: NDArray[np.int64], p0: float
+    on_beat: NDArray[np.int64], gaps: NDArray[np.int64], p0: float | NDArray[np.float64]
 ) -> NDArray[np.float64]:
-    """``−log10 P(K ≥ on_beat | gaps, p0)``, K ~ Binomial(gaps, p0), per series.
+    """``−log10 P(K ≥ on_beat | gaps, p0)``, K ~ Binomial(gaps, p0), per series
+    (``p0``: one null, or one per series).
 
     >>> regularity_log10p(np.array([0, 5]), np.array([5, 5]), 0.5).round(3).tolist()
     [0.0, 1.505]
@@ -170,18 +180,53 @@ class BeaconDetector(Detector):
         self.lookback = lookback
         self.min_period = min_period
 
-    def _events(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
-        ev = scored_period(data, ctx).filter(
-            pl.col("src_ip").is_not_null()
+    def tiled(self, ctx: DetectContext) -> bool:
+        """Whether ``ctx`` is scored in epoch tiles: hourly or longer windows (a
+        lake, a stream); a short capture scored in shorter windows is one window."""
+        return ctx.window >= 3600.0
+
+    def _length(self, ctx: DetectContext) -> float:
+        return max(ctx.window, self.min_window)
+
+    @staticmethod
+    def _usable(data: pl.DataFrame) -> pl.DataFrame:
+        return data.filter(
+            pl.col("ts").is_not_null()
+            & pl.col("src_ip").is_not_null()
             & pl.col("registered_domain").is_not_null()
             & pl.col("registered_domain").str.contains(".", literal=True)
             & ~pl.col("registered_domain").str.contains(_LOCAL)
         )
-        return ev.with_columns(window_columns(ctx, min_window=self.min_window))
+
+    def _events(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
+        """The events of the windows scored in ``ctx`` and of their lookback, with
+        ``window_start``/``window_end``; ``_scored``: the window is scored here.
+
+        Tiled (:meth:`tiled`): the epoch tiles that close in the period
+        (:func:`closing_tiles`) and the ``lookback`` before them, from the input
+        (which holds the history before the period).  Otherwise the scored
+        period's windows (aligned on its start, the last one clipped).
+        """
+        if not self.tiled(ctx):
+            ev = self._usable(scored_period(data, ctx))
+            return ev.with_columns(
+                window_columns(ctx, min_window=self.min_window), _scored=pl.lit(True)
+            )
+        length = self._length(ctx)
+        lo, hi = closing_tiles(ctx, length)
+        if lo >= hi:
+            return self._usable(data.clear()).with_columns(
+                tile_columns(length), _scored=pl.lit(True)
+            )
+        since = lo - timedelta(seconds=max(self.lookback - length, 0.0))
+        ev = self._usable(data).filter((pl.col("ts") >= since) & (pl.col("ts") < hi))
+        return ev.with_columns(tile_columns(length)).with_columns(
+            _scored=pl.col("window_start") >= lo
+        )
 
     def population(self, data: pl.DataFrame, ctx: DetectContext) -> int:
         """Client × domain × window series with at least two connections' worth of lookups."""
-        ev = self._events(data, ctx)
+        ev = self._events(data, ctx).filter(pl.col("_scored"))
         # Integer codes for the string keys: the same groups, counted faster.
         ids = ev.select(
             pl.col("src_ip").cast(pl.Categorical).to_physical(),
@@ -189,6 +234,50 @@ class BeaconDetector(Detector):
             "window_start",
         )
         return int(ids.group_by(ids.columns).len().filter(pl.col("len") >= 2).height)
+
+    def _judged(self, per: pl.DataFrame) -> pl.DataFrame:
+        """The series long and slow enough to be judged."""
+        return per.filter(
+            (pl.col("connections") >= self.min_connections) & (pl.col("period") >= self.min_period)
+        )
+
+    def tile_nulls(self, shares: pl.DataFrame) -> pl.DataFrame:
+        """Per ``window_start``: the median of :meth:`lookback_shares`' shares
+        (``_n0``, ``_n1``, ...; clipped to the Poisson floor in :meth:`score`)."""
+        return shares.group_by("window_start").agg(
+            pl.col(f"s{i}").median().alias(f"_n{i}") for i in range(len(self.tolerances))
+        )
+
+    def nulls(self, medians: list[float | None]) -> tuple[float, ...]:
+        """The null on-beat share per tolerance from the population's median shares,
+        never below the share under Poisson timing (nor above 0.95)."""
+        return tuple(
+            min(0.95, max(poisson_on_beat_share(d), float(m or 0.0)))
+            for d, m in zip(self.tolerances, medians, strict=True)
+        )
+
+    def shares(self, judged: pl.DataFrame) -> pl.DataFrame:
+        """``window_start`` and the on-beat shares (``s0``, ``s1``, ...) of judged series."""
+        return judged.select(
+            "window_start",
+            *[
+                (pl.col(f"_on{i}") / pl.col("gaps")).alias(f"s{i}")
+                for i in range(len(self.tolerances))
+            ],
+        )
+
+    def lookback_shares(self, shares: pl.DataFrame, length: float) -> pl.DataFrame:
+        """:meth:`shares` with ``window_start`` moved to each tile whose null they
+        enter: the tiles of ``length`` seconds that start in ``[ws, ws + lookback)``
+        (the series of a tile's own window and of its lookback)."""
+        w_us = max(1, int(length * 1_000_000))
+        k = max(1, -(-int(self.lookback * 1_000_000) // w_us))
+        return (
+            shares.with_columns(_k=pl.lit(list(range(k)), dtype=pl.List(pl.Int64)))
+            .explode("_k")
+            .with_columns(pl.col("window_start") + pl.duration(microseconds=pl.col("_k") * w_us))
+            .drop("_k")
+        )
 
     def _series(self, ev: pl.DataFrame) -> pl.DataFrame:
         """Per (client, domain, window): connections, gaps, period, on-beat gaps, MAD.
@@ -235,26 +324,69 @@ class BeaconDetector(Detector):
         )
         return ids.join(per, on="_s", how="inner").drop("_s")
 
+    def _scored_series(self, ev: pl.DataFrame) -> pl.DataFrame:
+        """:meth:`_series` of :meth:`_events`' rows, ``_scored`` for the windows
+        scored here (the others are the lookback's)."""
+        first = ev.filter(pl.col("_scored")).get_column("window_start").min()
+        per = self._series(ev)
+        if first is None:
+            return per.with_columns(_scored=pl.lit(False))
+        return per.with_columns(_scored=pl.col("window_start") >= first)
+
+    def null_shares(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
+        """The on-beat shares the nulls of ``ctx``'s windows are medians of
+        (``window_start``, ``s0``, ``s1``, ...).  Tiled: for each tile scored in
+        ``ctx``, the judged series of the tile and of its lookback
+        (:meth:`lookback_shares`); otherwise the judged series scored.  A
+        distributed engine takes the medians over every partition's shares."""
+        judged = self._judged(self._scored_series(self._events(data, ctx)))
+        if not self.tiled(ctx):
+            return self.shares(judged.filter(pl.col("_scored")))
+        length = self._length(ctx)
+        lo, hi = closing_tiles(ctx, length)
+        ws = pl.col("window_start")
+        return self.lookback_shares(self.shares(judged), length).filter((ws >= lo) & (ws < hi))
+
     def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
         ev = self._events(data, ctx)
         if ev.height == 0:
             return empty_anomalies()
         wkey = ["window_start", "window_end"]
         pair = ["src_ip", "registered_domain"]
-        per = self._series(ev)
-        judged = per.filter(
-            (pl.col("connections") >= self.min_connections) & (pl.col("period") >= self.min_period)
-        )
+        per = self._scored_series(ev)
+        judged = self._judged(per).filter(pl.col("_scored"))
         if judged.height == 0:
             return empty_anomalies()
         # The population null at each tolerance: the typical on-beat share of a
-        # judged series here, never below the share under Poisson timing.
-        # (``p0s_``: fitted on the whole population by a distributed engine)
-        p0s: list[float] = list(getattr(self, "p0s_", None) or ())
-        for i, d in enumerate(self.tolerances[len(p0s) :], start=len(p0s)):
-            share = (judged[f"_on{i}"] / judged["gaps"]).median()
-            p0s.append(min(0.95, max(poisson_on_beat_share(d), float(share or 0.0))))  # type: ignore[arg-type]
-        p0 = p0s[-1]
+        # judged series, never below the share under Poisson timing.  Tiled: per
+        # tile, over the series of the tile and of its lookback (causal: known when
+        # the tile closes); a short capture: over the series it scores.  A
+        # distributed engine brings it from the whole population (``tile_nulls_``,
+        # ``p0s_``).
+        nk = [f"_n{i}" for i in range(len(self.tolerances))]
+        tile_nulls = getattr(self, "tile_nulls_", None)
+        p0s_ = getattr(self, "p0s_", None)
+        if self.tiled(ctx) and tile_nulls is None and not p0s_:
+            tile_nulls = self.tile_nulls(
+                self.lookback_shares(self.shares(self._judged(per)), self._length(ctx))
+            )
+        if tile_nulls is not None:
+            judged = judged.join(tile_nulls, on="window_start", how="left")
+        else:
+            if not p0s_:
+                p0s_ = self.nulls(
+                    [
+                        (judged[f"_on{i}"] / judged["gaps"]).median()  # type: ignore[misc]
+                        for i in range(len(self.tolerances))
+                    ]
+                )
+            judged = judged.with_columns(
+                pl.lit(p, dtype=pl.Float64).alias(n) for n, p in zip(nk, p0s_, strict=True)
+            )
+        floors = [poisson_on_beat_share(d) for d in self.tolerances]
+        judged = judged.with_columns(
+            pl.col(n).fill_null(f).clip(f, 0.95) for n, f in zip(nk, floors, strict=True)
+        )
         ks = [f"_on{i}" for i in range(len(self.tolerances))]
         # Trailing windows whose period agrees add their beats (low-and-slow beacons).
         tol = self.jitter_tolerance
@@ -329,8 +461,8 @@ class BeaconDetector(Detector):
         m = judged["beats_m"].to_numpy()
         per_tol = np.vstack(
             [
-                regularity_log10p(judged[f"_b{k}"].to_numpy(), m, p)
-                for k, p in zip(ks, p0s, strict=True)
+                regularity_log10p(judged[f"_b{k}"].to_numpy(), m, judged[n].to_numpy())
+                for k, n in zip(ks, nk, strict=True)
             ]
         )
         best = per_tol.argmax(axis=0)
@@ -343,11 +475,11 @@ class BeaconDetector(Detector):
             best_on_beat=pl.Series(
                 np.vstack([judged[f"_b{k}"].to_numpy() for k in ks])[best, idx].astype(np.int64)
             ),
-            best_null=pl.Series(np.asarray(p0s)[best]),
+            best_null=pl.Series(np.vstack([judged[n].to_numpy() for n in nk])[best, idx]),
         ).with_columns(
             score=pl.col("regularity") * pl.col("ttl_factor") * pl.col("prevalence_factor")
         )
-        evidence = judged.select(self._evidence(p0)).to_series()
+        evidence = judged.select(self._evidence(nk[-1])).to_series()
         entity = judged.select(pl.concat_str(pair, separator="|")).to_series()
         return anomaly_frame(
             self.name,
@@ -359,7 +491,7 @@ class BeaconDetector(Detector):
             evidence=evidence,
         )
 
-    def _evidence(self, p0: float) -> pl.Expr:
+    def _evidence(self, null: str) -> pl.Expr:
         iso = "%Y-%m-%dT%H:%M:%S%.3fZ"
         r3 = lambda c: tidy(pl.col(c).cast(pl.Float64)).alias(c)  # noqa: E731
         hours = ((pl.col("last") - pl.col("first")) / 3.6e9).round(1)
@@ -396,7 +528,7 @@ class BeaconDetector(Detector):
             pl.col("on_beat").alias("on_beat_gaps"),
             pl.col("beats_m").alias("lookback_gaps"),
             pl.col("beats_k").alias("lookback_on_beat_gaps"),
-            pl.lit(round(p0, 4)).alias("null_on_beat_share"),
+            pl.col(null).round(4).alias("null_on_beat_share"),
             r3("best_tolerance"),
             pl.col("best_on_beat").alias("best_tolerance_on_beat_gaps"),
             r3("best_null").alias("best_tolerance_null_share"),
@@ -412,12 +544,15 @@ class BeaconDetector(Detector):
 
     @classmethod
     def example(cls, seed: int = 0) -> pl.DataFrame:
-        """An hour: one host beaconing every 60 s ± 3 s, others browsing at random."""
+        """One 6 h tile (06:00-12:00 UTC): one host beaconing every 60 s ± 3 s,
+        others browsing at random.  A whole tile, so an hourly context that ends
+        at its close scores it (tiles are scored where they close)."""
         rng = np.random.default_rng(seed)
-        t0 = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
+        span = 6 * 3600.0
+        t0 = datetime(2024, 3, 1, 6, 0, tzinfo=UTC)
         rows: list[dict[str, Any]] = []
         t = 5.0
-        while t < 3600:
+        while t < span:
             rows.append(
                 {
                     "ts": t0 + timedelta(seconds=t),
@@ -433,11 +568,11 @@ class BeaconDetector(Detector):
                 }
             )
             t += 60.0 + float(rng.normal(0, 3))
-        for _ in range(60):
+        for _ in range(360):
             dom = ["example.org", "wikipedia.org"][int(rng.integers(0, 2))]
             rows.append(
                 {
-                    "ts": t0 + timedelta(seconds=float(rng.uniform(0, 3600))),
+                    "ts": t0 + timedelta(seconds=float(rng.uniform(0, span))),
                     "src_ip": f"10.2.0.{int(rng.integers(2, 5))}",
                     "qname": "www." + dom,
                     "qtype": "A",

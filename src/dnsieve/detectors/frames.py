@@ -1,7 +1,8 @@
 """Polars building blocks shared by the event-level detectors.
 
 The scored period and its fixed windows (:func:`scored_period`,
-:func:`window_columns`), evidence as JSON (:func:`evidence_json`,
+:func:`window_columns`; epoch tiles scored where they close: :func:`tile_columns`,
+:func:`closing_tiles`), evidence as JSON (:func:`evidence_json`,
 :func:`tidy`, :func:`sample_names`) and canonical example frames for the
 detectors' ``example`` methods (:func:`example_events`).
 """
@@ -17,11 +18,13 @@ from dnsieve.detectors.base import DetectContext
 from dnsieve.schema import DNS_EVENT
 
 __all__ = [
+    "closing_tiles",
     "evidence_json",
     "example_events",
     "sample_names",
     "scored_period",
     "tidy",
+    "tile_columns",
     "utc",
     "window_columns",
 ]
@@ -59,6 +62,53 @@ def window_columns(ctx: DetectContext, ts: str = "ts", min_window: float = 0.0) 
         pl.from_epoch(ws, time_unit="us").dt.replace_time_zone("UTC").alias("window_start"),
         pl.from_epoch(we, time_unit="us").dt.replace_time_zone("UTC").alias("window_end"),
     ]
+
+
+def tile_columns(length: float, ts: str = "ts") -> list[pl.Expr]:
+    """Expressions for ``window_start``/``window_end``: the tile of ``length``
+    seconds, aligned on the Unix epoch, that holds each row's ``ts``.
+
+    Unlike :func:`window_columns` the tiles do not depend on where a scoring
+    period starts or ends, so a lake scored at once and the same lake scored
+    hour by hour (a stream) cut the same windows.
+
+    >>> from datetime import datetime, timezone
+    >>> df = pl.DataFrame({"ts": [datetime(2024, 1, 1, 7, 30, tzinfo=timezone.utc)]})
+    >>> w = df.select(tile_columns(6 * 3600.0))
+    >>> (w["window_start"].dt.hour().item(), w["window_end"].dt.hour().item())
+    (6, 12)
+    """
+    w_us = max(1, int(length * 1_000_000))
+    ws = (pl.col(ts).dt.epoch("us") // w_us) * w_us
+    return [
+        pl.from_epoch(ws, time_unit="us").dt.replace_time_zone("UTC").alias("window_start"),
+        pl.from_epoch(ws + w_us, time_unit="us").dt.replace_time_zone("UTC").alias("window_end"),
+    ]
+
+
+def closing_tiles(ctx: DetectContext, length: float) -> tuple[datetime, datetime]:
+    """``(first tile start, last tile end)`` of the epoch tiles (:func:`tile_columns`)
+    that *close* in ``ctx``'s period: their end is in ``(ctx.start, ctx.end]``,
+    ``ctx.end`` rounded up to the hour.  A tile is then scored once, in the
+    period in which it closes, however a lake is cut into hourly periods; a
+    run that ends inside an hour (the last event) scores the tile that closes
+    at the end of that hour, as a stream scoring that hour does.  The first is
+    not before the last when no tile closes.
+
+    >>> from datetime import datetime, timedelta, timezone
+    >>> t0 = datetime(2024, 1, 1, 5, tzinfo=timezone.utc)
+    >>> ctx = DetectContext(start=t0, end=t0 + timedelta(hours=13, minutes=20), window=3600)
+    >>> [t.hour for t in closing_tiles(ctx, 6 * 3600.0)]
+    [0, 18]
+    """
+    w_us = max(1, int(length * 1_000_000))
+    h_us = 3_600_000_000
+    start_us = int(utc(ctx.start).timestamp() * 1_000_000)
+    end_us = -(-int(utc(ctx.end).timestamp() * 1_000_000) // h_us) * h_us
+    first_end = (start_us // w_us + 1) * w_us
+    last_end = (end_us // w_us) * w_us
+    first = datetime.fromtimestamp((first_end - w_us) / 1e6, tz=UTC)
+    return first, datetime.fromtimestamp(last_end / 1e6, tz=UTC)
 
 
 def utc(t: datetime) -> datetime:

@@ -661,20 +661,24 @@ def _domain_counts(detector: Any, joined: SparkDataFrame) -> SparkDataFrame:
 def beacon_fit_on_cluster(
     detector: Any, sdf: SparkDataFrame, ctx: DetectContext, partitions: int
 ) -> Any:
-    """A copy of a ``beacon`` detector with ``p0s_`` (its population null) fitted on the cluster.
+    """A copy of a ``beacon`` detector with its population null fitted on the cluster.
 
-    The null at each tolerance is the median on-beat share of the judged
-    series of the whole population: each domain partition emits its judged
-    series' shares (computed by the detector's own ``_events`` and
-    ``_series``) and Spark takes their exact medians.
+    The null at each tolerance is a median of judged series' on-beat shares
+    (``BeaconDetector.null_shares``): each domain partition emits its series'
+    shares and Spark takes their exact medians, per scored tile (the series
+    of the tile and of its lookback: ``tile_nulls_``) with hourly or longer
+    windows, over the scored series of a short capture otherwise (``p0s_``).
     """
-    from dnsieve.detectors.beacon import poisson_on_beat_share
     from dnsieve.engines.spark import _spark_schema
 
     F = _F()
     det = copy.deepcopy(detector)
     n_tol = len(det.tolerances)
-    out = pa.schema([(f"s{i}", pa.float64()) for i in range(n_tol)])
+    tiled = bool(det.tiled(ctx))
+    out = pa.schema(
+        [pa.field("window_start", pa.int64())]  # epoch µs: no session time zone on the way
+        + [(f"s{i}", pa.float64()) for i in range(n_tol)]
+    )
 
     def shares(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         got = [b for b in batches if b.num_rows]
@@ -682,28 +686,28 @@ def beacon_fit_on_cluster(
             return
         frame = pl.from_arrow(pa.Table.from_batches(got))
         assert isinstance(frame, pl.DataFrame)
-        ev = det._events(frame.with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC"))), ctx)
-        if ev.height == 0:
-            return
-        per = det._series(ev)
-        judged = per.filter(
-            (pl.col("connections") >= det.min_connections) & (pl.col("period") >= det.min_period)
-        )
-        if judged.height:
-            table = judged.select(
-                [(pl.col(f"_on{i}") / pl.col("gaps")).alias(f"s{i}") for i in range(n_tol)]
-            )
-            yield from table.to_arrow().cast(out).to_batches()
+        frame = frame.with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
+        table = det.null_shares(frame, ctx).with_columns(pl.col("window_start").dt.epoch("us"))
+        if table.height:
+            yield from table.select(out.names).to_arrow().cast(out).to_batches()
 
     cols = ["ts", "src_ip", "registered_domain"]
     part = sdf.select(*cols).repartition(partitions, "registered_domain")
     got = part.mapInArrow(shares, _spark_schema(out))
-    med = _rows(got.agg(*(F.expr(f"percentile(s{i}, 0.5)").alias(f"m{i}") for i in range(n_tol))))
-    p0s = []
-    for i, d in enumerate(det.tolerances):
-        share = med[0][f"m{i}"] if med else None
-        p0s.append(min(0.95, max(poisson_on_beat_share(d), float(share or 0.0))))
-    det.p0s_ = tuple(p0s)
+    meds = [F.expr(f"percentile(s{i}, 0.5)").alias(f"_n{i}") for i in range(n_tol)]
+    if tiled:
+        rows = _rows(got.groupBy("window_start").agg(*meds))
+        det.tile_nulls_ = pl.DataFrame(
+            [
+                [r["window_start"] for r in rows],
+                *[[r[f"_n{i}"] for r in rows] for i in range(n_tol)],
+            ],
+            schema={"window_start": pl.Int64, **{f"_n{i}": pl.Float64 for i in range(n_tol)}},
+            orient="col",
+        ).with_columns(pl.from_epoch("window_start", time_unit="us").dt.replace_time_zone("UTC"))
+        return det
+    med = _rows(got.agg(*meds))
+    det.p0s_ = det.nulls([med[0][f"_n{i}"] if med else None for i in range(n_tol)])
     return det
 
 
@@ -997,9 +1001,12 @@ def score_on_cluster(
         sc = engine.spark.sparkContext
         shuffle = int(engine.spark.conf.get("spark.sql.shuffle.partitions", "8"))
         partitions = max(sc.defaultParallelism, shuffle)
-    fitted = fit_on_cluster(detector, sdf, ctx.fit_until)
-    if detector.name == "beacon" and hasattr(detector, "_series"):
+    from dnsieve.detectors.beacon import BeaconDetector
+
+    if isinstance(detector, BeaconDetector):  # its null, per tile, from every partition
         fitted = beacon_fit_on_cluster(detector, sdf, ctx, partitions)
+    else:
+        fitted = fit_on_cluster(detector, sdf, ctx.fit_until)
     keys = _PARTITION_KEYS.get(detector.name, keys)
     from_state = detector.name in _POPULATION_FROM_STATE
     out_schema = pa.schema([*ANOMALY, pa.field(POPULATION_COLUMN, pa.int64())])
