@@ -321,3 +321,15 @@ def test_late_events_are_counted_and_kept_in_the_lake(tmp_path: Path) -> None:
     src.close()
     assert status.late == 20
     assert Lake(tmp_path / "lake").scan().select(pl.len()).collect().item() == 70
+
+
+def test_checkpoint_keeps_detector_state(tmp_path: Path) -> None:
+    """The volume models' carried flags survive a checkpoint round trip, and the
+    checkpoint made live is still the one just written."""
+    ck = Checkpoint(detector_state={"volume": pl.DataFrame({"entity": ["a.com"], "h": [474900]})})
+    store = StreamCheckpoint(tmp_path / "ck")
+    store.save(ck)
+    store.save(ck)
+    back = store.load()
+    assert (tmp_path / "ck" / "CURRENT").read_text() == "ckpt-000002"
+    assert back.detector_state["volume"].equals(ck.detector_state["volume"])

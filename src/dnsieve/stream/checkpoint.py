@@ -117,8 +117,8 @@ class StreamCheckpoint:
         ck.state.save(d / "state")
         if ck.candidates is not None:
             ck.candidates.write_parquet(d / "candidates.parquet")
-        for name, frame in ck.detector_state.items():
-            frame.write_parquet(d / f"state-{name}.parquet")
+        for detector, frame in ck.detector_state.items():
+            frame.write_parquet(d / f"state-{detector}.parquet")
         meta = {
             "seq": ck.seq,
             "positions": ck.positions,
