@@ -184,7 +184,11 @@ def _score_causally(
     frames: list[pl.DataFrame] = []
     total = 0
     stateful = hasattr(det, "score_with_state")
+    busy = _busy_epochs(data, every_seconds)
     for lo, hi, until in fit_epochs(ctx.start, ctx.end, every_seconds):
+        k = int(until.timestamp() // every_seconds)
+        if busy is not None and k not in busy and k - 1 not in busy:
+            continue  # no data in it or the epoch before: nothing closes here
         part = replace(ctx, start=lo, end=hi, fit_until=until)
         if hasattr(eng, "score_detector"):
             # fits on the cluster (honouring fit_until); a stateful detector's carried_
@@ -209,6 +213,22 @@ def _score_causally(
         total += int(pop)
     out = pl.concat(frames) if frames else empty_anomalies()
     return out.sort(["entity", "window_start", "detector"]), total
+
+
+def _busy_epochs(data: Any, every_seconds: float) -> set[int] | None:
+    """Indices of the fit epochs holding rows of ``data`` (None: not a Polars frame).
+
+    A lake of captures years apart spans thousands of empty epochs; only those
+    with data, and the one after each (a window may close there), are scored.
+    """
+    if not isinstance(data, pl.DataFrame):
+        return None
+    col = "ts" if "ts" in data.columns else "hour" if "hour" in data.columns else None
+    if col is None or data.height == 0:
+        return None if col is None else set()
+    t = pl.col(col).cast(pl.Datetime("us", "UTC")).dt.epoch("s")
+    idx = data.select((t // int(every_seconds)).unique().drop_nulls()).to_series()
+    return {int(i) for i in idx.to_list()}
 
 
 def _first_event(lake: Lake, since: datetime, until: datetime) -> datetime | None:
