@@ -216,11 +216,11 @@ def test_live_spark_stream_scores_as_it_catches_up_and_stops_on_request(
     )  # fmt: skip
     th = threading.Thread(target=runner.run)
     th.start()
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a ceiling: the wait ends when scoring starts
     while time.monotonic() < deadline and runner.status.scored_until is None:
         time.sleep(0.1)
     runner.stop()
-    th.join(60)
+    th.join(600)
     view.close()
     assert not th.is_alive() and runner.status.state == "stopped"
     # caught up: every event in, the closed hours scored (causally, as the embedded live stream)
