@@ -224,15 +224,7 @@ class KafkaSource:
         return self._eof.get(partition, False)
 
     def commit(self, positions: dict[str, int]) -> None:
-        from confluent_kafka import TopicPartition
-
-        tps = [
-            TopicPartition(self.topic, int(k.rsplit("/", 1)[1]), int(v))
-            for k, v in positions.items()
-            if k.startswith(self.topic + "/")
-        ]
-        if tps:
-            self._consumer.commit(offsets=tps, asynchronous=False)
+        commit_offsets(self._consumer, self.topic, positions)
 
     def close(self) -> None:
         self._consumer.close()
@@ -443,3 +435,17 @@ def _header(fh: Any) -> bytes:
             break
         end += len(line)
     return head[:end]
+
+
+def commit_offsets(consumer: Any, topic: str, positions: dict[str, int]) -> None:
+    """Commit ``positions`` (``"TOPIC/PARTITION" -> next offset``) of ``topic`` to the
+    consumer's group, synchronously; positions of other topics are ignored."""
+    from confluent_kafka import TopicPartition
+
+    tps = [
+        TopicPartition(topic, int(k.rsplit("/", 1)[1]), int(v))
+        for k, v in positions.items()
+        if k.startswith(topic + "/")
+    ]
+    if tps:
+        consumer.commit(offsets=tps, asynchronous=False)

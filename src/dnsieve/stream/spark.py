@@ -406,15 +406,9 @@ class SparkKafkaView:
         return self._pos.get(partition, low) >= high
 
     def commit(self, positions: dict[str, int]) -> None:
-        from confluent_kafka import TopicPartition
+        from dnsieve.stream.sources import commit_offsets
 
-        tps = [
-            TopicPartition(self.topic, int(k.rsplit("/", 1)[1]), int(v))
-            for k, v in positions.items()
-            if k.startswith(self.topic + "/")
-        ]
-        if tps:
-            self._consumer.commit(offsets=tps, asynchronous=False)
+        commit_offsets(self._consumer, self.topic, positions)
 
     def close(self) -> None:
         self._consumer.close()
