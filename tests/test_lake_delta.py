@@ -79,6 +79,31 @@ def test_reingest_is_idempotent_by_content(tmp_path: Path, logs: list[Path]) -> 
     assert [s["sha256"] for s in dl.sources()] == [again[0].sha256]
 
 
+def test_grown_log_appends_only_its_new_rows(tmp_path: Path, logs: list[Path]) -> None:
+    """A log that grew since it was ingested: only the new records land (no duplicates)."""
+    lines = logs[0].read_bytes().splitlines(keepends=True)
+    body = [i for i, ln in enumerate(lines) if not ln.startswith(b"#")]
+    cut = body[len(body) // 2]
+    live = tmp_path / "dns.log"
+    live.write_bytes(b"".join(lines[:cut]))  # half the log, as a sensor is still writing it
+    dl = DeltaLake(tmp_path / "delta")
+    (first,) = dl.ingest_files([live])
+    with open(live, "ab") as fh:
+        fh.write(b"".join(lines[cut:]))
+    (grown,) = dl.ingest_files([live])
+    assert (first.status, grown.status) == ("ingested", "grown")
+    whole = Lake(tmp_path / "pq")
+    (ref,) = whole.ingest_files([logs[0]])
+    assert first.rows_written + grown.rows_written == ref.rows_written
+    assert dl.committed_rows() == ref.rows_written
+    assert_frame_equal(_events(dl).drop("sensor"), _events(whole).drop("sensor"))
+    (again,) = dl.ingest_files([live])  # the grown file itself is now committed content
+    assert again.status == "unchanged"
+    assert [s["rows_written"] for s in dl.sources()] == [first.rows_written, grown.rows_written]
+    # the first version still reads the half that was there then
+    assert DeltaLake(dl.path, version=0).committed_rows() == first.rows_written
+
+
 def _ingest(path: str, log: str) -> int:
     return sum(r.rows_written for r in DeltaLake(path).ingest_files([log]))
 

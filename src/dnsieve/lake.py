@@ -1160,8 +1160,12 @@ class DeltaLake(Lake):
     is a no-op; a writer lock (``LAKE/.lock``) makes the check and the append
     one step for concurrent writers on one machine, and delta-rs's optimistic
     concurrency keeps concurrent appends from several machines consistent.
-    A log that has grown since it was ingested is new content: it is
-    ingested whole (the Parquet lake's prefix resume is not offered here).
+    **Grown logs resume.**  Each commit also records the input's size and
+    how many of its (decoded) bytes were read.  A log that has grown since it
+    was ingested (its first ``size`` bytes hash to a committed input) is read
+    from where that commit stopped, so only the new records are appended, as
+    in the Parquet lake; the grown file's own digest is the new commit's app
+    transaction.
 
     **Time travel.**  ``DeltaLake(path, version=3)`` (or ``as_of=datetime``)
     reads the table as of that commit: :meth:`files`, :meth:`scan` and every
@@ -1248,6 +1252,20 @@ class DeltaLake(Lake):
                 )
         return out
 
+    def _committed_inputs(self) -> dict[tuple[str, int], tuple[int, str]]:
+        """``(sha256, size) -> (bytes read, format)`` of every committed input that
+        recorded its size (commits written before sizes were recorded cannot be resumed)."""
+        out: dict[tuple[str, int], tuple[int, str]] = {}
+        for c in self.history():
+            sha, size, read = (
+                c.get("dnsieve.sha256"),
+                c.get("dnsieve.size"),
+                c.get("dnsieve.decoded"),
+            )
+            if sha and size is not None and read is not None:
+                out[(str(sha), int(size))] = (int(read), str(c.get("dnsieve.format", "")))
+        return out
+
     def compact(self) -> dict[str, int]:
         """Compact small files with Delta's OPTIMIZE (a new version; old ones stay readable)."""
         dt = self.table()
@@ -1302,15 +1320,19 @@ class DeltaLake(Lake):
             rep.seconds = time.perf_counter() - t0
             return rep
         with fh:
+            size_now = os.fstat(fh.fileno()).st_size
+            table = str(self.events_dir)
+            committed = self._committed_inputs() if DeltaTable.is_deltatable(table) else {}
             try:
-                digest, size, _ = fingerprint(fh)
+                digest, size, prefixes = fingerprint(
+                    fh, {s for (_, s) in committed if s < size_now}
+                )
             except OSError as exc:
                 rep.status, rep.error = FAILED, _os_reason(exc, path)
                 rep.seconds = time.perf_counter() - t0
                 return rep
             rep.sha256 = digest
             app_id = DELTA_APP_PREFIX + digest
-            table = str(self.events_dir)
             done = DeltaTable.is_deltatable(table) and DeltaTable(table).transaction_version(app_id)
             if done is not None and done is not False:
                 rep.status = "unchanged"
@@ -1320,12 +1342,21 @@ class DeltaLake(Lake):
                 rep.status, rep.error = "empty", "empty file"
                 rep.seconds = time.perf_counter() - t0
                 return rep
+            skip = 0
+            for s in sorted(prefixes, reverse=True):
+                hit = committed.get((prefixes[s], s))
+                if hit is not None:  # a grown copy of a committed input: read only the rest
+                    skip, known = hit
+                    fmt = known if fmt == "auto" and known else fmt
+                    rep.status = "grown"
+                    break
             fh.seek(0)
             stats = IngestStats(source=str(path))
             ctx = ReadContext(
                 sensor=str(path),
                 stats=stats,
                 batch_size=self.batch_size,
+                skip_bytes=skip,
                 splitter=self.splitter,
                 options=options,
                 max_record_bytes=self.max_record_bytes,
@@ -1356,6 +1387,8 @@ class DeltaLake(Lake):
                         "dnsieve.source": str(path),
                         "dnsieve.format": rep.format,
                         "dnsieve.rows": str(rep.rows_written),
+                        "dnsieve.size": str(size),
+                        "dnsieve.decoded": str(max(stats.bytes_consumed, skip)),
                     },
                     app_transactions=[Transaction(app_id, 1)],
                 ),
