@@ -66,7 +66,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -229,14 +228,32 @@ def iter_lines_chunks(
 def _long_lines(data: bytes, max_line: int) -> list[tuple[int, int]]:
     """``(start, end after newline)`` of each line of ``data`` longer than ``max_line``.
 
+    Steps through ``data`` a window of ``max_line + 1`` bytes at a time: the
+    last newline in the window ends a run of lines that all fit, so a chunk of
+    ordinary lines costs about ``len(data) / max_line`` searches, not a pass per
+    byte.  An unterminated tail is not a line yet (the caller carries it over).
+
     >>> _long_lines(b"ab\\nxxxxxx\\ncd\\n", 3)
     [(3, 10)]
+    >>> _long_lines(b"abc\\nxxxx\\nyyyyy", 3)
+    [(4, 9)]
     """
-    arr = np.frombuffer(data, dtype=np.uint8)
-    nl = np.flatnonzero(arr == 10)
-    starts = np.concatenate(([0], nl[:-1] + 1)) if nl.size else np.zeros(0, dtype=np.int64)
-    long = np.flatnonzero(nl - starts > max_line)
-    return [(int(starts[i]), int(nl[i]) + 1) for i in long]
+    out: list[tuple[int, int]] = []
+    p, n = 0, len(data)
+    while p < n:
+        hi = p + max_line + 1
+        if hi >= n:
+            break  # every terminated line left fits in max_line bytes
+        k = data.rfind(b"\n", p, hi)
+        if k >= 0:
+            p = k + 1
+            continue
+        e = data.find(b"\n", hi)
+        if e < 0:
+            break
+        out.append((p, e + 1))
+        p = e + 1
+    return out
 
 
 def _long_counter(ctx: ReadContext) -> Callable[[int, bytes], None]:
