@@ -12,7 +12,7 @@ References measured in the same run: a plain Python loop computing Shannon
 entropy of each label, the bare NumPy n-gram hashing of the same labels, and
 one Public Suffix List lookup per name (the split as it was done before it was
 vectorised).  Also measured against the same references: ``dnsieve domains
-score`` end to end (:func:`dnsieve.commands.domains.score_table`: registered
+score`` end to end (:func:`dnsieve.domainscore.score_table`: registered
 domain split, DGA score and look-alike match of every name), and the look-alike
 matcher alone (:func:`dnsieve.detectors.lookalike.match_names`).
 
@@ -37,10 +37,10 @@ import numpy as np
 import polars as pl
 
 from dnsieve import lexical
-from dnsieve.commands.domains import read_domain_lines, score_table
 from dnsieve.detectors.dga import score_names
 from dnsieve.detectors.lookalike import match_names
 from dnsieve.domains import DomainSplitter
+from dnsieve.domainscore import read_domain_lines, score_table
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "domains"
 

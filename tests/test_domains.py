@@ -71,7 +71,7 @@ def test_split_series_never_raises(names: list[str]) -> None:
 def test_read_domain_lines_skips_over_long_lines_without_holding_them() -> None:
     import io
 
-    from dnsieve.commands.domains import read_domain_lines
+    from dnsieve.domainscore import read_domain_lines
 
     data = b"example.com\n" + b"a" * (5 << 20) + b"\nfoo.example.org\n" + b"b" * 300 + b"\n"
     names, skipped = read_domain_lines(io.BytesIO(data))

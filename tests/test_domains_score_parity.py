@@ -29,7 +29,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dnsieve.commands.domains import score_table
+from dnsieve.domainscore import score_table
 
 _LURES = ("login", "secure", "verify", "support", "account")
 _TLDS = ("com", "net", "xyz", "top", "co.uk", "github.io", "info", "de")
@@ -217,7 +217,7 @@ def test_read_domain_lines_is_the_escaping_reader(
     """The block reader (fast path for plain blocks) reads what a per-line escaping
     reader does, at any block size (lines cut across blocks) and with a short
     line limit (over-long lines, open across blocks, dropped and counted once)."""
-    from dnsieve.commands import domains
+    from dnsieve import domainscore as domains
 
     data = b"\n".join(x.replace(b"\n", b" ") for x in lines) + (b"\n" if last_newline else b"")
     with pytest.MonkeyPatch.context() as mp:
