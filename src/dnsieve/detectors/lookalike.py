@@ -668,6 +668,112 @@ def _weigh_by_background(matches: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+#: Record types a browser asks for a web name (RFC 9460 HTTPS beside A/AAAA).  A
+#: look-alike queried with any other type (TXT, SRV, MX, SOA, CNAME, NULL...) is
+#: used by software: mail, service discovery, or data carried in DNS.
+WEB_QTYPES: frozenset[str] = frozenset({"A", "AAAA", "HTTPS"})
+#: Behaviours compared with the window's ordinary names (:func:`use_evidence`).
+USE_FEATURES: tuple[str, ...] = ("clients", "names", "busiest")
+
+
+def coincidental(matches: pl.DataFrame) -> pl.Series:
+    """Which matches are brand-token coincidences until behaviour says otherwise.
+
+    ``matches`` has ``rd`` and the :func:`match_names` columns.  A brand word
+    embedded in a longer label on an abused TLD, without a lure word
+    (``dydiabrandunion.info``, ``journalapple.info``, but also
+    ``symanteclive.download``), is what ordinary names do by chance as often
+    as what attackers register.  The brand's own label on an abused TLD
+    (``kaspersky.science``), a brand beside a lure word
+    (``paypal-verify.xyz``), homoglyphs and typos are not.
+    """
+    from dnsieve.detectors.dga import registered_labels
+
+    labels = registered_labels(matches["rd"])["label"].fill_null("")
+    words = registered_labels(matches["lookalike_brand"].fill_null(""))["label"].fill_null("")
+    frame = pl.DataFrame({"lab": labels, "word": words, "m": matches["lookalike_method"]})
+    return frame.select(
+        (pl.col("m") == "brand_in_label")
+        & (pl.col("lab") != pl.col("word"))
+        & ~pl.col("lab").str.contains_any(list(LURE_WORDS))
+    ).to_series()
+
+
+def use_evidence(pop: pl.DataFrame, hits: pl.Series) -> pl.DataFrame:
+    """How far each look-alike's use stands out among the window's ordinary names.
+
+    ``pop`` has one row per (``window_start``, ``rd``) of the scored period
+    with ``clients`` (distinct clients), ``names`` (distinct query names),
+    ``busiest`` (lookups of the busiest client) and ``software`` (a query
+    type outside :data:`WEB_QTYPES`).  ``hits`` are the look-alike
+    registered domains judged.  For each hit and feature ``f`` the tail of
+    the window's *ordinary* names (no look-alike match) is estimated with a
+    uniform prior, ``p_f = (x_f + 1) / (N + 2)`` (``x_f`` of the ``N``
+    ordinary names show at least the hit's value): a small window (a short
+    capture) never makes a behaviour look rare on little data.  Scanning
+    :data:`USE_FEATURES` costs their number (Bonferroni), and the look-alike
+    hits of the window are tested together, so the expected number of hits
+    as unusual by chance is ``E = n_hits · 3 · min_f p_f``.  ``use`` is
+    ``clip(−log10 E, 0, 1)``: 1 when such a use is ten times rarer than the
+    hits would show by chance, 0 when it is what ordinary names do; a query
+    type no browser asks for is use by software whatever the population
+    (``use = 1``).  Returns ``window_start``, ``rd``, ``use``, ``use_p``
+    (``3 · min_f p_f``) and ``use_by`` (the feature that stood out).
+    """
+    is_hit = pl.col("rd").is_in(hits.implode())
+    hit = pop.filter(is_hit)
+    if hit.height == 0:
+        return pl.DataFrame(
+            schema={
+                "window_start": pop.schema["window_start"],
+                "rd": pl.String,
+                "use": pl.Float64,
+                "use_p": pl.Float64,
+                "use_by": pl.String,
+            }
+        )
+    ordinary = pop.filter(~is_hit)
+    n_ord = ordinary.group_by("window_start").agg(_n=pl.len())
+    n_hit = hit.group_by("window_start").agg(_h=pl.len())
+    pairs = hit.select("window_start", "rd", *USE_FEATURES).join(
+        ordinary.select("window_start", *[pl.col(f).alias(f"_o_{f}") for f in USE_FEATURES]),
+        on="window_start",
+        how="left",
+    )
+    above = pairs.group_by(["window_start", "rd"]).agg(
+        *[(pl.col(f"_o_{f}") >= pl.col(f)).sum().alias(f"_x_{f}") for f in USE_FEATURES]
+    )
+    n = pl.col("_n").fill_null(0)
+    tails = [((pl.col(f"_x_{f}") + 1) / (n + 2)).alias(f"_p_{f}") for f in USE_FEATURES]
+    out = (
+        hit.select("window_start", "rd", "software")
+        .join(above, on=["window_start", "rd"], how="left")
+        .join(n_ord, on="window_start", how="left")
+        .join(n_hit, on="window_start", how="left")
+        .with_columns(tails)
+        .with_columns(
+            use_p=(len(USE_FEATURES) * pl.min_horizontal([f"_p_{f}" for f in USE_FEATURES])).clip(
+                upper_bound=1.0
+            ),
+            use_by=pl.concat_list([f"_p_{f}" for f in USE_FEATURES]).list.arg_min(),
+        )
+    )
+    expected = pl.col("use_p") * pl.col("_h")
+    return out.select(
+        "window_start",
+        "rd",
+        pl.when(pl.col("software"))
+        .then(1.0)
+        .otherwise((-expected.log10()).clip(0.0, 1.0))
+        .alias("use"),
+        "use_p",
+        pl.when(pl.col("software"))
+        .then(pl.lit("software"))
+        .otherwise(pl.col("use_by").replace_strict(list(range(len(USE_FEATURES))), USE_FEATURES))
+        .alias("use_by"),
+    )
+
+
 #: Clients named in the evidence (``clients``), the busiest first.
 MAX_CLIENTS = 5
 #: A look-alike whose every answer was NXDOMAIN keeps this share of its score.
@@ -677,6 +783,13 @@ _METHOD_WORDS = {
     "homoglyph": "look-alike characters",
     "edit_distance": "a typo",
     "brand_in_label": "the brand inside its name",
+}
+
+
+_USE_WORDS = {
+    "clients": "clients",
+    "names": "distinct query names",
+    "busiest": "lookups by one client",
 }
 
 
@@ -700,10 +813,38 @@ def _reason(r: dict[str, Any]) -> str:
         if bg
         else ""
     )
+    used = ""
+    if r.get("coincidental"):
+        by, u = r.get("use_by"), float(r.get("use") or 0.0)
+        if by == "software":
+            used = "; queried with record types no browser asks for (software)"
+        elif u >= 1.0:
+            used = f"; its {_USE_WORDS.get(str(by), str(by))} stand out among ordinary names here"
+        else:
+            used = "; only the brand word: used like the ordinary names here"
     return (
         f"{r['rd']} imitates {r['lookalike_brand']} ({how}); {who} queried it "
-        f"{q:,} time{'s' if q != 1 else ''} in {span}{nx}{common}"
+        f"{q:,} time{'s' if q != 1 else ''} in {span}{nx}{common}{used}"
     )
+
+
+def _use_population(ev: pl.DataFrame) -> pl.DataFrame:
+    """Per (``window_start``, ``rd``) of the scored events: ``clients``, ``names``,
+    ``busiest`` (lookups of the busiest client) and ``software`` (a query type
+    outside :data:`WEB_QTYPES`), the input of :func:`use_evidence`."""
+    key = ["window_start", "rd"]
+    software = (
+        (~pl.col("qtype").is_in(sorted(WEB_QTYPES)) & pl.col("qtype").is_not_null()).any()
+        if "qtype" in ev.columns
+        else pl.lit(False)
+    )
+    per = ev.group_by(key).agg(
+        clients=pl.col("src_ip").drop_nulls().n_unique(),
+        names=pl.col("qname").drop_nulls().n_unique(),
+        software=software,
+    )
+    busiest = ev.group_by([*key, "src_ip"]).len().group_by(key).agg(busiest=pl.col("len").max())
+    return per.join(busiest, on=key, how="left")
 
 
 @register
@@ -733,7 +874,7 @@ class LookalikeDetector(Detector):
         need = {"ts", "src_ip", "qname", "registered_domain"}
         if data.height == 0 or not need <= set(data.columns):
             return empty_anomalies()
-        cols = sorted(need | ({"rcode"} & set(data.columns)))
+        cols = sorted(need | ({"rcode", "qtype"} & set(data.columns)))
         ev = (
             scored_period(data.select(cols), ctx)
             .with_columns(rd=pl.col("registered_domain").fill_null(""))
@@ -749,7 +890,10 @@ class LookalikeDetector(Detector):
         matches = matches.filter(pl.col("lookalike_brand").is_not_null())
         if matches.height == 0:
             return empty_anomalies()
-        ev = ev.join(matches, on="rd", how="inner").with_columns(window_columns(ctx))
+        matches = matches.with_columns(coincidental=coincidental(matches))
+        ev = ev.with_columns(window_columns(ctx))
+        use = use_evidence(_use_population(ev), matches.filter(pl.col("coincidental"))["rd"])
+        ev = ev.join(matches, on="rd", how="inner")
         key = ["window_start", "window_end", "rd"]
         agg = ev.group_by(key).agg(
             pl.col("lookalike_brand").first(),
@@ -757,6 +901,7 @@ class LookalikeDetector(Detector):
             pl.col("lookalike_distance").first(),
             pl.col("lookalike_score").first(),
             pl.col("lookalike_background").first(),
+            pl.col("coincidental").first(),
             queries=pl.len(),
             clients=pl.col("src_ip").drop_nulls().n_unique(),
             query_names=pl.col("qname").drop_nulls().unique().sort().head(self.max_names),
@@ -775,6 +920,14 @@ class LookalikeDetector(Detector):
             .then(pl.col("lookalike_score") * NXDOMAIN_FACTOR)
             .otherwise(pl.col("lookalike_score"))
             .alias("lookalike_score")
+        )
+        # A brand-token coincidence keeps its full strength only when its use stands
+        # out among this window's ordinary names (use_evidence); used like an ordinary
+        # name, it keeps half, below the floor.
+        agg = agg.join(use, on=["window_start", "rd"], how="left").with_columns(
+            lookalike_score=pl.when(pl.col("coincidental"))
+            .then(pl.col("lookalike_score") * (0.5 + 0.5 * pl.col("use").fill_null(0.0)))
+            .otherwise(pl.col("lookalike_score"))
         )
         top = (  # the clients to look at: the busiest first
             ev.filter(pl.col("src_ip").is_not_null())
@@ -796,6 +949,9 @@ class LookalikeDetector(Detector):
                 "distinct_clients": r["clients"],
                 "never_resolved": r["never_resolved"],
                 "brand_word_background": r["lookalike_background"],
+                "brand_token_only": r["coincidental"],
+                "use_evidence": None if r["use"] is None else round(float(r["use"]), 3),
+                "use_stands_out_by": r["use_by"],
                 "query_names": list(r["query_names"] or []),
             }
             for r in agg.iter_rows(named=True)
