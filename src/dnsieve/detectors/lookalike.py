@@ -28,6 +28,33 @@ or label is in the reference are skipped.
 
 Scores: homoglyph 0.95, edit distance 1 0.85, brand in label 0.75, edit
 distance 2 0.6 (the method's strength, not a probability).
+
+**A look-alike is a threat when a host uses it** (issue 11).  The largest share
+of false alerts came from typo noise (users mistyping popular names, answered
+NXDOMAIN) and from ordinary names that happen to hold a brand word
+(``dydiabrandunion.info``, ``journalapple.info``, ``maplemedia.info``): a
+brand word embedded in a longer label on an abused TLD scored 0.9, the floor,
+on one visit.  Two behavioural tests weigh the lexical strength:
+
+* a look-alike that only ever got NXDOMAIN keeps half its score
+  (``NXDOMAIN_FACTOR``): it serves no lure and no C2;
+* a *brand-token coincidence* (:func:`coincidental`: a brand word inside a
+  longer label, no lure word) keeps ``½ + ½·use`` of its score, where ``use``
+  (:func:`use_evidence`) says how far its use stands out among the window's
+  ordinary names: its clients, distinct query names and the lookups of its
+  busiest client, each a population tail with a uniform prior
+  (``(x + 1)/(N + 2)``, so a short capture's few names never make a
+  behaviour look rare), Bonferroni over the three, tested together with the
+  window's other hits; or a query type no browser asks for (SRV, TXT, SOA,
+  MX, CNAME...: software, ``use = 1``).  Used like an ordinary name, it keeps
+  half, below the floor; used by software (RogueRobin's
+  ``symanteclive.download`` SRV/TXT lookups) or by many more hosts than
+  ordinary names have (a phishing campaign), all of it.
+
+The brand's own label on an abused TLD (``kaspersky.science``), a brand beside
+a lure word, homoglyphs and typos keep their lexical strength.  The use
+evidence is per window (causal); a distributed engine counts its statistics on
+the cluster (:func:`use_counts`, ``use_``).
 """
 
 from __future__ import annotations
@@ -720,43 +747,54 @@ def use_evidence(pop: pl.DataFrame, hits: pl.Series) -> pl.DataFrame:
     (``use = 1``).  Returns ``window_start``, ``rd``, ``use``, ``use_p``
     (``3 · min_f p_f``) and ``use_by`` (the feature that stood out).
     """
-    is_hit = pl.col("rd").is_in(hits.implode())
-    hit = pop.filter(is_hit)
-    if hit.height == 0:
-        return pl.DataFrame(
-            schema={
-                "window_start": pop.schema["window_start"],
-                "rd": pl.String,
-                "use": pl.Float64,
-                "use_p": pl.Float64,
-                "use_by": pl.String,
-            }
-        )
-    ordinary = pop.filter(~is_hit)
-    n_ord = ordinary.group_by("window_start").agg(_n=pl.len())
-    n_hit = hit.group_by("window_start").agg(_h=pl.len())
+    return use_from_counts(use_counts(pop.with_columns(hit=pl.col("rd").is_in(hits.implode()))))
+
+
+def use_counts(pop: pl.DataFrame) -> pl.DataFrame:
+    """The sufficient statistics of :func:`use_evidence`, one row per hit.
+
+    ``pop`` as in :func:`use_evidence` plus ``hit`` (the row is a judged
+    look-alike).  Per hit: ``software``, ``_x_<f>`` (ordinary names of its
+    window at or above its value of each feature), ``_n`` (ordinary names of
+    the window) and ``_h`` (hits of the window).  Counts add up over domain
+    partitions, so a cluster computes them without bringing the population
+    back (``dnsieve.engines.spark_detect.lookalike_fit_on_cluster``).
+    """
+    hit = pop.filter(pl.col("hit"))
+    ordinary = pop.filter(~pl.col("hit"))
+    n_ord = ordinary.group_by("window_start").agg(_n=pl.len().cast(pl.Int64))
+    n_hit = hit.group_by("window_start").agg(_h=pl.len().cast(pl.Int64))
     pairs = hit.select("window_start", "rd", *USE_FEATURES).join(
         ordinary.select("window_start", *[pl.col(f).alias(f"_o_{f}") for f in USE_FEATURES]),
         on="window_start",
         how="left",
     )
     above = pairs.group_by(["window_start", "rd"]).agg(
-        *[(pl.col(f"_o_{f}") >= pl.col(f)).sum().alias(f"_x_{f}") for f in USE_FEATURES]
+        *[
+            (pl.col(f"_o_{f}") >= pl.col(f)).sum().cast(pl.Int64).alias(f"_x_{f}")
+            for f in USE_FEATURES
+        ]
     )
-    n = pl.col("_n").fill_null(0)
-    tails = [((pl.col(f"_x_{f}") + 1) / (n + 2)).alias(f"_p_{f}") for f in USE_FEATURES]
-    out = (
+    return (
         hit.select("window_start", "rd", "software")
         .join(above, on=["window_start", "rd"], how="left")
         .join(n_ord, on="window_start", how="left")
         .join(n_hit, on="window_start", how="left")
-        .with_columns(tails)
-        .with_columns(
-            use_p=(len(USE_FEATURES) * pl.min_horizontal([f"_p_{f}" for f in USE_FEATURES])).clip(
-                upper_bound=1.0
-            ),
-            use_by=pl.concat_list([f"_p_{f}" for f in USE_FEATURES]).list.arg_min(),
-        )
+        .with_columns(pl.col("_n").fill_null(0), pl.col("_h").fill_null(1))
+    )
+
+
+def use_from_counts(counts: pl.DataFrame) -> pl.DataFrame:
+    """:func:`use_evidence`'s table from :func:`use_counts`' statistics."""
+    tails = [
+        ((pl.col(f"_x_{f}").fill_null(0) + 1) / (pl.col("_n") + 2)).alias(f"_p_{f}")
+        for f in USE_FEATURES
+    ]
+    out = counts.with_columns(tails).with_columns(
+        use_p=(len(USE_FEATURES) * pl.min_horizontal([f"_p_{f}" for f in USE_FEATURES])).clip(
+            upper_bound=1.0
+        ),
+        use_by=pl.concat_list([f"_p_{f}" for f in USE_FEATURES]).list.arg_min(),
     )
     expected = pl.col("use_p") * pl.col("_h")
     return out.select(
@@ -769,7 +807,11 @@ def use_evidence(pop: pl.DataFrame, hits: pl.Series) -> pl.DataFrame:
         "use_p",
         pl.when(pl.col("software"))
         .then(pl.lit("software"))
-        .otherwise(pl.col("use_by").replace_strict(list(range(len(USE_FEATURES))), USE_FEATURES))
+        .otherwise(
+            pl.col("use_by").replace_strict(
+                list(range(len(USE_FEATURES))), list(USE_FEATURES), return_dtype=pl.String
+            )
+        )
         .alias("use_by"),
     )
 
@@ -868,19 +910,49 @@ class LookalikeDetector(Detector):
     def __init__(self, max_names: int = 5) -> None:
         self.max_names = max_names
 
-    def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
+    def _scored(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame | None:
+        """The scored period's events with a registered domain, ``rd`` and windows."""
         from dnsieve.detectors.frames import scored_period, window_columns
 
         need = {"ts", "src_ip", "qname", "registered_domain"}
         if data.height == 0 or not need <= set(data.columns):
-            return empty_anomalies()
+            return None
         cols = sorted(need | ({"rcode", "qtype"} & set(data.columns)))
         ev = (
             scored_period(data.select(cols), ctx)
             .with_columns(rd=pl.col("registered_domain").fill_null(""))
             .filter(pl.col("rd").str.contains(r"\."))
         )
-        if ev.height == 0:
+        return ev.with_columns(window_columns(ctx)) if ev.height else None
+
+    def use_population(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
+        """Per (``window_start``, ``rd``) of ``data``'s scored period: the use
+        features of :func:`use_evidence` and ``hit`` (a brand-token coincidence,
+        :func:`coincidental`).  A distributed engine computes it per domain
+        partition and adds up :func:`use_counts` on the cluster (``use_``)."""
+        ev = self._scored(data, ctx)
+        if ev is None:
+            return pl.DataFrame(
+                schema={
+                    "window_start": pl.Datetime("us", "UTC"),
+                    "rd": pl.String,
+                    "clients": pl.UInt32,
+                    "names": pl.UInt32,
+                    "software": pl.Boolean,
+                    "busiest": pl.UInt32,
+                    "hit": pl.Boolean,
+                }
+            )
+        domains = ev["rd"].unique().sort()
+        matches = pl.concat(
+            [domains.alias("rd").to_frame(), match_names(domains)], how="horizontal"
+        ).filter(pl.col("lookalike_brand").is_not_null())
+        hits = matches.filter(coincidental(matches))["rd"]
+        return _use_population(ev).with_columns(hit=pl.col("rd").is_in(hits.implode()))
+
+    def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
+        ev = self._scored(data, ctx)
+        if ev is None:
             return empty_anomalies()
         domains = ev["rd"].unique().sort()
         matches = pl.concat(
@@ -891,8 +963,11 @@ class LookalikeDetector(Detector):
         if matches.height == 0:
             return empty_anomalies()
         matches = matches.with_columns(coincidental=coincidental(matches))
-        ev = ev.with_columns(window_columns(ctx))
-        use = use_evidence(_use_population(ev), matches.filter(pl.col("coincidental"))["rd"])
+        # A distributed engine brings the use evidence from the whole population (use_).
+        use = getattr(self, "use_", None)
+        if use is None:
+            hits = matches.filter(pl.col("coincidental"))["rd"]
+            use = use_evidence(_use_population(ev), hits)
         ev = ev.join(matches, on="rd", how="inner")
         key = ["window_start", "window_end", "rd"]
         agg = ev.group_by(key).agg(
