@@ -228,9 +228,10 @@ def test_hour_by_hour_equals_one_pass_with_history_lookback() -> None:
 
 
 def test_the_null_of_a_tile_reads_its_lookback_only() -> None:
-    """A tile's null is the median share of the series of the tile and of its
-    24 h lookback: data after the tile or before the lookback never changes it,
-    and the first tile of a lake has a population null too (not the Poisson floor)."""
+    """A tile's null is the median share of the series of the spans ending with
+    the tile (the tile and its 24 h lookback): data after the tile or before the
+    lookback never changes it, it is the population's median share (never below
+    the Poisson share), and the first tile of a lake has a population null too."""
     ev, _ = _low_and_slow(23)
     det = get("beacon")()
     tile = T0 + timedelta(days=1, hours=6)
@@ -245,6 +246,28 @@ def test_the_null_of_a_tile_reads_its_lookback_only() -> None:
     null0 = {json.loads(e)["null_on_beat_share"] for e in first["evidence"]}
     assert len(null) == len(null0) == 1  # one null per tile
     poisson = round(poisson_on_beat_share(det.jitter_tolerance), 4)  # type: ignore[attr-defined]
-    assert null.pop() > poisson and null0.pop() > poisson  # browsing is burstier than Poisson
     shares = det.null_shares(ev, ctx)  # type: ignore[attr-defined]
     assert set(shares["window_start"]) == {tile}
+    last = f"s{len(det.tolerances) - 1}"  # type: ignore[attr-defined]
+    assert null.pop() == round(max(poisson, float(shares[last].median())), 4)  # type: ignore[arg-type]
+    assert null0.pop() > poisson  # a lake's first tile: the population's, not the floor
+
+
+def test_a_beacon_cut_by_tiles_is_judged_over_its_span() -> None:
+    """The simulator's beacon-00 (200 hosts, seed 1): a 34-minute timer with
+    30 % jitter for 13 h from 11:26, so 10-11 beats per 6 h tile.  Judged tile
+    by tile against each tile's own median, the gaps at the jitter's edge fell
+    off the beat and the gaps across tile boundaries were lost (best 5.6); over
+    the span (the tile and its 24 h lookback, one period, every gap) all its
+    gaps are on the beat and it reaches the floor."""
+    rng = np.random.default_rng(11)
+    span = 2 * 86400.0
+    start = 11 * 3600 + 26 * 60.0
+    beats = start + np.cumsum(2046.0 * (1 + rng.uniform(-0.3, 0.3, 24)))
+    rows = _rows(beats[beats < start + 13 * 3600], "10.9.7.1", "edge-c2.top")
+    out = _score(rows + _background(rng, span, clients=20), span)
+    mine = out.filter(pl.col("entity") == "10.9.7.1|edge-c2.top").sort("window_start")
+    assert _best(out, "10.9.7.1|edge-c2.top") >= FLOOR
+    best = json.loads(mine.sort("score")["evidence"][-1])
+    assert best["lookback_gaps"] > best["gaps"]  # gaps of the earlier tile, one period
+    assert best["lookback_on_beat_gaps"] >= best["lookback_gaps"] - 1

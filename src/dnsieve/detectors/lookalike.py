@@ -28,6 +28,33 @@ or label is in the reference are skipped.
 
 Scores: homoglyph 0.95, edit distance 1 0.85, brand in label 0.75, edit
 distance 2 0.6 (the method's strength, not a probability).
+
+**A look-alike is a threat when a host uses it** (issue 11).  The largest share
+of false alerts came from typo noise (users mistyping popular names, answered
+NXDOMAIN) and from ordinary names that happen to hold a brand word
+(``dydiabrandunion.info``, ``journalapple.info``, ``maplemedia.info``): a
+brand word embedded in a longer label on an abused TLD scored 0.9, the floor,
+on one visit.  Two behavioural tests weigh the lexical strength:
+
+* a look-alike that only ever got NXDOMAIN keeps half its score
+  (``NXDOMAIN_FACTOR``): it serves no lure and no C2;
+* a *brand-token coincidence* (:func:`coincidental`: a brand word inside a
+  longer label, no lure word) keeps ``½ + ½·use`` of its score, where ``use``
+  (:func:`use_evidence`) says how far its use stands out among the window's
+  ordinary names: its clients, distinct query names and the lookups of its
+  busiest client, each a population tail with a uniform prior
+  (``(x + 1)/(N + 2)``, so a short capture's few names never make a
+  behaviour look rare), Bonferroni over the three, tested together with the
+  window's other hits; or a query type no browser asks for (SRV, TXT, SOA,
+  MX, CNAME...: software, ``use = 1``).  Used like an ordinary name, it keeps
+  half, below the floor; used by software (RogueRobin's
+  ``symanteclive.download`` SRV/TXT lookups) or by many more hosts than
+  ordinary names have (a phishing campaign), all of it.
+
+The brand's own label on an abused TLD (``kaspersky.science``), a brand beside
+a lure word, homoglyphs and typos keep their lexical strength.  The use
+evidence is per window (causal); a distributed engine counts its statistics on
+the cluster (:func:`use_counts`, ``use_``).
 """
 
 from __future__ import annotations
@@ -668,6 +695,127 @@ def _weigh_by_background(matches: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+#: Record types a browser asks for a web name (RFC 9460 HTTPS beside A/AAAA).  A
+#: look-alike queried with any other type (TXT, SRV, MX, SOA, CNAME, NULL...) is
+#: used by software: mail, service discovery, or data carried in DNS.
+WEB_QTYPES: frozenset[str] = frozenset({"A", "AAAA", "HTTPS"})
+#: Behaviours compared with the window's ordinary names (:func:`use_evidence`).
+USE_FEATURES: tuple[str, ...] = ("clients", "names", "busiest")
+
+
+def coincidental(matches: pl.DataFrame) -> pl.Series:
+    """Which matches are brand-token coincidences until behaviour says otherwise.
+
+    ``matches`` has ``rd`` and the :func:`match_names` columns.  A brand word
+    embedded in a longer label on an abused TLD, without a lure word
+    (``dydiabrandunion.info``, ``journalapple.info``, but also
+    ``symanteclive.download``), is what ordinary names do by chance as often
+    as what attackers register.  The brand's own label on an abused TLD
+    (``kaspersky.science``), a brand beside a lure word
+    (``paypal-verify.xyz``), homoglyphs and typos are not.
+    """
+    from dnsieve.detectors.dga import registered_labels
+
+    labels = registered_labels(matches["rd"])["label"].fill_null("")
+    words = registered_labels(matches["lookalike_brand"].fill_null(""))["label"].fill_null("")
+    frame = pl.DataFrame({"lab": labels, "word": words, "m": matches["lookalike_method"]})
+    return frame.select(
+        (pl.col("m") == "brand_in_label")
+        & (pl.col("lab") != pl.col("word"))
+        & ~pl.col("lab").str.contains_any(list(LURE_WORDS))
+    ).to_series()
+
+
+def use_evidence(pop: pl.DataFrame, hits: pl.Series) -> pl.DataFrame:
+    """How far each look-alike's use stands out among the window's ordinary names.
+
+    ``pop`` has one row per (``window_start``, ``rd``) of the scored period
+    with ``clients`` (distinct clients), ``names`` (distinct query names),
+    ``busiest`` (lookups of the busiest client) and ``software`` (a query
+    type outside :data:`WEB_QTYPES`).  ``hits`` are the look-alike
+    registered domains judged.  For each hit and feature ``f`` the tail of
+    the window's *ordinary* names (no look-alike match) is estimated with a
+    uniform prior, ``p_f = (x_f + 1) / (N + 2)`` (``x_f`` of the ``N``
+    ordinary names show at least the hit's value): a small window (a short
+    capture) never makes a behaviour look rare on little data.  Scanning
+    :data:`USE_FEATURES` costs their number (Bonferroni), and the look-alike
+    hits of the window are tested together, so the expected number of hits
+    as unusual by chance is ``E = n_hits · 3 · min_f p_f``.  ``use`` is
+    ``clip(−log10 E, 0, 1)``: 1 when such a use is ten times rarer than the
+    hits would show by chance, 0 when it is what ordinary names do; a query
+    type no browser asks for is use by software whatever the population
+    (``use = 1``).  Returns ``window_start``, ``rd``, ``use``, ``use_p``
+    (``3 · min_f p_f``) and ``use_by`` (the feature that stood out).
+    """
+    return use_from_counts(use_counts(pop.with_columns(hit=pl.col("rd").is_in(hits.implode()))))
+
+
+def use_counts(pop: pl.DataFrame) -> pl.DataFrame:
+    """The sufficient statistics of :func:`use_evidence`, one row per hit.
+
+    ``pop`` as in :func:`use_evidence` plus ``hit`` (the row is a judged
+    look-alike).  Per hit: ``software``, ``_x_<f>`` (ordinary names of its
+    window at or above its value of each feature), ``_n`` (ordinary names of
+    the window) and ``_h`` (hits of the window).  Counts add up over domain
+    partitions, so a cluster computes them without bringing the population
+    back (``dnsieve.engines.spark_detect.lookalike_fit_on_cluster``).
+    """
+    hit = pop.filter(pl.col("hit"))
+    ordinary = pop.filter(~pl.col("hit"))
+    n_ord = ordinary.group_by("window_start").agg(_n=pl.len().cast(pl.Int64))
+    n_hit = hit.group_by("window_start").agg(_h=pl.len().cast(pl.Int64))
+    pairs = hit.select("window_start", "rd", *USE_FEATURES).join(
+        ordinary.select("window_start", *[pl.col(f).alias(f"_o_{f}") for f in USE_FEATURES]),
+        on="window_start",
+        how="left",
+    )
+    above = pairs.group_by(["window_start", "rd"]).agg(
+        *[
+            (pl.col(f"_o_{f}") >= pl.col(f)).sum().cast(pl.Int64).alias(f"_x_{f}")
+            for f in USE_FEATURES
+        ]
+    )
+    return (
+        hit.select("window_start", "rd", "software")
+        .join(above, on=["window_start", "rd"], how="left")
+        .join(n_ord, on="window_start", how="left")
+        .join(n_hit, on="window_start", how="left")
+        .with_columns(pl.col("_n").fill_null(0), pl.col("_h").fill_null(1))
+    )
+
+
+def use_from_counts(counts: pl.DataFrame) -> pl.DataFrame:
+    """:func:`use_evidence`'s table from :func:`use_counts`' statistics."""
+    tails = [
+        ((pl.col(f"_x_{f}").fill_null(0) + 1) / (pl.col("_n") + 2)).alias(f"_p_{f}")
+        for f in USE_FEATURES
+    ]
+    out = counts.with_columns(tails).with_columns(
+        use_p=(len(USE_FEATURES) * pl.min_horizontal([f"_p_{f}" for f in USE_FEATURES])).clip(
+            upper_bound=1.0
+        ),
+        use_by=pl.concat_list([f"_p_{f}" for f in USE_FEATURES]).list.arg_min(),
+    )
+    expected = pl.col("use_p") * pl.col("_h")
+    return out.select(
+        "window_start",
+        "rd",
+        pl.when(pl.col("software"))
+        .then(1.0)
+        .otherwise((-expected.log10()).clip(0.0, 1.0))
+        .alias("use"),
+        "use_p",
+        pl.when(pl.col("software"))
+        .then(pl.lit("software"))
+        .otherwise(
+            pl.col("use_by").replace_strict(
+                list(range(len(USE_FEATURES))), list(USE_FEATURES), return_dtype=pl.String
+            )
+        )
+        .alias("use_by"),
+    )
+
+
 #: Clients named in the evidence (``clients``), the busiest first.
 MAX_CLIENTS = 5
 #: A look-alike whose every answer was NXDOMAIN keeps this share of its score.
@@ -677,6 +825,13 @@ _METHOD_WORDS = {
     "homoglyph": "look-alike characters",
     "edit_distance": "a typo",
     "brand_in_label": "the brand inside its name",
+}
+
+
+_USE_WORDS = {
+    "clients": "clients",
+    "names": "distinct query names",
+    "busiest": "lookups by one client",
 }
 
 
@@ -700,10 +855,38 @@ def _reason(r: dict[str, Any]) -> str:
         if bg
         else ""
     )
+    used = ""
+    if r.get("coincidental"):
+        by, u = r.get("use_by"), float(r.get("use") or 0.0)
+        if by == "software":
+            used = "; queried with record types no browser asks for (software)"
+        elif u >= 1.0:
+            used = f"; its {_USE_WORDS.get(str(by), str(by))} stand out among ordinary names here"
+        else:
+            used = "; only the brand word: used like the ordinary names here"
     return (
         f"{r['rd']} imitates {r['lookalike_brand']} ({how}); {who} queried it "
-        f"{q:,} time{'s' if q != 1 else ''} in {span}{nx}{common}"
+        f"{q:,} time{'s' if q != 1 else ''} in {span}{nx}{common}{used}"
     )
+
+
+def _use_population(ev: pl.DataFrame) -> pl.DataFrame:
+    """Per (``window_start``, ``rd``) of the scored events: ``clients``, ``names``,
+    ``busiest`` (lookups of the busiest client) and ``software`` (a query type
+    outside :data:`WEB_QTYPES`), the input of :func:`use_evidence`."""
+    key = ["window_start", "rd"]
+    software = (
+        (~pl.col("qtype").is_in(sorted(WEB_QTYPES)) & pl.col("qtype").is_not_null()).any()
+        if "qtype" in ev.columns
+        else pl.lit(False)
+    )
+    per = ev.group_by(key).agg(
+        clients=pl.col("src_ip").drop_nulls().n_unique(),
+        names=pl.col("qname").drop_nulls().n_unique(),
+        software=software,
+    )
+    busiest = ev.group_by([*key, "src_ip"]).len().group_by(key).agg(busiest=pl.col("len").max())
+    return per.join(busiest, on=key, how="left")
 
 
 @register
@@ -727,19 +910,49 @@ class LookalikeDetector(Detector):
     def __init__(self, max_names: int = 5) -> None:
         self.max_names = max_names
 
-    def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
+    def _scored(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame | None:
+        """The scored period's events with a registered domain, ``rd`` and windows."""
         from dnsieve.detectors.frames import scored_period, window_columns
 
         need = {"ts", "src_ip", "qname", "registered_domain"}
         if data.height == 0 or not need <= set(data.columns):
-            return empty_anomalies()
-        cols = sorted(need | ({"rcode"} & set(data.columns)))
+            return None
+        cols = sorted(need | ({"rcode", "qtype"} & set(data.columns)))
         ev = (
             scored_period(data.select(cols), ctx)
             .with_columns(rd=pl.col("registered_domain").fill_null(""))
             .filter(pl.col("rd").str.contains(r"\."))
         )
-        if ev.height == 0:
+        return ev.with_columns(window_columns(ctx)) if ev.height else None
+
+    def use_population(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
+        """Per (``window_start``, ``rd``) of ``data``'s scored period: the use
+        features of :func:`use_evidence` and ``hit`` (a brand-token coincidence,
+        :func:`coincidental`).  A distributed engine computes it per domain
+        partition and adds up :func:`use_counts` on the cluster (``use_``)."""
+        ev = self._scored(data, ctx)
+        if ev is None:
+            return pl.DataFrame(
+                schema={
+                    "window_start": pl.Datetime("us", "UTC"),
+                    "rd": pl.String,
+                    "clients": pl.UInt32,
+                    "names": pl.UInt32,
+                    "software": pl.Boolean,
+                    "busiest": pl.UInt32,
+                    "hit": pl.Boolean,
+                }
+            )
+        domains = ev["rd"].unique().sort()
+        matches = pl.concat(
+            [domains.alias("rd").to_frame(), match_names(domains)], how="horizontal"
+        ).filter(pl.col("lookalike_brand").is_not_null())
+        hits = matches.filter(coincidental(matches))["rd"]
+        return _use_population(ev).with_columns(hit=pl.col("rd").is_in(hits.implode()))
+
+    def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
+        ev = self._scored(data, ctx)
+        if ev is None:
             return empty_anomalies()
         domains = ev["rd"].unique().sort()
         matches = pl.concat(
@@ -749,7 +962,13 @@ class LookalikeDetector(Detector):
         matches = matches.filter(pl.col("lookalike_brand").is_not_null())
         if matches.height == 0:
             return empty_anomalies()
-        ev = ev.join(matches, on="rd", how="inner").with_columns(window_columns(ctx))
+        matches = matches.with_columns(coincidental=coincidental(matches))
+        # A distributed engine brings the use evidence from the whole population (use_).
+        use = getattr(self, "use_", None)
+        if use is None:
+            hits = matches.filter(pl.col("coincidental"))["rd"]
+            use = use_evidence(_use_population(ev), hits)
+        ev = ev.join(matches, on="rd", how="inner")
         key = ["window_start", "window_end", "rd"]
         agg = ev.group_by(key).agg(
             pl.col("lookalike_brand").first(),
@@ -757,6 +976,7 @@ class LookalikeDetector(Detector):
             pl.col("lookalike_distance").first(),
             pl.col("lookalike_score").first(),
             pl.col("lookalike_background").first(),
+            pl.col("coincidental").first(),
             queries=pl.len(),
             clients=pl.col("src_ip").drop_nulls().n_unique(),
             query_names=pl.col("qname").drop_nulls().unique().sort().head(self.max_names),
@@ -775,6 +995,14 @@ class LookalikeDetector(Detector):
             .then(pl.col("lookalike_score") * NXDOMAIN_FACTOR)
             .otherwise(pl.col("lookalike_score"))
             .alias("lookalike_score")
+        )
+        # A brand-token coincidence keeps its full strength only when its use stands
+        # out among this window's ordinary names (use_evidence); used like an ordinary
+        # name, it keeps half, below the floor.
+        agg = agg.join(use, on=["window_start", "rd"], how="left").with_columns(
+            lookalike_score=pl.when(pl.col("coincidental"))
+            .then(pl.col("lookalike_score") * (0.5 + 0.5 * pl.col("use").fill_null(0.0)))
+            .otherwise(pl.col("lookalike_score"))
         )
         top = (  # the clients to look at: the busiest first
             ev.filter(pl.col("src_ip").is_not_null())
@@ -796,6 +1024,9 @@ class LookalikeDetector(Detector):
                 "distinct_clients": r["clients"],
                 "never_resolved": r["never_resolved"],
                 "brand_word_background": r["lookalike_background"],
+                "brand_token_only": r["coincidental"],
+                "use_evidence": None if r["use"] is None else round(float(r["use"]), 3),
+                "use_stands_out_by": r["use_by"],
                 "query_names": list(r["query_names"] or []),
             }
             for r in agg.iter_rows(named=True)

@@ -711,6 +711,90 @@ def beacon_fit_on_cluster(
     return det
 
 
+# ---------------------------------------------------------------------------- lookalike
+def lookalike_fit_on_cluster(
+    detector: Any, sdf: SparkDataFrame, ctx: DetectContext, partitions: int
+) -> Any:
+    """A copy of a ``lookalike`` detector with its use evidence counted on the cluster.
+
+    A brand-token coincidence is judged against the window's ordinary names
+    (``dnsieve.detectors.lookalike.use_evidence``).  Each domain partition
+    emits its (window, domain) use features (``LookalikeDetector.use_population``);
+    Spark counts, for each hit, the ordinary names of its window at or above
+    it (``use_counts``' statistics, a join of the few hits with the window's
+    rows on the cluster), and only those counts come back (``use_``).
+    """
+    from dnsieve.detectors.lookalike import USE_FEATURES, use_from_counts
+    from dnsieve.engines.spark import _spark_schema
+
+    F = _F()
+    det = copy.deepcopy(detector)
+    out = pa.schema(
+        [pa.field("window_start", pa.int64()), pa.field("rd", pa.string())]
+        + [pa.field(f, pa.int64()) for f in USE_FEATURES]
+        + [pa.field("software", pa.bool_()), pa.field("hit", pa.bool_())]
+    )
+
+    def rows(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        got = [b for b in batches if b.num_rows]
+        if not got:
+            return
+        frame = pl.from_arrow(pa.Table.from_batches(got))
+        assert isinstance(frame, pl.DataFrame)
+        frame = frame.with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
+        table = det.use_population(frame, ctx).with_columns(pl.col("window_start").dt.epoch("us"))
+        if table.height:
+            yield from table.select(out.names).to_arrow().cast(out).to_batches()
+
+    cols = ("ts", "src_ip", "qname", "qtype", "rcode", "registered_domain")
+    part = sdf.select(*[c for c in cols if c in sdf.columns])
+    pop = part.repartition(partitions, "registered_domain").mapInArrow(rows, _spark_schema(out))
+    hits = pop.where(F.col("hit"))
+    ordinary = pop.where(~F.col("hit"))
+    n_ord = ordinary.groupBy("window_start").agg(F.count(F.lit(1)).alias("_n"))
+    n_hit = hits.groupBy("window_start").agg(F.count(F.lit(1)).alias("_h"))
+    other = ordinary.select("window_start", *[F.col(f).alias(f"_o_{f}") for f in USE_FEATURES])
+    above = (
+        hits.select("window_start", "rd", *USE_FEATURES)
+        .join(other, on="window_start", how="left")
+        .groupBy("window_start", "rd")
+        .agg(
+            *[
+                F.sum(F.when(F.col(f"_o_{f}") >= F.col(f), 1).otherwise(0))
+                .cast("long")
+                .alias(f"_x_{f}")
+                for f in USE_FEATURES
+            ]
+        )
+    )
+    counts = (
+        hits.select("window_start", "rd", "software")
+        .join(above, on=["window_start", "rd"], how="left")
+        .join(n_ord, on="window_start", how="left")
+        .join(n_hit, on="window_start", how="left")
+    )
+    names = ["window_start", "rd", "software", *[f"_x_{f}" for f in USE_FEATURES], "_n", "_h"]
+    got = _rows(counts)
+    frame = pl.DataFrame(
+        [[r[c] for r in got] for c in names],
+        schema={
+            "window_start": pl.Int64,
+            "rd": pl.String,
+            "software": pl.Boolean,
+            **{f"_x_{f}": pl.Int64 for f in USE_FEATURES},
+            "_n": pl.Int64,
+            "_h": pl.Int64,
+        },
+        orient="col",
+    ).with_columns(
+        pl.from_epoch("window_start", time_unit="us").dt.replace_time_zone("UTC"),
+        pl.col("_n").fill_null(0),
+        pl.col("_h").fill_null(1),
+    )
+    det.use_ = use_from_counts(frame)
+    return det
+
+
 #: detectors partitioned by other columns than their entity's (a coarser key never
 #: splits an entity): ``beacon`` scores client x domain series against the other
 #: clients of the same domain (how many are on the same beat).
@@ -1002,9 +1086,12 @@ def score_on_cluster(
         shuffle = int(engine.spark.conf.get("spark.sql.shuffle.partitions", "8"))
         partitions = max(sc.defaultParallelism, shuffle)
     from dnsieve.detectors.beacon import BeaconDetector
+    from dnsieve.detectors.lookalike import LookalikeDetector
 
     if isinstance(detector, BeaconDetector):  # its null, per tile, from every partition
         fitted = beacon_fit_on_cluster(detector, sdf, ctx, partitions)
+    elif isinstance(detector, LookalikeDetector):  # its use evidence, from every partition
+        fitted = lookalike_fit_on_cluster(detector, sdf, ctx, partitions)
     else:
         fitted = fit_on_cluster(detector, sdf, ctx.fit_until)
     keys = _PARTITION_KEYS.get(detector.name, keys)
