@@ -141,7 +141,8 @@ def visitor_activity(
     the domain's lookups in distinct host-hours (``visits``: ``rd, ts, src_ip``),
     and its visitors' *browsing*, the distinct registered domains they queried
     per hour (from ``events``: ``ts, src_ip, rd``), summed before the first
-    sighting's hour and from it to ``cut``.  Browsing, not bare activity: a
+    sighting's hour and from it to the last whole hour before ``cut`` (at least
+    the first sighting's hour: causal for hour-aligned windows).  Browsing, not bare activity: a
     workstation's telemetry keeps it active all night, but a domain people
     visit could only have been met in the hours they browsed.
     Returns (host_hours, before, since).
@@ -170,7 +171,13 @@ def visitor_activity(
         .unique(["rd", "window_end", "src_ip"])
         .with_columns(
             a=pl.col("first_seen").dt.truncate("1h") - timedelta(microseconds=1),
-            b=pl.col("cut") - timedelta(microseconds=1),
+            # whole hours only (a later part of the cut's hour is after the window):
+            # from the first sighting's hour to the last hour boundary before the cut
+            b=pl.max_horizontal(
+                pl.col("cut").dt.truncate("1h"),
+                pl.col("first_seen").dt.truncate("1h") + timedelta(hours=1),
+            )
+            - timedelta(microseconds=1),
         )
     )
 
