@@ -6,13 +6,27 @@ query it (a mail campaign reached several inboxes; a dropper spread).  Most
 never-seen domains are different: one user follows one link, and the domain
 is never seen again or only by that host.
 
-**New.**  A registered domain is new when its first query in the input comes
-after a warm-up (``max_warmup_hours`` of history when scored in hourly windows,
-as lakes and streams are, so a stream a few hours old calls nothing new; on a
-short capture ``min(max_warmup_hours, warmup_share × span)``: nothing can be
-called new without a look back) and it resolved at least once
-(``NOERROR``; never-resolving names are :mod:`dga_host`'s business).  Local
-and reverse names and single labels are ignored.
+**New.**  A registered domain is a candidate when its first query in the
+input comes after the input's first event, it resolved at least once
+(``NOERROR``; never-resolving names are :mod:`dga_host`'s business) and at
+least two hosts queried it (one host's new domain is for the host detectors).
+Local and reverse names and single labels are ignored.  There is no fixed
+warm-up: how much the history says is measured per domain.  If the domain were
+an established one that the history simply had not met, its lookups would fall
+anywhere in its visitors' browsing; all ``k`` of its host-hours in the first
+``spread_hours`` falling after its first sighting has probability
+``(since / (before + since)) ** k`` (:func:`onset_logp`), ``before`` and
+``since`` being the visitors' browsing (distinct registered domains per
+host-hour, :func:`visitor_activity`: telemetry keeps a workstation active all
+night, but a site people visit could only have been met while they browsed)
+before the first sighting and since.  Ten hosts after 18 h unseen: about 1e-13;
+five hosts in the first hour of a stream: about 0.3.  The domain's p-value is
+the larger of this onset p-value and the spread p-value below (both must hold:
+an intersection-union test), so a stream a few hours old calls nothing new
+unless the onset is overwhelming, and a run over the same lake agrees.  The
+population law and the daily rate ``m`` are still fitted on the domains first
+seen after ``min(max_warmup_hours, warmup_share × span)`` (the first hours are
+full of long-tail domains met for the first time).
 
 **Scored against this network.**  From the domain's first query, two counts:
 ``extra_hosts``, the hosts beyond the first that queried it within

@@ -22,7 +22,10 @@ compare with and they return no candidates.
         score = log2(1 + |N|) * (|N| / |V_C|) * rarity
 
     A brand-new domain gaining 12 established hosts scores ~3.7; a popular
-    domain one more host visits scores ~0.
+    domain one more host visits scores ~0.  Each window counts its visitors
+    over a span reaching ``lookback_hours`` (3 h, at most one window, never
+    into the first ``min_history_hours``) back, so a campaign that straddles
+    a window edge is counted whole in the window where it ends.
 
 ``profile`` (entity: client)
     A host whose DNS behaviour changes abruptly (new software, an implant, a
