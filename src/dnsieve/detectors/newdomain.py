@@ -311,23 +311,34 @@ class NewDomainDetector(Detector):
         first = every.filter(pl.col("first_seen") > since)
         days = max((span_h - warm) / 24.0, 1.0 / 24.0)
         new_per_day = first.height / days
-        # Domains whose whole follow-up horizon is observed give the population law.
-        done = first.filter(pl.col("first_seen") + timedelta(hours=self.follow_hours) <= hi)
-        stats_ = self._counts(ev.join(done, on="rd", how="inner"), None)
-        n = stats_.height
-        if n < self.min_new_domains:
-            return NewDomainPopulation(
-                first, _REFERENCE, _REFERENCE, new_per_day, n, "reference", lo, every
-            )
-        fits = []
-        for col in ("extra_hosts", "return_hours"):
+        # Each law is fitted on the domains whose own horizon is observed: the spread
+        # (extra hosts) after ``spread_hours``, the returns after ``follow_hours``; a
+        # day-old capture has a spread law long before it has a return law.
+        fits: list[tuple[float, float, int]] = []
+        counts: list[int] = []
+        for col, hours in (("extra_hosts", self.spread_hours), ("return_hours", self.follow_hours)):
+            done = first.filter(pl.col("first_seen") + timedelta(hours=hours) <= hi)
+            stats_ = self._counts(ev.join(done, on="rd", how="inner"), None)
+            n = stats_.height
+            counts.append(n)
+            if n < self.min_new_domains:
+                fits.append(_REFERENCE)
+                continue
             tally = stats_[col].value_counts().sort(col)
             v, c = tally[col].to_numpy(), tally["count"].to_numpy()
             bulk = support_bulk(v, c, self.tail_share)
             mean, size = fit_truncated_nb(v, c, bulk, 0.5 / n, censor=self.censor_tail)
             fits.append((mean, size, bulk))
+        fitted = [f is not _REFERENCE for f in fits]
+        method = (
+            "truncated-mle"
+            if all(fitted)
+            else "truncated-mle spread, reference returns"
+            if fitted[0]
+            else "reference"
+        )
         return NewDomainPopulation(
-            first, fits[0], fits[1], new_per_day, n, "truncated-mle", lo, every
+            first, fits[0], fits[1], new_per_day, counts[0], method, lo, every
         )
 
     def _counts(self, ev: pl.DataFrame, upto: str | None) -> pl.DataFrame:
