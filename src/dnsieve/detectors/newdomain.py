@@ -32,7 +32,8 @@ full of long-tail domains met for the first time).
 ``extra_hosts``, the hosts beyond the first that queried it within
 ``spread_hours``, and ``return_hours``, the hosts' distinct later query hours
 within ``follow_hours`` (a dropper calls back; a one-off visit does not).
-Over the population of new domains whose follow-up is fully observed, each
+Over the population of new domains whose horizon for that count is observed
+(``spread_hours`` for the hosts, ``follow_hours`` for the returns), each
 follows a negative binomial fitted by maximum likelihood on the
 population's bulk, the likelihood truncated there
 (:func:`dnsieve.detectors.dga_host.support_bulk`,
