@@ -212,3 +212,33 @@ def test_nxdomain_ignores_local_and_reverse_failures() -> None:
     ev = names_to_events(names).with_columns(rcode=pl.lit("NXDOMAIN"))
     ctx = DetectContext(start=T0, end=T0 + timedelta(hours=1), window=3600.0)
     assert get("nxdomain")().score(ev, ctx).height == 0
+
+
+def test_visitors_counts_a_campaign_that_straddles_a_window_edge() -> None:
+    """Ten established hosts visit a quiet site between 34:30 and 36:30, across the
+    36:00 edge of the 3 h windows: counted whole (10 new visitors), not 5 + 5."""
+    t0 = datetime(2024, 3, 4, tzinfo=UTC)
+    rows = []
+    for h in range(48):
+        for c in range(30):
+            for d in ("example.org", "wikipedia.org", "python.org"):
+                rows.append((t0 + timedelta(hours=h, minutes=c), f"10.9.0.{c + 2}", d))
+    for i in range(10):
+        rows.append(
+            (t0 + timedelta(hours=34, minutes=30 + 12 * i), f"10.9.0.{i + 2}", "quiet-site.com")
+        )
+    ev = pl.DataFrame(
+        {
+            "ts": [r[0] for r in rows],
+            "src_ip": [r[1] for r in rows],
+            "registered_domain": [r[2] for r in rows],
+        }
+    ).with_columns(pl.col("ts").dt.cast_time_unit("us"))
+    ctx = DetectContext(start=t0, end=t0 + timedelta(hours=48), window=3600.0)
+    out = get("visitors")().score(ev, ctx).filter(pl.col("entity") == "quiet-site.com")
+    best = json.loads(out.sort("score")["evidence"][-1])
+    assert best["new_visitors"] == 10
+    assert float(out["score"].max()) >= get("visitors").score_floor  # type: ignore[arg-type,attr-defined]
+    split = get("visitors")(lookback_hours=0.0).score(ev, ctx)
+    split = split.filter(pl.col("entity") == "quiet-site.com")
+    assert max(json.loads(e)["new_visitors"] for e in split["evidence"]) < 10

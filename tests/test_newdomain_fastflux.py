@@ -223,3 +223,66 @@ def test_fastflux_without_popular_skip_still_scores_popular() -> None:
     df = FastFluxDetector.example(0)
     a = FastFluxDetector(skip_popular=False).score(df, _ctx(df))
     assert set(a["entity"].to_list()) >= {"flux-pharma.ru"}
+
+
+# ------------------------------------------------- newdomain: history depth (issue 11)
+
+
+def _best(out: pl.DataFrame, domain: str) -> float:
+    s = out.filter(pl.col("entity") == domain)["score"]
+    return float(s.max()) if s.len() else float("-inf")  # type: ignore[arg-type]
+
+
+def test_newdomain_onset_needs_history_not_a_fixed_warmup(sim: pl.DataFrame) -> None:
+    """Five established hosts starting on a domain after 18 h of history are a campaign
+    (no 24 h warm-up); the same five in the first hour of the data could be an
+    established domain the short history simply had not met, and score far lower."""
+    hosts = sim["src_ip"].unique().sort().to_list()[40:45]
+    late = _campaign(sim, "invoice-docs-share.top", hosts, _t(sim) + timedelta(hours=18))
+    out = NewDomainDetector().fit_population(late).score(late, _ctx(late))
+    late_score = _best(out, "invoice-docs-share.top")
+    assert late_score >= NewDomainDetector.score_floor
+    early = _campaign(sim, "invoice-docs-share.top", hosts, _t(sim) + timedelta(minutes=20))
+    out = NewDomainDetector().fit_population(early).score(early, _ctx(early))
+    early_score = _best(out, "invoice-docs-share.top")
+    assert early_score < NewDomainDetector.score_floor and early_score < late_score - 3
+    row = out.filter(pl.col("entity") == "invoice-docs-share.top").row(0, named=True)
+    e = json.loads(row["evidence"])
+    assert e["history_hours"] < 1.0 and e["p_unseen_if_established"] > 0.01
+
+
+def test_newdomain_single_host_is_not_a_campaign(sim: pl.DataFrame) -> None:
+    """One host calling a never-seen domain every hour is for the host detectors."""
+    hosts = sim["src_ip"].unique().sort().to_list()[40:41]
+    ev = _campaign(sim, "lonely-updater.net", hosts, _t(sim) + timedelta(hours=30))
+    out = NewDomainDetector().fit_population(ev).score(ev, _ctx(ev))
+    assert "lonely-updater.net" not in out["entity"].to_list()
+
+
+def test_newdomain_onset_evidence_is_causal(sim: pl.DataFrame) -> None:
+    """A window's onset evidence uses only data up to its end: cutting the input
+    there gives the same p_unseen_if_established and host counts."""
+    hosts = sim["src_ip"].unique().sort().to_list()[40:45]
+    ev = _campaign(sim, "invoice-docs-share.top", hosts, _t(sim) + timedelta(hours=30))
+    det = NewDomainDetector().fit_population(ev)
+    t0 = _t(sim).replace(minute=0, second=0, microsecond=0)  # hourly windows, as a lake's
+    whole = det.score(ev, DetectContext(start=t0, end=t0 + timedelta(hours=73), window=3600.0))
+    whole = whole.filter(pl.col("entity") == "invoice-docs-share.top")
+    cut_at = t0 + timedelta(hours=33)
+    part = ev.filter(pl.col("ts") < cut_at)
+    ctx = DetectContext(start=t0, end=cut_at, window=3600.0)
+    cut = det.score(part, ctx).filter(pl.col("entity") == "invoice-docs-share.top")
+    assert cut.height >= 2
+    keys = ("p_unseen_if_established", "distinct_clients", "history_hours")
+    for row in cut.iter_rows(named=True):
+        same = whole.filter(pl.col("window_start") == row["window_start"]).row(0, named=True)
+        a, b = json.loads(row["evidence"]), json.loads(same["evidence"])
+        assert [a[k] for k in keys] == [b[k] for k in keys]
+
+
+def test_onset_logp_is_the_order_statistic_probability() -> None:
+    """k events all after the first sighting: (since / (before + since)) ** k."""
+    from dnsieve.detectors.newdomain import onset_logp
+
+    got = np.exp(onset_logp(np.array([1.0, 4.0, 4.0]), np.array([0.0, 9.0, 30.0]), np.ones(3)))
+    assert got == pytest.approx([1.0, 0.1**4, (1 / 31) ** 4])

@@ -6,19 +6,34 @@ query it (a mail campaign reached several inboxes; a dropper spread).  Most
 never-seen domains are different: one user follows one link, and the domain
 is never seen again or only by that host.
 
-**New.**  A registered domain is new when its first query in the input comes
-after a warm-up (``max_warmup_hours`` of history when scored in hourly windows,
-as lakes and streams are, so a stream a few hours old calls nothing new; on a
-short capture ``min(max_warmup_hours, warmup_share × span)``: nothing can be
-called new without a look back) and it resolved at least once
-(``NOERROR``; never-resolving names are :mod:`dga_host`'s business).  Local
-and reverse names and single labels are ignored.
+**New.**  A registered domain is a candidate when its first query in the
+input comes after the input's first event, it resolved at least once
+(``NOERROR``; never-resolving names are :mod:`dga_host`'s business) and at
+least two hosts queried it (one host's new domain is for the host detectors).
+Local and reverse names and single labels are ignored.  There is no fixed
+warm-up: how much the history says is measured per domain.  If the domain were
+an established one that the history simply had not met, its lookups would fall
+anywhere in its visitors' browsing; all ``k`` of its host-hours in the first
+``spread_hours`` falling after its first sighting has probability
+``(since / (before + since)) ** k`` (:func:`onset_logp`), ``before`` and
+``since`` being the visitors' browsing (distinct registered domains per
+host-hour, :func:`visitor_activity`: telemetry keeps a workstation active all
+night, but a site people visit could only have been met while they browsed)
+before the first sighting and since.  Ten hosts after 18 h unseen: about 1e-13;
+five hosts in the first hour of a stream: about 0.3.  The domain's p-value is
+the larger of this onset p-value and the spread p-value below (both must hold:
+an intersection-union test), so a stream a few hours old calls nothing new
+unless the onset is overwhelming, and a run over the same lake agrees.  The
+population law and the daily rate ``m`` are still fitted on the domains first
+seen after ``min(max_warmup_hours, warmup_share × span)`` (the first hours are
+full of long-tail domains met for the first time).
 
 **Scored against this network.**  From the domain's first query, two counts:
 ``extra_hosts``, the hosts beyond the first that queried it within
 ``spread_hours``, and ``return_hours``, the hosts' distinct later query hours
 within ``follow_hours`` (a dropper calls back; a one-off visit does not).
-Over the population of new domains whose follow-up is fully observed, each
+Over the population of new domains whose horizon for that count is observed
+(``spread_hours`` for the hosts, ``follow_hours`` for the returns), each
 follows a negative binomial fitted by maximum likelihood on the
 population's bulk, the likelihood truncated there
 (:func:`dnsieve.detectors.dga_host.support_bulk`,
@@ -72,7 +87,12 @@ from dnsieve.detectors.dga_host import (
 )
 from dnsieve.detectors.frames import example_events, utc, window_columns
 
-__all__ = ["NewDomainDetector", "NewDomainPopulation"]
+__all__ = [
+    "NewDomainDetector",
+    "NewDomainPopulation",
+    "onset_logp",
+    "visitor_activity",
+]
 
 _LOCAL = r"(^|\.)(arpa|local|localdomain|lan|home|internal|localhost|corp|intranet)$"
 _LN10 = math.log(10.0)
@@ -90,8 +110,10 @@ class NewDomainPopulation:
     new_per_day: float
     fitted_on: int
     method: str
-    #: the fitted input's first event (warm-up of hourly scoring: :meth:`NewDomainDetector.new`)
+    #: the fitted input's first event
     start: datetime | None = None
+    #: every first sighting after the input's first event (the scored candidates)
+    candidates: pl.DataFrame | None = None
 
 
 def _domain_events(data: pl.DataFrame) -> pl.DataFrame:
@@ -118,6 +140,99 @@ def _domain_events(data: pl.DataFrame) -> pl.DataFrame:
         & pl.col("rd").str.contains(r"^[^.]+(\.[^.]+)+$")
         & ~pl.col("rd").str.contains(_LOCAL)
     )
+
+
+def _us(s: pl.Series) -> np.ndarray:
+    """Timestamps as int64 microseconds since the Unix epoch."""
+    return s.cast(pl.Datetime("us", "UTC")).dt.epoch("us").to_numpy().astype(np.int64)
+
+
+def visitor_activity(
+    events: pl.DataFrame, visits: pl.DataFrame, rows: pl.DataFrame, horizon: timedelta
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The onset evidence per row of ``rows`` (``rd, window_end, first_seen``).
+
+    Within ``[first_seen, cut)``, ``cut = min(window_end, first_seen + horizon)``:
+    the domain's lookups in distinct host-hours (``visits``: ``rd, ts, src_ip``),
+    and its visitors' *browsing*, the distinct registered domains they queried
+    per hour (from ``events``: ``ts, src_ip, rd``), summed before the first
+    sighting's hour and from it to the last whole hour before ``cut`` (at least
+    the first sighting's hour: causal for hour-aligned windows).  Browsing, not bare activity: a
+    workstation's telemetry keeps it active all night, but a domain people
+    visit could only have been met in the hours they browsed.
+    Returns (host_hours, before, since).
+    """
+    active = (
+        events.group_by("src_ip", h=pl.col("ts").dt.truncate("1h"))
+        .agg(w=pl.col("rd").n_unique())
+        .sort("src_ip", "h")
+        .with_columns(n=pl.col("w").cum_sum().over("src_ip"))
+        .sort("h")
+        .select("src_ip", pl.col("h").cast(pl.Datetime("us", "UTC")), "n")
+    )
+    cut = rows.with_columns(
+        cut=pl.min_horizontal(pl.col("window_end"), pl.col("first_seen") + horizon)
+    )
+    seen = (
+        visits.select("rd", "ts", "src_ip")
+        .join(cut, on="rd", how="inner")
+        .filter(pl.col("ts") < pl.col("cut"))
+    )
+    hh = seen.group_by("rd", "window_end").agg(
+        k=pl.struct("src_ip", pl.col("ts").dt.truncate("1h")).n_unique()
+    )
+    who = (
+        seen.select("rd", "window_end", "src_ip", "first_seen", "cut")
+        .unique(["rd", "window_end", "src_ip"])
+        .with_columns(
+            a=pl.col("first_seen").dt.truncate("1h") - timedelta(microseconds=1),
+            # whole hours only (a later part of the cut's hour is after the window):
+            # from the first sighting's hour to the last hour boundary before the cut
+            b=pl.max_horizontal(
+                pl.col("cut").dt.truncate("1h"),
+                pl.col("first_seen").dt.truncate("1h") + timedelta(hours=1),
+            )
+            - timedelta(microseconds=1),
+        )
+    )
+
+    def upto(col: str) -> pl.DataFrame:
+        w = who.with_columns(pl.col(col).cast(pl.Datetime("us", "UTC")).alias("h")).sort("h")
+        return w.join_asof(
+            active, on="h", by="src_ip", strategy="backward", check_sortedness=False
+        ).select("rd", "window_end", "src_ip", pl.col("n").fill_null(0).alias(col))
+
+    both = upto("a").join(upto("b"), on=["rd", "window_end", "src_ip"])
+    per_row = both.group_by("rd", "window_end").agg(
+        before=pl.col("a").sum(), since=(pl.col("b") - pl.col("a")).sum()
+    )
+    out = rows.join(per_row, on=["rd", "window_end"], how="left", maintain_order="left").join(
+        hh, on=["rd", "window_end"], how="left", maintain_order="left"
+    )
+    return (
+        out["k"].fill_null(0).to_numpy().astype(np.float64),
+        out["before"].fill_null(0).to_numpy().astype(np.float64),
+        out["since"].fill_null(0).to_numpy().astype(np.float64),
+    )
+
+
+def onset_logp(host_hours: np.ndarray, before: np.ndarray, since: np.ndarray) -> np.ndarray:
+    """log P(a domain this active would have gone unseen in the history).
+
+    If the domain were an established one, queried at a steady share of the
+    network's activity, its ``host_hours`` (distinct host × hour lookups)
+    would fall anywhere in the history and the time since; all of them after
+    its first sighting has probability ``(since / (before + since)) ** host_hours``
+    (the order statistics of a Poisson process, whatever its rate).  Ten hosts
+    after 18 h unseen: about 1e-13; one host after two hours: about 0.3.
+
+    >>> np.round(np.exp(onset_logp(np.array([1.0, 3.0]), np.array([6.0, 18.0]),
+    ...                            np.array([3.0, 3.0]))), 4).tolist()
+    [0.3333, 0.0029]
+    """
+    b = np.maximum(np.asarray(before, dtype=np.float64), 0.0)
+    a = np.maximum(np.asarray(since, dtype=np.float64), 1e-12)
+    return np.asarray(host_hours, dtype=np.float64) * np.log(a / (a + b))
 
 
 @register
@@ -179,37 +294,53 @@ class NewDomainDetector(Detector):
         span_h = (hi - lo).total_seconds() / 3600.0
         warm = min(self.max_warmup_hours, self.warmup_share * span_h)
         since = lo + timedelta(hours=warm)
-        first = (
+        every = (
             ev.group_by("rd")
             .agg(first_seen=pl.col("ts").min(), ok=pl.col("ok").any())
-            .filter(pl.col("ok") & (pl.col("first_seen") > since))
+            .filter(pl.col("ok") & (pl.col("first_seen") > lo))
             .select("rd", "first_seen")
             .sort("rd")
         )
-        if self.skip_popular and first.height:
+        if self.skip_popular and every.height:
             # An established site (in the popular list) first seen here is an adoption,
             # not a campaign: campaign domains are new on the Internet, not just here.
             from dnsieve.popular import popularity_rank
 
-            first = first.filter(popularity_rank(first["rd"]).is_null())
+            every = every.filter(popularity_rank(every["rd"]).is_null())
+        # The population law and rate: first sightings after the warm-up only (the
+        # first hours are full of long-tail domains met for the first time).
+        first = every.filter(pl.col("first_seen") > since)
         days = max((span_h - warm) / 24.0, 1.0 / 24.0)
         new_per_day = first.height / days
-        # Domains whose whole follow-up horizon is observed give the population law.
-        done = first.filter(pl.col("first_seen") + timedelta(hours=self.follow_hours) <= hi)
-        stats_ = self._counts(ev.join(done, on="rd", how="inner"), None)
-        n = stats_.height
-        if n < self.min_new_domains:
-            return NewDomainPopulation(
-                first, _REFERENCE, _REFERENCE, new_per_day, n, "reference", lo
-            )
-        fits = []
-        for col in ("extra_hosts", "return_hours"):
+        # Each law is fitted on the domains whose own horizon is observed: the spread
+        # (extra hosts) after ``spread_hours``, the returns after ``follow_hours``; a
+        # day-old capture has a spread law long before it has a return law.
+        fits: list[tuple[float, float, int]] = []
+        counts: list[int] = []
+        for col, hours in (("extra_hosts", self.spread_hours), ("return_hours", self.follow_hours)):
+            done = first.filter(pl.col("first_seen") + timedelta(hours=hours) <= hi)
+            stats_ = self._counts(ev.join(done, on="rd", how="inner"), None)
+            n = stats_.height
+            counts.append(n)
+            if n < self.min_new_domains:
+                fits.append(_REFERENCE)
+                continue
             tally = stats_[col].value_counts().sort(col)
             v, c = tally[col].to_numpy(), tally["count"].to_numpy()
             bulk = support_bulk(v, c, self.tail_share)
             mean, size = fit_truncated_nb(v, c, bulk, 0.5 / n, censor=self.censor_tail)
             fits.append((mean, size, bulk))
-        return NewDomainPopulation(first, fits[0], fits[1], new_per_day, n, "truncated-mle", lo)
+        fitted = [f is not _REFERENCE for f in fits]
+        method = (
+            "truncated-mle"
+            if all(fitted)
+            else "truncated-mle spread, reference returns"
+            if fitted[0]
+            else "reference"
+        )
+        return NewDomainPopulation(
+            first, fits[0], fits[1], new_per_day, counts[0], method, lo, every
+        )
 
     def _counts(self, ev: pl.DataFrame, upto: str | None) -> pl.DataFrame:
         """Per domain (and window, when ``upto`` names the window-end column):
@@ -243,18 +374,14 @@ class NewDomainDetector(Detector):
         )
 
     def new(self, pop: NewDomainPopulation, ctx: DetectContext) -> pl.DataFrame:
-        """The new domains (``rd``, ``first_seen``) this period may call new.
+        """The first sightings (``rd``, ``first_seen``) this period may score.
 
-        Scored in hourly windows (a lake, a stream), nothing is new before the
-        full ``max_warmup_hours`` of history: a stream a few hours old must not
-        call every domain it has not met yet new, and a run over the same lake
-        then agrees with it.  A short capture, scored in shorter windows, keeps
-        the warm-up of ``warmup_share`` of its span.
+        Every domain first seen after the input's first event is a candidate,
+        however short the history: how much the history says is the domain's
+        own onset p-value (:func:`onset_logp`), not a fixed warm-up, so a
+        stream a few hours old and a run over the same lake score a window alike.
         """
-        if ctx.window < 3600 or pop.start is None:
-            return pop.first
-        since = utc(pop.start) + timedelta(hours=self.max_warmup_hours)
-        return pop.first.filter(pl.col("first_seen") > since)
+        return pop.candidates if pop.candidates is not None else pop.first
 
     def population(self, data: pl.DataFrame, ctx: DetectContext) -> int:
         """New domains first seen in the scored period (calibration's population)."""
@@ -289,22 +416,56 @@ class NewDomainDetector(Detector):
             .agg(queries=pl.len())
         )
         rows = rows.join(qs, on=["rd", "window_start"], how="left").sort("rd", "window_start")
+        # A campaign reaches several hosts: one host's new domain is for the host
+        # detectors (beacon, dga_host, tunnel), however often it calls.
+        rows = rows.filter(pl.col("hosts") >= 2)
+        if rows.height == 0:
+            return empty_anomalies()
         x = rows["extra_hosts"].to_numpy().astype(np.float64)
         y = rows["return_hours"].to_numpy().astype(np.float64)
         one = np.ones_like(x)
         lp_hosts = nb_window_logsf(x, pop.hosts[0], pop.hosts[1], one)
         lp_return = nb_window_logsf(y, pop.returns[0], pop.returns[1], one)
-        lp = fisher_combine(lp_hosts, lp_return)
+        lp_spread = fisher_combine(lp_hosts, lp_return)
+        # Is the onset real?  The domain's host-hours so far against its visitors'
+        # active hours before and since its first sighting.
+        first_us = _us(rows["first_seen"])
+        t0 = _us(pl.Series([pop.start or rows["first_seen"].min()], dtype=rows["first_seen"].dtype))
+        dom_ev = _domain_events(data)
+        host_hours, before, since = visitor_activity(
+            dom_ev.filter(pl.col("ts") >= pl.lit(pop.start or rows["first_seen"].min())),
+            ev,
+            rows.select("rd", "window_end", "first_seen"),
+            timedelta(hours=self.spread_hours),
+        )
+        lp_onset = onset_logp(host_hours, before, since)
+        # Both must hold: a new domain (onset) that spread unusually (spread).
+        lp = np.maximum(lp_spread, lp_onset)
         lp = np.maximum(np.nan_to_num(lp, nan=0.0, neginf=-700.0), -700.0)
         rate = max(pop.new_per_day, 1e-9)
         score = np.round(-(lp + math.log(rate)) / _LN10, 6) + 0.0
         from dnsieve.popular import popularity_rank
 
         ranks = popularity_rank(rows["rd"]).to_list()
+        hist_h = (first_us - t0) / 3.6e9
         evidence = [
-            _evidence(r, rank, pop, float(a), float(b), self.spread_hours, self.follow_hours)
-            for r, rank, a, b in zip(
-                rows.iter_rows(named=True), ranks, lp_hosts, lp_return, strict=True
+            _evidence(
+                r,
+                rank,
+                pop,
+                (float(a), float(b), float(o)),
+                float(h),
+                self.spread_hours,
+                self.follow_hours,
+            )
+            for r, rank, a, b, o, h in zip(
+                rows.iter_rows(named=True),
+                ranks,
+                lp_hosts,
+                lp_return,
+                lp_onset,
+                hist_h,
+                strict=True,
             )
         ]
         return anomaly_frame(
@@ -320,7 +481,7 @@ class NewDomainDetector(Detector):
 
     @classmethod
     def example(cls, seed: int = 0) -> pl.DataFrame:
-        """Two days of browsing; on day two, five hosts start querying one new domain."""
+        """Two days of browsing; on day two, five of the browsing hosts start querying one new domain."""
         rng = np.random.default_rng(seed)
         t0 = datetime(2024, 3, 1, 0, 0, tzinfo=UTC)
         rows: list[dict[str, Any]] = []
@@ -348,7 +509,7 @@ class NewDomainDetector(Detector):
                 rows.append(
                     _row(
                         start + timedelta(minutes=20 * h + float(rng.uniform(0, 10))),
-                        f"10.1.0.{50 + h}",
+                        f"10.1.0.{5 + 3 * h}",
                         "invoice-portal-login.com",
                     )
                 )
@@ -374,11 +535,12 @@ def _evidence(
     r: dict[str, Any],
     rank: int | None,
     pop: NewDomainPopulation,
-    lp_hosts: float,
-    lp_return: float,
+    lps: tuple[float, float, float],
+    history_hours: float,
     spread_hours: float,
     follow_hours: float,
 ) -> dict[str, Any]:
+    lp_hosts, lp_return, lp_onset = lps
     hosts = int(r["hosts"])
     early = int(r["extra_hosts"]) + 1
     first: datetime = r["first_seen"]
@@ -389,7 +551,9 @@ def _evidence(
         f"of its first query ({first:%Y-%m-%d %H:%M} UTC), {early} of them in the first "
         f"{spread_hours:g} h, and they came back in {int(r['return_hours'])} later hour(s); "
         f"here a new domain reaches {1.0 + pop.hosts[0]:.2f} host(s) in {spread_hours:g} h "
-        f"on average and {pop.new_per_day:.0f} new domains appear a day"
+        f"on average and {pop.new_per_day:.0f} new domains appear a day; unseen in the "
+        f"{history_hours:.1f} h of history before, where a domain this active would have "
+        f"gone unseen with probability {math.exp(lp_onset):.2g}"
     )
     return {
         "reason": reason,
@@ -402,6 +566,8 @@ def _evidence(
         "hours_to_last_new_client": round(within, 3),
         "p_hosts": float(f"{math.exp(lp_hosts):.3g}"),
         "p_return": float(f"{math.exp(lp_return):.3g}"),
+        "p_unseen_if_established": float(f"{math.exp(lp_onset):.3g}"),
+        "history_hours": round(history_hours, 3),
         "population_mean_extra_hosts": round(pop.hosts[0], 4),
         "population_mean_return_hours": round(pop.returns[0], 4),
         "population_fit": pop.method,

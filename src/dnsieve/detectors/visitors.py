@@ -22,7 +22,10 @@ compare with and they return no candidates.
         score = log2(1 + |N|) * (|N| / |V_C|) * rarity
 
     A brand-new domain gaining 12 established hosts scores ~3.7; a popular
-    domain one more host visits scores ~0.
+    domain one more host visits scores ~0.  Each window counts its visitors
+    over a span reaching ``lookback_hours`` (3 h, at most one window, never
+    into the first ``min_history_hours``) back, so a campaign that straddles
+    a window edge is counted whole in the window where it ends.
 
 ``profile`` (entity: client)
     A host whose DNS behaviour changes abruptly (new software, an implant, a
@@ -167,11 +170,13 @@ class VisitorsDetector(Detector):
         samples: int = 10,
         min_history_hours: float = 12.0,
         min_window: float = 3 * 3600.0,
+        lookback_hours: float = 3.0,
     ) -> None:
         self.min_new_visitors = min_new_visitors
         self.samples = samples
         self.min_history_hours = min_history_hours
         self.min_window = min_window
+        self.lookback_hours = lookback_hours
 
     def score(self, data: pl.DataFrame, ctx: DetectContext) -> pl.DataFrame:
         every = _usable(data.filter(pl.col("ts").is_not_null()))
@@ -188,18 +193,18 @@ class VisitorsDetector(Detector):
         key = ["registered_domain", "window_start", "window_end"]
         first_visit = every.group_by("registered_domain", "src_ip").agg(first=pl.col("ts").min())
         first_active = every.group_by("src_ip").agg(active_since=pl.col("ts").min())
-        pairs = cur.group_by([*key, "src_ip"]).agg(n=pl.len())
+        pairs = self._span_pairs(every, cur, ctx)
         # new: an established host (active for the history span) whose first
-        # lookup of the domain ever is in this window
+        # lookup of the domain ever is in this window's span
         new = (
             pairs.join(first_visit, on=["registered_domain", "src_ip"], how="left")
             .join(first_active, on="src_ip", how="left")
             .filter(
-                (pl.col("first") >= pl.col("window_start"))
+                (pl.col("first") >= pl.col("span_start"))
                 & (pl.col("active_since") <= pl.col("window_start") - hist)
             )
         )
-        tot = pairs.group_by(key).agg(visitors=pl.len())
+        tot = pairs.group_by(key).agg(visitors=pl.len(), span_start=pl.col("span_start").first())
         # most involved first (most lookups; ties by address)
         new = new.sort(["n", "src_ip"], descending=[True, False])
         agg = new.group_by(key).agg(
@@ -219,8 +224,9 @@ class VisitorsDetector(Detector):
         )
         base_vis = (
             cand.select(key)
+            .join(tot.select(*key, "span_start"), on=key, how="left")
             .join(first_visit, on="registered_domain", how="inner")
-            .filter(pl.col("first") < pl.col("window_start"))
+            .filter(pl.col("first") < pl.col("span_start"))
             .group_by(key)
             .agg(baseline_visitors=pl.len())
         )
@@ -243,7 +249,7 @@ class VisitorsDetector(Detector):
             * pl.col("new_share")
             * pl.col("rarity").clip(0.0, 1.0)
         )
-        hours = ((pl.col("window_end") - pl.col("window_start")).dt.total_seconds() / 3600).round(1)
+        hours = ((pl.col("window_end") - pl.col("span_start")).dt.total_seconds() / 3600).round(1)
         reason = pl.format(
             "{} was looked up by {} hosts that had never queried it in the baseline "
             "({} visitors in {} h; {} of {} baseline hosts knew it{})",
@@ -278,6 +284,44 @@ class VisitorsDetector(Detector):
             df["window_end"],
             df["score"].fill_nan(0.0).fill_null(0.0).round(9).replace(-0.0, 0.0),
             evidence=evidence,
+        )
+
+    def _span_pairs(
+        self, every: pl.DataFrame, cur: pl.DataFrame, ctx: DetectContext
+    ) -> pl.DataFrame:
+        """(domain, window, host) visits over each scored window's *span*: the window
+        and the ``lookback_hours`` before it (at most one window back, and not into
+        the first ``min_history_hours``).
+
+        A campaign of a few hours that straddles a window edge is then counted
+        whole in the window where it ends, not split in two halves that each look
+        small.  Only rows before the window's end are used (causal).
+        """
+        key = ["registered_domain", "window_start", "window_end"]
+        wins = cur.select(key).unique()
+        width_us = int(max(ctx.window, self.min_window) * 1_000_000)
+        back_us = min(int(self.lookback_hours * 3.6e9), width_us)
+        t_first = every.get_column("ts").min()
+        floor = pl.lit(t_first) + timedelta(hours=self.min_history_hours)
+        dom = every.join(
+            wins.select("registered_domain").unique(), on="registered_domain"
+        ).with_columns(window_columns(ctx, min_window=self.min_window))
+        own = dom.select("registered_domain", "window_start", "src_ip", "ts")
+        # the rows in the last lookback of a window also belong to the next one's span
+        nxt = own.filter(
+            pl.col("ts") >= pl.col("window_start") + pl.duration(microseconds=width_us - back_us)
+        ).with_columns(pl.col("window_start") + pl.duration(microseconds=width_us))
+        return (
+            pl.concat([own, nxt])
+            .join(wins, on=["registered_domain", "window_start"], how="inner")
+            .with_columns(
+                span_start=pl.max_horizontal(
+                    pl.col("window_start") - pl.duration(microseconds=back_us), floor
+                )
+            )
+            .filter(pl.col("ts") >= pl.col("span_start"))
+            .group_by([*key, "src_ip"])
+            .agg(n=pl.len(), span_start=pl.col("span_start").first())
         )
 
     @classmethod
