@@ -179,7 +179,9 @@ def test_allow_add_list_remove(db: str) -> None:
     assert res.exit_code == 0, res.output
     lab = [r for r in before if r["detector"] == "nxdomain" and r["entity"] == "172.18.0.3"]
     assert lab and len(_list(db)) == len(before) - len(lab)
-    assert "removed" in run("allow", "list", "--all", "--db", db).output
+    entries = json.loads(run("allow", "list", "--all", "--json", "--db", db).output)
+    gone = [e for e in entries if e["id"] == listed[0]["id"]]
+    assert gone and gone[0]["removed_at"] is not None  # kept, marked removed
 
 
 @pytest.mark.parametrize(

@@ -684,7 +684,7 @@ def test_serve_spreads_connections_over_workers(tmp_path: Path) -> None:
     proc = subprocess.Popen(cmd, env={**os.environ, "DNSIEVE_WEB_SECRET": "s" * 48})
     conns: list[socket.socket] = []
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 600  # a ceiling, not an expectation
         workers: list[int] = []
         while time.monotonic() < deadline:
             kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
@@ -704,7 +704,7 @@ def test_serve_spreads_connections_over_workers(tmp_path: Path) -> None:
             time.sleep(0.2)
         time.sleep(1.0)  # both workers listening
         for _ in range(16):
-            c = socket.create_connection(("127.0.0.1", port), timeout=10)
+            c = socket.create_connection(("127.0.0.1", port), timeout=120)
             c.sendall(b"GET /login HTTP/1.1\r\nHost: t\r\n\r\n")
             got = b""
             while b"\r\n\r\n" not in got:
@@ -719,7 +719,7 @@ def test_serve_spreads_connections_over_workers(tmp_path: Path) -> None:
         for c in conns:
             c.close()
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.wait(timeout=600)  # a ceiling: a loaded machine only waits longer
 
 
 def test_review_queue_spreads_over_campaigns(store: AlertStore) -> None:

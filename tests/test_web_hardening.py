@@ -430,7 +430,7 @@ def _free_port() -> int:
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 600  # a ceiling, not an expectation
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -516,7 +516,7 @@ def test_serve_sends_no_server_header(tmp_path: Path) -> None:
     proc = subprocess.Popen(cmd, env={**os.environ, "DNSIEVE_WEB_SECRET": "s" * 48})
     try:
         _wait_listening(port, proc)
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        with socket.create_connection(("127.0.0.1", port), timeout=120) as c:
             c.sendall(b"GET /login HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
             got = b""
             while chunk := c.recv(65536):
@@ -526,7 +526,7 @@ def test_serve_sends_no_server_header(tmp_path: Path) -> None:
         assert b"\r\nserver:" not in head, head
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.wait(timeout=600)  # a ceiling: a loaded machine only waits longer
 
 
 def test_worker_config_drops_the_server_header() -> None:

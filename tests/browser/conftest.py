@@ -200,7 +200,7 @@ def serve(app: FastAPI) -> Iterator[str]:
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 600  # a ceiling: a loaded machine only waits longer
     while not server.started:  # startup is an event in another thread: poll it, bounded
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the uvicorn test server did not start")
@@ -209,7 +209,7 @@ def serve(app: FastAPI) -> Iterator[str]:
         yield f"http://{LOCAL_HOST}:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=15)
+        thread.join(timeout=120)
         sock.close()
 
 
