@@ -6,18 +6,21 @@ short TTLs, update and telemetry endpoints poll like beacons, SaaS tenants
 appear overnight.  Calibration asks for overwhelming evidence before alerting
 on them, and fast-flux uses the rank to tell a CDN from flux.
 
-Two sources, merged:
+Three sources, merged (a domain's rank is its best rank in any of them):
 
-* **The shipped list** ``dnsieve/data/popular_services.csv``: about 430
+* **The shipped list** ``dnsieve/data/popular_services.csv``: about 450
   well-known registered domains (search and social sites, CDNs, OS-update,
   telemetry, SaaS, cloud, security-vendor, PKI and time services) written by
   the project itself, each with a ``category``.  Its rank is its line order (a
   curated order, not a measured one): every entry is a top-1,000-class service.
+* **The OpenDNS top-10k list** ``dnsieve/data/brands.txt`` (Apache-2.0
+  upstream; also the look-alike detector's brand reference), ranked by line
+  order: the popular sites a network meets every day (``economist.com`` is
+  2,139th) are not "new" to a detector, and need overwhelming evidence.
 * **The user's own top list** (optional): a Tranco/Umbrella-style CSV
   (``rank,domain``, or one domain per line, rank = line number), named by
   the ``DNSIEVE_POPULAR_LIST`` environment variable or passed as ``path``.
-  No third-party list is shipped: the common ones are non-commercial
-  (Tranco is CC BY-NC-SA) or of unclear licence.
+  Tranco itself is not shipped: it is CC BY-NC-SA.
 
 A name matches an entry when it equals it or ends with ``"." + entry``
 (``a1.d.akamaiedge.net`` matches ``akamaiedge.net``); the most specific
@@ -57,6 +60,7 @@ __all__ = [
 #: Environment variable naming a user's own top list (``rank,domain`` CSV).
 ENV_VAR = "DNSIEVE_POPULAR_LIST"
 _SHIPPED = "popular_services.csv"
+_TOP10K = "brands.txt"  # OpenDNS top-10k (Apache-2.0 upstream; see data/README.md)
 
 
 @dataclass(frozen=True)
@@ -181,19 +185,29 @@ def read_top_list(path: str | Path) -> pl.DataFrame:
     return df
 
 
-@lru_cache(maxsize=4)
-def _load(path: str | None, mtime: float) -> PopularList:
-    shipped = _read_shipped()
-    if path is None:
-        return PopularList(shipped)
-    user = read_top_list(path)
-    merged = shipped.join(user, on="domain", how="full", coalesce=True, suffix="_user")
-    merged = merged.select(
+def _read_top10k() -> pl.DataFrame:
+    """The shipped OpenDNS top-10k list (``brands.txt``) as ``domain``/``rank`` (line order)."""
+    ref = resources.files("dnsieve") / "data" / _TOP10K
+    with resources.as_file(ref) as path:
+        return read_top_list(path)
+
+
+def _merge(ranked: pl.DataFrame, other: pl.DataFrame) -> pl.DataFrame:
+    """``ranked`` (with categories) and a ``domain``/``rank`` list: the best rank of either."""
+    merged = ranked.join(other, on="domain", how="full", coalesce=True, suffix="_other")
+    return merged.select(
         "domain",
-        rank=pl.min_horizontal("rank", "rank_user").cast(pl.UInt32),
+        rank=pl.min_horizontal("rank", "rank_other").cast(pl.UInt32),
         category=pl.col("category"),
     )
-    return PopularList(merged.sort("rank", "domain"))
+
+
+@lru_cache(maxsize=4)
+def _load(path: str | None, mtime: float) -> PopularList:
+    shipped = _merge(_read_shipped(), _read_top10k())
+    if path is None:
+        return PopularList(shipped.sort("rank", "domain"))
+    return PopularList(_merge(shipped, read_top_list(path)).sort("rank", "domain"))
 
 
 def load_popular(path: str | Path | None = None) -> PopularList:
