@@ -121,6 +121,21 @@ class HurdlePriors:
     #: (NaN: not fitted, newcomers use the lowest occurrence stratum)
     new_alpha: float = math.nan
     new_beta: float = math.nan
+    #: share of the fitted population in each occurrence stratum (the strata of
+    #: ``size_edges``, lowest first): the calibration's reference populations
+    #: (:func:`dnsieve.calibrate.calibrate`, per-stratum tails)
+    stratum_share: tuple[float, ...] = ()
+
+    def stratum(self, rate: Array) -> NDArray[np.int64]:
+        """Occurrence stratum (0 = lowest) of entities with trailing occurrence rate ``rate``.
+
+        The strata of :meth:`size_prior`; an entity with no trailing activity
+        (a newcomer) is in the lowest one.  Without strata everyone is in 0.
+        """
+        rate = np.asarray(rate, dtype=np.float64)
+        if not self.size_edges:
+            return np.zeros(rate.shape, dtype=np.int64)
+        return np.searchsorted(np.asarray(self.size_edges), rate, side="left").astype(np.int64)
 
     def size_prior(self, rate: Array) -> tuple[Array, Array]:
         """Gamma (alpha0, beta0) of the size for entities with trailing occurrence rate ``rate``.
@@ -239,6 +254,12 @@ def fit_priors(
     a0, b0 = m * conc, (1.0 - m) * conc
     alpha0, beta0 = _gamma_moments(k, s)
     edges, al_s, be_s = _size_strata(k, s, r, n_strata, alpha0, beta0)
+    share: tuple[float, ...] = ()
+    if edges:
+        cnt = np.bincount(
+            np.searchsorted(np.asarray(edges), r, side="left"), minlength=len(edges) + 1
+        )
+        share = tuple(float(c) / float(r.size) for c in cnt)
     if method == "mml":
         if k.size > max_entities:
             idx = np.random.default_rng(seed).choice(k.size, max_entities, replace=False)
@@ -255,7 +276,7 @@ def fit_priors(
             new_al, new_be = _mml_gamma(np.ones_like(f), f, *_gamma_moments(np.ones_like(f), f))
     return HurdlePriors(
         float(a0), float(b0), float(alpha0), float(beta0), phi_pop, method, int(keep.sum()),
-        edges, al_s, be_s, new_al, new_be,
+        edges, al_s, be_s, new_al, new_be, share,
     )  # fmt: skip
 
 
@@ -478,6 +499,8 @@ class WindowStats:
     effect_hi: Array
     hour_z: Array
     active: NDArray[np.bool_]
+    #: occurrence stratum of each (entity, window) by its trailing rate (HurdlePriors.stratum)
+    stratum: NDArray[np.int64]
 
     def set_rows(self, rows: NDArray[np.intp], other: WindowStats) -> None:
         """Overwrite rows ``rows`` of every array with the rows of ``other`` (same order)."""
@@ -760,7 +783,8 @@ def window_posteriors(sums: WindowSums, priors: HurdlePriors, shrink: float = 10
         )
     phi = np.maximum(phi, 1.0)
     # size prior of the entity's occurrence stratum (by its trailing rate)
-    alpha0, beta0 = priors.size_prior(k_t / np.maximum(n_t, 1.0))
+    rate_t = k_t / np.maximum(n_t, 1.0)
+    alpha0, beta0 = priors.size_prior(rate_t)
 
     if period > 0:
         # power prior: the entity's whole trailing baseline counts as one more
@@ -768,8 +792,11 @@ def window_posteriors(sums: WindowSums, priors: HurdlePriors, shrink: float = 10
         w_t = window / np.maximum(n_t, 1.0)
         a_b = priors.a0 + k_b + w_t * k_t
         b_b = priors.b0 + n_b - k_b + w_t * (n_t - k_t)
-        al_b = alpha0 + (s_b + w_t * s_t) / phi
-        be_b = beta0 + (k_b + w_t * k_t) / phi
+        # the size of an active hour is the entity's, not the hour of the day's:
+        # its whole trailing baseline informs it at full weight (occurrence is
+        # what follows the day; a slot holds a handful of active hours at most)
+        al_b = alpha0 + s_t / phi
+        be_b = beta0 + k_t / phi
     else:
         a_b, b_b = priors.a0 + k_b, priors.b0 + n_b - k_b
         al_b, be_b = alpha0 + s_b / phi, beta0 + k_b / phi
@@ -812,7 +839,7 @@ def window_posteriors(sums: WindowSums, priors: HurdlePriors, shrink: float = 10
     return WindowStats(
         k_b, n_b, s_b, k_c, s_c, phi, a_b, b_b, a_c, b_c, al_b, be_b, al_c, be_c,
         prob_occ, prob_size, prob_demand, effect, effect_lo, effect_hi, hour_z,
-        (k_b + k_c) > 0,
+        (k_b + k_c) > 0, priors.stratum(rate_t),
     )  # fmt: skip
 
 
@@ -1482,6 +1509,12 @@ class _HurdleVolume(Detector):
             },
             "burstiness_mean_max": _r(float(mean_max_ratio(allh))),
             "priors": dict(_priors_dict(priors)),
+            # the reference population calibration ranks this score in (calibrate.py)
+            "stratum": {
+                "index": int(st.stratum[d, w]),
+                "share": list(_priors_dict(priors)["stratum_share"]),
+                "by": "trailing occurrence rate (quantile strata of the fitted population)",
+            },
         }
 
     def _client_evidence(
