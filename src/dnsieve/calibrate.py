@@ -504,21 +504,25 @@ def calibrate(
         win_s = float(win.median() or 3600.0)  # type: ignore[arg-type]
         q = target_far * win_s / DAY_SECONDS
         local = df.get_column("p_value").fill_nan(None).fill_null(0.0).to_numpy()
-        strata = _strata_of(df)
-        strat_diag: list[dict[str, Any]] | None = None
-        if strata is not None:
-            tail, strat_diag = stratified_tails(
-                df, scores, strata[0], strata[1], n_pop, fit, q,
-                min_exceedances=min_exceedances, seed=seed, decluster=decluster,
-            )  # fmt: skip
         gp = np.maximum(tail, local)
         sig = gp <= q
         floor = (floors or {}).get(det)
         if floor is not None:
-            floored = floor_decision(scores, sig, float(floor))
-            # a stratified detector's tail is its own reference population's:
-            # rare there and improbable locally is significant below the floor too
-            sig = floored | sig if strata is not None else floored
+            sig = floor_decision(scores, sig, float(floor))
+        strata = _strata_of(df)
+        strat_diag: list[dict[str, Any]] | None = None
+        if strata is not None:
+            # rare in its own stratum and improbable locally is significant too
+            # (below the floor, or above the pooled tail): a quiet site's spike is
+            # not judged against the bursts of the busiest domains
+            s_tail, strat_diag = stratified_tails(
+                df, scores, strata[0], strata[1], n_pop, fit, q,
+                min_exceedances=min_exceedances, seed=seed, decluster=decluster,
+            )  # fmt: skip
+            s_gp = np.maximum(s_tail, local)
+            sig = sig | (s_gp <= q)
+            gp = np.minimum(gp, s_gp)
+            tail = np.minimum(tail, s_tail)
         prior = np.ones(df.height)
         n_popular = 0
         if popular_scale is not None:
