@@ -259,6 +259,7 @@ def score_simulation(sim: SimResult, alerts: pl.DataFrame, top1k: frozenset[str]
         "false_per_10k_domains_day": false.height / max(days, 1e-9) / max(active / 1e4, 1e-9),
         "false_on_top1k": on_top,
         "spikes": spike_rows(sim, caught),
+        "volume_false": volume_false_rows(sim, false),
     }
 
 
@@ -346,6 +347,39 @@ def spike_rows(sim: SimResult, caught: set[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def volume_false_rows(sim: SimResult, false: pl.DataFrame) -> list[dict[str, Any]]:
+    """The ``volume``/``client_volume`` alerts that match no label, with the injected
+    campaign whose events the entity carries in the alert's window (None: truly benign).
+
+    Labels name a beacon by ``client|domain`` and a tunnel by its domain, so a volume
+    alert on a beacon's domain or on a tunnel's client matches no label, though the
+    traffic it flags is injected.
+    """
+    rows = []
+    ev = sim.events.select("ts", "src_ip", "registered_domain", "campaign")
+    for det, ent, ws, we in (
+        false.filter(pl.col("detector").is_in(["volume", "client_volume"]))
+        .select("detector", "entity", "window_start", "window_end")
+        .iter_rows()
+    ):
+        col = "src_ip" if det == "client_volume" else "registered_domain"
+        inj = (
+            ev.filter(
+                (pl.col(col) == ent)
+                & (pl.col("ts") >= ws)
+                & (pl.col("ts") < we)
+                & pl.col("campaign").is_not_null()
+            )
+            .group_by("campaign")
+            .len()
+            .sort("len", descending=True)
+        )
+        rows.append(
+            {"detector": det, "entity": ent, "campaign": inj["campaign"][0] if inj.height else None}
+        )
+    return rows
+
+
 def print_spikes(runs: list[dict[str, Any]], out: Callable[[str], None]) -> None:
     """Every volume spike (factor, extra queries, oracle p) and recall, all and detectable, per size."""
     rows = [(r, s) for r in runs for s in r.get("spikes") or []]
@@ -372,6 +406,16 @@ def print_spikes(runs: list[dict[str, Any]], out: Callable[[str], None]) -> None
             f"{sum(s['caught'] for s in det)}/{len(det)} | {sum(s['caught'] for s in und)}/{len(und)} |"
         )
     out("")
+    vf = [(r, v) for r in runs for v in r.get("volume_false") or []]
+    if vf:
+        benign = [f"{v['detector']} {v['entity']}" for _, v in vf if v["campaign"] is None]
+        out(
+            f"volume/client_volume alerts matching no label: {len(vf)}; on an entity carrying "
+            f"injected traffic in the alert's window (a beacon's domain, a tunnel's client): "
+            f"{len(vf) - len(benign)}; truly benign: {len(benign)}"
+            + (f" ({', '.join(sorted(set(benign)))})" if benign else "")
+            + "\n"
+        )
     for r, s in rows:
         out(
             f"- {r['group']} {r['hosts']} hosts seed {r['seed']}: {s['entity']} x{s['factor']}, "
