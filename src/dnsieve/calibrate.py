@@ -41,7 +41,15 @@ the population of its own detector:
    but it never drops an anomaly whose own evidence is overwhelming (a
    capture of three C2 sessions and the same sessions among eighteen captures
    give the same alerts).  Below the floor nothing alerts.
-5. **Popular domains need overwhelming evidence** (a prior).  The prior
+5. **Per-stratum tails.**  A detector may name each candidate's reference
+   population in its evidence (``"stratum": {"index": k, "share": [...]}``,
+   the volume models' occurrence strata).  Each stratum is then also fitted
+   as its own population (:func:`stratified_tails`: ``N_k = share_k · N``,
+   peaks over threshold, the shape shrunk to the pooled one), and a candidate
+   rare in its stratum and improbable locally is significant too: a quiet
+   site's spike is not judged against the bursts of the busiest domains.
+   Strata only add significance, never remove it.
+6. **Popular domains need overwhelming evidence** (a prior).  The prior
    probability that an anomaly on a popular domain is worth an alert falls
    with its popularity rank ``r`` (:func:`dnsieve.popular.popularity_rank`):
    ``w(r) = min(1, r / popular_scale)`` (``popular_scale`` = 1,000,000, the
@@ -55,7 +63,7 @@ the population of its own detector:
    only an extreme outlier of a large population takes to ``q·w(r)``
    (``google.com``, rank 1, needs ``p ≤ q·1e-6``): a single host polling a
    popular telemetry endpoint like a beacon is software, not an alert.
-6. **Alert budget, by episode.**  At most ``budget_per_day`` alerts per UTC
+7. **Alert budget, by episode.**  At most ``budget_per_day`` alerts per UTC
    day, across detectors, the most significant first.  With ``episode_gap``
    the budget counts *episodes* (:func:`dnsieve.episodes.assign_episodes`):
    one detector × entity's significant windows without a quiet gap longer
@@ -462,11 +470,12 @@ def calibrate(
 
     ``floors[detector]`` is that detector's bar of overwhelming evidence
     (``Detector.score_floor``, see :func:`floor_decision`): with a floor, a
-    candidate is significant exactly when its score reaches the floor.
+    candidate is significant exactly when its score reaches the floor (or,
+    when its candidates name strata, when it is rare in its stratum: item 5).
     ``floor_top_share`` is accepted for compatibility and ignored.
-    ``popular_scale`` sets the popularity prior (module doc, item 5; None
+    ``popular_scale`` sets the popularity prior (module doc, item 6; None
     turns it off).  With ``episode_gap`` the daily budget counts episodes
-    (item 6); without it, windows.  Adds ``prior`` (the popularity weight) and,
+    (item 7); without it, windows.  Adds ``prior`` (the popularity weight) and,
     with ``episode_gap``, ``episode_start``/``episode_end`` to the anomalies.
     """
     del floor_top_share

@@ -17,6 +17,14 @@ client) in UTC hour ``t``.
 * The size prior is stratified by the entity's trailing occurrence rate, and
   an entity with no trailing activity gets the *newcomer* prior, fitted on the
   first active hour of the entities that appeared during the data.
+* Seasonal baselines compare an hour's *occurrence* with the same hours of
+  previous days, but the *size* of an active hour is the entity's own: its
+  posterior holds every active hour of the trailing baseline at full weight
+  (a slot holds a handful of active hours at most, often none).
+* Each (entity, window) has a calibration *stratum*, its occurrence stratum
+  (:meth:`HurdlePriors.stratum`), named in the evidence with the strata's
+  shares of the fitted population (``stratum_share``): calibration ranks the
+  score among the windows of its stratum (:func:`dnsieve.calibrate.stratified_tails`).
 * Hours the detector already flagged as extreme are left out of the baselines
   of the windows that follow within ``exclude_hours`` (flagged-hours guard),
   so a spike's first hour does not mask the rest of it.
@@ -27,7 +35,9 @@ For every window ``C`` of ``window_hours`` and its trailing baseline ``B`` (up t
     p | B ~ Beta(a0 + k_B, b0 + n_B − k_B)
     λ | B ~ Gamma(α0 + s_B/φ, β0 + k_B/φ)
 
-with ``k`` the number of non-zero hours and ``s = Σ(y−1)z``; the same for C.
+with ``k`` the number of non-zero hours and ``s = Σ(y−1)z``; the same for C
+(seasonal: ``B`` is the slot for ``p`` with the trailing baseline as a
+one-slot-day power prior, and the whole trailing baseline for ``λ``).
 
 Window difference
     ``P(p_C > p_B)``, ``P(λ_C > λ_B)`` and ``P(D_C > D_B)`` for the expected
