@@ -528,10 +528,9 @@ def calibrate(
                 df, scores, strata[0], strata[1], n_pop, fit, q,
                 min_exceedances=min_exceedances, seed=seed, decluster=decluster,
             )  # fmt: skip
-            s_gp = np.maximum(s_tail, local)
-            sig = sig | (s_gp <= q)
-            gp = np.minimum(gp, s_gp)
-            tail = np.minimum(tail, s_tail)
+            # (the pooled tail and global p stay the ranking scale the budget
+            # compares across detectors)
+            sig = sig | (np.maximum(s_tail, local) <= q)
         prior = np.ones(df.height)
         n_popular = 0
         if popular_scale is not None:
