@@ -282,25 +282,28 @@ def oracle_spike_p(hourly: np.ndarray, spike_hours: np.ndarray, extra: int) -> f
     """P(X ≥ observed) of a spike's hours under the site's true background, an oracle's test.
 
     ``hourly``: the site's *background* queries per simulated hour (injected
-    events left out); ``spike_hours``: the hour indices the spike touches;
-    ``extra``: its injected queries.  The oracle knows which hours to test
-    and the background's rate and dispersion, estimated from the site's own
-    background hours outside the spike: the total over the spike's hours is
-    negative binomial with mean ``n·m`` and variance ``n·v`` (Poisson when
-    ``v ≤ m``).  No detector that does not know when a spike happens can do
-    better, so a spike whose oracle p is above the budget's level
-    (:func:`spike_level`) is not detectable at that level.
+    events left out); ``spike_hours``: the ``n`` consecutive hour indices the
+    spike touches; ``extra``: its injected queries.  The oracle knows which
+    hours to test and the background's law over ``n``-hour blocks, taken from
+    the site's own background: the mean ``M`` and variance ``V`` of its sums
+    over every ``n`` consecutive hours that do not overlap the spike (so
+    sessions that span hours and the day's rhythm are in ``V``).  The total of
+    the spike's hours is tested as negative binomial with that mean and
+    variance (Poisson when ``V ≤ M``).  No detector that does not know when a
+    spike happens can do better, so a spike whose oracle p is above the
+    budget's level (:func:`spike_level`) is not detectable at that level.
     """
     from scipy import stats
 
-    mask = np.ones(hourly.size, dtype=bool)
-    mask[spike_hours] = False
-    rest = hourly[mask].astype(np.float64)
-    n = float(spike_hours.size)
-    m = float(rest.mean()) if rest.size else 0.0
-    v = float(rest.var()) if rest.size > 1 else m
+    n = max(int(spike_hours.size), 1)
+    csum = np.concatenate([[0.0], np.cumsum(hourly.astype(np.float64))])
+    starts = np.arange(0, hourly.size - n + 1)
+    lo, hi = int(spike_hours.min()), int(spike_hours.max())
+    clear = (starts + n - 1 < lo) | (starts > hi)
+    blocks = (csum[starts + n] - csum[starts])[clear]
+    mean = max(float(blocks.mean()) if blocks.size else 0.0, 1e-9)
+    var = max(float(blocks.var()) if blocks.size > 1 else mean, 1e-9)
     observed = int(hourly[spike_hours].sum()) + int(extra)
-    mean, var = max(n * m, 1e-9), max(n * v, 1e-9)
     if var <= mean * (1 + 1e-9):
         return float(stats.poisson.sf(observed - 1, mean))
     r, p = mean * mean / (var - mean), mean / var
