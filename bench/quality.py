@@ -23,7 +23,14 @@ Sections (issue 11, "Must show"):
     campaigns, threat = 0, counted apart: detectors may flag them, the threat
     model should rank them down), false alerts (alerts that match no label)
     per 10,000 active registered domains per day (active: seen that day; the
-    mean over days), and false alerts on a Tranco top-1,000 domain.  Seeds
+    mean over days), and false alerts on a Tranco top-1,000 domain.  Each
+    injected volume spike gets a line (factor, injected queries, the oracle
+    p-value of its excess under the site's own background law,
+    :func:`oracle_spike_p`, and caught or not), with the recall of all spikes
+    and of those detectable at the false-alert target's per-window level; the
+    ``volume``/``client_volume`` alerts that match no label are traced to the
+    injected traffic their entity carries (a beacon's domain, a tunnel's
+    client) or counted truly benign.  Seeds
     1-3 are the tuning seeds; seeds 4-5 are held out and reported apart; the
     default demo (500 hosts, seed 7, 168 h) is reported apart too.
 ``dga``
