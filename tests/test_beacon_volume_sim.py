@@ -83,13 +83,6 @@ def test_beacons_and_spikes_at_200_hosts(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="issue 11 open: at 2,000 hosts seed 12 a x9 spike (catrom.eu, 34 extra queries) "
-    "scores 6.7 with local p 2e-7, but the population tail of 482k domain-windows is heavy "
-    "(benign update bursts and adoptions, xi ~1), so its tail p 1.6e-4 misses q 1.25e-5 and "
-    "the score is under the floor 8: significance, not the budget, drops it",
-    strict=False,
-)
 def test_beacons_and_spikes_at_2000_hosts(tmp_path: Path) -> None:
     alerts, labels = _run(tmp_path, clients=2000, hours=120, seed=12)
     _check(alerts, labels)

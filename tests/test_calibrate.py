@@ -302,3 +302,55 @@ def test_budget_counts_episodes_not_windows() -> None:
     assert kept.filter(pl.col("entity") == "tunnel.example").height == 30
     assert by_episode.diagnostics["budget_counts"] == "episodes"
     assert {"episode_start", "episode_end"} <= set(by_episode.anomalies.columns)
+
+
+def _strat_frame(scores: np.ndarray, strata: np.ndarray, share: list[float]) -> pl.DataFrame:
+    """Candidates of a stratified detector (``client_volume``: no floor) in 3 h windows."""
+    n = scores.size
+    starts = [T0 + timedelta(hours=3 * (i % 400)) for i in range(n)]
+    ev = [{"stratum": {"index": int(k), "share": share}} for k in strata]
+    return anomaly_frame(
+        "client_volume", "client", [f"10.0.{i // 250}.{i % 250}" for i in range(n - 1)] + ["spike"], starts,
+        [s + timedelta(hours=3) for s in starts], scores.tolist(), (10.0 ** -scores).tolist(), ev,
+    )  # fmt: skip
+
+
+def test_a_quiet_stratum_is_not_judged_by_a_bursty_one() -> None:
+    """Per-stratum tails: a score rare among quiet entities alerts although bursty ones reach it."""
+    rng = np.random.default_rng(3)
+    pop = 200_000  # half quiet, half bursty entity-windows
+    # quiet stratum: exact local p-values (exponential excess, scale 1/ln 10), emitted above 1.3
+    quiet = rng.exponential(1 / np.log(10), pop // 2)
+    quiet = quiet[quiet > 1.3]
+    # bursty stratum: heavy-tailed scores (benign update bursts), thousands above 6
+    bursty = 1.3 + stats.genpareto.rvs(0.6, scale=1.5, size=4000, random_state=rng)
+    spike = np.array([7.0])
+    scores = np.concatenate([quiet, bursty, spike])
+    strata = np.concatenate([np.zeros(quiet.size), np.ones(bursty.size), [0]]).astype(int)
+    df = _strat_frame(scores, strata, [0.5, 0.5])
+    res = calibrate(df, population={"client_volume": pop}, budget_per_day=10_000)
+    sig = res.anomalies.filter(pl.col("significant"))
+    # the quiet entity's spike is significant; in the pooled population it is not
+    assert "spike" in sig.get_column("entity").to_list()
+    pooled = calibrate(df.with_columns(pl.lit("{}").alias("evidence")),
+                       population={"client_volume": pop}, budget_per_day=10_000)  # fmt: skip
+    assert "spike" not in pooled.alerts.get_column("entity").to_list()
+    # stratification only adds significance; and the bursty stratum stays quiet below 10
+    assert set(pooled.alerts["entity"]) <= set(res.alerts["entity"])
+    strata_diag = res.diagnostics["detectors"]["client_volume"]["strata"]
+    assert [d["stratum"] for d in strata_diag] == [0, 1]
+    assert strata_diag[0]["population"] == pop // 2
+    # the rest is noise: q·N = 2.5 false alarms expected over both strata
+    assert sig.filter(pl.col("entity") != "spike").height <= 4
+
+
+def test_strata_need_every_candidate_to_name_one() -> None:
+    from dnsieve.calibrate import _strata_of
+
+    df = _strat_frame(np.array([3.0, 4.0]), np.array([0, 1]), [0.7, 0.3])
+    idx, share = _strata_of(df)  # type: ignore[misc]
+    assert idx.tolist() == [0, 1] and share.tolist() == pytest.approx([0.7, 0.3])
+    mixed = df.with_columns(pl.Series("evidence", [df["evidence"][0], "{}"]))
+    assert _strata_of(mixed) is None
+    bad = df.with_columns(pl.lit('{"stratum": {"index": 5, "share": [1.0]}}').alias("evidence"))
+    assert _strata_of(bad) is None

@@ -429,3 +429,52 @@ def test_flagged_hours_guard_lifts_a_straddling_spike() -> None:
     )
     ev = json.loads(ev) if isinstance(ev, str) else ev
     assert ev["baseline"]["excluded_hours"] == ["2024-04-21T14:00Z"]
+
+
+def test_active_hour_size_comes_from_the_whole_trailing_baseline() -> None:
+    """Seasonal mode: occurrence by the hour of the day, size by the entity's whole history.
+
+    A site busy in the afternoons (1-3 queries an active hour) gets 50 queries
+    at 02:00, an hour it was never active in: its seasonal slot holds no
+    active hour, yet its 60-odd active hours say how big an hour of it is.
+    """
+    from dnsieve.detectors.volume import window_posteriors, window_sums
+
+    rng = np.random.default_rng(5)
+    hours = 24 * 6
+    y = _hurdle_population(rng, 400, hours).astype(np.float32)
+    site = np.zeros(hours, dtype=np.float32)
+    for day in range(6):
+        site[day * 24 + 12 : day * 24 + 23] = 1 + rng.poisson(1.0, 11)
+    site[5 * 24 + 2] = 50.0
+    y[0] = site
+    k, s, q = domain_stats(y[:, : 5 * 24])
+    pr = fit_priors(k, s, 5 * 24, q)
+    sm = window_sums(y, np.array([5 * 24]), 3, 120, period=24)
+    st = window_posteriors(sm, pr)
+    assert sm.k_b[0, 0] == 0 and sm.k_t[0, 0] >= 50  # empty slot, rich trailing history
+    # the size posterior holds the trailing active hours at full weight
+    assert st.be_b[0, 0] == pytest.approx(pr.size_prior(sm.k_t[:1, 0] / 120)[1][0]
+                                          + sm.k_t[0, 0] / st.phi[0, 0])  # fmt: skip
+    assert st.al_b[0, 0] / st.be_b[0, 0] == pytest.approx(sm.s_t[0, 0] / sm.k_t[0, 0], rel=0.2)
+    res = VolumeDetector(min_baseline_hours=24).score(
+        _frame(y.astype(np.int64)),
+        DetectContext(start=T0 + timedelta(hours=120), end=T0 + timedelta(hours=123)),
+    )
+    hit = res.filter(pl.col("entity") == "d0.example")
+    assert hit.height == 1 and hit["score"][0] > 10  # p < 1e-10 under its own baseline
+    ev = json.loads(hit["evidence"][0])
+    assert 0 <= ev["stratum"]["index"] < len(ev["stratum"]["share"])
+    assert sum(ev["stratum"]["share"]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_strata_and_shares_of_the_fitted_population() -> None:
+    rng = np.random.default_rng(8)
+    y = _hurdle_population(rng, 3000, 96)
+    k, s, q = domain_stats(y)
+    pr = fit_priors(k, s, 96, q)
+    assert len(pr.stratum_share) == len(pr.size_edges) + 1
+    rate = k[k >= 1] / 96
+    got = np.bincount(pr.stratum(rate), minlength=len(pr.stratum_share)) / rate.size
+    np.testing.assert_allclose(got, pr.stratum_share)
+    assert fit_priors(k, s, 96, q, n_strata=1).stratum(rate).max() == 0

@@ -41,7 +41,15 @@ the population of its own detector:
    but it never drops an anomaly whose own evidence is overwhelming (a
    capture of three C2 sessions and the same sessions among eighteen captures
    give the same alerts).  Below the floor nothing alerts.
-5. **Popular domains need overwhelming evidence** (a prior).  The prior
+5. **Per-stratum tails.**  A detector may name each candidate's reference
+   population in its evidence (``"stratum": {"index": k, "share": [...]}``,
+   the volume models' occurrence strata).  Each stratum is then also fitted
+   as its own population (:func:`stratified_tails`: ``N_k = share_k · N``,
+   peaks over threshold, the shape shrunk to the pooled one), and a candidate
+   rare in its stratum and improbable locally is significant too: a quiet
+   site's spike is not judged against the bursts of the busiest domains.
+   Strata only add significance, never remove it.
+6. **Popular domains need overwhelming evidence** (a prior).  The prior
    probability that an anomaly on a popular domain is worth an alert falls
    with its popularity rank ``r`` (:func:`dnsieve.popular.popularity_rank`):
    ``w(r) = min(1, r / popular_scale)`` (``popular_scale`` = 1,000,000, the
@@ -55,7 +63,7 @@ the population of its own detector:
    only an extreme outlier of a large population takes to ``q·w(r)``
    (``google.com``, rank 1, needs ``p ≤ q·1e-6``): a single host polling a
    popular telemetry endpoint like a beacon is software, not an alert.
-6. **Alert budget, by episode.**  At most ``budget_per_day`` alerts per UTC
+7. **Alert budget, by episode.**  At most ``budget_per_day`` alerts per UTC
    day, across detectors, the most significant first.  With ``episode_gap``
    the budget counts *episodes* (:func:`dnsieve.episodes.assign_episodes`):
    one detector × entity's significant windows without a quiet gap longer
@@ -77,6 +85,7 @@ the population of its own detector:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -97,6 +106,7 @@ __all__ = [
     "floor_decision",
     "mean_max_test",
     "popular_prior",
+    "stratified_tails",
 ]
 
 Regime = Literal["bounded", "exponential", "heavy", "insufficient"]
@@ -270,6 +280,117 @@ def _cluster_maxima(df: pl.DataFrame, scores: NDArray[np.float64]) -> NDArray[np
     return out.get_column("s").to_numpy().astype(np.float64)
 
 
+def _strata_of(df: pl.DataFrame) -> tuple[NDArray[np.int64], NDArray[np.float64]] | None:
+    """Each candidate's calibration stratum and the strata's population shares, or None.
+
+    A detector names the reference population of a candidate in its evidence:
+    ``"stratum": {"index": k, "share": [share of stratum 0, 1, ...]}`` (the
+    volume models: occurrence strata of the fitted population).  Only when
+    every candidate has one; the shares are averaged over the distinct
+    vectors seen (one per fit epoch).
+    """
+    if df.height == 0 or "evidence" not in df.columns:
+        return None
+    idx = np.zeros(df.height, dtype=np.int64)
+    shares: dict[tuple[float, ...], None] = {}
+    for i, text in enumerate(df.get_column("evidence").to_list()):
+        if not text or '"stratum"' not in text:
+            return None
+        try:
+            st = json.loads(text).get("stratum")
+            k, share = int(st["index"]), tuple(float(x) for x in st["share"])
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+        if not share or not 0 <= k < len(share):
+            return None
+        idx[i] = k
+        shares[share] = None
+    width = max(len(s) for s in shares)
+    mat = np.array([list(s) + [0.0] * (width - len(s)) for s in shares])
+    mean = mat.mean(axis=0)
+    return idx, mean / max(float(mean.sum()), 1e-12)
+
+
+def stratified_tails(
+    df: pl.DataFrame,
+    scores: NDArray[np.float64],
+    strata: NDArray[np.int64],
+    share: NDArray[np.float64],
+    population: int,
+    pooled: TailFit,
+    q: float,
+    *,
+    min_exceedances: int = 20,
+    seed: int = 0,
+    decluster: bool = True,
+) -> tuple[NDArray[np.float64], list[dict[str, Any]]]:
+    """Population tail probability of each score *within its stratum*, and per-stratum diagnostics.
+
+    A detector's candidates may come from populations of very different
+    behaviour (the volume model: sites visited once a day next to CDNs and
+    update services, whose bursts are frequent).  Ranked in one pooled
+    population, a quiet site's spike is judged against the bursts of the
+    busiest domains.  Each stratum ``k`` is its own reference population of
+    ``N_k = share_k · population`` entity-windows, fitted by peaks over
+    threshold like the pooled population (:func:`fit_tail`, declustered),
+    with a hierarchical prior on the shape: the stratum's ξ is shrunk to the
+    pooled fit's ξ with the weight of ``min_exceedances`` exceedances,
+    ``ξ_k = (n_k ξ̂_k + m ξ_pool)/(n_k + m)`` (a small stratum takes the
+    pooled shape; a large one its own), and its scale is the moment estimate
+    given that shape, ``σ_k = mean excess · (1 − ξ_k)``.  Strata with fewer
+    than 5 candidates use the pooled tail.
+    """
+    out = np.ones(scores.size)
+    diag: list[dict[str, Any]] = []
+    xi_pool = pooled.xi if np.isfinite(pooled.xi) else 0.0
+    for k in range(share.size):
+        m = strata == k
+        n_k = max(round(population * float(share[k])), int(m.sum()))
+        if not m.any():
+            continue
+        sub = df.filter(pl.Series(m))
+        sc = scores[m]
+        ref = _cluster_maxima(sub, sc) if decluster else sc
+        srt = np.sort(ref)
+        ranks = np.maximum(srt.size - np.searchsorted(srt, sc, side="left"), 1).astype(np.float64)
+        if ref.size < 5:
+            out[m] = pooled.tail(sc, ranks * max(pooled.population, 1) / max(n_k, 1))
+            diag.append({"stratum": k, "population": n_k, "candidates": int(m.sum()),
+                         "model": "pooled"})  # fmt: skip
+            continue
+        fit_k = fit_tail(ref, n_k, min_exceedances=min(min_exceedances, 5), seed=seed)
+        n_u = fit_k.n_exceedances
+        u = fit_k.threshold_u
+        if not np.isfinite(u):
+            out[m] = np.clip(ranks / max(n_k, 1), 0.0, 1.0)
+            continue
+        own = fit_k.xi if fit_k.model == "gpd" else 0.0
+        w_own = n_u if n_u >= min_exceedances else 0
+        xi = (w_own * own + min_exceedances * xi_pool) / (w_own + min_exceedances)
+        xi = float(min(xi, 0.9))
+        excess = srt[::-1][:n_u] - u
+        sigma = float(max(excess.mean() * (1.0 - xi), 1e-9))
+        fit_s = TailFit(
+            n_k, u, n_u, xi, sigma, "gpd", fit_k.test, "stratum, ξ shrunk to the pooled ξ"
+        )
+        out[m] = fit_s.tail(sc, ranks)
+        diag.append(
+            {
+                "stratum": k,
+                "population": n_k,
+                "candidates": int(m.sum()),
+                "clusters": int(ref.size),
+                "threshold_u": round(u, 4),
+                "n_exceedances": n_u,
+                "xi": round(xi, 4),
+                "xi_own": round(own, 4),
+                "sigma": round(sigma, 4),
+                "score_threshold": fit_s.score_at(q),
+            }
+        )
+    return out, diag
+
+
 def floor_decision(
     scores: NDArray[np.float64],
     significant: NDArray[np.bool_],
@@ -349,11 +470,12 @@ def calibrate(
 
     ``floors[detector]`` is that detector's bar of overwhelming evidence
     (``Detector.score_floor``, see :func:`floor_decision`): with a floor, a
-    candidate is significant exactly when its score reaches the floor.
+    candidate is significant exactly when its score reaches the floor (or,
+    when its candidates name strata, when it is rare in its stratum: item 5).
     ``floor_top_share`` is accepted for compatibility and ignored.
-    ``popular_scale`` sets the popularity prior (module doc, item 5; None
+    ``popular_scale`` sets the popularity prior (module doc, item 6; None
     turns it off).  With ``episode_gap`` the daily budget counts episodes
-    (item 6); without it, windows.  Adds ``prior`` (the popularity weight) and,
+    (item 7); without it, windows.  Adds ``prior`` (the popularity weight) and,
     with ``episode_gap``, ``episode_start``/``episode_end`` to the anomalies.
     """
     del floor_top_share
@@ -396,6 +518,19 @@ def calibrate(
         floor = (floors or {}).get(det)
         if floor is not None:
             sig = floor_decision(scores, sig, float(floor))
+        strata = _strata_of(df)
+        strat_diag: list[dict[str, Any]] | None = None
+        if strata is not None:
+            # rare in its own stratum and improbable locally is significant too
+            # (below the floor, or above the pooled tail): a quiet site's spike is
+            # not judged against the bursts of the busiest domains
+            s_tail, strat_diag = stratified_tails(
+                df, scores, strata[0], strata[1], n_pop, fit, q,
+                min_exceedances=min_exceedances, seed=seed, decluster=decluster,
+            )  # fmt: skip
+            # (the pooled tail and global p stay the ranking scale the budget
+            # compares across detectors)
+            sig = sig | (np.maximum(s_tail, local) <= q)
         prior = np.ones(df.height)
         n_popular = 0
         if popular_scale is not None:
@@ -429,6 +564,8 @@ def calibrate(
             "significant": int(sig.sum()),
             "tail": fit.to_dict(),
         }
+        if strat_diag is not None:
+            per_det[det]["strata"] = strat_diag
     scored = pl.concat(parts)
     keys = _budget(scored, budget_per_day, episode_gap)
     scored = scored.join(keys, on=["detector", "entity", "window_start"], how="left").with_columns(

@@ -17,6 +17,14 @@ client) in UTC hour ``t``.
 * The size prior is stratified by the entity's trailing occurrence rate, and
   an entity with no trailing activity gets the *newcomer* prior, fitted on the
   first active hour of the entities that appeared during the data.
+* Seasonal baselines compare an hour's *occurrence* with the same hours of
+  previous days, but the *size* of an active hour is the entity's own: its
+  posterior holds every active hour of the trailing baseline at full weight
+  (a slot holds a handful of active hours at most, often none).
+* Each (entity, window) has a calibration *stratum*, its occurrence stratum
+  (:meth:`HurdlePriors.stratum`), named in the evidence with the strata's
+  shares of the fitted population (``stratum_share``): calibration ranks the
+  score among the windows of its stratum (:func:`dnsieve.calibrate.stratified_tails`).
 * Hours the detector already flagged as extreme are left out of the baselines
   of the windows that follow within ``exclude_hours`` (flagged-hours guard),
   so a spike's first hour does not mask the rest of it.
@@ -27,7 +35,9 @@ For every window ``C`` of ``window_hours`` and its trailing baseline ``B`` (up t
     p | B ~ Beta(a0 + k_B, b0 + n_B − k_B)
     λ | B ~ Gamma(α0 + s_B/φ, β0 + k_B/φ)
 
-with ``k`` the number of non-zero hours and ``s = Σ(y−1)z``; the same for C.
+with ``k`` the number of non-zero hours and ``s = Σ(y−1)z``; the same for C
+(seasonal: ``B`` is the slot for ``p`` with the trailing baseline as a
+one-slot-day power prior, and the whole trailing baseline for ``λ``).
 
 Window difference
     ``P(p_C > p_B)``, ``P(λ_C > λ_B)`` and ``P(D_C > D_B)`` for the expected
@@ -121,6 +131,21 @@ class HurdlePriors:
     #: (NaN: not fitted, newcomers use the lowest occurrence stratum)
     new_alpha: float = math.nan
     new_beta: float = math.nan
+    #: share of the fitted population in each occurrence stratum (the strata of
+    #: ``size_edges``, lowest first): the calibration's reference populations
+    #: (:func:`dnsieve.calibrate.calibrate`, per-stratum tails)
+    stratum_share: tuple[float, ...] = ()
+
+    def stratum(self, rate: Array) -> NDArray[np.int64]:
+        """Occurrence stratum (0 = lowest) of entities with trailing occurrence rate ``rate``.
+
+        The strata of :meth:`size_prior`; an entity with no trailing activity
+        (a newcomer) is in the lowest one.  Without strata everyone is in 0.
+        """
+        rate = np.asarray(rate, dtype=np.float64)
+        if not self.size_edges:
+            return np.zeros(rate.shape, dtype=np.int64)
+        return np.searchsorted(np.asarray(self.size_edges), rate, side="left").astype(np.int64)
 
     def size_prior(self, rate: Array) -> tuple[Array, Array]:
         """Gamma (alpha0, beta0) of the size for entities with trailing occurrence rate ``rate``.
@@ -239,6 +264,12 @@ def fit_priors(
     a0, b0 = m * conc, (1.0 - m) * conc
     alpha0, beta0 = _gamma_moments(k, s)
     edges, al_s, be_s = _size_strata(k, s, r, n_strata, alpha0, beta0)
+    share: tuple[float, ...] = ()
+    if edges:
+        cnt = np.bincount(
+            np.searchsorted(np.asarray(edges), r, side="left"), minlength=len(edges) + 1
+        )
+        share = tuple(float(c) / float(r.size) for c in cnt)
     if method == "mml":
         if k.size > max_entities:
             idx = np.random.default_rng(seed).choice(k.size, max_entities, replace=False)
@@ -255,7 +286,7 @@ def fit_priors(
             new_al, new_be = _mml_gamma(np.ones_like(f), f, *_gamma_moments(np.ones_like(f), f))
     return HurdlePriors(
         float(a0), float(b0), float(alpha0), float(beta0), phi_pop, method, int(keep.sum()),
-        edges, al_s, be_s, new_al, new_be,
+        edges, al_s, be_s, new_al, new_be, share,
     )  # fmt: skip
 
 
@@ -478,6 +509,8 @@ class WindowStats:
     effect_hi: Array
     hour_z: Array
     active: NDArray[np.bool_]
+    #: occurrence stratum of each (entity, window) by its trailing rate (HurdlePriors.stratum)
+    stratum: NDArray[np.int64]
 
     def set_rows(self, rows: NDArray[np.intp], other: WindowStats) -> None:
         """Overwrite rows ``rows`` of every array with the rows of ``other`` (same order)."""
@@ -760,7 +793,8 @@ def window_posteriors(sums: WindowSums, priors: HurdlePriors, shrink: float = 10
         )
     phi = np.maximum(phi, 1.0)
     # size prior of the entity's occurrence stratum (by its trailing rate)
-    alpha0, beta0 = priors.size_prior(k_t / np.maximum(n_t, 1.0))
+    rate_t = k_t / np.maximum(n_t, 1.0)
+    alpha0, beta0 = priors.size_prior(rate_t)
 
     if period > 0:
         # power prior: the entity's whole trailing baseline counts as one more
@@ -768,8 +802,11 @@ def window_posteriors(sums: WindowSums, priors: HurdlePriors, shrink: float = 10
         w_t = window / np.maximum(n_t, 1.0)
         a_b = priors.a0 + k_b + w_t * k_t
         b_b = priors.b0 + n_b - k_b + w_t * (n_t - k_t)
-        al_b = alpha0 + (s_b + w_t * s_t) / phi
-        be_b = beta0 + (k_b + w_t * k_t) / phi
+        # the size of an active hour is the entity's, not the hour of the day's:
+        # its whole trailing baseline informs it at full weight (occurrence is
+        # what follows the day; a slot holds a handful of active hours at most)
+        al_b = alpha0 + s_t / phi
+        be_b = beta0 + k_t / phi
     else:
         a_b, b_b = priors.a0 + k_b, priors.b0 + n_b - k_b
         al_b, be_b = alpha0 + s_b / phi, beta0 + k_b / phi
@@ -812,7 +849,7 @@ def window_posteriors(sums: WindowSums, priors: HurdlePriors, shrink: float = 10
     return WindowStats(
         k_b, n_b, s_b, k_c, s_c, phi, a_b, b_b, a_c, b_c, al_b, be_b, al_c, be_c,
         prob_occ, prob_size, prob_demand, effect, effect_lo, effect_hi, hour_z,
-        (k_b + k_c) > 0,
+        (k_b + k_c) > 0, priors.stratum(rate_t),
     )  # fmt: skip
 
 
@@ -1482,6 +1519,12 @@ class _HurdleVolume(Detector):
             },
             "burstiness_mean_max": _r(float(mean_max_ratio(allh))),
             "priors": dict(_priors_dict(priors)),
+            # the reference population calibration ranks this score in (calibrate.py)
+            "stratum": {
+                "index": int(st.stratum[d, w]),
+                "share": list(_priors_dict(priors)["stratum_share"]),
+                "by": "trailing occurrence rate (quantile strata of the fitted population)",
+            },
         }
 
     def _client_evidence(

@@ -163,9 +163,14 @@ def priors_from_moments(
             ones = np.ones_like(f)
             mom = SizeMoments(f.size, float(f.mean()), float(f.var()), 1.0)
             new_al, new_be = _mml_gamma(ones, f, *mom.gamma())
+    # each stratum's share of the population (calibration's per-stratum tails)
+    share = tuple(
+        float((strata or {})[b].n if b in (strata or {}) else 0) / float(n_entities)
+        for b in range(len(edges) + 1)
+    ) if edges else ()  # fmt: skip
     return HurdlePriors(
         float(a0), float(b0), float(alpha0), float(beta0), float(phi_pop), method,
-        int(n_entities), tuple(edges), tuple(al_s), tuple(be_s), new_al, new_be,
+        int(n_entities), tuple(edges), tuple(al_s), tuple(be_s), new_al, new_be, share,
     )  # fmt: skip
 
 
