@@ -233,7 +233,7 @@ def test_wordlist_bot_caught_without_the_lexical_model(background: pl.DataFrame)
     row = out.filter(pl.col("entity") == bot).sort("score", descending=True).row(0, named=True)
     e = json.loads(row["evidence"])
     assert e["clients"] == [bot]
-    assert e["reason"].startswith(f"{bot} got ")
+    assert e["reason"].startswith(f"{bot} failed ")
     assert "NXDOMAIN" in e["reason"] and str(e["rare_failed_domains"]) in e["reason"]
     assert e["sample_names"] and all(n in names for n in e["sample_names"])
 
