@@ -616,9 +616,7 @@ def print_captures(rows: list[dict[str, Any]], out: Callable[[str], None]) -> No
     single = [r for r in rows if not r["input"].startswith("all ")]
     together = [r for r in rows if r["input"].startswith("all ")]
     ps = [r["p_threat"] for r in rows if r["p_threat"] is not None]
-    shapes = {
-        kind: [r for r in single if kind in r["input"]] for kind in ("handshake", "upload")
-    }
+    shapes = {kind: [r for r in single if kind in r["input"]] for kind in ("handshake", "upload")}
     out(
         "\none at a time, by shape: "
         + "; ".join(

@@ -81,10 +81,10 @@ _LOCAL = r"(^|\.)(arpa|local|localdomain|lan|home|internal|localhost|corp|intran
 _LN10 = math.log(10.0)
 #: answers that mean the name did not resolve (besides no answer at all)
 _FAILED = ("NXDOMAIN", "SERVFAIL")
-#: Rare failures per host-hour of the reference law (a short input, no fit): the
-#: highest rate measured on the real Zeek populations of ``../shared/data/zeek``
-#: (brimdata 0.09-0.11 per host-hour; RITA proxy 0.03, slips 0.05, RITA
-#: missing_host 0.003; 0.035 pooled over their 311 host-hours), rounded up.
+#: Rare failures per host-hour of the reference law (an input too short for a fit):
+#: the highest rate measured on the real Zeek populations of ``../shared/data/zeek``,
+#: rounded up (brimdata 7 in 77 host-hours, 0.09; slips test10 1 in 20, 0.05; RITA
+#: proxy 1 in 31, 0.03; RITA missing_host 0 in 178; 0.035 pooled).
 #: ``tests/test_dga_host.py`` recomputes those rates and checks it stays above them.
 REFERENCE_MEAN = 0.1
 
