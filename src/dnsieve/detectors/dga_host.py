@@ -8,6 +8,13 @@ different: a typo or a dead host name now and then, search-suffix junk under
 the organisation's own (resolving) domain, ``wpad`` and other single-label
 probes, and names that many hosts fail on together (a decommissioned service).
 
+**Failures.**  NXDOMAIN, SERVFAIL and no answer at all.  A C2 implant
+rotating over a fallback list of domains that do not answer (RogueRobin's
+DarkHydrus domains) gets no NXDOMAIN, just silence.  Silence is a failure
+only from a host whose answers the input shows (some query of it has an
+rcode): a host none of whose answers are seen (a query log without
+responses, a one-way capture, outbound DNS blocked) is silent, not failing.
+
 **Rare failing domains.**  Over the whole input (the scored period and its
 baseline) a registered domain is a *rare failure* when it never answered
 NOERROR, at most ``max(min_share_clients, ceil(share_clients × hosts))``
@@ -28,7 +35,9 @@ cannot inflate the fit.  A window of ``w`` hours uses NB(μ·w, r·w) (NB is
 infinitely divisible: the sum of ``w`` hourly counts), and the count's
 p-value is its upper tail ``P(X ≥ x)``.  With fewer than ``min_host_hours``
 active host-hours (a short capture) no fit is possible; a reference
-geometric law with one rare failure per host-hour (r = 1) is used instead.
+geometric law (r = 1) is used instead, with ``REFERENCE_MEAN`` rare failures
+per host-hour: the highest rate measured, the same way, on the real Zeek
+populations of ``../shared/data/zeek``, rounded up.
 
 **Lexical evidence** (:mod:`dnsieve.detectors.dga`'s model): ``k`` of the
 ``x`` names look generated (P(DGA) ≥ ``dga_like``).  Against the
@@ -249,11 +258,12 @@ class DgaHostDetector(Detector):
     entity_type: ClassVar[EntityType] = "client"
     requires: ClassVar[InputKind] = "events"
     description: ClassVar[str] = (
-        "a host failing (NXDOMAIN) on many registered domains no other host asks for, "
-        "scored against the population's rate, with the lexical DGA model as extra evidence"
+        "a host failing (NXDOMAIN, SERVFAIL, no answer) on many registered domains no other "
+        "host asks for, scored against the population's rate, with the lexical DGA model as "
+        "extra evidence"
     )
-    #: p ≤ 1e-8: about 34 rare failing domains in an hour (or 6 in a minute)
-    #: under the reference law; far beyond typos.
+    #: p ≤ 1e-8: about 8 rare failing domains in an hour (or 6 in a minute)
+    #: under the reference law, by the count alone; far beyond typos.
     score_floor: ClassVar[float] = 8.0
 
     def __init__(
