@@ -46,8 +46,12 @@ Sections (issue 11, "Must show"):
 ``captures``
     Every Domainator capture (``../shared/data/tunnel/domainator/*/*.pcapng``)
     and the iodine dnsmasq log, one at a time and all together: which of the
-    tool's C2 domains present in the input are flagged, and their highest
+    tool's C2 domains present in the input are flagged (an alert on the domain,
+    on a ``client|domain`` pair, or on a client whose evidence names the domain
+    among the rare domains it keeps failing on: ``dga_host``), and their highest
     P(threat) (the stored alert's threat probability, before any verdict).
+    Handshake captures (the tool rotating over its domain list) and upload
+    captures (a tunnel) are counted apart.
 ``feedback``
     On the stored alerts of the grid's 500-host runs: precision@k of the
     undecided queue (open alerts ranked by P(threat)) before any verdict and
@@ -175,8 +179,18 @@ def _alerts_frame(alerts: Sequence[Any]) -> pl.DataFrame:
             ),
             "severity": [str(getattr(a, "severity", "")) for a in alerts],
             "status": [a.status for a in alerts],
+            "named": pl.Series([_named_domains(a) for a in alerts], dtype=pl.List(pl.String)),
         }
     )
+
+
+def _named_domains(alert: Any) -> list[str]:
+    """The domains a client alert names as its evidence (``dga_host``: the host's rare
+    failing domains, ``sample_names``); empty for domain and client|domain alerts."""
+    if alert.entity_type != "client":
+        return []
+    ev = alert.evidence or {}
+    return [str(d) for d in ev.get("sample_names") or []]
 
 
 def run_pipeline(paths: list[Path], work: Path, name: str) -> JobResult:
@@ -735,7 +749,8 @@ def _tool_rows(name: str, tools: set[str], job: JobResult, lake: Path) -> list[d
     a = job.alerts.with_columns(pl.col("entity").str.split("|").list.last().alias("_d"))
     rows = []
     for d in doms:
-        hit = a.filter(pl.col("_d") == d)
+        # the domain's own alerts, or a client alert naming it among its evidence
+        hit = a.filter((pl.col("_d") == d) | pl.col("named").list.contains(d))
         rows.append(
             {
                 "input": name,
@@ -778,6 +793,14 @@ def print_captures(rows: list[dict[str, Any]], out: Callable[[str], None]) -> No
     single = [r for r in rows if not r["input"].startswith("all ")]
     together = [r for r in rows if r["input"].startswith("all ")]
     ps = [r["p_threat"] for r in rows if r["p_threat"] is not None]
+    shapes = {kind: [r for r in single if kind in r["input"]] for kind in ("handshake", "upload")}
+    out(
+        "\none at a time, by shape: "
+        + "; ".join(
+            f"{kind} captures {sum(r['flagged'] for r in rs)}/{len(rs)}"
+            for kind, rs in shapes.items()
+        )
+    )
     out(
         f"\nflagged one at a time: {sum(r['flagged'] for r in single)}/{len(single)}; "
         f"all together: {sum(r['flagged'] for r in together)}/{len(together)}; "

@@ -8,6 +8,13 @@ different: a typo or a dead host name now and then, search-suffix junk under
 the organisation's own (resolving) domain, ``wpad`` and other single-label
 probes, and names that many hosts fail on together (a decommissioned service).
 
+**Failures.**  NXDOMAIN, SERVFAIL and no answer at all.  A C2 implant
+rotating over a fallback list of domains that do not answer (RogueRobin's
+DarkHydrus domains) gets no NXDOMAIN, just silence.  Silence is a failure
+only from a host whose answers the input shows (some query of it has an
+rcode): a host none of whose answers are seen (a query log without
+responses, a one-way capture, outbound DNS blocked) is silent, not failing.
+
 **Rare failing domains.**  Over the whole input (the scored period and its
 baseline) a registered domain is a *rare failure* when it never answered
 NOERROR, at most ``max(min_share_clients, ceil(share_clients × hosts))``
@@ -28,7 +35,9 @@ cannot inflate the fit.  A window of ``w`` hours uses NB(μ·w, r·w) (NB is
 infinitely divisible: the sum of ``w`` hourly counts), and the count's
 p-value is its upper tail ``P(X ≥ x)``.  With fewer than ``min_host_hours``
 active host-hours (a short capture) no fit is possible; a reference
-geometric law with one rare failure per host-hour (r = 1) is used instead.
+geometric law (r = 1) is used instead, with ``REFERENCE_MEAN`` rare failures
+per host-hour: the highest rate measured, the same way, on the real Zeek
+populations of ``../shared/data/zeek``, rounded up.
 
 **Lexical evidence** (:mod:`dnsieve.detectors.dga`'s model): ``k`` of the
 ``x`` names look generated (P(DGA) ≥ ``dga_like``).  Against the
@@ -67,6 +76,7 @@ from dnsieve.detectors.base import (
 from dnsieve.detectors.frames import example_events, utc, window_columns
 
 __all__ = [
+    "REFERENCE_MEAN",
     "DgaHostDetector",
     "HostPopulation",
     "fisher_combine",
@@ -78,6 +88,14 @@ __all__ = [
 
 _LOCAL = r"(^|\.)(arpa|local|localdomain|lan|home|internal|localhost|corp|intranet)$"
 _LN10 = math.log(10.0)
+#: answers that mean the name did not resolve (besides no answer at all)
+_FAILED = ("NXDOMAIN", "SERVFAIL")
+#: Rare failures per host-hour of the reference law (an input too short for a fit):
+#: the highest rate measured on the real Zeek populations of ``../shared/data/zeek``,
+#: rounded up (brimdata 7 in 77 host-hours, 0.09; slips test10 1 in 20, 0.05; RITA
+#: proxy 1 in 31, 0.03; RITA missing_host 0 in 178; 0.035 pooled).
+#: ``tests/test_dga_host.py`` recomputes those rates and checks it stays above them.
+REFERENCE_MEAN = 0.1
 
 
 @dataclass(frozen=True)
@@ -211,15 +229,23 @@ def _failures(data: pl.DataFrame) -> pl.DataFrame:
                 "rd": pl.String,
                 "nx": pl.Boolean,
                 "ok": pl.Boolean,
+                "rc": pl.String,
             }
         )
+    rcode = pl.col("rcode").cast(pl.String).fill_null("").str.to_uppercase()
+    # An unanswered query fails too, but only from a host whose answers the input
+    # shows (some query of it has an rcode): a host none of whose answers are seen
+    # (a query log without responses, a one-way capture, blocked outbound DNS) is
+    # silent, not failing.
+    seen = (rcode != "").any().over("src_ip")
     return data.select(
         "ts",
         "src_ip",
         "qname" if "qname" in data.columns else pl.lit(None, pl.String).alias("qname"),
         rd=pl.col("registered_domain").cast(pl.String).str.to_lowercase(),
-        nx=pl.col("rcode").cast(pl.String).fill_null("").str.to_uppercase() == "NXDOMAIN",
-        ok=pl.col("rcode").cast(pl.String).fill_null("").str.to_uppercase() == "NOERROR",
+        nx=rcode.is_in(_FAILED) | ((rcode == "") & seen),
+        ok=rcode == "NOERROR",
+        rc=rcode,
     ).filter(pl.col("ts").is_not_null() & pl.col("src_ip").is_not_null() & (pl.col("src_ip") != ""))
 
 
@@ -232,11 +258,12 @@ class DgaHostDetector(Detector):
     entity_type: ClassVar[EntityType] = "client"
     requires: ClassVar[InputKind] = "events"
     description: ClassVar[str] = (
-        "a host failing (NXDOMAIN) on many registered domains no other host asks for, "
-        "scored against the population's rate, with the lexical DGA model as extra evidence"
+        "a host failing (NXDOMAIN, SERVFAIL, no answer) on many registered domains no other "
+        "host asks for, scored against the population's rate, with the lexical DGA model as "
+        "extra evidence"
     )
-    #: p ≤ 1e-8: about 34 rare failing domains in an hour (or 6 in a minute)
-    #: under the reference law; far beyond typos.
+    #: p ≤ 1e-8: about 8 rare failing domains in an hour (or 6 in a minute)
+    #: under the reference law, by the count alone; far beyond typos.
     score_floor: ClassVar[float] = 8.0
 
     def __init__(
@@ -321,7 +348,7 @@ class DgaHostDetector(Detector):
         )
         n_hh = hh.height
         if n_hh < self.min_host_hours:
-            nb = NbFit(1.0, 1.0, 0, n_hh, "reference")
+            nb = NbFit(REFERENCE_MEAN, 1.0, 0, n_hh, "reference")
             q0 = _beta_mean(0, 0)
         else:
             tally = hh["x"].value_counts().sort("x")
@@ -376,7 +403,10 @@ class DgaHostDetector(Detector):
             ev.group_by(key)
             .agg(
                 x=pl.col("rd").n_unique(),
-                nx_answers=pl.len(),
+                failed=pl.len(),
+                nx_answers=(pl.col("rc") == "NXDOMAIN").sum(),
+                servfail=(pl.col("rc") == "SERVFAIL").sum(),
+                unanswered=(pl.col("rc") == "").sum(),
                 k=pl.col("rd").filter(pl.col("dga_probability") >= self.dga_like).n_unique(),
                 shared=pl.col("n_clients").max() - 1,
                 first=pl.col("ts").min().dt.to_string("%Y-%m-%dT%H:%M:%S%.3fZ"),
@@ -522,8 +552,17 @@ def _evidence(
     shared = int(r["shared"] or 0)
     span = (r["window_end"] - r["window_start"]).total_seconds()
     who = "no other host" if shared <= 0 else f"at most {shared} other host(s)"
+    how = ", ".join(
+        f"{n} {label}"
+        for n, label in (
+            (int(r["nx_answers"]), "NXDOMAIN"),
+            (int(r["servfail"]), "SERVFAIL"),
+            (int(r["unanswered"]), "unanswered"),
+        )
+        if n
+    )
     reason = (
-        f"{host} got {int(r['nx_answers'])} NXDOMAIN answers for {x} never-resolving "
+        f"{host} failed {int(r['failed'])} queries ({how}) for {x} never-resolving "
         f"domain(s) {who} asked for ({k} DGA-like), in {_duration(span)}; "
         f"{expected:.2g} expected"
     )
@@ -531,7 +570,10 @@ def _evidence(
         "reason": reason,
         "clients": [host],
         "rare_failed_domains": x,
+        "failed_queries": int(r["failed"]),
         "nxdomain_answers": int(r["nx_answers"]),
+        "servfail_answers": int(r["servfail"]),
+        "unanswered_queries": int(r["unanswered"]),
         "dga_like_domains": k,
         "mean_dga_probability": round(float(r["mean_p"] or 0.0), 3),
         "max_other_hosts": max(shared, 0),

@@ -421,7 +421,9 @@ def dga_host_fit_on_cluster(detector: Any, sdf: SparkDataFrame) -> Any:
     """
     from dnsieve.detectors.dga import score_names
     from dnsieve.detectors.dga_host import (
+        _FAILED,
         _LOCAL,
+        REFERENCE_MEAN,
         HostPopulation,
         NbFit,
         _beta_mean,
@@ -433,13 +435,17 @@ def dga_host_fit_on_cluster(detector: Any, sdf: SparkDataFrame) -> Any:
 
     F = _F()
     d = detector
+    from pyspark.sql import Window
+
     rcode = F.upper(F.coalesce(F.col("rcode").cast("string"), F.lit("")))
+    # as dga_host._failures: no answer fails too, from a host whose answers are seen
+    seen = F.max((rcode != "").cast("int")).over(Window.partitionBy("src_ip")) == 1
     ev = (
         sdf.select(
             "ts",
             "src_ip",
             F.lower(F.col("registered_domain").cast("string")).alias("rd"),
-            (rcode == "NXDOMAIN").alias("nx"),
+            (rcode.isin(*_FAILED) | ((rcode == "") & seen)).alias("nx"),
             (rcode == "NOERROR").alias("ok"),
         )
         .where(F.col("ts").isNotNull() & F.col("src_ip").isNotNull() & (F.col("src_ip") != ""))
@@ -504,7 +510,7 @@ def dga_host_fit_on_cluster(detector: Any, sdf: SparkDataFrame) -> Any:
         tally = _rows(hh.groupBy("x").agg(F.count(F.lit(1)).alias("c"), F.sum("k").alias("k")))
         n_hh = sum(int(r["c"]) for r in tally)
         if n_hh < d.min_host_hours:
-            nb = NbFit(1.0, 1.0, 0, n_hh, "reference")
+            nb = NbFit(REFERENCE_MEAN, 1.0, 0, n_hh, "reference")
             q0 = _beta_mean(0, 0)
         else:
             tally.sort(key=lambda r: int(r["x"]))

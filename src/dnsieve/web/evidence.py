@@ -262,6 +262,9 @@ EVIDENCE_LABELS: dict[str, tuple[str, str]] = {
     "hosts": ("hosts", "count"),
     # host-level DGA (dga_host)
     "nxdomain_answers": ("NXDOMAIN answers", "count"),
+    "failed_queries": ("failed queries (NXDOMAIN, SERVFAIL or no answer)", "count"),
+    "servfail_answers": ("SERVFAIL answers", "count"),
+    "unanswered_queries": ("queries without an answer", "count"),
     "rare_failed_domains": ("failed domains no other host asked for", "count"),
     "dga_like_domains": ("of them DGA-like", "count"),
     "mean_dga_probability": ("mean DGA probability of the names", "prob"),
