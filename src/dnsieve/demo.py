@@ -67,7 +67,10 @@ def _matches(alerts: pl.DataFrame, lab: pl.DataFrame) -> pl.DataFrame:
     """``(_i, campaign, kind, threat)``: alert row ``_i`` overlaps a label of that campaign.
 
     An alert matches a label with the same entity whose window overlaps it; a
-    ``client|domain`` alert also matches a label on either of its parts.
+    ``client|domain`` alert also matches a label on either of its parts, and a
+    ``client|domain`` label (a beacon: the infected host and its C2 domain) is
+    matched by an alert on either of its parts (a volume alert on the C2 domain,
+    a client-volume alert on the host).
     """
     keyed = alerts.select("entity", "window_start", "window_end").with_row_index("_i")
     keyed = keyed.with_columns(
@@ -82,7 +85,20 @@ def _matches(alerts: pl.DataFrame, lab: pl.DataFrame) -> pl.DataFrame:
     return (
         keyed.explode("_keys")
         .join(
-            lab.select(pl.col("entity").alias("_e"), "campaign", "kind", "threat", "_ls", "_le"),
+            lab.select(
+                pl.concat_list(
+                    pl.col("entity"),
+                    pl.col("entity").str.split("|").list.first(),
+                    pl.col("entity").str.split("|").list.last(),
+                )
+                .list.unique()
+                .alias("_e"),
+                "campaign",
+                "kind",
+                "threat",
+                "_ls",
+                "_le",
+            ).explode("_e"),
             left_on="_keys",
             right_on="_e",
             how="inner",
@@ -96,9 +112,9 @@ def _matches(alerts: pl.DataFrame, lab: pl.DataFrame) -> pl.DataFrame:
 def label_alerts(alerts: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
     """Add ``truth``: the kind of the injected campaign an alert overlaps, else null.
 
-    An alert matches a label with the same entity whose window overlaps it; a
-    ``client|domain`` alert also matches a label on either of its parts.  An alert
-    on both an attack and a benign anomaly is the attack's.
+    Matching is :func:`_matches`' (entities, or either part of a ``client|domain``
+    alert or label, with overlapping windows).  An alert on both an attack and a
+    benign anomaly is the attack's.
     """
     if alerts.height == 0:
         return alerts.with_columns(pl.lit(None, dtype=pl.String).alias("truth"))
