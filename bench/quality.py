@@ -4,6 +4,7 @@
     .venv/bin/python bench/quality.py [--quick] [--seeds 1,2,3,4,5] [--sizes 200,500,2000,8000]
         [--hours 168] [--hours-for 2000=72 --hours-for 8000=24] [--sections grid,dga,captures,feedback]
         [--json out.json] [--keep DIR]
+        [--feedback-sizes 500,1000] [--feedback-hours 168] [--stores DIR]
 
 It measures whatever the detectors, calibration and threat model do *now*,
 through the library job that ``dnsieve run`` uses (:func:`run_job`: ingest,
@@ -53,15 +54,23 @@ Sections (issue 11, "Must show"):
     Handshake captures (the tool rotating over its domain list) and upload
     captures (a tunnel) are counted apart.
 ``feedback``
-    On the stored alerts of the grid's 500-host runs: precision@k of the
-    undecided queue (open alerts ranked by P(threat)) before any verdict and
-    after 25 and 50 simulated-analyst verdicts, each given through
-    :func:`dnsieve.alerts.feedback.apply_verdict` (the model learns online
-    and re-scores the queue), truthful (threat when the alert matches an
-    attack label, else benign).  Alerts are chosen by the review queue
-    (:func:`dnsieve.web.queue.review_queue`), from the top of the queue, or at
-    random (mean of ``--repeats``).  ``k`` is 20, or the number of open alerts
-    when fewer remain (the report says so).
+    Does an analyst's truthful verdict teach relevance?  For every host count
+    in ``--feedback-sizes`` (500 and 1,000) and seed (1-3 tuning, 4-5 held
+    out), over ``--feedback-hours`` (a week: benign anomalies then outnumber
+    the threats and enough alerts remain undecided for ``k``), and the demo:
+    precision@k of the undecided queue (open alerts ranked by P(threat))
+    before any verdict and after 25 and 50 simulated-analyst verdicts, each
+    given through :func:`dnsieve.alerts.feedback.apply_verdict` (the model
+    learns online and re-scores the queue), truthful (threat when the alert
+    matches an attack label, or is on the C2 domain of a ``client|domain``
+    attack label: :func:`feedback_truth`; else benign).  Alerts are chosen by
+    the review queue (:func:`dnsieve.web.queue.review_queue`) or from the top
+    of the queue; the controls, means of ``--repeats``, are random alerts
+    answered truthfully and the review queue's choices answered by a coin.
+    ``k`` is 20, or the number of open alerts when fewer remain (the report
+    says so, and how many threats are left undecided).  The grid's stores are
+    reused when it ran the same size, seed and hours; ``--stores DIR`` reuses
+    the stores of an earlier ``--keep DIR``.
 
 Everything is seeded; ``--json`` writes every figure.  Wall-clock figures
 are printed for information only.
@@ -811,6 +820,78 @@ def print_captures(rows: list[dict[str, Any]], out: Callable[[str], None]) -> No
 # ----------------------------------------------------------------------------- feedback
 
 
+@dataclass
+class FeedbackStore:
+    """One run's stored alerts for the feedback section, with its ground truth."""
+
+    key: str  # hosts-seed-group
+    group: str  # tuning, held-out or demo
+    hosts: int
+    seed: int
+    hours: int
+    db: str
+    labels: pl.DataFrame
+
+
+def _store_name(hosts: int, hours: int, seed: int) -> str:
+    return f"sim-{hosts}h{hours}-s{seed}"  # as simulate_and_run names its store
+
+
+def feedback_stores(
+    sizes: Sequence[int],
+    seeds: Sequence[int],
+    hours: int,
+    demo_hours: int,
+    work: Path,
+    grid_dbs: dict[str, str],
+    reuse: Path | None = None,
+) -> list[FeedbackStore]:
+    """The stores the feedback section judges: one per size × seed (and the demo).
+
+    A store comes from this run's grid when it simulated the same size, seed and hours,
+    else from ``reuse`` (a ``--keep`` directory of an earlier run: ``sim-<hosts>h<hours>-s<seed>.db``
+    and its ``labels.csv``), else it is simulated and run here."""
+    todo = [(h, s, "tuning" if s <= 3 else "held-out", hours) for h in sizes for s in seeds]
+    if demo_hours > 0:
+        todo.append((500, 7, "demo", demo_hours))
+    out = []
+    for hosts, seed, group, hrs in todo:
+        name = _store_name(hosts, hrs, seed)
+        db = grid_dbs.get(f"{hosts}-{seed}-{group}")
+        labels = _labels_cache.get(db) if db else None
+        if db is None or labels is None or not db.endswith(f"/{name}.db"):
+            db, labels = None, None
+            for root in [r for r in (reuse, work) if r is not None]:
+                if (root / f"{name}.db").exists() and (root / name / "labels.csv").exists():
+                    db = f"sqlite:///{(root / f'{name}.db').absolute()}"
+                    labels = pl.read_csv(root / name / "labels.csv")
+                    break
+        if db is None or labels is None:
+            t0 = time.perf_counter()
+            sim, job = simulate_and_run(hosts, seed, hrs, work)
+            db, labels = job.db, sim.labels
+            log(
+                f"feedback store {name}: {job.alerts.height} alerts ({time.perf_counter() - t0:.0f} s)"
+            )
+            del sim
+        out.append(FeedbackStore(f"{hosts}-{seed}-{group}", group, hosts, seed, hrs, db, labels))
+    return out
+
+
+def feedback_truth(alerts: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
+    """:func:`match_campaigns`, plus: a domain alert on the domain of a ``client|domain``
+    label (a beacon's C2 domain, flagged as newly observed) points at that campaign.
+
+    The grid's matching counts such an alert as false; an analyst who knows the beacon
+    knows its C2 domain, so the simulated analyst does too."""
+    pair = labels.filter(pl.col("entity").str.contains("|", literal=True))
+    extra = pair.with_columns(
+        pl.col("entity").str.split("|").list.last().alias("entity"),
+        pl.lit("domain").alias("entity_type"),
+    )
+    return match_campaigns(alerts, pl.concat([labels, extra], how="vertical_relaxed"))
+
+
 def _open_queue(store: Any) -> tuple[list[Any], np.ndarray]:
     from dnsieve.alerts.base import OPEN_STATUSES
 
@@ -853,6 +934,8 @@ def feedback_curve(
     ``review-coin`` is the control for learning: the review queue's choices, answered by a
     coin that says "threat" as often as the truth does overall, so any gain of ``review``
     over it comes from what the verdicts say, not from which alerts left the queue.
+    Besides precision@k, each point counts the threats left undecided (``threats_open``):
+    precision@k can only reach 1 when at least k of them are left.
     """
     from dnsieve.alerts.feedback import apply_verdict
     from dnsieve.alerts.store import AlertStore
@@ -875,67 +958,122 @@ def feedback_curve(
                 apply_verdict(store, a.id, label, actor="simulated-analyst")
                 given += 1
             prec, k, n_open = _precision(store, truth)
-            out.append({"verdicts": given, "precision": prec, "k": k, "open": n_open})
+            left = sum(truth.get(a.id, 0) for a in _open_queue(store)[0])
+            out.append(
+                {"verdicts": given, "precision": prec, "k": k, "open": n_open, "threats_open": left}
+            )
     copy.unlink(missing_ok=True)
     return out
 
 
-def feedback(dbs: dict[str, str], repeats: int, work: Path) -> list[dict[str, Any]]:
-    """Feedback curves on the 500-host runs' stores."""
-    res = []
-    for key, db in sorted(dbs.items()):
-        hosts, _seed, group = key.split("-", 2)
-        if hosts != "500" or db not in _labels_cache:
-            continue
-        from dnsieve.alerts.store import AlertStore
-
-        with AlertStore.open(db) as store:
-            frame = _alerts_frame(store.list_alerts(include_suppressed=True))
-        m = match_campaigns(frame, _labels_cache[db])
-        truth = dict(
-            zip(m["id"].to_list(), (m["threat"] == 1).fill_null(False).to_list(), strict=True)
+def _mean_curve(curves: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Point-wise mean of repeated curves (precision and threats left; k of the first)."""
+    out = []
+    for i in range(len(BUDGETS)):
+        vals = [c[i]["precision"] for c in curves if c[i]["precision"] is not None]
+        out.append(
+            {
+                "verdicts": curves[0][i]["verdicts"],
+                "precision": float(np.mean(vals)) if vals else None,
+                "k": curves[0][i]["k"],
+                "open": curves[0][i]["open"],
+                "threats_open": float(np.mean([c[i].get("threats_open", 0) for c in curves])),
+                "sd": float(np.std(vals)) if len(vals) > 1 else None,
+            }
         )
-        truth = {k: int(v) for k, v in truth.items()}
+    return out
+
+
+def feedback(stores: Sequence[FeedbackStore], repeats: int, work: Path) -> list[dict[str, Any]]:
+    """Feedback curves on each store: truthful verdicts chosen by the review queue and from
+    the top, and the controls (random alerts, coin answers), means of ``repeats``."""
+    from dnsieve.alerts.store import AlertStore
+
+    res = []
+    for fs in stores:
+        t0 = time.perf_counter()
+        with AlertStore.open(fs.db) as store:
+            frame = _alerts_frame(store.list_alerts(include_suppressed=True))
+        m = feedback_truth(frame, fs.labels)
+        truth = {
+            k: int(v)
+            for k, v in zip(
+                m["id"].to_list(), (m["threat"] == 1).fill_null(False).to_list(), strict=True
+            )
+        }
         n_threat = sum(truth.values())
-        n_benign_anom = int((m["threat"] == 0).sum())
-        n_false = int(m["campaign"].is_null().sum())
         row: dict[str, Any] = {
-            "run": key,
-            "group": group,
+            "run": fs.key,
+            "group": fs.group,
+            "hosts": fs.hosts,
+            "seed": fs.seed,
+            "hours": fs.hours,
             "alerts": len(truth),
             "threat_alerts": n_threat,
-            "benign_anomaly_alerts": n_benign_anom,
-            "unlabelled_alerts": n_false,
+            "benign_anomaly_alerts": int((m["threat"] == 0).sum()),
+            "unlabelled_alerts": int(m["campaign"].is_null().sum()),
+            "c2_domain_alerts": n_threat
+            - int((match_campaigns(frame, fs.labels)["threat"] == 1).sum()),
         }
-        row["review"] = feedback_curve(db, truth, "review", 0, work)
-        row["top"] = feedback_curve(db, truth, "top", 0, work)
+        row["review"] = feedback_curve(fs.db, truth, "review", 0, work)
+        row["top"] = feedback_curve(fs.db, truth, "top", 0, work)
         for strat in ("random", "review-coin"):
-            rnd = [feedback_curve(db, truth, strat, 100 + r, work) for r in range(repeats)]
-            row[strat] = []
-            for i in range(len(BUDGETS)):
-                vals = [c[i]["precision"] for c in rnd if c[i]["precision"] is not None]
-                row[strat].append(
-                    {
-                        "verdicts": rnd[0][i]["verdicts"],
-                        "precision": float(np.mean(vals)) if vals else None,
-                        "k": rnd[0][i]["k"],
-                        "open": rnd[0][i]["open"],
-                    }
-                )
+            rnd = [feedback_curve(fs.db, truth, strat, 100 + r, work) for r in range(repeats)]
+            row[strat] = _mean_curve(rnd)
+        row["seconds"] = round(time.perf_counter() - t0, 1)
         res.append(row)
-        log(f"feedback {key}: {row['alerts']} alerts, {n_threat} threats")
+        log(
+            f"feedback {fs.key} ({fs.hours} h): {row['alerts']} alerts, {n_threat} threats; "
+            f"review N=25 {row['review'][1]['precision']}, random {row['random'][1]['precision']} "
+            f"({row['seconds']} s)"
+        )
     return res
 
 
+_STRATEGIES = ("review", "review-coin", "top", "random")
+
+
 def print_feedback(rows: list[dict[str, Any]], repeats: int, out: Callable[[str], None]) -> None:
-    """precision@k before and after verdicts, per run and strategy."""
+    """precision@k before and after verdicts: per group (means over runs), then per run."""
     out(f"### Precision@{K} of the undecided queue after N truthful verdicts\n")
     out(
         "Verdicts chosen by the review queue, from the top of the queue, or at random; "
         "review-coin: the review queue's choices answered by a coin with the true threat "
         f"rate (the control for learning). Random and coin rows are means of {repeats}; "
-        f"k in brackets when fewer than {K} alerts are open.\n"
+        f"k in brackets when fewer than {K} alerts are open; 'left' is the threats still "
+        "undecided (precision@k cannot exceed left/k).\n"
     )
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r.get("group", "?"), r.get("hosts", 0)), []).append(r)
+    out("Means over runs (tuning seeds 1-3, held-out seeds 4-5, the demo apart):\n")
+    out(
+        "| group | hosts | runs | alerts (threat / benign anomaly) | chosen by | "
+        + " | ".join(f"N={b}" for b in BUDGETS)
+        + " |"
+    )
+    out("|---|---:|---:|---|---|" + "---:|" * len(BUDGETS))
+    order = {"tuning": 0, "held-out": 1, "demo": 2}
+    for (group, hosts), rs in sorted(
+        groups.items(), key=lambda kv: (order.get(kv[0][0], 3), kv[0][1])
+    ):
+        mix = (
+            f"{np.mean([r['alerts'] for r in rs]):.0f} ({np.mean([r['threat_alerts'] for r in rs]):.0f}"
+            f" / {np.mean([r['benign_anomaly_alerts'] for r in rs]):.0f})"
+        )
+        for strat in _STRATEGIES:
+            if not all(strat in r for r in rs):
+                continue
+            cells = []
+            for i in range(len(BUDGETS)):
+                vals = [
+                    r[strat][i]["precision"] for r in rs if r[strat][i]["precision"] is not None
+                ]
+                ks = [r[strat][i]["k"] for r in rs]
+                v = "-" if not vals else f"{np.mean(vals):.2f}"
+                cells.append(v + (f" (k={min(ks)}-{max(ks)})" if min(ks) < K else ""))
+            out(f"| {group} | {hosts} | {len(rs)} | {mix} | {strat} | " + " | ".join(cells) + " |")
+    out("\nPer run:\n")
     out(
         "| run | alerts (threat / benign anomaly / unlabelled) | chosen by | "
         + " | ".join(f"N={b}" for b in BUDGETS)
@@ -944,17 +1082,20 @@ def print_feedback(rows: list[dict[str, Any]], repeats: int, out: Callable[[str]
     out("|---|---|---|" + "---:|" * len(BUDGETS))
     for r in rows:
         mix = f"{r['alerts']} ({r['threat_alerts']} / {r['benign_anomaly_alerts']} / {r['unlabelled_alerts']})"
-        for strat in ("review", "review-coin", "top", "random"):
+        name = r["run"] + (f" ({r['hours']} h)" if "hours" in r else "")
+        for strat in _STRATEGIES:
             if strat not in r:  # a report written before the control existed
                 continue
             cells = []
             for b, c in zip(BUDGETS, r[strat], strict=True):
                 v = "-" if c["precision"] is None else f"{c['precision']:.2f}"
                 note = [f"k={c['k']}"] if c["k"] < K else []
+                if "threats_open" in c and c["threats_open"] < c["k"]:
+                    note.append(f"left {c['threats_open']:.0f}")
                 if c["verdicts"] < b:
                     note.append(f"only {c['verdicts']} alerts to judge")
                 cells.append(v + (f" ({'; '.join(note)})" if note else ""))
-            out(f"| {r['run']} | {mix} | {strat} | " + " | ".join(cells) + " |")
+            out(f"| {name} | {mix} | {strat} | " + " | ".join(cells) + " |")
     out("")
 
 
@@ -1012,6 +1153,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dga-hours", type=int, default=96)
     ap.add_argument("--dga-seeds", default="4")
     ap.add_argument("--repeats", type=int, default=3, help="random-verdict repeats")
+    ap.add_argument(
+        "--feedback-sizes", default="500,1000", help="host counts of the feedback section's runs"
+    )
+    ap.add_argument("--feedback-seeds", default=None, help="default: --seeds")
+    ap.add_argument(
+        "--feedback-hours", type=int, default=168, help="simulated hours of each feedback run"
+    )
+    ap.add_argument(
+        "--stores",
+        type=Path,
+        default=None,
+        help="reuse the stores of an earlier --keep directory for the feedback section",
+    )
     ap.add_argument("--json", type=Path, default=None, help="write every figure here")
     ap.add_argument("--keep", type=Path, default=None, help="work directory to keep")
     ap.add_argument(
@@ -1027,6 +1181,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.quick:
         a.seeds, a.sizes, a.hours, a.demo_hours = "1,4", "200", 48, 48
         a.dga_hours, a.repeats = 48, 1
+        a.feedback_sizes, a.feedback_hours = "200", 48
     seeds = [int(s) for s in a.seeds.split(",") if s]
     sizes = [int(s) for s in a.sizes.split(",") if s]
     sections = set(a.sections.split(","))
@@ -1061,7 +1216,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     dbs: dict[str, str] = {}
     try:
-        if "grid" in sections or "feedback" in sections:
+        if "grid" in sections:
 
             def save(runs: list[dict[str, Any]]) -> None:
                 if a.json:
@@ -1082,7 +1237,17 @@ def main(argv: list[str] | None = None) -> int:
             report["captures"] = rows
             print_captures(rows, out)
         if "feedback" in sections:
-            fb = feedback(dbs, a.repeats, work)
+            fb_seeds = a.feedback_seeds.split(",") if a.feedback_seeds else seeds
+            stores = feedback_stores(
+                [int(s) for s in a.feedback_sizes.split(",") if s],
+                [int(s) for s in fb_seeds if str(s)],
+                a.feedback_hours,
+                a.demo_hours,
+                work,
+                dbs,
+                a.stores,
+            )
+            fb = feedback(stores, a.repeats, work)
             report["feedback"] = fb
             print_feedback(fb, a.repeats, out)
     finally:

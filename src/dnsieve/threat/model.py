@@ -34,8 +34,8 @@ milliseconds for thousands of verdicts.
 back by its anchor and L2 prior, moves slowly.  The second formula above makes
 a verdict count at once where it was given: ``y_j`` is verdict *j* (1 threat,
 0 benign), ``w_j`` its decay weight and ``k`` a Gaussian kernel on the
-standardised features (``exp(-|Δz|²/(2·memory_bandwidth·d))``, ``d`` the
-number of features).  It is a Beta-binomial update: the model's own
+standardised features (``exp(-|Δz|²/(2·h·d))``, ``d`` the number of
+features, ``h`` the bandwidth in use, see below).  It is a Beta-binomial update: the model's own
 probability counts as ``c = memory_strength`` verdicts, so one ``threat``
 verdict on an alert with p₀ = 0.13 lifts it (and its near-duplicates, such as
 the same campaign's other windows) to (0.13·c + 1)/(c + 1), and every further
@@ -55,6 +55,21 @@ The choice is redone each time the number of verdicts has grown by a quarter
 (8, 10, 13, 17, … verdicts), so most verdicts cost one refit, not one per fold
 and grid value.
 The value in use is ``l2_`` (reported with the model's metadata).
+
+**How far a verdict reaches.**  The memory's bandwidth says how alike two
+alerts must be for one's verdict to count for the other.  Too wide, and the
+verdicts on a benign class (a SaaS adoption seen by the volume detector) are
+outweighed by the verdicts on a threat class of the same detector (a
+masquerade) that differs in one or two features (new domain or not, its age),
+so the benign class keeps its place in the queue; too narrow, and a verdict
+counts for its own alert only.  With ``select_bandwidth`` (the default) it is
+chosen, like ``l2``, from the analyst's own verdicts once there are
+``min_select`` of them: the value of :data:`BANDWIDTH_GRID` with the smallest
+leave-one-out log loss of the verdicts, each predicted from the *other*
+verdicts and the prior (the memory formula without the held-out verdict; a
+tie goes to the wider kernel).  It costs one kernel matrix per grid value, so
+it is redone at every refit.  ``memory_bandwidth`` is the value before that
+and without selection; the value in use is ``bandwidth_``.
 
 **Decay.**  A verdict of age ``a`` days weighs ``0.5 ** (a / half_life_days)``,
 so last year's benign does not silence this year's threat: as verdicts fade
@@ -103,6 +118,7 @@ from dnsieve.threat.features import DETECTORS, FEATURE_NAMES
 from dnsieve.threat.initial import align, grouped_logit, load_initial
 
 __all__ = [
+    "BANDWIDTH_GRID",
     "DETECTOR_PRIORS",
     "FORMAT_VERSION",
     "L2_GRID",
@@ -139,6 +155,9 @@ DETECTOR_PRIORS: dict[str, float] = {
 F = npt.NDArray[np.float64]
 
 _DEF = FEATURE_NAMES.index("def_confidence")
+
+#: Candidate verdict-memory bandwidths for :attr:`ThreatModel.select_bandwidth` (geometric).
+BANDWIDTH_GRID: tuple[float, ...] = (0.0125, 0.025, 0.05, 0.1, 0.2)
 
 #: Candidate L2 strengths for :attr:`ThreatModel.select_l2` (geometric, 0.3 … 30).
 L2_GRID: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0)
@@ -231,6 +250,7 @@ class ThreatModel:
         select_l2: bool = True,
         min_select: int = 8,
         folds: int = 5,
+        select_bandwidth: bool = True,
     ) -> None:
         self.kind = kind
         self.prior = prior
@@ -251,6 +271,7 @@ class ThreatModel:
         self.select_l2 = select_l2
         self.min_select = min_select
         self.folds = folds
+        self.select_bandwidth = select_bandwidth
         self._init_state()
 
     # ------------------------------------------------------------------ state
@@ -291,6 +312,7 @@ class ThreatModel:
         self.n_definition_labels_: int = 0
         self.l2_: float = float(self.l2)
         self.l2_n_: int = 0  # verdicts in the buffer when l2_ was last chosen
+        self.bandwidth_: float = float(self.memory_bandwidth)
 
     def _initial_theta(self, d: int) -> F:
         if self.kind == "linear":
@@ -322,6 +344,7 @@ class ThreatModel:
             "select_l2": self.select_l2,
             "min_select": self.min_select,
             "folds": self.folds,
+            "select_bandwidth": self.select_bandwidth,
         }
 
     def __repr__(self) -> str:
@@ -437,9 +460,42 @@ class ThreatModel:
         Za = self._z(A)
         Zb = self._z(self.X_buf_)
         d2 = np.sum(Za * Za, axis=1)[:, None] + np.sum(Zb * Zb, axis=1)[None, :] - 2.0 * (Za @ Zb.T)
-        h2 = self.memory_bandwidth * Za.shape[1]
+        h2 = self.bandwidth_ * Za.shape[1]
         K = np.exp(-np.maximum(d2, 0.0) / (2.0 * h2))
         return np.asarray(K * self.sample_weights()[None, :], dtype=np.float64)
+
+    def loo_losses(self, w: F | None = None, grid: Sequence[float] = BANDWIDTH_GRID) -> F:
+        """Leave-one-out log loss of the buffered verdicts under each bandwidth in ``grid``.
+
+        Verdict *j* is predicted by the memory formula from the prior's
+        probability and every *other* verdict, ``(c·p_prior + Σ_{i≠j} k·w_i·y_i) /
+        (c + Σ_{i≠j} k·w_i)``; the loss is weighted by ``w`` (decay × own weight).
+        The prior, not the refitted correction, is the base: the correction has
+        seen verdict *j*.
+        """
+        n = self.y_buf_.shape[0]
+        w = self.sample_weights() if w is None else w
+        out = np.zeros(len(grid))
+        if n == 0:
+            return out
+        Z = self._z(self.X_buf_)
+        sq = np.sum(Z * Z, axis=1)
+        d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (Z @ Z.T), 0.0)
+        np.fill_diagonal(d2, np.inf)  # leave the verdict itself out
+        p0 = np.clip(_sigmoid(self.prior_logit(self.X_buf_)), 1e-6, 1.0 - 1e-6)
+        c = self.memory_strength
+        for g, h in enumerate(grid):
+            K = np.exp(-d2 / (2.0 * h * Z.shape[1])) * w[None, :]
+            p = np.clip((c * p0 + K @ self.y_buf_) / (c + K.sum(axis=1)), 1e-6, 1.0 - 1e-6)
+            ll = -(self.y_buf_ * np.log(p) + (1.0 - self.y_buf_) * np.log1p(-p))
+            out[g] = float(np.sum(w * ll) / max(float(np.sum(w)), 1e-12))
+        return out
+
+    def choose_bandwidth(self, w: F | None = None, grid: Sequence[float] = BANDWIDTH_GRID) -> float:
+        """The bandwidth in ``grid`` with the smallest :meth:`loo_losses` (ties: the wider)."""
+        losses = self.loo_losses(w, grid)
+        best = min(losses)
+        return float(max(h for h, v in zip(grid, losses, strict=True) if v <= best + 1e-12))
 
     def predict_proba(self, X: npt.ArrayLike) -> F:
         """P(threat) for each row (1-D array): p₀ mixed with the similar verdicts."""
@@ -571,6 +627,10 @@ class ThreatModel:
             self.l2_, self.l2_n_ = self.choose_l2(w), n
         elif not self.select_l2:
             self.l2_ = float(self.l2)
+        if self.select_bandwidth and n >= self.min_select:
+            self.bandwidth_ = self.choose_bandwidth(w)
+        else:
+            self.bandwidth_ = float(self.memory_bandwidth)
         self.theta_ = self._solve(self.X_buf_, self.y_buf_, w, self.l2_, self.theta_)
         return self
 
@@ -666,6 +726,7 @@ class ThreatModel:
             "now": self.now_,
             "l2_in_use": self.l2_,
             "l2_chosen_at": self.l2_n_,
+            "bandwidth_in_use": self.bandwidth_,
         }
 
     def to_bytes(self) -> bytes:
@@ -771,6 +832,7 @@ class ThreatModel:
         m.now_ = float(meta.get("now", 0.0))
         m.l2_ = float(meta.get("l2_in_use", m.l2))
         m.l2_n_ = int(meta.get("l2_chosen_at", 0))
+        m.bandwidth_ = float(meta.get("bandwidth_in_use", m.memory_bandwidth))
         migrated = not (same and fmt == FORMAT_VERSION)
         if not migrated:
             if theta.shape != m._initial_theta(len(FEATURE_NAMES)).shape:
