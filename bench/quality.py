@@ -62,8 +62,8 @@ Sections (issue 11, "Must show"):
     before any verdict and after 25 and 50 simulated-analyst verdicts, each
     given through :func:`dnsieve.alerts.feedback.apply_verdict` (the model
     learns online and re-scores the queue), truthful (threat when the alert
-    matches an attack label, or is on the C2 domain of a ``client|domain``
-    attack label: :func:`feedback_truth`; else benign).  Alerts are chosen by
+    matches an attack label, as the grid matches: :func:`match_campaigns`;
+    else benign).  Alerts are chosen by
     the review queue (:func:`dnsieve.web.queue.review_queue`) or from the top
     of the queue; the controls, means of ``--repeats``, are random alerts
     answered truthfully and the review queue's choices answered by a coin.
@@ -878,20 +878,6 @@ def feedback_stores(
     return out
 
 
-def feedback_truth(alerts: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
-    """:func:`match_campaigns`, plus: a domain alert on the domain of a ``client|domain``
-    label (a beacon's C2 domain, flagged as newly observed) points at that campaign.
-
-    The grid's matching counts such an alert as false; an analyst who knows the beacon
-    knows its C2 domain, so the simulated analyst does too."""
-    pair = labels.filter(pl.col("entity").str.contains("|", literal=True))
-    extra = pair.with_columns(
-        pl.col("entity").str.split("|").list.last().alias("entity"),
-        pl.lit("domain").alias("entity_type"),
-    )
-    return match_campaigns(alerts, pl.concat([labels, extra], how="vertical_relaxed"))
-
-
 def _open_queue(store: Any) -> tuple[list[Any], np.ndarray]:
     from dnsieve.alerts.base import OPEN_STATUSES
 
@@ -994,7 +980,7 @@ def feedback(stores: Sequence[FeedbackStore], repeats: int, work: Path) -> list[
         t0 = time.perf_counter()
         with AlertStore.open(fs.db) as store:
             frame = _alerts_frame(store.list_alerts(include_suppressed=True))
-        m = feedback_truth(frame, fs.labels)
+        m = match_campaigns(frame, fs.labels)
         truth = {
             k: int(v)
             for k, v in zip(
@@ -1012,8 +998,6 @@ def feedback(stores: Sequence[FeedbackStore], repeats: int, work: Path) -> list[
             "threat_alerts": n_threat,
             "benign_anomaly_alerts": int((m["threat"] == 0).sum()),
             "unlabelled_alerts": int(m["campaign"].is_null().sum()),
-            "c2_domain_alerts": n_threat
-            - int((match_campaigns(frame, fs.labels)["threat"] == 1).sum()),
         }
         row["review"] = feedback_curve(fs.db, truth, "review", 0, work)
         row["top"] = feedback_curve(fs.db, truth, "top", 0, work)
