@@ -90,6 +90,8 @@ from dnsieve.detectors.frames import example_events, utc, window_columns
 __all__ = [
     "NewDomainDetector",
     "NewDomainPopulation",
+    "browsing_counts",
+    "host_browsing",
     "onset_logp",
     "visitor_activity",
 ]
@@ -147,8 +149,34 @@ def _us(s: pl.Series) -> np.ndarray:
     return s.cast(pl.Datetime("us", "UTC")).dt.epoch("us").to_numpy().astype(np.int64)
 
 
+def host_browsing(counts: pl.DataFrame) -> pl.DataFrame:
+    """Cumulative browsing per host: ``src_ip, h, n`` (``n``: distinct registered domains
+    per hour summed up to hour ``h``) from per host-hour counts ``src_ip, h, w``.
+
+    A mergeable statistic: the counts can be reduced anywhere (a cluster) and only
+    they brought here."""
+    return (
+        counts.sort("src_ip", "h")
+        .with_columns(n=pl.col("w").cum_sum().over("src_ip"))
+        .sort("h")
+        .select("src_ip", pl.col("h").cast(pl.Datetime("us", "UTC")), "n")
+    )
+
+
+def browsing_counts(events: pl.DataFrame) -> pl.DataFrame:
+    """Distinct registered domains per host and hour (``src_ip, h, w``) of ``events``
+    (``ts, src_ip, rd``)."""
+    return events.group_by("src_ip", h=pl.col("ts").dt.truncate("1h")).agg(
+        w=pl.col("rd").n_unique()
+    )
+
+
 def visitor_activity(
-    events: pl.DataFrame, visits: pl.DataFrame, rows: pl.DataFrame, horizon: timedelta
+    events: pl.DataFrame | None,
+    visits: pl.DataFrame,
+    rows: pl.DataFrame,
+    horizon: timedelta,
+    browsing: pl.DataFrame | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The onset evidence per row of ``rows`` (``rd, window_end, first_seen``).
 
@@ -160,16 +188,15 @@ def visitor_activity(
     the first sighting's hour: causal for hour-aligned windows).  Browsing, not bare activity: a
     workstation's telemetry keeps it active all night, but a domain people
     visit could only have been met in the hours they browsed.
+    ``browsing`` (:func:`host_browsing`), when given, replaces the browsing of
+    ``events`` (a distributed engine reduces it over all hosts on the cluster).
     Returns (host_hours, before, since).
     """
-    active = (
-        events.group_by("src_ip", h=pl.col("ts").dt.truncate("1h"))
-        .agg(w=pl.col("rd").n_unique())
-        .sort("src_ip", "h")
-        .with_columns(n=pl.col("w").cum_sum().over("src_ip"))
-        .sort("h")
-        .select("src_ip", pl.col("h").cast(pl.Datetime("us", "UTC")), "n")
-    )
+    if browsing is not None:
+        active = browsing
+    else:
+        assert events is not None
+        active = host_browsing(browsing_counts(events))
     cut = rows.with_columns(
         cut=pl.min_horizontal(pl.col("window_end"), pl.col("first_seen") + horizon)
     )
@@ -431,12 +458,16 @@ class NewDomainDetector(Detector):
         # active hours before and since its first sighting.
         first_us = _us(rows["first_seen"])
         t0 = _us(pl.Series([pop.start or rows["first_seen"].min()], dtype=rows["first_seen"].dtype))
-        dom_ev = _domain_events(data)
+        browsing = getattr(self, "browsing_", None)  # reduced on a cluster, or None
+        dom_ev = None if browsing is not None else _domain_events(data)
         host_hours, before, since = visitor_activity(
-            dom_ev.filter(pl.col("ts") >= pl.lit(pop.start or rows["first_seen"].min())),
+            None
+            if dom_ev is None
+            else dom_ev.filter(pl.col("ts") >= pl.lit(pop.start or rows["first_seen"].min())),
             ev,
             rows.select("rd", "window_end", "first_seen"),
             timedelta(hours=self.spread_hours),
+            browsing,
         )
         lp_onset = onset_logp(host_hours, before, since)
         # Both must hold: a new domain (onset) that spread unusually (spread).

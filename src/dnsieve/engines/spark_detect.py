@@ -544,7 +544,12 @@ def newdomain_fit_on_cluster(detector: Any, sdf: SparkDataFrame) -> Any:
     from datetime import timedelta
 
     from dnsieve.detectors.dga_host import fit_truncated_nb, support_bulk
-    from dnsieve.detectors.newdomain import _LOCAL, _REFERENCE, NewDomainPopulation
+    from dnsieve.detectors.newdomain import (
+        _LOCAL,
+        _REFERENCE,
+        NewDomainPopulation,
+        host_browsing,
+    )
 
     F = _F()
     d = detector
@@ -584,51 +589,72 @@ def newdomain_fit_on_cluster(detector: Any, sdf: SparkDataFrame) -> Any:
         span_h = (hi - lo).total_seconds() / 3600.0
         warm = min(d.max_warmup_hours, d.warmup_share * span_h)
         since = lo + timedelta(hours=warm)
-        first_sdf = (
+        every_sdf = (
             ev.groupBy("rd")
             .agg(F.min("ts").alias("first_seen"), F.max("ok").alias("ok"))
-            .where(F.col("ok") & (F.col("first_seen") > F.lit(since)))
+            .where(F.col("ok") & (F.col("first_seen") > F.lit(lo)))
             .select("rd", "first_seen")
         )
-        first = pl.from_arrow(first_sdf.toArrow())
-        assert isinstance(first, pl.DataFrame)
-        first = first.cast(first_schema).sort("rd")
-        if d.skip_popular and first.height:
+        every = pl.from_arrow(every_sdf.toArrow())
+        assert isinstance(every, pl.DataFrame)
+        every = every.cast(first_schema).sort("rd")
+        if d.skip_popular and every.height:
             from dnsieve.popular import popularity_rank
 
-            first = first.filter(popularity_rank(first["rd"]).is_null())
+            every = every.filter(popularity_rank(every["rd"]).is_null())
+        # as NewDomainDetector._fit: the law and the rate from sightings after the warm-up,
+        # each law on the domains whose own horizon is observed
+        first = every.filter(pl.col("first_seen") > since)
         days = max((span_h - warm) / 24.0, 1.0 / 24.0)
         new_per_day = first.height / days
-        done = first.filter(pl.col("first_seen") + timedelta(hours=d.follow_hours) <= hi)
         fits: list[tuple[float, float, int]] = []
-        n = 0
-        if done.height >= d.min_new_domains:
-            done_sdf = ev.sparkSession.createDataFrame(
-                done.to_arrow(), schema="rd string, first_seen timestamp"
-            )
-            counts = _domain_counts(d, ev.join(F.broadcast(done_sdf), on="rd", how="inner"))
-            counts = counts.cache()
-            try:
-                n = int(_rows(counts.agg(F.count(F.lit(1)).alias("n")))[0]["n"])
-                if n >= d.min_new_domains:
-                    for col in ("extra_hosts", "return_hours"):
+        sizes: list[int] = []
+        for col, hours in (("extra_hosts", d.spread_hours), ("return_hours", d.follow_hours)):
+            done = first.filter(pl.col("first_seen") + timedelta(hours=hours) <= hi)
+            n, fit = 0, _REFERENCE
+            if done.height >= d.min_new_domains:
+                done_sdf = ev.sparkSession.createDataFrame(
+                    done.to_arrow(), schema="rd string, first_seen timestamp"
+                )
+                counts = _domain_counts(d, ev.join(F.broadcast(done_sdf), on="rd", how="inner"))
+                counts = counts.cache()
+                try:
+                    n = int(_rows(counts.agg(F.count(F.lit(1)).alias("n")))[0]["n"])
+                    if n >= d.min_new_domains:
                         tally = _rows(counts.groupBy(col).agg(F.count(F.lit(1)).alias("c")))
                         tally.sort(key=lambda r, k=col: int(r[k]))  # type: ignore[misc]
                         v = np.array([int(r[col]) for r in tally], dtype=np.int64)
                         c = np.array([int(r["c"]) for r in tally], dtype=np.int64)
                         bulk = support_bulk(v, c, d.tail_share)
                         mean, size = fit_truncated_nb(v, c, bulk, 0.5 / n, censor=d.censor_tail)
-                        fits.append((mean, size, bulk))
-            finally:
-                counts.unpersist()
-        if len(fits) == 2:
-            fitted.population_ = NewDomainPopulation(
-                first, fits[0], fits[1], new_per_day, n, "truncated-mle", lo
-            )
-        else:
-            fitted.population_ = NewDomainPopulation(
-                first, _REFERENCE, _REFERENCE, new_per_day, n, "reference", lo
-            )
+                        fit = (mean, size, bulk)
+                finally:
+                    counts.unpersist()
+            sizes.append(n)
+            fits.append(fit)
+        fitted_kinds = [f is not _REFERENCE for f in fits]
+        method = (
+            "truncated-mle"
+            if all(fitted_kinds)
+            else "truncated-mle spread, reference returns"
+            if fitted_kinds[0]
+            else "reference"
+        )
+        fitted.population_ = NewDomainPopulation(
+            first, fits[0], fits[1], new_per_day, sizes[0], method, lo, every
+        )
+        # the visitors' browsing (distinct domains per host-hour) over every host: a
+        # partition holds only its own domains' events, so the counts come from here
+        hourly = pl.from_arrow(
+            ev.where(F.col("ts") >= F.lit(lo))
+            .groupBy("src_ip", F.date_trunc("hour", F.col("ts")).alias("h"))
+            .agg(F.countDistinct("rd").cast("long").alias("w"))
+            .toArrow()
+        )
+        assert isinstance(hourly, pl.DataFrame)
+        fitted.browsing_ = host_browsing(
+            hourly.with_columns(pl.col("h").cast(pl.Datetime("us", "UTC")))
+        )
     finally:
         ev.unpersist()
     return fitted
