@@ -13,6 +13,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from hypothesis import settings as _hypothesis_settings
+
+# Property tests check properties, never speed: no per-example deadline (Hypothesis'
+# default of 200 ms fails a correct test on a loaded machine).
+_hypothesis_settings.register_profile("dnsieve", deadline=None)
+_hypothesis_settings.load_profile("dnsieve")
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_DATA = REPO / "tests" / "data"

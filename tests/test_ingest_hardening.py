@@ -74,7 +74,7 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=1800,  # a ceiling
     )
 
 
@@ -121,7 +121,7 @@ def _ingest_as_nobody(args: list[str], cwd: Path) -> subprocess.CompletedProcess
         env={**env, "HOME": str(cwd), "XDG_DATA_HOME": str(cwd / "xdg")},
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=1800,  # a ceiling
         preexec_fn=_drop_to_nobody,
         check=False,
     )

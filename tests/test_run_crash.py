@@ -57,7 +57,7 @@ def test_kill_9_during_run_loses_nothing(tmp_path: Path) -> None:
         time.sleep(delay)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
+        proc.wait(timeout=600)
         with AlertStore.open(db) as store:
             after = {a.id: a for a in store.list_alerts(status="all", include_suppressed=True)}
             assert set(after) == set(before), f"kill after {delay}s changed the stored alerts"

@@ -612,7 +612,7 @@ def test_a_huge_request_head_gets_431(store: AlertStore) -> None:
     thread.start()
 
     def ask(head: bytes) -> bytes:
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as c:
+        with socket.create_connection(("127.0.0.1", port), timeout=120) as c:
             with contextlib.suppress(OSError):  # the server may close before all is sent
                 c.sendall(head + b"\r\n")
             got = b""

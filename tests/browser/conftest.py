@@ -320,12 +320,12 @@ def open_ui(browser: Browser, base_url: str) -> Generator[UI]:
     """A new context on ``base_url`` whose pages are watched (used by the ``ui`` fixtures)."""
     from playwright.sync_api import expect
 
-    expect.set_options(timeout=10_000)
+    expect.set_options(timeout=120_000)  # ceilings: a loaded machine only waits longer
     watch = Watch()
     ctx = browser.new_context(
         base_url=base_url, viewport={"width": 1360, "height": 900}, service_workers="block"
     )
-    ctx.set_default_timeout(15_000)
+    ctx.set_default_timeout(120_000)
 
     def refuse(route: Route, request: Request) -> None:
         watch.foreign.append(request.url)
