@@ -91,6 +91,7 @@ __all__ = [
     "NewDomainDetector",
     "NewDomainPopulation",
     "browsing_counts",
+    "fit_method",
     "host_browsing",
     "onset_logp",
     "visitor_activity",
@@ -116,6 +117,19 @@ class NewDomainPopulation:
     start: datetime | None = None
     #: every first sighting after the input's first event (the scored candidates)
     candidates: pl.DataFrame | None = None
+
+
+def fit_method(fits: list[tuple[float, float, int]]) -> str:
+    """How the (spread, returns) laws were fitted: each is a truncated MLE, or the
+    reference law when too few new domains had their horizon observed.
+
+    >>> fit_method([(1.0, 2.0, 3), _REFERENCE])
+    'truncated-mle spread, reference returns'
+    """
+    fitted = [f is not _REFERENCE for f in fits]
+    if all(fitted):
+        return "truncated-mle"
+    return "truncated-mle spread, reference returns" if fitted[0] else "reference"
 
 
 def _domain_events(data: pl.DataFrame) -> pl.DataFrame:
@@ -357,16 +371,8 @@ class NewDomainDetector(Detector):
             bulk = support_bulk(v, c, self.tail_share)
             mean, size = fit_truncated_nb(v, c, bulk, 0.5 / n, censor=self.censor_tail)
             fits.append((mean, size, bulk))
-        fitted = [f is not _REFERENCE for f in fits]
-        method = (
-            "truncated-mle"
-            if all(fitted)
-            else "truncated-mle spread, reference returns"
-            if fitted[0]
-            else "reference"
-        )
         return NewDomainPopulation(
-            first, fits[0], fits[1], new_per_day, counts[0], method, lo, every
+            first, fits[0], fits[1], new_per_day, counts[0], fit_method(fits), lo, every
         )
 
     def _counts(self, ev: pl.DataFrame, upto: str | None) -> pl.DataFrame:

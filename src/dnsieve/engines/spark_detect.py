@@ -548,6 +548,7 @@ def newdomain_fit_on_cluster(detector: Any, sdf: SparkDataFrame) -> Any:
         _LOCAL,
         _REFERENCE,
         NewDomainPopulation,
+        fit_method,
         host_browsing,
     )
 
@@ -632,16 +633,8 @@ def newdomain_fit_on_cluster(detector: Any, sdf: SparkDataFrame) -> Any:
                     counts.unpersist()
             sizes.append(n)
             fits.append(fit)
-        fitted_kinds = [f is not _REFERENCE for f in fits]
-        method = (
-            "truncated-mle"
-            if all(fitted_kinds)
-            else "truncated-mle spread, reference returns"
-            if fitted_kinds[0]
-            else "reference"
-        )
         fitted.population_ = NewDomainPopulation(
-            first, fits[0], fits[1], new_per_day, sizes[0], method, lo, every
+            first, fits[0], fits[1], new_per_day, sizes[0], fit_method(fits), lo, every
         )
         # the visitors' browsing (distinct domains per host-hour) over every host: a
         # partition holds only its own domains' events, so the counts come from here
@@ -694,6 +687,27 @@ def _domain_counts(detector: Any, joined: SparkDataFrame) -> SparkDataFrame:
     return joined.repartition(max(n, 1), "rd").mapInArrow(run, _spark_schema(out))
 
 
+def _window_mapper(
+    compute: Callable[[pl.DataFrame], pl.DataFrame], out: pa.Schema
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """A ``mapInArrow`` function: a partition's events as a Polars frame (``ts`` in UTC µs)
+    through ``compute``, whose ``window_start`` goes back as epoch µs (no session time
+    zone on the way), in ``out``'s columns."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        got = [b for b in batches if b.num_rows]
+        if not got:
+            return
+        frame = pl.from_arrow(pa.Table.from_batches(got))
+        assert isinstance(frame, pl.DataFrame)
+        frame = frame.with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
+        table = compute(frame).with_columns(pl.col("window_start").dt.epoch("us"))
+        if table.height:
+            yield from table.select(out.names).to_arrow().cast(out).to_batches()
+
+    return run
+
+
 # ---------------------------------------------------------------------------- beacon
 def beacon_fit_on_cluster(
     detector: Any, sdf: SparkDataFrame, ctx: DetectContext, partitions: int
@@ -717,17 +731,7 @@ def beacon_fit_on_cluster(
         + [(f"s{i}", pa.float64()) for i in range(n_tol)]
     )
 
-    def shares(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        got = [b for b in batches if b.num_rows]
-        if not got:
-            return
-        frame = pl.from_arrow(pa.Table.from_batches(got))
-        assert isinstance(frame, pl.DataFrame)
-        frame = frame.with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
-        table = det.null_shares(frame, ctx).with_columns(pl.col("window_start").dt.epoch("us"))
-        if table.height:
-            yield from table.select(out.names).to_arrow().cast(out).to_batches()
-
+    shares = _window_mapper(lambda frame: det.null_shares(frame, ctx), out)
     cols = ["ts", "src_ip", "registered_domain"]
     part = sdf.select(*cols).repartition(partitions, "registered_domain")
     got = part.mapInArrow(shares, _spark_schema(out))
@@ -772,17 +776,7 @@ def lookalike_fit_on_cluster(
         + [pa.field("software", pa.bool_()), pa.field("hit", pa.bool_())]
     )
 
-    def rows(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        got = [b for b in batches if b.num_rows]
-        if not got:
-            return
-        frame = pl.from_arrow(pa.Table.from_batches(got))
-        assert isinstance(frame, pl.DataFrame)
-        frame = frame.with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
-        table = det.use_population(frame, ctx).with_columns(pl.col("window_start").dt.epoch("us"))
-        if table.height:
-            yield from table.select(out.names).to_arrow().cast(out).to_batches()
-
+    rows = _window_mapper(lambda frame: det.use_population(frame, ctx), out)
     cols = ("ts", "src_ip", "qname", "qtype", "rcode", "registered_domain")
     part = sdf.select(*[c for c in cols if c in sdf.columns])
     pop = part.repartition(partitions, "registered_domain").mapInArrow(rows, _spark_schema(out))
