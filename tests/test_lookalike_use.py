@@ -26,7 +26,7 @@ from dnsieve.detectors.base import DetectContext
 from dnsieve.detectors.frames import example_events
 from dnsieve.detectors.lookalike import coincidental, match_names, use_evidence
 from dnsieve.lake import Lake
-from dnsieve.pipeline import detect
+from dnsieve.pipeline import DetectResult, detect
 
 T0 = datetime(2024, 3, 4, 9, tzinfo=UTC)
 FLOOR = float(get("lookalike").score_floor)  # type: ignore[arg-type]
@@ -149,20 +149,25 @@ def test_simulated_typo_noise_and_background_names_do_not_alert(tmp_path: Path) 
 
     sim = simulate(hours=40, clients=200, seed=1)
     log = write_zeek(sim, tmp_path / "logs")["log"]
-    lake = Lake(tmp_path / "lake")
-    lake.ingest_files([log], "zeek", {})
+    res = _lookalike_run(log, tmp_path / "lake", "zeek")
+    cand = res.anomalies
+    assert cand.height > 0  # the typos and the brand-word names are candidates
+    assert "dydiabrandunion.info" in set(cand["entity"])
+    assert res.alerts.filter(pl.col("detector") == "lookalike").height == 0
+
+
+def _lookalike_run(log: Path, lake_dir: Path, fmt: str) -> DetectResult:
+    """``lookalike`` alone over one ingested input, every window through its last event."""
+    lake = Lake(lake_dir)
+    lake.ingest_files([log], fmt, {})
     span = lake.time_range()
     assert span is not None
-    res = detect(
+    return detect(
         lake,
         settings=DetectSettings.model_validate({}),
         detectors=["lookalike"],
         until=span[1] + timedelta(seconds=1),
     )
-    cand = res.anomalies
-    assert cand.height > 0  # the typos and the brand-word names are candidates
-    assert "dydiabrandunion.info" in set(cand["entity"])
-    assert res.alerts.filter(pl.col("detector") == "lookalike").height == 0
 
 
 ROGUEROBIN_LOOKALIKES = {"kaspersky.science", "symanteclive.download", "windowsdefender.win"}
@@ -187,16 +192,7 @@ def test_roguerobin_lookalikes_keep_their_alerts(shared_data: Path, tmp_path: Pa
     files = sorted(base.glob("*.pcapng"))
     assert len(files) == 6
     for i, f in enumerate(files):
-        lake = Lake(tmp_path / f"lake{i}")
-        lake.ingest_files([f], "auto", {})
-        span = lake.time_range()
-        assert span is not None
-        res = detect(
-            lake,
-            settings=DetectSettings.model_validate({}),
-            detectors=["lookalike"],
-            until=span[1] + timedelta(seconds=1),
-        )
+        res = _lookalike_run(f, tmp_path / f"lake{i}", "auto")
         got = set(res.alerts.filter(pl.col("detector") == "lookalike")["entity"])
         want = next(v for k, v in expected.items() if k in f.name)
         assert want <= got, (f.name, sorted(want - got))
